@@ -1,0 +1,177 @@
+"""Train the Flax CNN: optax SGD with momentum on cross-entropy, jit-compiled, evaluated on the test set each epoch.
+
+Usage: python -m mnist_jax.train [--epochs 10] [--batch-size 128] [--lr 0.1] [--momentum 0.9] ...
+
+Read it side by side with `mnist_torch/train.py`: the same functions in the same order.
+The framework differences: the training state is an immutable pytree that `train_step`
+returns anew instead of mutating, randomness is an explicit key, and the steps are
+compiled ahead of time so that compilation is timed apart from training.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from importlib.metadata import version
+from typing import Any, Callable, Sequence
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training.train_state import TrainState
+
+from mnist_jax.data import DataError, Split, batch_indices, load_mnist, num_batches
+from mnist_jax.model import CNN
+from mnist_torch.config import EVAL_BATCH_SIZE, DeviceUnavailable, TrainConfig, parse_config
+from mnist_torch.report import EpochRecord, format_epoch, write_metrics
+
+Batch = tuple[jax.Array, jax.Array]  # images (N, 28, 28, 1) float, labels (N,) int
+Metrics = dict[str, jax.Array]
+
+
+def resolve_device(name: str) -> jax.Device:
+    if name == "auto":
+        return jax.devices()[0]  # JAX's default backend: the GPU when one is usable
+    if name == "cuda":
+        try:
+            return jax.devices("gpu")[0]
+        except RuntimeError:
+            raise DeviceUnavailable(
+                "--device cuda was asked for, but JAX sees no CUDA GPU (install with `pip install -e .[cuda]`); "
+                "use --device cpu or auto"
+            ) from None
+    return jax.devices("cpu")[0]
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """optax.sgd is torch.optim.SGD: trace = momentum * trace + grad (the first trace is the grad
+    itself, as in PyTorch), then params -= lr * trace. tests/test_parity.py checks both steps."""
+    return optax.sgd(config.lr, momentum=config.momentum)
+
+
+def create_state(seed: int, config: TrainConfig) -> TrainState:
+    """Freshly initialized parameters (PyTorch's default distributions, drawn from `seed`'s key) and SGD state.
+
+    The state is a pytree: params, optimizer state and step count. It carries no RNG key
+    because nothing after initialization is random (no dropout); the batch order comes
+    from the seed through `batch_indices`, shared with the PyTorch trainer.
+    """
+    variables = CNN().init(jax.random.key(seed), jnp.zeros((1, 28, 28, 1), jnp.float32))
+    return TrainState.create(apply_fn=CNN().apply, params=variables["params"], tx=make_optimizer(config))
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean cross-entropy over the batch: torch.nn.CrossEntropyLoss()."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def check_labels(images: jax.Array, labels: jax.Array) -> None:
+    """Trace-time check (shapes and dtypes are static), so a bad batch fails in Python, not in XLA."""
+    if labels.ndim != 1 or labels.shape[0] != images.shape[0] or not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(
+            f"labels must be integer class indices of shape ({images.shape[0]},) to match the images, "
+            f"got shape {tuple(labels.shape)} {labels.dtype}; use mnist_jax.data.load_mnist()"
+        )
+
+
+@jax.jit
+def loss_and_grads(params: Any, batch: Batch) -> tuple[jax.Array, Any]:
+    images, labels = batch
+    check_labels(images, labels)
+    return jax.value_and_grad(lambda p: cross_entropy(CNN().apply({"params": p}, images), labels))(params)
+
+
+def _train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+    loss, grads = loss_and_grads(state.params, batch)
+    return state.apply_gradients(grads=grads), {"loss": loss}
+
+
+#: One SGD step: (state, batch) -> (new state, {"loss"}). The old state's buffers are donated:
+#: XLA updates the parameters in place, and the caller must use only the returned state.
+train_step = jax.jit(_train_step, donate_argnums=0)
+
+
+@jax.jit
+def eval_step(params: Any, batch: Batch) -> Metrics:
+    """Summed loss and correct count of one batch, so that batches of any size add up exactly."""
+    images, labels = batch
+    check_labels(images, labels)
+    logits = CNN().apply({"params": params}, images)
+    return {
+        "loss_sum": optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum(),
+        "correct": (logits.argmax(axis=1) == labels).sum(),
+    }
+
+
+def evaluate(params: Any, split: Split) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over a whole split."""
+    sums = [eval_step(params, (split.images[i : i + EVAL_BATCH_SIZE], split.labels[i : i + EVAL_BATCH_SIZE]))
+            for i in range(0, len(split.labels), EVAL_BATCH_SIZE)]
+    totals = jax.tree.map(lambda *x: float(sum(x)), *sums)
+    n = len(split.labels)
+    return totals["loss_sum"] / n, totals["correct"] / n
+
+
+def train_epoch(
+    state: TrainState, train: Split, config: TrainConfig, epoch: int, step: Callable = train_step
+) -> tuple[TrainState, float]:
+    """One pass in the shared batch order; returns the new state and the mean training loss.
+
+    Losses stay on the device until the epoch ends: reading each one would make the host
+    wait for every step instead of queueing the next.
+    """
+    losses = []
+    for idx in batch_indices(config.seed, epoch, len(train.labels), config.batch_size):
+        state, metrics = step(state, (train.images[idx], train.labels[idx]))
+        losses.append(metrics["loss"])
+    return state, float(jnp.mean(jnp.stack(losses)))
+
+
+def compile_steps(state: TrainState, train: Split, test: Split, batch_size: int) -> tuple[Any, float]:
+    """Compile the train and eval steps ahead of time; returns the compiled train step and the seconds spent."""
+    start = time.perf_counter()
+    batch = (train.images[:batch_size], train.labels[:batch_size])
+    compiled = train_step.lower(state, batch).compile()
+    eval_step.lower(state.params, (test.images[:EVAL_BATCH_SIZE], test.labels[:EVAL_BATCH_SIZE])).compile()
+    return compiled, time.perf_counter() - start
+
+
+def train(config: TrainConfig) -> list[EpochRecord]:
+    device = resolve_device(config.device)
+    data = load_mnist(config.data_dir)
+    with jax.default_device(device):
+        train_split = Split(*jax.device_put((data.train.images[: config.train_size], data.train.labels[: config.train_size]), device))
+        test_split = Split(*jax.device_put(tuple(data.test), device))
+        state = jax.device_put(create_state(config.seed, config), device)
+        step, compile_seconds = compile_steps(state, train_split, test_split, config.batch_size)
+        if not config.quiet:
+            print(f"compiled train and eval steps in {compile_seconds:.2f}s", flush=True)
+        images_per_epoch = num_batches(config.train_size, config.batch_size) * config.batch_size
+
+        records = []
+        for epoch in range(1, config.epochs + 1):
+            start = time.perf_counter()
+            state, train_loss = train_epoch(state, train_split, config, epoch, step)  # float() waits for the device
+            seconds = time.perf_counter() - start
+            test_loss, test_accuracy = evaluate(state.params, test_split)
+            records.append(EpochRecord(epoch, train_loss, test_loss, test_accuracy, seconds, images_per_epoch / seconds))
+            if not config.quiet:
+                print(format_epoch(records[-1], config.epochs), flush=True)
+
+    versions = {"jax": jax.__version__, "jaxlib": version("jaxlib"), "flax": flax.__version__, "optax": optax.__version__}
+    path = write_metrics("jax", config, records, str(device), versions, compile_seconds)
+    print(f"test accuracy {100 * records[-1].test_accuracy:.2f}% on {device}; wrote {path}")
+    return records
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    config = parse_config("jax", argv)
+    try:
+        train(config)
+    except (DataError, DeviceUnavailable) as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()

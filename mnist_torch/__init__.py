@@ -1,0 +1,1 @@
+"""The PyTorch reference: the original project's CNN, trained with SGD and CrossEntropyLoss."""

@@ -1,0 +1,164 @@
+"""Real MNIST, loaded once through torchvision and shared by both frameworks.
+
+This module is the project's single data path: `mnist_jax.data` converts the very
+tensors returned here instead of reading the files a second time, and both trainers
+draw their batch order from `epoch_permutation`. The four original IDX files ship in
+the repository gzipped (``data/MNIST/raw/*.gz``); they are verified against the
+published SHA-256 digests on every load, so a model is never trained on partial or
+altered data, and nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+import numpy as np
+import torch
+from torchvision.datasets import MNIST
+
+#: The repository's data folder: the default for ``--data-dir``.
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+#: Mean and standard deviation of the training pixels scaled to [0, 1]; the measured
+#: mean is 0.1306604762738429, the origin of the customary ``Normalize((0.1307,), (0.3081,))``.
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+
+IMAGE_SHAPE = (28, 28)
+NUM_CLASSES = 10
+NUM_TRAIN = 60_000
+NUM_TEST = 10_000
+
+#: Published SHA-256 digests and sizes of the four uncompressed originals.
+IDX_FILES: dict[str, tuple[str, int]] = {
+    "train-images-idx3-ubyte": ("ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", 47_040_016),
+    "train-labels-idx1-ubyte": ("65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", 60_008),
+    "t10k-images-idx3-ubyte": ("0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", 7_840_016),
+    "t10k-labels-idx1-ubyte": ("ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", 10_008),
+}
+
+RESTORE_HINT = "restore it with `git checkout -- data/` or rebuild it with `python data/rebuild_mnist.py`"
+
+
+class DataError(RuntimeError):
+    """The MNIST files are missing or are not the published originals."""
+
+
+class Split(NamedTuple):
+    """One split held as whole tensors: images (N, 1, 28, 28) float32, normalized; labels (N,) int64."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+
+@dataclass(frozen=True)
+class MNISTData:
+    train: Split
+    test: Split
+
+
+def raw_dir(data_dir: Path | str) -> Path:
+    """Where torchvision's ``MNIST(root=data_dir)`` looks for the IDX files."""
+    return Path(data_dir) / "MNIST" / "raw"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _extract(gz_path: Path, target: Path) -> None:
+    """Decompress via a temporary file, so an interrupted extraction never leaves a partial IDX file."""
+    partial = target.with_name(target.name + ".partial")
+    try:
+        with gzip.open(gz_path, "rb") as src, open(partial, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    except (OSError, EOFError) as err:
+        partial.unlink(missing_ok=True)
+        raise DataError(f"{gz_path} is unreadable ({err}); {RESTORE_HINT}") from None
+    partial.replace(target)
+
+
+def ensure_verified(data_dir: Path | str = DEFAULT_DATA_DIR) -> Path:
+    """Make sure the four IDX files are present and byte-identical to the originals.
+
+    A missing uncompressed file is extracted from its committed ``.gz``; a file whose
+    digest differs is reported, never replaced silently, so the user sees what happened.
+    Returns the raw folder.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(
+            f"--data-dir {data_dir} is not a directory; expected the folder holding MNIST/raw/*.gz "
+            f"(the repository's is {DEFAULT_DATA_DIR})"
+        )
+    folder = raw_dir(data_dir)
+    for name, (expected, size) in IDX_FILES.items():
+        path = folder / name
+        if not path.exists():
+            gz_path = path.with_name(name + ".gz")
+            if not gz_path.exists():
+                raise DataError(f"{gz_path} is missing (expected the gzipped MNIST original, SHA-256 of its contents {expected}); {RESTORE_HINT}")
+            _extract(gz_path, path)
+            source = gz_path
+        else:
+            source = path
+        actual = sha256_of(path)
+        if actual != expected:
+            got = f"{path.stat().st_size} bytes, SHA-256 {actual}"
+            if source == path:
+                fix = f"delete it to re-extract it from {name}.gz, or {RESTORE_HINT}"
+            else:
+                path.unlink()
+                fix = RESTORE_HINT
+            raise DataError(f"{source} does not hold the original {name} (expected {size} bytes, SHA-256 {expected}; got {got}); {fix}")
+    return folder
+
+
+def normalize(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28), scaled to [0, 1] then standardized."""
+    return ((pixels.float() / 255.0 - MNIST_MEAN) / MNIST_STD).unsqueeze(1)
+
+
+def load_split(data_dir: Path | str, train: bool) -> Split:
+    """One split as whole tensors: normalized once here instead of per image every epoch."""
+    dataset = MNIST(root=str(data_dir), train=train, download=False)
+    return Split(normalize(dataset.data), dataset.targets.long())
+
+
+def load_mnist(data_dir: Path | str = DEFAULT_DATA_DIR) -> MNISTData:
+    """Verified, normalized MNIST: 60 000 training and 10 000 test images."""
+    ensure_verified(data_dir)
+    return MNISTData(train=load_split(data_dir, train=True), test=load_split(data_dir, train=False))
+
+
+def epoch_permutation(seed: int, epoch: int, num_examples: int = NUM_TRAIN) -> np.ndarray:
+    """The training order of one epoch, a function of (seed, epoch) alone.
+
+    Drawn with NumPy rather than either framework's generator so that the torch and
+    JAX trainers, on any device, visit exactly the same batches in the same order.
+    """
+    return np.random.default_rng([seed, epoch]).permutation(num_examples)
+
+
+def batch_indices(seed: int, epoch: int, num_examples: int, batch_size: int) -> Iterator[np.ndarray]:
+    """Index arrays of the epoch's full batches; the incomplete last batch is dropped.
+
+    Dropping it keeps every step the same shape (one compiled XLA program, equal work
+    per step in both frameworks); the dropped images differ from epoch to epoch.
+    """
+    order = epoch_permutation(seed, epoch, num_examples)
+    for start in range(0, num_examples - batch_size + 1, batch_size):
+        yield order[start : start + batch_size]
+
+
+def num_batches(num_examples: int, batch_size: int) -> int:
+    return num_examples // batch_size

@@ -1,0 +1,68 @@
+"""What both trainers print and write: one line per epoch and ``metrics.json``.
+
+Shared so that the two frameworks' outputs have one schema and can be compared
+field by field (and by the benchmark report) without translation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mnist_torch.config import TrainConfig
+
+#: The original notebook's accuracy on the 10 000 test images, the bar to clear.
+ORIGINAL_ACCURACY = 0.9876
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    test_loss: float
+    test_accuracy: float
+    seconds: float  # training time of the epoch alone: evaluation and compilation excluded
+    images_per_s: float
+
+
+def format_epoch(record: EpochRecord, epochs: int) -> str:
+    return (
+        f"epoch {record.epoch:>{len(str(epochs))}}/{epochs}  train loss {record.train_loss:.4f}  "
+        f"test loss {record.test_loss:.4f}  test acc {100 * record.test_accuracy:.2f}%  "
+        f"{record.seconds:.2f}s  {record.images_per_s:,.0f} img/s"
+    )
+
+
+def write_metrics(
+    framework: str,
+    config: TrainConfig,
+    records: list[EpochRecord],
+    device: str,
+    versions: dict[str, str],
+    compile_seconds: float | None,
+) -> Path:
+    """Write ``<out_dir>/metrics.json`` atomically: a crash never leaves a half-written file.
+
+    ``compile_seconds`` is the one-off cost kept out of the epoch times (XLA compilation
+    for JAX; None for eager PyTorch, which compiles nothing).
+    """
+    assert config.out_dir is not None
+    metrics: dict[str, Any] = {
+        "framework": framework,
+        "config": config.to_json(),
+        "epochs": [asdict(r) for r in records],
+        "test_accuracy": records[-1].test_accuracy,
+        "compile_seconds": compile_seconds,
+        "device": device,
+        "versions": {"python": platform.python_version(), **versions},
+    }
+    config.out_dir.mkdir(parents=True, exist_ok=True)
+    path = config.out_dir / "metrics.json"
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(metrics, indent=2) + "\n")
+    os.replace(partial, path)
+    return path

@@ -1,0 +1,115 @@
+"""Train the reference CNN: SGD with momentum on CrossEntropyLoss, evaluated on the test set each epoch.
+
+Usage: python -m mnist_torch.train [--epochs 10] [--batch-size 128] [--lr 0.1] [--momentum 0.9] ...
+
+Read it side by side with `mnist_jax/train.py`: the same functions in the same order,
+with only the framework differences between them.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Sequence
+
+import torch
+import torchvision
+from torch.nn import functional as F
+
+from mnist_torch.config import EVAL_BATCH_SIZE, DeviceUnavailable, TrainConfig, parse_config
+from mnist_torch.data import DataError, Split, batch_indices, load_mnist, num_batches
+from mnist_torch.model import CNN
+from mnist_torch.report import EpochRecord, format_epoch, write_metrics
+
+TrainState = tuple[CNN, torch.optim.SGD]
+Batch = tuple[torch.Tensor, torch.Tensor]  # images (N, 1, 28, 28) float, labels (N,) int64
+Metrics = dict[str, torch.Tensor]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailable("--device cuda was asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
+    return torch.device(name)
+
+
+def create_state(seed: int, config: TrainConfig, device: torch.device) -> TrainState:
+    """A freshly initialized model (PyTorch's default init, seeded) and its SGD optimizer."""
+    torch.manual_seed(seed)
+    model = CNN().to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+    return model, optimizer
+
+
+def train_step(state: TrainState, batch: Batch) -> Metrics:
+    """One SGD step on one batch, updating the model in place; returns the batch's mean loss (still on the device)."""
+    model, optimizer = state
+    images, labels = batch
+    optimizer.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(model(images), labels)
+    loss.backward()
+    optimizer.step()
+    return {"loss": loss.detach()}
+
+
+@torch.no_grad()
+def evaluate(model: CNN, split: Split) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over a whole split."""
+    model.eval()
+    loss_sum = torch.zeros((), device=split.images.device)
+    correct = torch.zeros((), dtype=torch.long, device=split.images.device)
+    for start in range(0, len(split.labels), EVAL_BATCH_SIZE):
+        images = split.images[start : start + EVAL_BATCH_SIZE]
+        labels = split.labels[start : start + EVAL_BATCH_SIZE]
+        logits = model(images)
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        correct += (logits.argmax(dim=1) == labels).sum()
+    model.train()
+    n = len(split.labels)
+    return loss_sum.item() / n, correct.item() / n
+
+
+def train_epoch(state: TrainState, train: Split, config: TrainConfig, epoch: int) -> float:
+    """One pass in the shared batch order; returns the mean training loss."""
+    loss_sum = torch.zeros((), device=train.images.device)
+    for idx in batch_indices(config.seed, epoch, len(train.labels), config.batch_size):
+        idx = torch.from_numpy(idx).to(train.images.device)
+        loss_sum += train_step(state, (train.images[idx], train.labels[idx]))["loss"]
+    return loss_sum.item() / num_batches(len(train.labels), config.batch_size)
+
+
+def train(config: TrainConfig) -> list[EpochRecord]:
+    device = resolve_device(config.device)
+    data = load_mnist(config.data_dir)
+    train_split = Split(data.train.images[: config.train_size].to(device), data.train.labels[: config.train_size].to(device))
+    test_split = Split(data.test.images.to(device), data.test.labels.to(device))
+    state = create_state(config.seed, config, device)
+    images_per_epoch = num_batches(config.train_size, config.batch_size) * config.batch_size
+
+    records = []
+    for epoch in range(1, config.epochs + 1):
+        start = time.perf_counter()
+        train_loss = train_epoch(state, train_split, config, epoch)  # .item() inside waits for the device
+        seconds = time.perf_counter() - start
+        test_loss, test_accuracy = evaluate(state[0], test_split)
+        records.append(EpochRecord(epoch, train_loss, test_loss, test_accuracy, seconds, images_per_epoch / seconds))
+        if not config.quiet:
+            print(format_epoch(records[-1], config.epochs), flush=True)
+
+    versions = {"torch": torch.__version__, "torchvision": torchvision.__version__}
+    path = write_metrics("torch", config, records, str(device), versions, compile_seconds=None)
+    print(f"test accuracy {100 * records[-1].test_accuracy:.2f}% on {device}; wrote {path}")
+    return records
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    config = parse_config("torch", argv)
+    try:
+        train(config)
+    except (DataError, DeviceUnavailable) as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()
