@@ -92,6 +92,17 @@ def _train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
 train_step = jax.jit(_train_step, donate_argnums=0)
 
 
+def _train_steps(state: TrainState, batches: Batch, unroll: int | bool = 1) -> tuple[TrainState, Metrics]:
+    return jax.lax.scan(_train_step, state, batches, unroll=unroll)
+
+
+#: K SGD steps in one call: `lax.scan` over batches stacked on a leading axis, images (K, N, 28, 28, 1),
+#: labels (K, N); returns the state after the K steps and the K losses. One dispatch instead of K.
+#: `unroll=True` replaces XLA's while loop by K copies of the step: on XLA:CPU a convolution inside
+#: a while loop runs ~10x slower than the same convolution outside one (see benchmarks/RESULTS.md).
+train_steps = jax.jit(_train_steps, donate_argnums=0, static_argnames="unroll")
+
+
 @jax.jit
 def eval_step(params: Any, batch: Batch) -> Metrics:
     """Summed loss and correct count of one batch, so that batches of any size add up exactly."""

@@ -54,20 +54,25 @@ def train_step(state: TrainState, batch: Batch) -> Metrics:
 
 
 @torch.no_grad()
+def eval_step(model: CNN, batch: Batch) -> Metrics:
+    """Summed loss and correct count of one batch, so that batches of any size add up exactly."""
+    images, labels = batch
+    logits = model(images)
+    return {
+        "loss_sum": F.cross_entropy(logits, labels, reduction="sum"),
+        "correct": (logits.argmax(dim=1) == labels).sum(),
+    }
+
+
 def evaluate(model: CNN, split: Split) -> tuple[float, float]:
     """Mean cross-entropy and accuracy over a whole split."""
     model.eval()
-    loss_sum = torch.zeros((), device=split.images.device)
-    correct = torch.zeros((), dtype=torch.long, device=split.images.device)
-    for start in range(0, len(split.labels), EVAL_BATCH_SIZE):
-        images = split.images[start : start + EVAL_BATCH_SIZE]
-        labels = split.labels[start : start + EVAL_BATCH_SIZE]
-        logits = model(images)
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
-        correct += (logits.argmax(dim=1) == labels).sum()
+    sums = [eval_step(model, (split.images[i : i + EVAL_BATCH_SIZE], split.labels[i : i + EVAL_BATCH_SIZE]))
+            for i in range(0, len(split.labels), EVAL_BATCH_SIZE)]
     model.train()
+    totals = {key: sum(s[key] for s in sums).item() for key in sums[0]}
     n = len(split.labels)
-    return loss_sum.item() / n, correct.item() / n
+    return totals["loss_sum"] / n, totals["correct"] / n
 
 
 def train_epoch(state: TrainState, train: Split, config: TrainConfig, epoch: int) -> float:

@@ -1,4 +1,4 @@
-"""Real MNIST, loaded once per test session, for every test that needs it."""
+"""Real MNIST, loaded once per session, for the tests and the benchmarks alike."""
 
 from __future__ import annotations
 

@@ -1,0 +1,63 @@
+"""Training-step and inference throughput, PyTorch vs JAX, same model, batches and precision.
+
+Run: pytest benchmarks --benchmark-only [--benchmark-json results.json]
+Every result's extra_info carries images_per_s, the variant, device, batch size, precision,
+the compile seconds kept out of the timed rounds, and the versions. Nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from benchmarks.conftest import environment
+from benchmarks.runners import EVAL_VARIANTS, TRAIN_VARIANTS, Round, images_per_round, jax_round, precision, torch_round
+
+ROUND_BUDGET_S = {"cpu": 6.0, "cuda": 2.0}  # timed seconds per benchmark: bounds the suite's length
+MAX_ROUNDS = 20
+
+
+def rounds_for(round_: Round, device: str) -> tuple[int, float]:
+    """As many rounds as fit the budget (at least one), from the time of one more untimed round."""
+    start = time.perf_counter()
+    round_.run()
+    estimate = time.perf_counter() - start
+    return max(1, min(MAX_ROUNDS, int(ROUND_BUDGET_S[device] / estimate))), estimate
+
+
+def run_benchmark(benchmark, mode, variant, device, batch_size, precision_name, mnist, jax_mnist, smoke):
+    if precision_name == "tf32" and device == "cpu":
+        pytest.skip("TF32 is an NVIDIA GPU mode: on the CPU both frameworks compute in full float32")
+    with precision(precision_name):
+        images = images_per_round(mode, batch_size, smoke)
+        if variant.startswith("torch"):
+            round_ = torch_round(variant, mode, mnist, device, batch_size, images)
+        else:
+            split = jax_mnist.test if mode == "eval" else jax_mnist.train
+            round_ = jax_round(variant, mode, split, device, batch_size, images, mnist)
+        rounds, _ = (1, 0.0) if smoke else rounds_for(round_, device)
+        benchmark.group = f"{mode} {device} batch {batch_size} {precision_name}"
+        benchmark.extra_info.update(
+            framework=variant.split("_")[0], variant=variant, mode=mode, device=device, batch_size=batch_size,
+            precision=precision_name, compile_seconds=round_.compile_seconds, warmup_seconds=round_.warmup_seconds,
+            images_per_round=round_.images,
+            steps_per_round=round_.steps, **environment(device),
+        )
+        benchmark.pedantic(round_.run, rounds=rounds, iterations=1)
+    if not smoke:
+        benchmark.extra_info["images_per_s"] = round_.images / benchmark.stats.stats.median
+
+
+@pytest.mark.parametrize("precision_name", ["float32", "tf32"])
+@pytest.mark.parametrize("batch_size", [128, 1024])
+@pytest.mark.parametrize("variant", TRAIN_VARIANTS)
+def test_train_step(benchmark, variant, batch_size, precision_name, device, mnist, jax_mnist, smoke):
+    run_benchmark(benchmark, "train", variant, device, batch_size, precision_name, mnist, jax_mnist, smoke)
+
+
+@pytest.mark.parametrize("precision_name", ["float32", "tf32"])
+@pytest.mark.parametrize("batch_size", [128, 1024])
+@pytest.mark.parametrize("variant", EVAL_VARIANTS)
+def test_eval(benchmark, variant, batch_size, precision_name, device, mnist, jax_mnist, smoke):
+    run_benchmark(benchmark, "eval", variant, device, batch_size, precision_name, mnist, jax_mnist, smoke)
