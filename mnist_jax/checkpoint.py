@@ -77,7 +77,11 @@ def load_checkpoint(out_dir: Path, state: TrainState, config: TrainConfig) -> tu
     return restored.state, records_from_json(meta["records"])
 
 
-def load_params(out_dir: Path) -> Any:
-    """The trained parameters of a run's checkpoint, for prediction and evaluation (no optimizer needed)."""
+def load_params(out_dir: Path, device: jax.Device) -> Any:
+    """The trained parameters of a run's checkpoint on ``device``, for prediction and evaluation.
+
+    Restored without a target structure (no optimizer needs creating): orbax returns the
+    saved pytree as nested dicts, of which the params are the part the model needs.
+    """
     restored = _restore(out_dir, train_fix("jax"), ocp.args.StandardRestore())
-    return jax.tree.map(jax.numpy.asarray, restored.state["params"])
+    return jax.device_put(restored.state["params"], device)
