@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # no display needed; must precede pyplot's import
 
@@ -54,7 +55,9 @@ def plot_curves(runs: Mapping[str, Epochs]) -> plt.Figure:
         loss_ax.plot(x, [e["train_loss"] for e in epochs], "--", color=colour, marker=".", label=f"{name} train")
         loss_ax.plot(x, [e["test_loss"] for e in epochs], "-", color=colour, marker="o", label=f"{name} test")
         acc_ax.plot(x, [100 * e["test_accuracy"] for e in epochs], "-", color=colour, marker="o", label=name)
-    loss_ax.set(title="cross-entropy loss", xlabel="epoch", ylabel="loss", yscale="log")
+    loss_ax.set(title="cross-entropy loss", xlabel="epoch", ylabel="loss (log scale)", yscale="log")
+    for axis in (loss_ax.yaxis.set_major_formatter, loss_ax.yaxis.set_minor_formatter):
+        axis(matplotlib.ticker.FormatStrFormatter("%g"))  # 0.3, not 3 x 10^-1
     acc_ax.set(title="test accuracy", xlabel="epoch", ylabel="%")
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
