@@ -11,7 +11,7 @@ import pytest
 from mnist_jax import checkpoint as jax_checkpoint
 from mnist_jax import train as jax_train
 from mnist_torch import train as torch_train
-from mnist_torch.checkpoint import CHECKPOINT_FILE, CheckpointError
+from mnist_torch.checkpoint import CHECKPOINT_FILE
 from mnist_torch.config import TrainConfig
 from mnist_torch.report import EpochRecord
 from mnist_torch.weights import WEIGHTS_FILE, read_weights
@@ -31,7 +31,8 @@ def learning(metrics: dict) -> list[dict]:
 def test_stop_after_epoch_one_then_resume_equals_an_uninterrupted_run(framework, trained_run, tmp_path):
     uninterrupted = trained_run(framework)  # --epochs 2 in one go, same seed and data
     TRAINERS[framework].main(["--epochs", "1", *SHORT, "--out-dir", str(tmp_path)])
-    assert (tmp_path / CHECKPOINT_NAME[framework]).exists()
+    assert (tmp_path / CHECKPOINT_NAME[framework]).exists()  # a one-epoch run leaves its checkpoint and plots
+    assert all((tmp_path / name).stat().st_size > 10_000 for name in ("curves.png", "confusion.png", "misclassified.png"))
     assert json.loads((tmp_path / "metrics.json").read_text())["config"]["epochs"] == 1
     TRAINERS[framework].main(["--epochs", "2", *SHORT, "--out-dir", str(tmp_path), "--resume"])
 
