@@ -49,6 +49,8 @@ def missing(out_dir: Path, expected: Path, fix: str) -> CheckpointError:
 
 def unreadable(path: Path, err: Exception) -> CheckpointError:
     first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if len(first_line) > 300:  # tensorstore appends its whole JSON spec: keep the part that names the problem
+        first_line = first_line[:300] + " ..."
     return CheckpointError(
         f"{path} is not a readable checkpoint ({type(err).__name__}: {first_line}); "
         f"delete it, or train again into that --out-dir without --resume"

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
 
 from mnist_torch.model import CNN
 
@@ -40,7 +40,7 @@ def write_weights(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}, str(partial))
+    partial.write_bytes(save({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}))
     os.replace(partial, path)
     return path
 

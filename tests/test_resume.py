@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 
 import jax
 import numpy as np
@@ -71,6 +73,17 @@ def test_torch_truncated_checkpoint_is_refused_by_name(trained_run, tmp_path):
     (tmp_path / CHECKPOINT_FILE).write_bytes((trained_run("torch") / CHECKPOINT_FILE).read_bytes()[:100_000])
     with pytest.raises(SystemExit, match=r"^error: .*checkpoint.pt is not a readable checkpoint \(.*\); delete it"):
         torch_train.main(["--epochs", "2", *SHORT, "--out-dir", str(tmp_path), "--resume"])
+
+
+def test_jax_damaged_checkpoint_is_refused_by_name(trained_run, tmp_path):
+    shutil.copytree(trained_run("jax") / jax_checkpoint.CHECKPOINT_DIR, tmp_path / jax_checkpoint.CHECKPOINT_DIR)
+    for chunk in (tmp_path / jax_checkpoint.CHECKPOINT_DIR).glob("*/state/d/*"):  # the arrays' data
+        chunk.write_bytes(chunk.read_bytes()[:100])
+    with pytest.raises(SystemExit) as exit_info:
+        jax_train.main(["--epochs", "3", *SHORT, "--out-dir", str(tmp_path), "--resume"])
+    message = str(exit_info.value.code)
+    assert re.match(r"error: .*checkpoint/2 is not a readable checkpoint \(.*\); delete it", message), message
+    assert "\n" not in message and len(message) < 600
 
 
 def test_jax_fresh_run_replaces_a_later_checkpoint_left_in_its_out_dir(tmp_path):
