@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import shutil
@@ -75,6 +76,8 @@ def test_torch_truncated_checkpoint_is_refused_by_name(trained_run, tmp_path):
         torch_train.main(["--epochs", "2", *SHORT, "--out-dir", str(tmp_path), "--resume"])
 
 
+# orbax's failed restore leaves a callback for its closed asyncio loop; it fires, harmlessly, when collected
+@pytest.mark.filterwarnings("ignore:Exception ignored:pytest.PytestUnraisableExceptionWarning")
 def test_jax_damaged_checkpoint_is_refused_by_name(trained_run, tmp_path):
     shutil.copytree(trained_run("jax") / jax_checkpoint.CHECKPOINT_DIR, tmp_path / jax_checkpoint.CHECKPOINT_DIR)
     for chunk in (tmp_path / jax_checkpoint.CHECKPOINT_DIR).glob("*/state/d/*"):  # the arrays' data
@@ -84,6 +87,7 @@ def test_jax_damaged_checkpoint_is_refused_by_name(trained_run, tmp_path):
     message = str(exit_info.value.code)
     assert re.match(r"error: .*checkpoint/2 is not a readable checkpoint \(.*\); delete it", message), message
     assert "\n" not in message and len(message) < 600
+    gc.collect()  # here, where the warning is expected, not in the next test
 
 
 def test_jax_fresh_run_replaces_a_later_checkpoint_left_in_its_out_dir(tmp_path):
