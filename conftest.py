@@ -16,3 +16,24 @@ def mnist() -> torch_data.MNISTData:
 @pytest.fixture(scope="session")
 def jax_mnist(mnist: torch_data.MNISTData) -> jax_data.MNISTData:
     return jax_data.MNISTData(train=jax_data.from_torch(mnist.train), test=jax_data.from_torch(mnist.test))
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """``trained_run("torch" | "jax")``: the out-dir of a real two-epoch run on the first 6 400 images
+    (100 SGD steps, about 90% test accuracy), trained once per session and shared by the tool tests."""
+    from mnist_jax import train as jax_train
+    from mnist_torch import train as torch_train
+    from mnist_torch.config import TrainConfig
+
+    trainers = {"torch": torch_train, "jax": jax_train}
+    runs = {}
+
+    def run(framework: str):
+        if framework not in runs:
+            out_dir = tmp_path_factory.mktemp(f"{framework}-run")
+            trainers[framework].train(TrainConfig(epochs=2, train_size=6400, out_dir=out_dir, quiet=True))
+            runs[framework] = out_dir
+        return runs[framework]
+
+    return run

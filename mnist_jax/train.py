@@ -1,6 +1,9 @@
 """Train the Flax CNN: optax SGD with momentum on cross-entropy, jit-compiled, evaluated on the test set each epoch.
 
-Usage: python -m mnist_jax.train [--epochs 10] [--batch-size 128] [--lr 0.1] [--momentum 0.9] ...
+Usage: python -m mnist_jax.train [--epochs 10] [--batch-size 128] [--lr 0.1] [--momentum 0.9] [--resume] ...
+
+Writes into --out-dir: metrics.json, a checkpoint after every epoch (`--resume` continues
+from it), weights.safetensors, and the plots curves.png, confusion.png, misclassified.png.
 
 Read it side by side with `mnist_torch/train.py`: the same functions in the same order.
 The framework differences: the training state is an immutable pytree that `train_step`
@@ -18,12 +21,17 @@ from typing import Any, Callable, Sequence
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax.training.train_state import TrainState
 
+from mnist_jax.checkpoint import CheckpointError, load_checkpoint, records_to_json, save_checkpoint
 from mnist_jax.data import DataError, Split, batch_indices, load_mnist, num_batches
 from mnist_jax.model import CNN
+from mnist_jax.weights import WEIGHTS_FILE, export_weights
 from mnist_torch.config import EVAL_BATCH_SIZE, DeviceUnavailable, TrainConfig, parse_config
+from mnist_torch.plots import write_plots
+from mnist_torch.progress import EpochProgress, progress_enabled
 from mnist_torch.report import EpochRecord, format_epoch, write_metrics
 
 Batch = tuple[jax.Array, jax.Array]  # images (N, 28, 28, 1) float, labels (N,) int
@@ -124,18 +132,35 @@ def evaluate(params: Any, split: Split) -> tuple[float, float]:
     return totals["loss_sum"] / n, totals["correct"] / n
 
 
+@jax.jit
+def predict_step(params: Any, images: jax.Array) -> jax.Array:
+    """Class probabilities of one batch; compiled on first use, after training, so no epoch time includes it."""
+    return jax.nn.softmax(CNN().apply({"params": params}, images), axis=-1)
+
+
+def predict(params: Any, images: jax.Array) -> np.ndarray:
+    """Class probabilities (N, 10) of normalized images (N, 28, 28, 1), as a NumPy array on the host."""
+    probabilities = [predict_step(params, images[start : start + EVAL_BATCH_SIZE])
+                     for start in range(0, len(images), EVAL_BATCH_SIZE)]
+    return np.concatenate([np.asarray(p) for p in probabilities])
+
+
 def train_epoch(
     state: TrainState, train: Split, config: TrainConfig, epoch: int, step: Callable = train_step
 ) -> tuple[TrainState, float]:
     """One pass in the shared batch order; returns the new state and the mean training loss.
 
     Losses stay on the device until the epoch ends: reading each one would make the host
-    wait for every step instead of queueing the next.
+    wait for every step instead of queueing the next. The progress bar (a terminal only)
+    reads the latest loss every few steps, which lets the queue run ahead in between.
     """
     losses = []
-    for idx in batch_indices(config.seed, epoch, len(train.labels), config.batch_size):
-        state, metrics = step(state, (train.images[idx], train.labels[idx]))
-        losses.append(metrics["loss"])
+    steps = num_batches(len(train.labels), config.batch_size)
+    with EpochProgress(steps, epoch, config.epochs, config.batch_size, progress_enabled(config.quiet)) as progress:
+        for idx in batch_indices(config.seed, epoch, len(train.labels), config.batch_size):
+            state, metrics = step(state, (train.images[idx], train.labels[idx]))
+            losses.append(metrics["loss"])
+            progress.step(metrics["loss"].item)
     return state, float(jnp.mean(jnp.stack(losses)))
 
 
@@ -155,24 +180,33 @@ def train(config: TrainConfig) -> list[EpochRecord]:
         train_split = Split(*jax.device_put((data.train.images[: config.train_size], data.train.labels[: config.train_size]), device))
         test_split = Split(*jax.device_put(tuple(data.test), device))
         state = jax.device_put(create_state(config.seed, config), device)
+        records: list[EpochRecord] = []
+        if config.resume:
+            state, records = load_checkpoint(config.out_dir, state, config)  # restored onto the same device
+            if not config.quiet:
+                print(f"resumed from {config.out_dir} after epoch {len(records)}", flush=True)
         step, compile_seconds = compile_steps(state, train_split, test_split, config.batch_size)
         if not config.quiet:
             print(f"compiled train and eval steps in {compile_seconds:.2f}s", flush=True)
         images_per_epoch = num_batches(config.train_size, config.batch_size) * config.batch_size
 
-        records = []
-        for epoch in range(1, config.epochs + 1):
+        for epoch in range(len(records) + 1, config.epochs + 1):
             start = time.perf_counter()
             state, train_loss = train_epoch(state, train_split, config, epoch, step)  # float() waits for the device
             seconds = time.perf_counter() - start
             test_loss, test_accuracy = evaluate(state.params, test_split)
             records.append(EpochRecord(epoch, train_loss, test_loss, test_accuracy, seconds, images_per_epoch / seconds))
+            save_checkpoint(config.out_dir, state, records, config)
             if not config.quiet:
                 print(format_epoch(records[-1], config.epochs), flush=True)
+        predictions = predict(state.params, test_split.images).argmax(axis=1)
 
     versions = {"jax": jax.__version__, "jaxlib": version("jaxlib"), "flax": flax.__version__, "optax": optax.__version__}
     path = write_metrics("jax", config, records, str(device), versions, compile_seconds)
-    print(f"test accuracy {100 * records[-1].test_accuracy:.2f}% on {device}; wrote {path}")
+    export_weights(state.params, config.out_dir / WEIGHTS_FILE)
+    plots = write_plots(config.out_dir, "jax", records_to_json(records), data.test.images, data.test.labels, predictions)
+    written = ", ".join(p.name for p in plots)
+    print(f"test accuracy {100 * records[-1].test_accuracy:.2f}% on {device}; wrote {path}, {WEIGHTS_FILE}, checkpoint, {written}")
     return records
 
 
@@ -180,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = parse_config("jax", argv)
     try:
         train(config)
-    except (DataError, DeviceUnavailable) as err:
+    except (DataError, DeviceUnavailable, CheckpointError) as err:
         sys.exit(f"error: {err}")
 
 

@@ -38,9 +38,15 @@ class TrainConfig:
     out_dir: Path | None = None  # None: runs/<framework>
     train_size: int = NUM_TRAIN
     quiet: bool = False
+    resume: bool = False  # continue from the checkpoint in out_dir instead of starting afresh
 
     def to_json(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+
+
+def default_out_dir(framework: str) -> Path:
+    """Where a trainer writes when no --out-dir is given, and where predict and evaluate look by default."""
+    return Path("runs") / framework
 
 
 def _positive_int(text: str) -> int:
@@ -104,11 +110,18 @@ def build_parser(framework: str) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=_non_negative_int, default=d.seed, help="seeds initialization and the batch order")
     parser.add_argument("--device", choices=DEVICES, default=d.device, help="auto: cuda when a GPU is present")
     parser.add_argument("--data-dir", type=Path, default=d.data_dir, help="folder holding MNIST/raw/*.gz")
-    parser.add_argument("--out-dir", type=Path, default=None, help=f"where metrics.json goes (default: runs/{framework})")
+    parser.add_argument(
+        "--out-dir", type=Path, default=None,
+        help=f"where metrics.json, plots, the checkpoint and weights.safetensors go (default: runs/{framework})",
+    )
     parser.add_argument(
         "--train-size", type=_train_size, default=d.train_size, help="use only the first N training images (quick runs)"
     )
-    parser.add_argument("--quiet", action="store_true", help="print only the final result")
+    parser.add_argument("--quiet", action="store_true", help="print only the final result (no progress bar, no epoch lines)")
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="continue from the last completed epoch of the checkpoint in --out-dir (same batch size, lr, momentum, seed, train size)",
+    )
     return parser
 
 
@@ -117,5 +130,50 @@ def parse_config(framework: str, argv: Sequence[str] | None = None) -> TrainConf
     args = parser.parse_args(argv)
     if args.batch_size > args.train_size:
         parser.error(f"argument --batch-size: {args.batch_size} is larger than --train-size {args.train_size}; lower it")
-    out_dir = args.out_dir if args.out_dir is not None else Path("runs") / framework
+    out_dir = args.out_dir if args.out_dir is not None else default_out_dir(framework)
     return TrainConfig(**{**vars(args), "out_dir": out_dir})
+
+
+def _add_model_source(parser: argparse.ArgumentParser, framework: str) -> None:
+    parser.add_argument(
+        "--checkpoint", type=Path, default=None, metavar="DIR",
+        help=f"a training run's --out-dir holding its checkpoint (default: {default_out_dir(framework)})",
+    )
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda when a GPU is present")
+    parser.add_argument("--json", action="store_true", help="print JSON for machines instead of text")
+
+
+def build_predict_parser(framework: str) -> argparse.ArgumentParser:
+    """``python -m mnist_<framework>.predict IMAGE... [--checkpoint DIR] [--json]``, the same for both."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m mnist_{framework}.predict",
+        description="Name the digit in each picture (PNG or JPEG, any size, light or dark background) with a trained CNN.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="pictures of one digit each")
+    _add_model_source(parser, framework)
+    return parser
+
+
+def build_evaluate_parser(framework: str) -> argparse.ArgumentParser:
+    """``python -m mnist_<framework>.evaluate [--weights FILE | --checkpoint DIR] [--json]``, the same for both."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m mnist_{framework}.evaluate",
+        description="Test loss and accuracy of trained weights (from either framework) on the 10 000 MNIST test images.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--weights", type=Path, default=None, metavar="FILE",
+        help="a .safetensors file in PyTorch state_dict layout, exported by either framework (instead of --checkpoint)",
+    )
+    _add_model_source(parser, framework)
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="folder holding MNIST/raw/*.gz")
+    return parser
+
+
+def parse_evaluate_args(framework: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = build_evaluate_parser(framework)
+    args = parser.parse_args(argv)
+    if args.weights is not None and args.checkpoint is not None:
+        parser.error("pass either --weights FILE or --checkpoint DIR, not both")
+    return args

@@ -1,4 +1,4 @@
-"""What both trainers print and write: one line per epoch and ``metrics.json``.
+"""What both frameworks print and write: one line per epoch, ``metrics.json``, predictions and evaluations.
 
 Shared so that the two frameworks' outputs have one schema and can be compared
 field by field (and by the benchmark report) without translation.
@@ -11,7 +11,9 @@ import os
 import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+
+import numpy as np
 
 from mnist_torch.config import TrainConfig
 
@@ -66,3 +68,31 @@ def write_metrics(
     partial.write_text(json.dumps(metrics, indent=2) + "\n")
     os.replace(partial, path)
     return path
+
+
+def top_k(probabilities: np.ndarray, k: int = 3) -> list[tuple[int, float]]:
+    """The k most likely digits of one image, most likely first."""
+    order = np.argsort(probabilities)[::-1][:k]
+    return [(int(d), float(probabilities[d])) for d in order]
+
+
+def format_predictions(names: Sequence[str], probabilities: np.ndarray, as_json: bool) -> str:
+    """``digit.png: 7  (7 99.1%, 1 0.5%, 2 0.2%)`` per image, or a JSON list for machines."""
+    if as_json:
+        return json.dumps([
+            {"image": str(name), "digit": top_k(p)[0][0],
+             "top3": [{"digit": d, "probability": round(q, 6)} for d, q in top_k(p)]}
+            for name, p in zip(names, probabilities)
+        ])
+    return "\n".join(
+        f"{name}: {top_k(p)[0][0]}  ({', '.join(f'{d} {100 * q:.1f}%' for d, q in top_k(p))})"
+        for name, p in zip(names, probabilities)
+    )
+
+
+def format_evaluation(framework: str, source: str, device: str, loss: float, correct: int, total: int, as_json: bool) -> str:
+    """What ``python -m mnist_<framework>.evaluate`` prints: one line, or one JSON object."""
+    if as_json:
+        return json.dumps({"framework": framework, "weights": source, "device": device, "test_loss": loss,
+                           "test_accuracy": correct / total, "correct": correct, "total": total})
+    return f"test loss {loss:.4f}  test acc {100 * correct / total:.2f}% ({correct}/{total})  {framework} on {device}, weights {source}"

@@ -1,6 +1,9 @@
 """Train the reference CNN: SGD with momentum on CrossEntropyLoss, evaluated on the test set each epoch.
 
-Usage: python -m mnist_torch.train [--epochs 10] [--batch-size 128] [--lr 0.1] [--momentum 0.9] ...
+Usage: python -m mnist_torch.train [--epochs 10] [--batch-size 128] [--lr 0.1] [--momentum 0.9] [--resume] ...
+
+Writes into --out-dir: metrics.json, a checkpoint after every epoch (`--resume` continues
+from it), weights.safetensors, and the plots curves.png, confusion.png, misclassified.png.
 
 Read it side by side with `mnist_jax/train.py`: the same functions in the same order,
 with only the framework differences between them.
@@ -12,14 +15,19 @@ import sys
 import time
 from typing import Sequence
 
+import numpy as np
 import torch
 import torchvision
 from torch.nn import functional as F
 
+from mnist_torch.checkpoint import CheckpointError, load_checkpoint, records_to_json, save_checkpoint
 from mnist_torch.config import EVAL_BATCH_SIZE, DeviceUnavailable, TrainConfig, parse_config
 from mnist_torch.data import DataError, Split, batch_indices, load_mnist, num_batches
 from mnist_torch.model import CNN
+from mnist_torch.plots import write_plots
+from mnist_torch.progress import EpochProgress, progress_enabled
 from mnist_torch.report import EpochRecord, format_epoch, write_metrics
+from mnist_torch.weights import WEIGHTS_FILE, export_weights
 
 TrainState = tuple[CNN, torch.optim.SGD]
 Batch = tuple[torch.Tensor, torch.Tensor]  # images (N, 1, 28, 28) float, labels (N,) int64
@@ -75,13 +83,31 @@ def evaluate(model: CNN, split: Split) -> tuple[float, float]:
     return totals["loss_sum"] / n, totals["correct"] / n
 
 
+@torch.no_grad()
+def predict(model: CNN, images: torch.Tensor) -> np.ndarray:
+    """Class probabilities (N, 10) of normalized images (N, 1, 28, 28), as a NumPy array on the host."""
+    was_training = model.training
+    model.eval()
+    probabilities = [F.softmax(model(images[start : start + EVAL_BATCH_SIZE]), dim=1)
+                     for start in range(0, len(images), EVAL_BATCH_SIZE)]
+    model.train(was_training)
+    return torch.cat(probabilities).cpu().numpy()
+
+
 def train_epoch(state: TrainState, train: Split, config: TrainConfig, epoch: int) -> float:
-    """One pass in the shared batch order; returns the mean training loss."""
+    """One pass in the shared batch order; returns the mean training loss.
+
+    The progress bar (a terminal only) reads the latest loss every few steps, not every step.
+    """
     loss_sum = torch.zeros((), device=train.images.device)
-    for idx in batch_indices(config.seed, epoch, len(train.labels), config.batch_size):
-        idx = torch.from_numpy(idx).to(train.images.device)
-        loss_sum += train_step(state, (train.images[idx], train.labels[idx]))["loss"]
-    return loss_sum.item() / num_batches(len(train.labels), config.batch_size)
+    steps = num_batches(len(train.labels), config.batch_size)
+    with EpochProgress(steps, epoch, config.epochs, config.batch_size, progress_enabled(config.quiet)) as progress:
+        for idx in batch_indices(config.seed, epoch, len(train.labels), config.batch_size):
+            idx = torch.from_numpy(idx).to(train.images.device)
+            loss = train_step(state, (train.images[idx], train.labels[idx]))["loss"]
+            loss_sum += loss
+            progress.step(loss.item)
+    return loss_sum.item() / steps
 
 
 def train(config: TrainConfig) -> list[EpochRecord]:
@@ -90,21 +116,30 @@ def train(config: TrainConfig) -> list[EpochRecord]:
     train_split = Split(data.train.images[: config.train_size].to(device), data.train.labels[: config.train_size].to(device))
     test_split = Split(data.test.images.to(device), data.test.labels.to(device))
     state = create_state(config.seed, config, device)
+    records: list[EpochRecord] = []
+    if config.resume:
+        state, records = load_checkpoint(config.out_dir, state, config)
+        if not config.quiet:
+            print(f"resumed from {config.out_dir} after epoch {len(records)}", flush=True)
     images_per_epoch = num_batches(config.train_size, config.batch_size) * config.batch_size
 
-    records = []
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(len(records) + 1, config.epochs + 1):
         start = time.perf_counter()
         train_loss = train_epoch(state, train_split, config, epoch)  # .item() inside waits for the device
         seconds = time.perf_counter() - start
         test_loss, test_accuracy = evaluate(state[0], test_split)
         records.append(EpochRecord(epoch, train_loss, test_loss, test_accuracy, seconds, images_per_epoch / seconds))
+        save_checkpoint(config.out_dir, state, records, config)
         if not config.quiet:
             print(format_epoch(records[-1], config.epochs), flush=True)
 
     versions = {"torch": torch.__version__, "torchvision": torchvision.__version__}
     path = write_metrics("torch", config, records, str(device), versions, compile_seconds=None)
-    print(f"test accuracy {100 * records[-1].test_accuracy:.2f}% on {device}; wrote {path}")
+    export_weights(state[0], config.out_dir / WEIGHTS_FILE)
+    predictions = predict(state[0], test_split.images).argmax(axis=1)
+    plots = write_plots(config.out_dir, "torch", records_to_json(records), data.test.images.numpy(), data.test.labels.numpy(), predictions)
+    written = ", ".join(p.name for p in plots)
+    print(f"test accuracy {100 * records[-1].test_accuracy:.2f}% on {device}; wrote {path}, {WEIGHTS_FILE}, checkpoint, {written}")
     return records
 
 
@@ -112,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = parse_config("torch", argv)
     try:
         train(config)
-    except (DataError, DeviceUnavailable) as err:
+    except (DataError, DeviceUnavailable, CheckpointError) as err:
         sys.exit(f"error: {err}")
 
 

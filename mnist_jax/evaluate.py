@@ -1,0 +1,44 @@
+"""Test loss and accuracy of trained weights: a checkpoint of this framework, or safetensors from either.
+
+Usage: python -m mnist_jax.evaluate [--weights FILE.safetensors | --checkpoint DIR] [--json]
+
+Read it side by side with `mnist_torch/evaluate.py`. A ``weights.safetensors`` written by
+`python -m mnist_torch.train` evaluates here to the PyTorch run's own test accuracy: the file
+is converted from PyTorch's layout by `mnist_jax.port`, and the two models compute the same
+function (see tests/test_weights.py).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+import jax
+
+from mnist_jax.checkpoint import CheckpointError, checkpoint_path, load_params
+from mnist_jax.data import DataError, Split, load_mnist
+from mnist_jax.train import evaluate, resolve_device
+from mnist_jax.weights import WeightsError, load_weights
+from mnist_torch.config import DeviceUnavailable, default_out_dir, parse_evaluate_args
+from mnist_torch.report import format_evaluation
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_evaluate_args("jax", argv)
+    try:
+        device = resolve_device(args.device)
+        if args.weights is not None:
+            source, params = args.weights, load_weights(args.weights, device)
+        else:
+            out_dir = args.checkpoint or default_out_dir("jax")
+            source, params = checkpoint_path(out_dir), load_params(out_dir, device)
+        test = load_mnist(args.data_dir).test
+    except (DataError, DeviceUnavailable, CheckpointError, WeightsError) as err:
+        sys.exit(f"error: {err}")
+    loss, accuracy = evaluate(params, Split(*jax.device_put(tuple(test), device)))
+    total = len(test.labels)
+    print(format_evaluation("jax", str(source), str(device), loss, round(accuracy * total), total, args.json))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""Name the digit in your own pictures with a trained CNN.
+
+Usage: python -m mnist_jax.predict IMAGE... [--checkpoint DIR] [--json]
+
+Read it side by side with `mnist_torch/predict.py`. Each picture (PNG or JPEG, any size, a
+light or dark background) is brought to MNIST's form by `mnist_torch.images.load_digit`,
+shared by both frameworks. Without --checkpoint, the model is the latest checkpoint of
+`python -m mnist_jax.train` in its default out-dir.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from mnist_jax.checkpoint import CheckpointError, load_params
+from mnist_jax.train import predict, resolve_device
+from mnist_torch.config import DeviceUnavailable, build_predict_parser, default_out_dir
+from mnist_torch.images import ImageError, load_digit
+from mnist_torch.report import format_predictions
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_predict_parser("jax").parse_args(argv)
+    try:
+        images = np.stack([load_digit(path) for path in args.images])[..., None]  # (N, 28, 28, 1): NHWC
+        device = resolve_device(args.device)
+        params = load_params(args.checkpoint or default_out_dir("jax"), device)
+    except (ImageError, CheckpointError, DeviceUnavailable) as err:
+        sys.exit(f"error: {err}")
+    probabilities = predict(params, jax.device_put(images, device))
+    print(format_predictions([str(p) for p in args.images], probabilities, args.json))
+
+
+if __name__ == "__main__":
+    main()

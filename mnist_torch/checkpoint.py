@@ -1,0 +1,133 @@
+"""Save the training state after every epoch and resume from it: PyTorch's ``state_dict`` in one file.
+
+Read it side by side with `mnist_jax/checkpoint.py`: the same functions, with orbax in
+place of ``torch.save``. The framework-neutral parts (what a checkpoint must agree on to
+be resumed, the epoch records, the error messages) are defined once here and imported
+by the JAX side.
+
+A checkpoint holds the model and optimizer state (SGD's momentum buffers), the epoch
+records so far and the run's config. Resuming is exact, not approximate: the batch order
+is a function of (seed, epoch) alone and nothing else in training is random, so the
+epochs after a resume see the same batches, from the same state, as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mnist_torch.config import TrainConfig
+from mnist_torch.model import CNN
+from mnist_torch.report import EpochRecord
+
+#: The file inside a run's out-dir.
+CHECKPOINT_FILE = "checkpoint.pt"
+
+#: What must be equal for the saved epochs and the resumed ones to be one run (--epochs may grow).
+RESUME_KEYS = ("batch_size", "lr", "momentum", "seed", "train_size")
+
+#: How to recover when --resume finds no checkpoint.
+RESUME_FIX = "drop --resume to start afresh, or pass the --out-dir of the run to continue"
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint where one was asked for; the message says what to do."""
+
+
+def train_fix(framework: str) -> str:
+    """How to get a checkpoint, for predict and evaluate."""
+    return f"train one with `python -m mnist_{framework}.train`, or pass --checkpoint DIR (a training run's --out-dir)"
+
+
+def missing(out_dir: Path, expected: Path, fix: str) -> CheckpointError:
+    return CheckpointError(f"no checkpoint in {out_dir} (looked for {expected}); {fix}")
+
+
+def unreadable(path: Path, err: Exception) -> CheckpointError:
+    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if len(first_line) > 300:  # tensorstore appends its whole JSON spec: keep the part that names the problem
+        first_line = first_line[:300] + " ..."
+    return CheckpointError(
+        f"{path} is not a readable checkpoint ({type(err).__name__}: {first_line}); "
+        f"delete it, or train again into that --out-dir without --resume"
+    )
+
+
+def records_to_json(records: list[EpochRecord]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in records]
+
+
+def records_from_json(records: list[dict[str, Any]]) -> list[EpochRecord]:
+    return [EpochRecord(**r) for r in records]
+
+
+def check_resumable(saved_config: dict[str, Any], epoch: int, config: TrainConfig, where: Path) -> None:
+    """Refuse to continue a run under other hyperparameters: the result would match neither run."""
+    current = config.to_json()
+    for key in RESUME_KEYS:
+        if saved_config[key] != current[key]:
+            flag = "--" + key.replace("_", "-")
+            raise CheckpointError(
+                f"the checkpoint in {where} was trained with {flag} {saved_config[key]}, this run asks for {flag} {current[key]}; "
+                f"pass {flag} {saved_config[key]} to resume it, or drop --resume (or use another --out-dir) to start afresh"
+            )
+    if epoch > config.epochs:
+        raise CheckpointError(
+            f"the checkpoint in {where} has already trained {epoch} epochs, more than --epochs {config.epochs}; "
+            f"pass --epochs {epoch} or more to resume it"
+        )
+
+
+def checkpoint_path(out_dir: Path) -> Path:
+    return Path(out_dir) / CHECKPOINT_FILE
+
+
+def save_checkpoint(out_dir: Path, state: tuple[CNN, torch.optim.Optimizer], records: list[EpochRecord], config: TrainConfig) -> Path:
+    """Write the state after ``records[-1].epoch`` atomically: a crash mid-write leaves the previous checkpoint whole."""
+    model, optimizer = state
+    path = checkpoint_path(out_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "epoch": records[-1].epoch,
+        "records": records_to_json(records),
+        "config": config.to_json(),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+    }
+    partial = path.with_name(path.name + ".partial")
+    torch.save(payload, partial)
+    os.replace(partial, path)
+    return path
+
+
+def _read(out_dir: Path, fix: str) -> dict[str, Any]:
+    path = checkpoint_path(out_dir)
+    if not path.is_file():
+        raise missing(Path(out_dir), path, fix)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)  # weights_only: loading runs no pickled code
+    except Exception as err:  # a truncated or foreign file: say which, never a traceback
+        raise unreadable(path, err) from None
+
+
+def load_checkpoint(
+    out_dir: Path, state: tuple[CNN, torch.optim.Optimizer], config: TrainConfig
+) -> tuple[tuple[CNN, torch.optim.Optimizer], list[EpochRecord]]:
+    """Restore a freshly created state in place from the checkpoint; returns it and the epoch records so far."""
+    saved = _read(out_dir, RESUME_FIX)
+    check_resumable(saved["config"], saved["epoch"], config, Path(out_dir))
+    model, optimizer = state
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])  # moves the momentum buffers to the parameters' device
+    return state, records_from_json(saved["records"])
+
+
+def load_model(out_dir: Path, device: torch.device) -> CNN:
+    """The trained model of a run's checkpoint, for prediction and evaluation."""
+    model = CNN()
+    model.load_state_dict(_read(out_dir, train_fix("torch"))["model"])
+    return model.to(device).eval()

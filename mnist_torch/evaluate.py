@@ -1,0 +1,41 @@
+"""Test loss and accuracy of trained weights: a checkpoint of this framework, or safetensors from either.
+
+Usage: python -m mnist_torch.evaluate [--weights FILE.safetensors | --checkpoint DIR] [--json]
+
+Read it side by side with `mnist_jax/evaluate.py`. A ``weights.safetensors`` written by
+`python -m mnist_jax.train` evaluates here to the JAX run's own test accuracy: the file is in
+PyTorch's layout, and the two models compute the same function (see tests/test_weights.py).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from mnist_torch.checkpoint import CheckpointError, checkpoint_path, load_model
+from mnist_torch.config import DeviceUnavailable, default_out_dir, parse_evaluate_args
+from mnist_torch.data import DataError, Split, load_mnist
+from mnist_torch.report import format_evaluation
+from mnist_torch.train import evaluate, resolve_device
+from mnist_torch.weights import WeightsError, load_weights
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_evaluate_args("torch", argv)
+    try:
+        device = resolve_device(args.device)
+        if args.weights is not None:
+            source, model = args.weights, load_weights(args.weights, device)
+        else:
+            out_dir = args.checkpoint or default_out_dir("torch")
+            source, model = checkpoint_path(out_dir), load_model(out_dir, device)
+        test = load_mnist(args.data_dir).test
+    except (DataError, DeviceUnavailable, CheckpointError, WeightsError) as err:
+        sys.exit(f"error: {err}")
+    loss, accuracy = evaluate(model, Split(test.images.to(device), test.labels.to(device)))
+    total = len(test.labels)
+    print(format_evaluation("torch", str(source), str(device), loss, round(accuracy * total), total, args.json))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""The pictures of a run, drawn from NumPy arrays and metrics.json records, shared by both trainers.
+
+Framework-neutral, like `report.py`: both trainers pass their test-set predictions here, and
+`mnist_torch.compare` overlays two runs with the same `plot_curves`. Matplotlib's Agg
+backend draws without a display, so plotting works over SSH and in CI.
+Every file is written atomically, as `report.write_metrics` does.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")  # no display needed; must precede pyplot's import
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mnist_torch.data import MNIST_MEAN, MNIST_STD, NUM_CLASSES  # noqa: E402
+
+CURVES_FILE = "curves.png"
+CONFUSION_FILE = "confusion.png"
+MISCLASSIFIED_FILE = "misclassified.png"
+
+Epochs = list[Mapping[str, Any]]  # metrics.json's "epochs": one dict per epoch
+
+
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """Render to memory, then replace the file in one step: a failed save never leaves a broken PNG."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(buffer.getvalue())
+    os.replace(partial, path)
+    return path
+
+
+def plot_curves(runs: Mapping[str, Epochs]) -> plt.Figure:
+    """Train and test loss (left) and test accuracy (right) per epoch, one colour per run.
+
+    One run for a trainer's own ``curves.png``; several, labelled, for `mnist_torch.compare`.
+    """
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for i, (name, epochs) in enumerate(runs.items()):
+        colour = f"C{i}"
+        x = [e["epoch"] for e in epochs]
+        loss_ax.plot(x, [e["train_loss"] for e in epochs], "--", color=colour, marker=".", label=f"{name} train")
+        loss_ax.plot(x, [e["test_loss"] for e in epochs], "-", color=colour, marker="o", label=f"{name} test")
+        acc_ax.plot(x, [100 * e["test_accuracy"] for e in epochs], "-", color=colour, marker="o", label=name)
+    loss_ax.set(title="cross-entropy loss", xlabel="epoch", ylabel="loss (log scale)", yscale="log")
+    for axis in (loss_ax.yaxis.set_major_formatter, loss_ax.yaxis.set_minor_formatter):
+        axis(matplotlib.ticker.FormatStrFormatter("%g"))  # 0.3, not 3 x 10^-1
+    acc_ax.set(title="test accuracy", xlabel="epoch", ylabel="%")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    return fig
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+    """counts[true, predicted] over the split."""
+    return np.bincount(labels * NUM_CLASSES + predictions, minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, NUM_CLASSES)
+
+
+def plot_confusion(labels: np.ndarray, predictions: np.ndarray) -> plt.Figure:
+    """The 10x10 confusion matrix, counts written in the cells; a log colour scale keeps the rare errors visible."""
+    counts = confusion_matrix(np.asarray(labels), np.asarray(predictions))
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    image = ax.imshow(counts + 1, cmap="Blues", norm=matplotlib.colors.LogNorm())
+    for t in range(NUM_CLASSES):
+        for p in range(NUM_CLASSES):
+            if counts[t, p]:
+                ax.text(p, t, str(counts[t, p]), ha="center", va="center", fontsize=8,
+                        color="white" if t == p else "black")
+    accuracy = np.trace(counts) / counts.sum()
+    ax.set(xticks=range(NUM_CLASSES), yticks=range(NUM_CLASSES), xlabel="predicted", ylabel="true",
+           title=f"confusion matrix: {counts.sum() - np.trace(counts)} errors, {100 * accuracy:.2f}% right")
+    fig.colorbar(image, ax=ax, label="count + 1")
+    return fig
+
+
+def plot_misclassified(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, limit: int = 40) -> plt.Figure:
+    """The first ``limit`` misclassified digits (normalized, any layout with 784 pixels each), titled true -> predicted."""
+    images, labels, predictions = np.asarray(images), np.asarray(labels), np.asarray(predictions)
+    wrong = np.flatnonzero(labels != predictions)[:limit]
+    columns = 10
+    rows = max(1, -(-len(wrong) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.1, rows * 1.3), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, wrong):
+        pixels = images[i].reshape(28, 28) * MNIST_STD + MNIST_MEAN  # back to [0, 1]
+        ax.imshow(pixels, cmap="gray", vmin=0, vmax=1)
+        ax.set_title(f"{labels[i]} -> {predictions[i]}", fontsize=9, color="firebrick")
+    total = int((labels != predictions).sum())
+    fig.suptitle(f"misclassified test digits, true -> predicted ({len(wrong)} of {total} shown)", fontsize=10)
+    return fig
+
+
+def write_plots(out_dir: Path, name: str, epochs: Epochs, images: np.ndarray, labels: np.ndarray,
+                predictions: np.ndarray) -> list[Path]:
+    """A trainer's three pictures in its out-dir: curves, confusion matrix, misclassified digits."""
+    out_dir = Path(out_dir)
+    return [
+        save_figure(plot_curves({name: epochs}), out_dir / CURVES_FILE),
+        save_figure(plot_confusion(labels, predictions), out_dir / CONFUSION_FILE),
+        save_figure(plot_misclassified(images, labels, predictions), out_dir / MISCLASSIFIED_FILE),
+    ]

@@ -1,0 +1,39 @@
+"""Name the digit in your own pictures with a trained CNN.
+
+Usage: python -m mnist_torch.predict IMAGE... [--checkpoint DIR] [--json]
+
+Read it side by side with `mnist_jax/predict.py`. Each picture (PNG or JPEG, any size, a
+light or dark background) is brought to MNIST's form by `mnist_torch.images.load_digit`,
+shared by both frameworks. Without --checkpoint, the model is the latest checkpoint of
+`python -m mnist_torch.train` in its default out-dir.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from mnist_torch.checkpoint import CheckpointError, load_model
+from mnist_torch.config import DeviceUnavailable, build_predict_parser, default_out_dir
+from mnist_torch.images import ImageError, load_digit
+from mnist_torch.report import format_predictions
+from mnist_torch.train import predict, resolve_device
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_predict_parser("torch").parse_args(argv)
+    try:
+        images = np.stack([load_digit(path) for path in args.images])[:, None]  # (N, 1, 28, 28): NCHW
+        device = resolve_device(args.device)
+        model = load_model(args.checkpoint or default_out_dir("torch"), device)
+    except (ImageError, CheckpointError, DeviceUnavailable) as err:
+        sys.exit(f"error: {err}")
+    probabilities = predict(model, torch.from_numpy(images).to(device))
+    print(format_predictions([str(p) for p in args.images], probabilities, args.json))
+
+
+if __name__ == "__main__":
+    main()
