@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 import time
 from importlib.metadata import version
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import flax
 import jax
@@ -35,6 +35,11 @@ from mnist_torch.progress import EpochProgress, progress_enabled
 from mnist_torch.report import EpochRecord, format_epoch, write_metrics
 
 Batch = tuple[jax.Array, jax.Array]  # images (N, 28, 28, 1) float, labels (N,) int
+
+#: SGD steps fused into one compiled call by the trainer. Unrolled (no XLA while loop), 16 steps
+#: trained 1.5x faster than one call per step on a 2-core CPU (benchmarks: 2 799 vs 1 869 img/s
+#: at batch 128) for ~2 s more compilation; more steps compile longer for little more speed.
+FUSED_STEPS = 16
 Metrics = dict[str, jax.Array]
 
 
@@ -145,32 +150,47 @@ def predict(params: Any, images: jax.Array) -> np.ndarray:
     return np.concatenate([np.asarray(p) for p in probabilities])
 
 
-def train_epoch(
-    state: TrainState, train: Split, config: TrainConfig, epoch: int, step: Callable = train_step
-) -> tuple[TrainState, float]:
+class Steps(NamedTuple):
+    """The compiled training steps of one run: FUSED_STEPS at a time, and one at a time."""
+
+    fused: Callable
+    single: Callable
+
+
+def train_epoch(state: TrainState, train: Split, config: TrainConfig, epoch: int, steps: Steps) -> tuple[TrainState, float]:
     """One pass in the shared batch order; returns the new state and the mean training loss.
 
-    Losses stay on the device until the epoch ends: reading each one would make the host
-    wait for every step instead of queueing the next. The progress bar (a terminal only)
-    reads the latest loss every few steps, which lets the queue run ahead in between.
+    The epoch's batches go FUSED_STEPS at a time through the compiled `train_steps`, and the few
+    left over through `train_step`: the same SGD steps in the same order, with one dispatch per
+    chunk. Losses stay on the device until the epoch ends: reading each one would make the host
+    wait for every step instead of queueing the next. The progress bar (a terminal only) reads
+    the latest loss every few steps, which lets the queue run ahead in between.
     """
     losses = []
-    steps = num_batches(len(train.labels), config.batch_size)
-    with EpochProgress(steps, epoch, config.epochs, config.batch_size, progress_enabled(config.quiet)) as progress:
-        for idx in batch_indices(config.seed, epoch, len(train.labels), config.batch_size):
-            state, metrics = step(state, (train.images[idx], train.labels[idx]))
+    order = np.stack(list(batch_indices(config.seed, epoch, len(train.labels), config.batch_size)))
+    fused = len(order) - len(order) % FUSED_STEPS
+    with EpochProgress(len(order), epoch, config.epochs, config.batch_size, progress_enabled(config.quiet)) as progress:
+        for start in range(0, fused, FUSED_STEPS):
+            idx = order[start : start + FUSED_STEPS]
+            state, metrics = steps.fused(state, (train.images[idx], train.labels[idx]))
             losses.append(metrics["loss"])
+            for k in range(FUSED_STEPS):
+                progress.step(lambda chunk=metrics["loss"], k=k: float(chunk[k]))
+        for idx in order[fused:]:
+            state, metrics = steps.single(state, (train.images[idx], train.labels[idx]))
+            losses.append(metrics["loss"][None])
             progress.step(metrics["loss"].item)
-    return state, float(jnp.mean(jnp.stack(losses)))
+    return state, float(jnp.mean(jnp.concatenate(losses)))
 
 
-def compile_steps(state: TrainState, train: Split, test: Split, batch_size: int) -> tuple[Any, float]:
-    """Compile the train and eval steps ahead of time; returns the compiled train step and the seconds spent."""
+def compile_steps(state: TrainState, train: Split, test: Split, batch_size: int) -> tuple[Steps, float]:
+    """Compile the train and eval steps ahead of time; returns the compiled train steps and the seconds spent."""
     start = time.perf_counter()
-    batch = (train.images[:batch_size], train.labels[:batch_size])
-    compiled = train_step.lower(state, batch).compile()
+    idx = np.arange(FUSED_STEPS * batch_size).reshape(FUSED_STEPS, batch_size) % len(train.labels)
+    fused = train_steps.lower(state, (train.images[idx], train.labels[idx]), unroll=True).compile()
+    single = train_step.lower(state, (train.images[:batch_size], train.labels[:batch_size])).compile()
     eval_step.lower(state.params, (test.images[:EVAL_BATCH_SIZE], test.labels[:EVAL_BATCH_SIZE])).compile()
-    return compiled, time.perf_counter() - start
+    return Steps(fused, single), time.perf_counter() - start
 
 
 def train(config: TrainConfig) -> list[EpochRecord]:
@@ -185,14 +205,14 @@ def train(config: TrainConfig) -> list[EpochRecord]:
             state, records = load_checkpoint(config.out_dir, state, config)  # restored onto the same device
             if not config.quiet:
                 print(f"resumed from {config.out_dir} after epoch {len(records)}", flush=True)
-        step, compile_seconds = compile_steps(state, train_split, test_split, config.batch_size)
+        steps, compile_seconds = compile_steps(state, train_split, test_split, config.batch_size)
         if not config.quiet:
             print(f"compiled train and eval steps in {compile_seconds:.2f}s", flush=True)
         images_per_epoch = num_batches(config.train_size, config.batch_size) * config.batch_size
 
         for epoch in range(len(records) + 1, config.epochs + 1):
             start = time.perf_counter()
-            state, train_loss = train_epoch(state, train_split, config, epoch, step)  # float() waits for the device
+            state, train_loss = train_epoch(state, train_split, config, epoch, steps)  # float() waits for the device
             seconds = time.perf_counter() - start
             test_loss, test_accuracy = evaluate(state.params, test_split)
             records.append(EpochRecord(epoch, train_loss, test_loss, test_accuracy, seconds, images_per_epoch / seconds))
