@@ -13,7 +13,6 @@ epochs after a resume see the same batches, from the same state, as an uninterru
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 
 from mnist_torch.config import TrainConfig
+from mnist_torch.files import write_atomically
 from mnist_torch.model import CNN
 from mnist_torch.report import EpochRecord
 
@@ -89,8 +89,6 @@ def checkpoint_path(out_dir: Path) -> Path:
 def save_checkpoint(out_dir: Path, state: tuple[CNN, torch.optim.Optimizer], records: list[EpochRecord], config: TrainConfig) -> Path:
     """Write the state after ``records[-1].epoch`` atomically: a crash mid-write leaves the previous checkpoint whole."""
     model, optimizer = state
-    path = checkpoint_path(out_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "epoch": records[-1].epoch,
         "records": records_to_json(records),
@@ -98,10 +96,7 @@ def save_checkpoint(out_dir: Path, state: tuple[CNN, torch.optim.Optimizer], rec
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
     }
-    partial = path.with_name(path.name + ".partial")
-    torch.save(payload, partial)
-    os.replace(partial, path)
-    return path
+    return write_atomically(checkpoint_path(out_dir), lambda partial: torch.save(payload, partial))
 
 
 def _read(out_dir: Path, fix: str) -> dict[str, Any]:

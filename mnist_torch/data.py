@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torchvision.datasets import MNIST
 
+from mnist_torch.files import write_atomically
+
 #: The repository's data folder: the default for ``--data-dir``.
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
@@ -77,14 +79,14 @@ def sha256_of(path: Path) -> str:
 
 def _extract(gz_path: Path, target: Path) -> None:
     """Decompress via a temporary file, so an interrupted extraction never leaves a partial IDX file."""
-    partial = target.with_name(target.name + ".partial")
-    try:
+    def decompress(partial: Path) -> None:
         with gzip.open(gz_path, "rb") as src, open(partial, "wb") as dst:
             shutil.copyfileobj(src, dst)
+
+    try:
+        write_atomically(target, decompress)
     except (OSError, EOFError) as err:
-        partial.unlink(missing_ok=True)
         raise DataError(f"{gz_path} is unreadable ({err}); {RESTORE_HINT}") from None
-    partial.replace(target)
 
 
 def ensure_verified(data_dir: Path | str = DEFAULT_DATA_DIR) -> Path:

@@ -9,7 +9,6 @@ Every file is written atomically, as `report.write_metrics` does.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -22,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mnist_torch.data import MNIST_MEAN, MNIST_STD, NUM_CLASSES  # noqa: E402
+from mnist_torch.files import write_atomically  # noqa: E402
 
 CURVES_FILE = "curves.png"
 CONFUSION_FILE = "confusion.png"
@@ -35,12 +35,7 @@ def save_figure(fig: plt.Figure, path: Path) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(buffer.getvalue())
-    os.replace(partial, path)
-    return path
+    return write_atomically(path, lambda partial: partial.write_bytes(buffer.getvalue()))
 
 
 def plot_curves(runs: Mapping[str, Epochs]) -> plt.Figure:

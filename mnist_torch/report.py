@@ -7,7 +7,6 @@ field by field (and by the benchmark report) without translation.
 from __future__ import annotations
 
 import json
-import os
 import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mnist_torch.config import TrainConfig
+from mnist_torch.files import write_atomically
 
 #: The original notebook's accuracy on the 10 000 test images, the bar to clear.
 ORIGINAL_ACCURACY = 0.9876
@@ -62,12 +62,8 @@ def write_metrics(
         "device": device,
         "versions": {"python": platform.python_version(), **versions},
     }
-    config.out_dir.mkdir(parents=True, exist_ok=True)
-    path = config.out_dir / "metrics.json"
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(metrics, indent=2) + "\n")
-    os.replace(partial, path)
-    return path
+    text = json.dumps(metrics, indent=2) + "\n"
+    return write_atomically(config.out_dir / "metrics.json", lambda partial: partial.write_text(text))
 
 
 def top_k(probabilities: np.ndarray, k: int = 3) -> list[tuple[int, float]]:
@@ -78,15 +74,16 @@ def top_k(probabilities: np.ndarray, k: int = 3) -> list[tuple[int, float]]:
 
 def format_predictions(names: Sequence[str], probabilities: np.ndarray, as_json: bool) -> str:
     """``digit.png: 7  (7 99.1%, 1 0.5%, 2 0.2%)`` per image, or a JSON list for machines."""
+    ranked = [top_k(p) for p in probabilities]
     if as_json:
         return json.dumps([
-            {"image": str(name), "digit": top_k(p)[0][0],
-             "top3": [{"digit": d, "probability": round(q, 6)} for d, q in top_k(p)]}
-            for name, p in zip(names, probabilities)
+            {"image": str(name), "digit": top[0][0],
+             "top3": [{"digit": d, "probability": round(q, 6)} for d, q in top]}
+            for name, top in zip(names, ranked)
         ])
     return "\n".join(
-        f"{name}: {top_k(p)[0][0]}  ({', '.join(f'{d} {100 * q:.1f}%' for d, q in top_k(p))})"
-        for name, p in zip(names, probabilities)
+        f"{name}: {top[0][0]}  ({', '.join(f'{d} {100 * q:.1f}%' for d, q in top)})"
+        for name, top in zip(names, ranked)
     )
 
 

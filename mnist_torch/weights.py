@@ -11,7 +11,6 @@ the names and shapes are checked once, here, against the reference model.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save
 
+from mnist_torch.files import write_atomically
 from mnist_torch.model import CNN
 
 #: The name of the file each trainer writes into its out-dir at the end.
@@ -37,12 +37,8 @@ def expected_shapes() -> dict[str, tuple[int, ...]]:
 
 def write_weights(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     """Write atomically: a crash never leaves a half-written file under the final name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(save({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}))
-    os.replace(partial, path)
-    return path
+    payload = save({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()})
+    return write_atomically(path, lambda partial: partial.write_bytes(payload))
 
 
 def read_weights(path: Path) -> dict[str, np.ndarray]:
