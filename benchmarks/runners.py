@@ -89,13 +89,13 @@ def torch_round(variant: str, mode: str, data: MNISTData, device: str, batch_siz
     split = data.test if mode == "eval" else data.train
     idx = round_batches(data, batch_size, images, mode == "eval")
     batches = [(split.images[i].to(dev), split.labels[i].to(dev)) for i in torch.from_numpy(idx)]
-    model, optimizer = torch_train.create_state(0, TrainConfig(), dev)
+    state = torch_train.create_state(0, TrainConfig(), dev)
     if variant == "torch_compile":
-        model = torch.compile(model)
+        state = state._replace(model=torch.compile(state.model))
+    model = state.model
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
     if mode == "train":
-        state = (model, optimizer)
 
         def run() -> None:
             for batch in batches:

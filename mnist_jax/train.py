@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import sys
 import time
+from functools import partial
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 import flax
@@ -25,6 +27,7 @@ import numpy as np
 import optax
 from flax.training.train_state import TrainState
 
+from mnist_jax.compilation_cache import count_cache_lookups, use_compilation_cache
 from mnist_jax.checkpoint import CheckpointError, load_checkpoint, records_to_json, save_checkpoint
 from mnist_jax.data import DataError, Split, batch_indices, load_mnist, num_batches
 from mnist_jax.model import CNN
@@ -40,7 +43,18 @@ Batch = tuple[jax.Array, jax.Array]  # images (N, 28, 28, 1) float, labels (N,) 
 #: trained 1.5x faster than one call per step on a 2-core CPU (benchmarks: 2 799 vs 1 869 img/s
 #: at batch 128) for ~2 s more compilation; more steps compile longer for little more speed.
 FUSED_STEPS = 16
+
+#: Options for every XLA compilation below. jaxlib 0.10's XLA:CPU hands convolutions, dots and
+#: reductions to YNNPACK fusions by default; for this network's small convolutions (conv1 has one
+#: input channel) they ran a training step 1.6x slower than XLA's own Eigen kernels on 2 CPU cores,
+#: with the same logits (benchmarks/RESULTS.md). The empty list turns those fusions off. Only XLA:CPU
+#: reads `xla_cpu_*` options; a GPU compilation ignores it.
+COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 Metrics = dict[str, jax.Array]
+
+
+#: --precision's compute dtype of the training steps (the parameters stay float32).
+COMPUTE_DTYPES = {"float32": jnp.float32, "bf16": jnp.bfloat16}
 
 
 def resolve_device(name: str) -> jax.Device:
@@ -66,17 +80,19 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
 def create_state(seed: int, config: TrainConfig) -> TrainState:
     """Freshly initialized parameters (PyTorch's default distributions, drawn from `seed`'s key) and SGD state.
 
-    The state is a pytree: params, optimizer state and step count. It carries no RNG key
+    The state is a pytree: params, optimizer state and step count, with the model's `apply` (in the
+    training compute dtype) as static metadata. It carries no RNG key
     because nothing after initialization is random (no dropout); the batch order comes
     from the seed through `batch_indices`, shared with the PyTorch trainer.
     """
     variables = CNN().init(jax.random.key(seed), jnp.zeros((1, 28, 28, 1), jnp.float32))
-    return TrainState.create(apply_fn=CNN().apply, params=variables["params"], tx=make_optimizer(config))
+    model = CNN(dtype=COMPUTE_DTYPES[config.precision])
+    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=make_optimizer(config))
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean cross-entropy over the batch: torch.nn.CrossEntropyLoss()."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    """Mean cross-entropy over the batch: torch.nn.CrossEntropyLoss(), in float32 whatever the logits' dtype."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels).mean()
 
 
 def check_labels(images: jax.Array, labels: jax.Array) -> None:
@@ -88,21 +104,21 @@ def check_labels(images: jax.Array, labels: jax.Array) -> None:
         )
 
 
-@jax.jit
-def loss_and_grads(params: Any, batch: Batch) -> tuple[jax.Array, Any]:
+def loss_and_grads(params: Any, batch: Batch, apply_fn: Callable = CNN().apply) -> tuple[jax.Array, Any]:
+    """Mean cross-entropy of one batch and its gradient (float32, like the parameters); traced into the compiled steps below."""
     images, labels = batch
     check_labels(images, labels)
-    return jax.value_and_grad(lambda p: cross_entropy(CNN().apply({"params": p}, images), labels))(params)
+    return jax.value_and_grad(lambda p: cross_entropy(apply_fn({"params": p}, images), labels))(params)
 
 
 def _train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
-    loss, grads = loss_and_grads(state.params, batch)
+    loss, grads = loss_and_grads(state.params, batch, state.apply_fn)
     return state.apply_gradients(grads=grads), {"loss": loss}
 
 
 #: One SGD step: (state, batch) -> (new state, {"loss"}). The old state's buffers are donated:
 #: XLA updates the parameters in place, and the caller must use only the returned state.
-train_step = jax.jit(_train_step, donate_argnums=0)
+train_step = jax.jit(_train_step, donate_argnums=0, compiler_options=COMPILER_OPTIONS)
 
 
 def _train_steps(state: TrainState, batches: Batch, unroll: int | bool = 1) -> tuple[TrainState, Metrics]:
@@ -113,10 +129,10 @@ def _train_steps(state: TrainState, batches: Batch, unroll: int | bool = 1) -> t
 #: labels (K, N); returns the state after the K steps and the K losses. One dispatch instead of K.
 #: `unroll=True` replaces XLA's while loop by K copies of the step: on XLA:CPU a convolution inside
 #: a while loop runs ~10x slower than the same convolution outside one (see benchmarks/RESULTS.md).
-train_steps = jax.jit(_train_steps, donate_argnums=0, static_argnames="unroll")
+train_steps = jax.jit(_train_steps, donate_argnums=0, static_argnames="unroll", compiler_options=COMPILER_OPTIONS)
 
 
-@jax.jit
+@partial(jax.jit, compiler_options=COMPILER_OPTIONS)
 def eval_step(params: Any, batch: Batch) -> Metrics:
     """Summed loss and correct count of one batch, so that batches of any size add up exactly."""
     images, labels = batch
@@ -137,7 +153,7 @@ def evaluate(params: Any, split: Split) -> tuple[float, float]:
     return totals["loss_sum"] / n, totals["correct"] / n
 
 
-@jax.jit
+@partial(jax.jit, compiler_options=COMPILER_OPTIONS)
 def predict_step(params: Any, images: jax.Array) -> jax.Array:
     """Class probabilities of one batch; compiled on first use, after training, so no epoch time includes it."""
     return jax.nn.softmax(CNN().apply({"params": params}, images), axis=-1)
@@ -183,17 +199,29 @@ def train_epoch(state: TrainState, train: Split, config: TrainConfig, epoch: int
     return state, float(jnp.mean(jnp.concatenate(losses)))
 
 
-def compile_steps(state: TrainState, train: Split, test: Split, batch_size: int) -> tuple[Steps, float]:
-    """Compile the train and eval steps ahead of time; returns the compiled train steps and the seconds spent."""
+def compile_steps(state: TrainState, train: Split, test: Split, batch_size: int) -> tuple[Steps, float, dict[str, int]]:
+    """Compile the train and eval steps ahead of time (or load them from the persistent compilation cache).
+
+    Returns the compiled train steps, the seconds spent, and the cache's hits and misses among them.
+    """
     start = time.perf_counter()
     idx = np.arange(FUSED_STEPS * batch_size).reshape(FUSED_STEPS, batch_size) % len(train.labels)
-    fused = train_steps.lower(state, (train.images[idx], train.labels[idx]), unroll=True).compile()
-    single = train_step.lower(state, (train.images[:batch_size], train.labels[:batch_size])).compile()
-    eval_step.lower(state.params, (test.images[:EVAL_BATCH_SIZE], test.labels[:EVAL_BATCH_SIZE])).compile()
-    return Steps(fused, single), time.perf_counter() - start
+    with count_cache_lookups() as lookups:
+        fused = train_steps.lower(state, (train.images[idx], train.labels[idx]), unroll=True).compile()
+        single = train_step.lower(state, (train.images[:batch_size], train.labels[:batch_size])).compile()
+        eval_step.lower(state.params, (test.images[:EVAL_BATCH_SIZE], test.labels[:EVAL_BATCH_SIZE])).compile()
+    return Steps(fused, single), time.perf_counter() - start, lookups
+
+
+def describe_lookups(lookups: dict[str, int], cache_dir: Path | None) -> str:
+    """Whether the compile seconds were spent compiling or loading, for the line the trainer prints."""
+    if lookups["hits"] + lookups["misses"] == 0:
+        return "compilation cache off" if cache_dir is None else "compilation cache not in use in this process"
+    return f"{lookups['hits']} of {lookups['hits'] + lookups['misses']} loaded from the compilation cache in {cache_dir}"
 
 
 def train(config: TrainConfig) -> list[EpochRecord]:
+    cache_dir = use_compilation_cache()
     device = resolve_device(config.device)
     data = load_mnist(config.data_dir)
     with jax.default_device(device):
@@ -205,9 +233,9 @@ def train(config: TrainConfig) -> list[EpochRecord]:
             state, records = load_checkpoint(config.out_dir, state, config)  # restored onto the same device
             if not config.quiet:
                 print(f"resumed from {config.out_dir} after epoch {len(records)}", flush=True)
-        steps, compile_seconds = compile_steps(state, train_split, test_split, config.batch_size)
+        steps, compile_seconds, lookups = compile_steps(state, train_split, test_split, config.batch_size)
         if not config.quiet:
-            print(f"compiled train and eval steps in {compile_seconds:.2f}s", flush=True)
+            print(f"compiled train and eval steps in {compile_seconds:.2f}s ({describe_lookups(lookups, cache_dir)})", flush=True)
         images_per_epoch = num_batches(config.train_size, config.batch_size) * config.batch_size
 
         for epoch in range(len(records) + 1, config.epochs + 1):
@@ -222,7 +250,8 @@ def train(config: TrainConfig) -> list[EpochRecord]:
         predictions = predict(state.params, test_split.images).argmax(axis=1)
 
     versions = {"jax": jax.__version__, "jaxlib": version("jaxlib"), "flax": flax.__version__, "optax": optax.__version__}
-    path = write_metrics("jax", config, records, str(device), versions, compile_seconds)
+    compilation_cache = {"dir": None if cache_dir is None else str(cache_dir), **lookups}
+    path = write_metrics("jax", config, records, str(device), versions, compile_seconds, compilation_cache)
     export_weights(state.params, config.out_dir / WEIGHTS_FILE)
     plots = write_plots(config.out_dir, "jax", records_to_json(records), data.test.images, data.test.labels, predictions)
     written = ", ".join(p.name for p in plots)

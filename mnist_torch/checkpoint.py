@@ -86,15 +86,14 @@ def checkpoint_path(out_dir: Path) -> Path:
     return Path(out_dir) / CHECKPOINT_FILE
 
 
-def save_checkpoint(out_dir: Path, state: tuple[CNN, torch.optim.Optimizer], records: list[EpochRecord], config: TrainConfig) -> Path:
-    """Write the state after ``records[-1].epoch`` atomically: a crash mid-write leaves the previous checkpoint whole."""
-    model, optimizer = state
+def save_checkpoint(out_dir: Path, state: Any, records: list[EpochRecord], config: TrainConfig) -> Path:
+    """Write the state's model and optimizer after ``records[-1].epoch`` atomically: a crash mid-write leaves the previous checkpoint whole."""
     payload = {
         "epoch": records[-1].epoch,
         "records": records_to_json(records),
         "config": config.to_json(),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "model": state.model.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
     }
     return write_atomically(checkpoint_path(out_dir), lambda partial: torch.save(payload, partial))
 
@@ -109,15 +108,12 @@ def _read(out_dir: Path, fix: str) -> dict[str, Any]:
         raise unreadable(path, err) from None
 
 
-def load_checkpoint(
-    out_dir: Path, state: tuple[CNN, torch.optim.Optimizer], config: TrainConfig
-) -> tuple[tuple[CNN, torch.optim.Optimizer], list[EpochRecord]]:
+def load_checkpoint(out_dir: Path, state: Any, config: TrainConfig) -> tuple[Any, list[EpochRecord]]:
     """Restore a freshly created state in place from the checkpoint; returns it and the epoch records so far."""
     saved = _read(out_dir, RESUME_FIX)
     check_resumable(saved["config"], saved["epoch"], config, Path(out_dir))
-    model, optimizer = state
-    model.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])  # moves the momentum buffers to the parameters' device
+    state.model.load_state_dict(saved["model"])
+    state.optimizer.load_state_dict(saved["optimizer"])  # moves the momentum buffers to the parameters' device
     return state, records_from_json(saved["records"])
 
 

@@ -16,6 +16,10 @@ from mnist_torch.data import DEFAULT_DATA_DIR, NUM_TRAIN
 
 DEVICES = ("auto", "cpu", "cuda")
 
+#: Compute precision of the training steps. "bf16" is mixed precision: activations and gradients
+#: in bfloat16, weights, optimizer state and the loss in float32. Evaluation is always float32.
+PRECISIONS = ("float32", "bf16")
+
 #: Test images per evaluation call: large enough to amortize dispatch, small enough for any device.
 EVAL_BATCH_SIZE = 1000
 
@@ -34,6 +38,7 @@ class TrainConfig:
     momentum: float = 0.9
     seed: int = 0
     device: str = "auto"
+    precision: str = "float32"  # one of PRECISIONS
     data_dir: Path = DEFAULT_DATA_DIR
     out_dir: Path | None = None  # None: runs/<framework>
     train_size: int = NUM_TRAIN
@@ -109,6 +114,10 @@ def build_parser(framework: str) -> argparse.ArgumentParser:
     parser.add_argument("--momentum", type=_momentum, default=d.momentum, help="SGD momentum (PyTorch convention)")
     parser.add_argument("--seed", type=_non_negative_int, default=d.seed, help="seeds initialization and the batch order")
     parser.add_argument("--device", choices=DEVICES, default=d.device, help="auto: cuda when a GPU is present")
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default=d.precision,
+        help="training compute precision; bf16: bfloat16 activations and gradients, float32 weights (mixed precision)",
+    )
     parser.add_argument("--data-dir", type=Path, default=d.data_dir, help="folder holding MNIST/raw/*.gz")
     parser.add_argument(
         "--out-dir", type=Path, default=None,

@@ -46,11 +46,13 @@ def write_metrics(
     device: str,
     versions: dict[str, str],
     compile_seconds: float | None,
+    compilation_cache: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``<out_dir>/metrics.json`` atomically: a crash never leaves a half-written file.
 
     ``compile_seconds`` is the one-off cost kept out of the epoch times (XLA compilation
-    for JAX; None for eager PyTorch, which compiles nothing).
+    for JAX; None for eager PyTorch, which compiles nothing). ``compilation_cache`` says where
+    JAX's persistent cache is and how many of the compilations it served (None for PyTorch).
     """
     assert config.out_dir is not None
     metrics: dict[str, Any] = {
@@ -59,6 +61,7 @@ def write_metrics(
         "epochs": [asdict(r) for r in records],
         "test_accuracy": records[-1].test_accuracy,
         "compile_seconds": compile_seconds,
+        "compilation_cache": compilation_cache,
         "device": device,
         "versions": {"python": platform.python_version(), **versions},
     }

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -29,9 +29,20 @@ from mnist_torch.progress import EpochProgress, progress_enabled
 from mnist_torch.report import EpochRecord, format_epoch, write_metrics
 from mnist_torch.weights import WEIGHTS_FILE, export_weights
 
-TrainState = tuple[CNN, torch.optim.SGD]
 Batch = tuple[torch.Tensor, torch.Tensor]  # images (N, 1, 28, 28) float, labels (N,) int64
 Metrics = dict[str, torch.Tensor]
+
+
+#: --precision's compute dtype of the training steps (the parameters stay float32).
+COMPUTE_DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16}
+
+
+class TrainState(NamedTuple):
+    """The model and optimizer that `train_step` updates in place, and the dtype the step computes in."""
+
+    model: CNN
+    optimizer: torch.optim.SGD
+    compute_dtype: torch.dtype = torch.float32
 
 
 def resolve_device(name: str) -> torch.device:
@@ -43,21 +54,27 @@ def resolve_device(name: str) -> torch.device:
 
 
 def create_state(seed: int, config: TrainConfig, device: torch.device) -> TrainState:
-    """A freshly initialized model (PyTorch's default init, seeded) and its SGD optimizer."""
+    """A freshly initialized model (PyTorch's default init, seeded), its SGD optimizer and the training compute dtype."""
     torch.manual_seed(seed)
     model = CNN().to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
-    return model, optimizer
+    return TrainState(model, optimizer, COMPUTE_DTYPES[config.precision])
 
 
 def train_step(state: TrainState, batch: Batch) -> Metrics:
-    """One SGD step on one batch, updating the model in place; returns the batch's mean loss (still on the device)."""
-    model, optimizer = state
+    """One SGD step on one batch, updating the model in place; returns the batch's mean loss (still on the device).
+
+    In bf16 the forward pass runs under autocast (and so the backward pass in bfloat16 too);
+    the loss is taken in float32, and the gradients reach the float32 weights as float32.
+    """
     images, labels = batch
-    optimizer.zero_grad(set_to_none=True)
-    loss = F.cross_entropy(model(images), labels)
+    state.optimizer.zero_grad(set_to_none=True)
+    mixed = state.compute_dtype != torch.float32
+    with torch.autocast(images.device.type, dtype=state.compute_dtype, enabled=mixed):
+        logits = state.model(images)
+    loss = F.cross_entropy(logits.float(), labels)
     loss.backward()
-    optimizer.step()
+    state.optimizer.step()
     return {"loss": loss.detach()}
 
 
@@ -127,7 +144,7 @@ def train(config: TrainConfig) -> list[EpochRecord]:
         start = time.perf_counter()
         train_loss = train_epoch(state, train_split, config, epoch)  # .item() inside waits for the device
         seconds = time.perf_counter() - start
-        test_loss, test_accuracy = evaluate(state[0], test_split)
+        test_loss, test_accuracy = evaluate(state.model, test_split)
         records.append(EpochRecord(epoch, train_loss, test_loss, test_accuracy, seconds, images_per_epoch / seconds))
         save_checkpoint(config.out_dir, state, records, config)
         if not config.quiet:
@@ -135,8 +152,8 @@ def train(config: TrainConfig) -> list[EpochRecord]:
 
     versions = {"torch": torch.__version__, "torchvision": torchvision.__version__}
     path = write_metrics("torch", config, records, str(device), versions, compile_seconds=None)
-    export_weights(state[0], config.out_dir / WEIGHTS_FILE)
-    predictions = predict(state[0], test_split.images).argmax(axis=1)
+    export_weights(state.model, config.out_dir / WEIGHTS_FILE)
+    predictions = predict(state.model, test_split.images).argmax(axis=1)
     plots = write_plots(config.out_dir, "torch", records_to_json(records), data.test.images.numpy(), data.test.labels.numpy(), predictions)
     written = ", ".join(p.name for p in plots)
     print(f"test accuracy {100 * records[-1].test_accuracy:.2f}% on {device}; wrote {path}, {WEIGHTS_FILE}, checkpoint, {written}")

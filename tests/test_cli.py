@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -85,3 +86,22 @@ def test_short_real_training_learns_and_writes_metrics(framework, tmp_path):
     assert metrics["test_accuracy"] == last["test_accuracy"] > 0.85  # chance is 0.10; measured 0.906 (torch)
     assert last["images_per_s"] == pytest.approx(6400 / last["seconds"], rel=1e-6)
     assert (metrics["compile_seconds"] is None) == (framework == "torch")
+    assert (metrics["compilation_cache"] is None) == (framework == "torch")
+
+
+def test_second_jax_run_loads_its_compiled_steps_from_the_persistent_cache(tmp_path):
+    """`python -m mnist_jax.train` keeps its compiled steps in JAX's persistent cache: a second run compiles nothing."""
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla")}
+    caches = []
+    for run in ("first", "second"):
+        result = subprocess.run(
+            [sys.executable, "-m", "mnist_jax.train", "--epochs", "1", "--train-size", "1280", "--out-dir", str(tmp_path / run)],
+            capture_output=True, text=True, timeout=600, env=env,
+        )
+        assert result.returncode == 0, result.stderr
+        caches.append(json.loads((tmp_path / run / "metrics.json").read_text())["compilation_cache"])
+    first, second = caches
+    assert first["dir"] == second["dir"] == str(tmp_path / "xla")
+    assert first["hits"] == 0 and first["misses"] > 0
+    assert second == {**first, "hits": first["misses"], "misses": 0}
+    assert f"{first['misses']} of {first['misses']} loaded from the compilation cache" in result.stdout
