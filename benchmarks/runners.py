@@ -27,7 +27,11 @@ TRAIN_VARIANTS = ("torch_eager", "torch_compile", "jax_jit", "jax_scan", "jax_sc
 EVAL_VARIANTS = ("torch_eager", "torch_compile", "jax_jit")
 TRAIN_IMAGES_PER_ROUND = 2048  # 16 steps at batch 128, 2 at batch 1024
 EVAL_IMAGES_PER_ROUND = 8192
-PRECISIONS = {"cpu": ("float32",), "cuda": ("float32", "tf32")}
+
+#: bf16 rows (mixed precision, --precision bf16 of the trainers) run where bfloat16 has fast hardware paths,
+#: the GPU; on the CPU the trainers' bf16 epochs are recorded in benchmarks/RESULTS.md instead, which
+#: keeps the suite within its 15 minutes.
+BF16_DEVICES = ("cuda",)
 
 
 @dataclass
@@ -44,7 +48,8 @@ class Round:
 def precision(name: str) -> Iterator[None]:
     """One precision for both frameworks: "float32" is full float32 matmuls and convolutions; "tf32"
     lets both use TF32 on NVIDIA GPUs. Unequal defaults (JAX: TF32, PyTorch matmuls: full) would make
-    an unfair race. JAX reads it at trace time, PyTorch at run time, so rounds run inside it too."""
+    an unfair race. JAX reads it at trace time, PyTorch at run time, so rounds run inside it too.
+    "bf16" computes the layers in bfloat16 (`train_config`); what stays float32 is full float32."""
     allow = name == "tf32"
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = allow
@@ -53,6 +58,11 @@ def precision(name: str) -> Iterator[None]:
             yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def train_config(precision_name: str) -> TrainConfig:
+    """The default hyperparameters, with the trainers' compute precision for a bf16 row."""
+    return TrainConfig(precision="bf16" if precision_name == "bf16" else "float32")
 
 
 def gpu_present() -> bool:
@@ -84,12 +94,12 @@ def _timed_warmup(run: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def torch_round(variant: str, mode: str, data: MNISTData, device: str, batch_size: int, images: int) -> Round:
+def torch_round(variant: str, mode: str, data: MNISTData, device: str, batch_size: int, images: int, precision_name: str) -> Round:
     dev = torch.device(device)
     split = data.test if mode == "eval" else data.train
     idx = round_batches(data, batch_size, images, mode == "eval")
     batches = [(split.images[i].to(dev), split.labels[i].to(dev)) for i in torch.from_numpy(idx)]
-    state = torch_train.create_state(0, TrainConfig(), dev)
+    state = torch_train.create_state(0, train_config(precision_name), dev)
     if variant == "torch_compile":
         state = state._replace(model=torch.compile(state.model))
     model = state.model
@@ -117,12 +127,14 @@ def torch_round(variant: str, mode: str, data: MNISTData, device: str, batch_siz
     return Round(run, None, first + second, second, idx.size, len(idx))
 
 
-def jax_round(variant: str, mode: str, data: JaxSplit, device: str, batch_size: int, images: int, mnist: MNISTData) -> Round:
+def jax_round(
+    variant: str, mode: str, data: JaxSplit, device: str, batch_size: int, images: int, mnist: MNISTData, precision_name: str
+) -> Round:
     """`data` is the JAX view of the split the mode uses; `mnist` only supplies the batch order."""
     dev = jax_device(device)
     idx = round_batches(mnist, batch_size, images, mode == "eval")
     images, labels = jax.device_put((data.images[idx], data.labels[idx]), dev)  # (steps, batch, ...)
-    state = jax.device_put(jax_train.create_state(0, TrainConfig()), dev)
+    state = jax.device_put(jax_train.create_state(0, train_config(precision_name)), dev)
     holder = {"state": state}
 
     if mode == "eval":

@@ -1,4 +1,4 @@
-"""Accuracy: both frameworks trained with the default config on real MNIST, in full float32.
+"""Accuracy: both frameworks trained with the default config on real MNIST, in full float32 (and bf16 on a GPU).
 
 Records, in extra_info: the final test accuracy, the training seconds (epochs alone; the timed
 round itself also holds data loading, compilation and evaluation), the time to 99% (training
@@ -13,7 +13,7 @@ import json
 import pytest
 
 from benchmarks.conftest import environment
-from benchmarks.runners import precision
+from benchmarks.runners import BF16_DEVICES, precision
 from mnist_jax import train as jax_train
 from mnist_torch import train as torch_train
 from mnist_torch.config import TrainConfig
@@ -32,16 +32,19 @@ def time_to_target(records: list[EpochRecord], target: float = TARGET) -> float 
     return None
 
 
+@pytest.mark.parametrize("precision_name", ["float32", "bf16"])
 @pytest.mark.parametrize("framework", ["torch", "jax"])
-def test_accuracy(benchmark, framework, device, smoke, tmp_path):
+def test_accuracy(benchmark, framework, precision_name, device, smoke, tmp_path):
+    if precision_name == "bf16" and device not in BF16_DEVICES:
+        pytest.skip(f"bf16 training runs on {', '.join(BF16_DEVICES)} here; the CPU's bf16 runs are in benchmarks/RESULTS.md")
     smoke_limits = {"epochs": 1, "train_size": 2560} if smoke else {}
-    config = TrainConfig(device=device, out_dir=tmp_path, quiet=True, **smoke_limits)
+    config = TrainConfig(device=device, precision=precision_name, out_dir=tmp_path, quiet=True, **smoke_limits)
     benchmark.group = f"accuracy {device}"
-    with precision("float32"):
+    with precision(precision_name):
         records = benchmark.pedantic(TRAINERS[framework].train, args=(config,), rounds=1, iterations=1)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     benchmark.extra_info.update(
-        framework=framework, variant=f"{framework}_train", mode="accuracy", device=device, precision="float32",
+        framework=framework, variant=f"{framework}_train", mode="accuracy", device=device, precision=precision_name,
         batch_size=config.batch_size, epochs=config.epochs, test_accuracy=records[-1].test_accuracy,
         train_seconds=sum(r.seconds for r in records), time_to_99_s=time_to_target(records),
         compile_seconds=metrics["compile_seconds"], original_accuracy=ORIGINAL_ACCURACY,

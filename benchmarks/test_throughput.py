@@ -10,7 +10,9 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.conftest import environment
-from benchmarks.runners import EVAL_VARIANTS, TRAIN_VARIANTS, Round, images_per_round, jax_round, precision, torch_round
+from benchmarks.runners import (
+    BF16_DEVICES, EVAL_VARIANTS, TRAIN_VARIANTS, Round, images_per_round, jax_round, precision, torch_round,
+)
 
 ROUND_BUDGET_S = {"cpu": 5.0, "cuda": 2.0}  # timed seconds per benchmark: bounds the suite's length
 MAX_ROUNDS = 20
@@ -24,13 +26,15 @@ def rounds_for(round_: Round, device: str) -> int:
 def run_benchmark(benchmark, mode, variant, device, batch_size, precision_name, mnist, jax_mnist, smoke):
     if precision_name == "tf32" and device == "cpu":
         pytest.skip("TF32 is an NVIDIA GPU mode: on the CPU both frameworks compute in full float32")
+    if precision_name == "bf16" and device not in BF16_DEVICES:
+        pytest.skip(f"bf16 rows run on {', '.join(BF16_DEVICES)}; the CPU's bf16 epochs are in benchmarks/RESULTS.md")
     with precision(precision_name):
         images = images_per_round(mode, batch_size, smoke)
         if variant.startswith("torch"):
-            round_ = torch_round(variant, mode, mnist, device, batch_size, images)
+            round_ = torch_round(variant, mode, mnist, device, batch_size, images, precision_name)
         else:
             split = jax_mnist.test if mode == "eval" else jax_mnist.train
-            round_ = jax_round(variant, mode, split, device, batch_size, images, mnist)
+            round_ = jax_round(variant, mode, split, device, batch_size, images, mnist, precision_name)
         rounds = 1 if smoke else rounds_for(round_, device)
         benchmark.group = f"{mode} {device} batch {batch_size} {precision_name}"
         benchmark.extra_info.update(
@@ -44,14 +48,14 @@ def run_benchmark(benchmark, mode, variant, device, batch_size, precision_name, 
         benchmark.extra_info["images_per_s"] = round_.images / benchmark.stats.stats.median
 
 
-@pytest.mark.parametrize("precision_name", ["float32", "tf32"])
+@pytest.mark.parametrize("precision_name", ["float32", "tf32", "bf16"])
 @pytest.mark.parametrize("batch_size", [128, 1024])
 @pytest.mark.parametrize("variant", TRAIN_VARIANTS)
 def test_train_step(benchmark, variant, batch_size, precision_name, device, mnist, jax_mnist, smoke):
     run_benchmark(benchmark, "train", variant, device, batch_size, precision_name, mnist, jax_mnist, smoke)
 
 
-@pytest.mark.parametrize("precision_name", ["float32", "tf32"])
+@pytest.mark.parametrize("precision_name", ["float32", "tf32"])  # evaluation is float32 in both trainers, bf16 or not
 @pytest.mark.parametrize("batch_size", [128, 1024])
 @pytest.mark.parametrize("variant", EVAL_VARIANTS)
 def test_eval(benchmark, variant, batch_size, precision_name, device, mnist, jax_mnist, smoke):
