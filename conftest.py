@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import os
+
+import jax
 import pytest
 
 from mnist_jax import data as jax_data
 from mnist_torch import data as torch_data
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile afresh, here and in the trainers the tests start as subprocesses: the benchmarks' compile
+    seconds must be compilations, not loads from JAX's persistent cache, and no test may write into the
+    user's cache. tests/test_cli.py turns the cache back on for the test of the cache itself."""
+    os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"
+    jax.config.update("jax_enable_compilation_cache", False)
 
 
 @pytest.fixture(scope="session")

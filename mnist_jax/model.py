@@ -47,15 +47,27 @@ def dense(features: int, in_features: int, name: str, dtype: Any) -> nn.Dense:
     return nn.Dense(features, name=name, dtype=dtype, kernel_init=torch_kernel_init, bias_init=torch_bias_init(in_features))
 
 
+@jax.custom_vjp
 def avg_pool_2x2(x: jax.Array) -> jax.Array:
-    """2x2 average pooling with stride 2, `F.avg_pool2d(x, 2)`, as a reshape and a mean.
+    """2x2 average pooling with stride 2, `F.avg_pool2d(x, 2)`, with its gradient written out.
 
-    The same sums as `nn.avg_pool(x, (2, 2), strides=(2, 2))` (identical logits), but its gradient
-    is a plain broadcast instead of the padded reduce-window XLA builds for `nn.avg_pool`, which
-    made training steps ~5-10% faster on 2 CPU cores (benchmarks/RESULTS.md).
+    The forward pass is Flax's `nn.avg_pool`. Its automatic gradient is a padded reduce-window,
+    which cost training steps 5-15% on 2 CPU cores; the 2x2 windows do not overlap, so the exact
+    gradient is each output's cotangent spread evenly over its window (benchmarks/RESULTS.md).
+    tests/test_model.py checks it equals the automatic one.
     """
-    n, h, w, c = x.shape
-    return x.reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+    return nn.avg_pool(x, (2, 2), strides=(2, 2))
+
+
+def _avg_pool_2x2_fwd(x: jax.Array) -> tuple[jax.Array, None]:
+    return avg_pool_2x2(x), None
+
+
+def _avg_pool_2x2_bwd(_: None, cotangent: jax.Array) -> tuple[jax.Array]:
+    return (jnp.repeat(jnp.repeat(cotangent, 2, axis=1), 2, axis=2) / 4,)
+
+
+avg_pool_2x2.defvjp(_avg_pool_2x2_fwd, _avg_pool_2x2_bwd)
 
 
 class CNN(nn.Module):

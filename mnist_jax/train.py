@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import sys
 import time
-from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
@@ -44,12 +43,13 @@ Batch = tuple[jax.Array, jax.Array]  # images (N, 28, 28, 1) float, labels (N,) 
 #: at batch 128) for ~2 s more compilation; more steps compile longer for little more speed.
 FUSED_STEPS = 16
 
-#: Options for every XLA compilation below. jaxlib 0.10's XLA:CPU hands convolutions, dots and
-#: reductions to YNNPACK fusions by default; for this network's small convolutions (conv1 has one
-#: input channel) they ran a training step 1.6x slower than XLA's own Eigen kernels on 2 CPU cores,
-#: with the same logits (benchmarks/RESULTS.md). The empty list turns those fusions off. Only XLA:CPU
-#: reads `xla_cpu_*` options; a GPU compilation ignores it.
-COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+#: Compiler options of the training steps. jaxlib 0.10's XLA:CPU hands convolutions, dots and
+#: reductions to YNNPACK fusions by default; for this network's backward pass (conv1 has one input
+#: channel) they ran a training step 1.6x slower than XLA's own Eigen kernels on 2 CPU cores, with the
+#: same results (benchmarks/RESULTS.md). The empty list turns those fusions off. Inference keeps them:
+#: there they were faster (eval 1.4x at batch 128). Only XLA:CPU reads `xla_cpu_*` options; GPU
+#: compilation ignores them.
+TRAIN_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 Metrics = dict[str, jax.Array]
 
 
@@ -118,7 +118,7 @@ def _train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
 
 #: One SGD step: (state, batch) -> (new state, {"loss"}). The old state's buffers are donated:
 #: XLA updates the parameters in place, and the caller must use only the returned state.
-train_step = jax.jit(_train_step, donate_argnums=0, compiler_options=COMPILER_OPTIONS)
+train_step = jax.jit(_train_step, donate_argnums=0, compiler_options=TRAIN_COMPILER_OPTIONS)
 
 
 def _train_steps(state: TrainState, batches: Batch, unroll: int | bool = 1) -> tuple[TrainState, Metrics]:
@@ -129,10 +129,10 @@ def _train_steps(state: TrainState, batches: Batch, unroll: int | bool = 1) -> t
 #: labels (K, N); returns the state after the K steps and the K losses. One dispatch instead of K.
 #: `unroll=True` replaces XLA's while loop by K copies of the step: on XLA:CPU a convolution inside
 #: a while loop runs ~10x slower than the same convolution outside one (see benchmarks/RESULTS.md).
-train_steps = jax.jit(_train_steps, donate_argnums=0, static_argnames="unroll", compiler_options=COMPILER_OPTIONS)
+train_steps = jax.jit(_train_steps, donate_argnums=0, static_argnames="unroll", compiler_options=TRAIN_COMPILER_OPTIONS)
 
 
-@partial(jax.jit, compiler_options=COMPILER_OPTIONS)
+@jax.jit
 def eval_step(params: Any, batch: Batch) -> Metrics:
     """Summed loss and correct count of one batch, so that batches of any size add up exactly."""
     images, labels = batch
@@ -153,7 +153,7 @@ def evaluate(params: Any, split: Split) -> tuple[float, float]:
     return totals["loss_sum"] / n, totals["correct"] / n
 
 
-@partial(jax.jit, compiler_options=COMPILER_OPTIONS)
+@jax.jit
 def predict_step(params: Any, images: jax.Array) -> jax.Array:
     """Class probabilities of one batch; compiled on first use, after training, so no epoch time includes it."""
     return jax.nn.softmax(CNN().apply({"params": params}, images), axis=-1)

@@ -91,7 +91,7 @@ def test_short_real_training_learns_and_writes_metrics(framework, tmp_path):
 
 def test_second_jax_run_loads_its_compiled_steps_from_the_persistent_cache(tmp_path):
     """`python -m mnist_jax.train` keeps its compiled steps in JAX's persistent cache: a second run compiles nothing."""
-    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla")}
+    env = {**os.environ, "JAX_ENABLE_COMPILATION_CACHE": "true", "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla")}
     caches = []
     for run in ("first", "second"):
         result = subprocess.run(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 
 from mnist_jax import train as jax_train
 from mnist_jax.model import CNN as JaxCNN
+from mnist_jax.model import avg_pool_2x2
 from mnist_jax.port import params_from_torch
 from mnist_torch.model import CNN as TorchCNN
 
@@ -78,3 +80,16 @@ def test_train_step_rejects_bad_batches_with_the_expected_shape(jax_variables):
         jax_train.train_step(state, (jnp.zeros((4, 28, 28, 1)), jnp.zeros(4)))
     with pytest.raises(ValueError, match=r"labels must be integer class indices of shape \(4,\).*got shape \(4, 10\)"):
         jax_train.eval_step(state.params, (jnp.zeros((4, 28, 28, 1)), jnp.zeros((4, 10), jnp.int32)))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_pooling_gradient_is_the_automatic_one(dtype, jax_mnist):
+    """`avg_pool_2x2` writes its gradient out (for speed on the CPU); it must be autodiff's gradient of nn.avg_pool, bit for bit."""
+    with jax.enable_x64(dtype == jnp.float64):
+        x = jnp.asarray(jax_mnist.test.images[:8], dtype) * jnp.arange(1, 29, dtype=dtype)[:, None]  # no two windows alike
+        weights = jax.random.normal(jax.random.key(1), (8, 14, 14, 1), dtype)
+        automatic = jax.grad(lambda x: (nn.avg_pool(x, (2, 2), strides=(2, 2)) * weights).sum())(x)
+        written = jax.grad(lambda x: (avg_pool_2x2(x) * weights).sum())(x)
+        assert written.dtype == dtype
+        np.testing.assert_array_equal(np.asarray(written), np.asarray(automatic))
+        np.testing.assert_array_equal(np.asarray(avg_pool_2x2(x)), np.asarray(nn.avg_pool(x, (2, 2), strides=(2, 2))))
