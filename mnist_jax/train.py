@@ -26,8 +26,8 @@ import numpy as np
 import optax
 from flax.training.train_state import TrainState
 
-from mnist_jax.compilation_cache import count_cache_lookups, use_compilation_cache
 from mnist_jax.checkpoint import CheckpointError, load_checkpoint, records_to_json, save_checkpoint
+from mnist_jax.compilation_cache import count_cache_lookups, use_compilation_cache
 from mnist_jax.data import DataError, Split, batch_indices, load_mnist, num_batches
 from mnist_jax.model import CNN
 from mnist_jax.weights import WEIGHTS_FILE, export_weights
@@ -39,8 +39,8 @@ from mnist_torch.report import EpochRecord, format_epoch, write_metrics
 Batch = tuple[jax.Array, jax.Array]  # images (N, 28, 28, 1) float, labels (N,) int
 
 #: SGD steps fused into one compiled call by the trainer. Unrolled (no XLA while loop), 16 steps
-#: trained 1.5x faster than one call per step on a 2-core CPU (benchmarks: 2 799 vs 1 869 img/s
-#: at batch 128) for ~2 s more compilation; more steps compile longer for little more speed.
+#: trained 1.3x faster than one call per step on a 2-core CPU (benchmarks, 2026-11-26: 3 864 vs
+#: 2 993 img/s at batch 128) for ~2 s more compilation; more steps compile longer for little more speed.
 FUSED_STEPS = 16
 
 #: Compiler options of the training steps. jaxlib 0.10's XLA:CPU hands convolutions, dots and
@@ -50,11 +50,10 @@ FUSED_STEPS = 16
 #: there they were faster (eval 1.4x at batch 128). Only XLA:CPU reads `xla_cpu_*` options; GPU
 #: compilation ignores them.
 TRAIN_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
-Metrics = dict[str, jax.Array]
-
 
 #: --precision's compute dtype of the training steps (the parameters stay float32).
 COMPUTE_DTYPES = {"float32": jnp.float32, "bf16": jnp.bfloat16}
+Metrics = dict[str, jax.Array]
 
 
 def resolve_device(name: str) -> jax.Device:
@@ -127,8 +126,8 @@ def _train_steps(state: TrainState, batches: Batch, unroll: int | bool = 1) -> t
 
 #: K SGD steps in one call: `lax.scan` over batches stacked on a leading axis, images (K, N, 28, 28, 1),
 #: labels (K, N); returns the state after the K steps and the K losses. One dispatch instead of K.
-#: `unroll=True` replaces XLA's while loop by K copies of the step: on XLA:CPU a convolution inside
-#: a while loop runs ~10x slower than the same convolution outside one (see benchmarks/RESULTS.md).
+#: `unroll=True` replaces XLA's while loop by K copies of the step: on XLA:CPU the backward convolutions
+#: inside a while loop run 15-70x slower than the same convolutions outside one (benchmarks/RESULTS.md).
 train_steps = jax.jit(_train_steps, donate_argnums=0, static_argnames="unroll", compiler_options=TRAIN_COMPILER_OPTIONS)
 
 

@@ -64,15 +64,14 @@ def create_state(seed: int, config: TrainConfig, device: torch.device) -> TrainS
 def train_step(state: TrainState, batch: Batch) -> Metrics:
     """One SGD step on one batch, updating the model in place; returns the batch's mean loss (still on the device).
 
-    In bf16 the forward pass runs under autocast (and so the backward pass in bfloat16 too);
-    the loss is taken in float32, and the gradients reach the float32 weights as float32.
+    In bf16 the forward pass runs under autocast, and so the backward pass in bfloat16 too; autocast
+    computes the cross-entropy in float32, and the gradients reach the float32 weights as float32.
     """
     images, labels = batch
     state.optimizer.zero_grad(set_to_none=True)
     mixed = state.compute_dtype != torch.float32
     with torch.autocast(images.device.type, dtype=state.compute_dtype, enabled=mixed):
-        logits = state.model(images)
-    loss = F.cross_entropy(logits.float(), labels)
+        loss = F.cross_entropy(state.model(images), labels)
     loss.backward()
     state.optimizer.step()
     return {"loss": loss.detach()}

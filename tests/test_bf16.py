@@ -73,8 +73,9 @@ def test_bf16_gradients_stay_within_the_stated_bounds(trained_model, mnist, jax_
     def torch_grads(dtype: torch.dtype):
         trained_model.zero_grad()
         with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):  # as torch_train.train_step does
-            logits = trained_model(images)
-        F.cross_entropy(logits.float(), labels).backward()
+            loss = F.cross_entropy(trained_model(images), labels)
+        assert loss.dtype == torch.float32
+        loss.backward()
         return params_from_torch({name: p.grad.clone() for name, p in trained_model.named_parameters()})["params"]
 
     expected = torch_grads(torch.float32)
