@@ -71,7 +71,9 @@ avg_pool_2x2.defvjp(_avg_pool_2x2_fwd, _avg_pool_2x2_bwd)
 
 
 class CNN(nn.Module):
-    dtype: Any = jnp.float32  # what the layers compute in; bfloat16 for mixed precision. Parameters stay float32.
+    #: What the layers compute in: None (Flax's default) follows the inputs and parameters, float32 or,
+    #: in the float64 parity tests, float64; jnp.bfloat16 for mixed precision. Parameters keep their dtype.
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -90,8 +90,8 @@ def create_state(seed: int, config: TrainConfig) -> TrainState:
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean cross-entropy over the batch: torch.nn.CrossEntropyLoss(), in float32 whatever the logits' dtype."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels).mean()
+    """Mean cross-entropy over the batch: torch.nn.CrossEntropyLoss(), in at least float32 (bfloat16 logits are widened)."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), labels).mean()
 
 
 def check_labels(images: jax.Array, labels: jax.Array) -> None:
