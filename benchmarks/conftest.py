@@ -10,7 +10,7 @@ import jax
 import pytest
 import torch
 
-from benchmarks.runners import gpu_present
+from benchmarks.runners import BF16_DEVICES, gpu_present
 
 DEVICES = ("cpu", "cuda")
 
@@ -25,6 +25,15 @@ def device(request) -> str:
     if request.param == "cuda" and not gpu_present():
         pytest.skip("no CUDA GPU visible to both PyTorch and JAX (install with `pip install -e .[dev,cuda]`)")
     return request.param
+
+
+def skip_precision_not_run_on(device: str, precision_name: str) -> None:
+    """Skip, with the reason, a precision this device has no row for: TF32 exists on NVIDIA GPUs only,
+    and bf16 rows run on BF16_DEVICES."""
+    if precision_name == "tf32" and device == "cpu":
+        pytest.skip("TF32 is an NVIDIA GPU mode: on the CPU both frameworks compute in full float32")
+    if precision_name == "bf16" and device not in BF16_DEVICES:
+        pytest.skip(f"bf16 rows run on {', '.join(BF16_DEVICES)}; the CPU's bf16 runs are in benchmarks/RESULTS.md")
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import json
 
 import pytest
 
-from benchmarks.conftest import environment
-from benchmarks.runners import BF16_DEVICES, precision
+from benchmarks.conftest import environment, skip_precision_not_run_on
+from benchmarks.runners import precision
 from mnist_jax import train as jax_train
 from mnist_torch import train as torch_train
 from mnist_torch.config import TrainConfig
@@ -35,8 +35,7 @@ def time_to_target(records: list[EpochRecord], target: float = TARGET) -> float 
 @pytest.mark.parametrize("precision_name", ["float32", "bf16"])
 @pytest.mark.parametrize("framework", ["torch", "jax"])
 def test_accuracy(benchmark, framework, precision_name, device, smoke, tmp_path):
-    if precision_name == "bf16" and device not in BF16_DEVICES:
-        pytest.skip(f"bf16 training runs on {', '.join(BF16_DEVICES)} here; the CPU's bf16 runs are in benchmarks/RESULTS.md")
+    skip_precision_not_run_on(device, precision_name)
     smoke_limits = {"epochs": 1, "train_size": 2560} if smoke else {}
     config = TrainConfig(device=device, precision=precision_name, out_dir=tmp_path, quiet=True, **smoke_limits)
     benchmark.group = f"accuracy {device}"

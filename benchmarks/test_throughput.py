@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.conftest import environment
-from benchmarks.runners import (
-    BF16_DEVICES, EVAL_VARIANTS, TRAIN_VARIANTS, Round, images_per_round, jax_round, precision, torch_round,
-)
+from benchmarks.conftest import environment, skip_precision_not_run_on
+from benchmarks.runners import EVAL_VARIANTS, TRAIN_VARIANTS, Round, images_per_round, jax_round, precision, torch_round
 
 ROUND_BUDGET_S = {"cpu": 5.0, "cuda": 2.0}  # timed seconds per benchmark: bounds the suite's length
 MAX_ROUNDS = 20
@@ -24,10 +22,7 @@ def rounds_for(round_: Round, device: str) -> int:
 
 
 def run_benchmark(benchmark, mode, variant, device, batch_size, precision_name, mnist, jax_mnist, smoke):
-    if precision_name == "tf32" and device == "cpu":
-        pytest.skip("TF32 is an NVIDIA GPU mode: on the CPU both frameworks compute in full float32")
-    if precision_name == "bf16" and device not in BF16_DEVICES:
-        pytest.skip(f"bf16 rows run on {', '.join(BF16_DEVICES)}; the CPU's bf16 epochs are in benchmarks/RESULTS.md")
+    skip_precision_not_run_on(device, precision_name)
     with precision(precision_name):
         images = images_per_round(mode, batch_size, smoke)
         if variant.startswith("torch"):

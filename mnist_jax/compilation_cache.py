@@ -58,3 +58,10 @@ def count_cache_lookups() -> Iterator[dict[str, int]]:
         yield counts
     finally:
         jax.monitoring.unregister_event_listener(listener)
+
+
+def describe_lookups(lookups: dict[str, int], cache_dir: Path | None) -> str:
+    """Whether the compile seconds were spent compiling or loading, for the line the trainer prints."""
+    if lookups["hits"] + lookups["misses"] == 0:
+        return "compilation cache off" if cache_dir is None else "compilation cache not in use in this process"
+    return f"{lookups['hits']} of {lookups['hits'] + lookups['misses']} loaded from the compilation cache in {cache_dir}"

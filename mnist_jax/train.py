@@ -16,7 +16,6 @@ from __future__ import annotations
 import sys
 import time
 from importlib.metadata import version
-from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 import flax
@@ -27,7 +26,7 @@ import optax
 from flax.training.train_state import TrainState
 
 from mnist_jax.checkpoint import CheckpointError, load_checkpoint, records_to_json, save_checkpoint
-from mnist_jax.compilation_cache import count_cache_lookups, use_compilation_cache
+from mnist_jax.compilation_cache import count_cache_lookups, describe_lookups, use_compilation_cache
 from mnist_jax.data import DataError, Split, batch_indices, load_mnist, num_batches
 from mnist_jax.model import CNN
 from mnist_jax.weights import WEIGHTS_FILE, export_weights
@@ -210,13 +209,6 @@ def compile_steps(state: TrainState, train: Split, test: Split, batch_size: int)
         single = train_step.lower(state, (train.images[:batch_size], train.labels[:batch_size])).compile()
         eval_step.lower(state.params, (test.images[:EVAL_BATCH_SIZE], test.labels[:EVAL_BATCH_SIZE])).compile()
     return Steps(fused, single), time.perf_counter() - start, lookups
-
-
-def describe_lookups(lookups: dict[str, int], cache_dir: Path | None) -> str:
-    """Whether the compile seconds were spent compiling or loading, for the line the trainer prints."""
-    if lookups["hits"] + lookups["misses"] == 0:
-        return "compilation cache off" if cache_dir is None else "compilation cache not in use in this process"
-    return f"{lookups['hits']} of {lookups['hits'] + lookups['misses']} loaded from the compilation cache in {cache_dir}"
 
 
 def train(config: TrainConfig) -> list[EpochRecord]:

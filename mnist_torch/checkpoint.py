@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -23,6 +23,9 @@ from mnist_torch.config import TrainConfig
 from mnist_torch.files import write_atomically
 from mnist_torch.model import CNN
 from mnist_torch.report import EpochRecord
+
+if TYPE_CHECKING:  # the trainer imports this module
+    from mnist_torch.train import TrainState
 
 #: The file inside a run's out-dir.
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -86,7 +89,7 @@ def checkpoint_path(out_dir: Path) -> Path:
     return Path(out_dir) / CHECKPOINT_FILE
 
 
-def save_checkpoint(out_dir: Path, state: Any, records: list[EpochRecord], config: TrainConfig) -> Path:
+def save_checkpoint(out_dir: Path, state: TrainState, records: list[EpochRecord], config: TrainConfig) -> Path:
     """Write the state's model and optimizer after ``records[-1].epoch`` atomically: a crash mid-write leaves the previous checkpoint whole."""
     payload = {
         "epoch": records[-1].epoch,
@@ -108,7 +111,7 @@ def _read(out_dir: Path, fix: str) -> dict[str, Any]:
         raise unreadable(path, err) from None
 
 
-def load_checkpoint(out_dir: Path, state: Any, config: TrainConfig) -> tuple[Any, list[EpochRecord]]:
+def load_checkpoint(out_dir: Path, state: TrainState, config: TrainConfig) -> tuple[TrainState, list[EpochRecord]]:
     """Restore a freshly created state in place from the checkpoint; returns it and the epoch records so far."""
     saved = _read(out_dir, RESUME_FIX)
     check_resumable(saved["config"], saved["epoch"], config, Path(out_dir))

@@ -26,17 +26,12 @@ from mnist_torch import train as torch_train
 from mnist_torch.config import TrainConfig
 from mnist_torch.data import batch_indices
 from mnist_torch.weights import WEIGHTS_FILE, load_weights
+from tests.numerics import relative_error
 
 LOGITS_BOUND = 2e-2
 PREDICTIONS_AGREE = 0.99
 GRADS_BOUND = 0.2
 TRAINERS = {"torch": torch_train, "jax": jax_train}
-
-
-def relative_error(expected, actual) -> float:
-    """Largest absolute difference, relative to the largest magnitude of the expected values."""
-    expected, actual = np.asarray(expected, np.float32), np.asarray(actual, np.float32)
-    return float(np.abs(expected - actual).max() / np.abs(expected).max())
 
 
 def relative_norm_error(expected, actual) -> float:

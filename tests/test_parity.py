@@ -22,14 +22,10 @@ from mnist_torch import train as torch_train
 from mnist_torch.config import TrainConfig
 from mnist_torch.data import batch_indices
 from mnist_torch.model import CNN as TorchCNN
+from tests.numerics import relative_error
 
 CONFIG = TrainConfig()  # the default hyperparameters: lr 0.1, momentum 0.9, batch 128
 CPU = torch.device("cpu")
-
-
-def relative_error(expected: np.ndarray, actual: np.ndarray) -> float:
-    """Largest absolute difference, relative to the largest magnitude of the expected values."""
-    return float(np.abs(expected - actual).max() / np.abs(expected).max())
 
 
 def torch_batches(mnist, steps: int, epoch: int = 1):
