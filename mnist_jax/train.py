@@ -42,13 +42,13 @@ Batch = tuple[jax.Array, jax.Array]  # images (N, 28, 28, 1) float, labels (N,) 
 #: 2 993 img/s at batch 128) for ~2 s more compilation; more steps compile longer for little more speed.
 FUSED_STEPS = 16
 
-#: Compiler options of the training steps. jaxlib 0.10's XLA:CPU hands convolutions, dots and
-#: reductions to YNNPACK fusions by default; for this network's backward pass (conv1 has one input
+#: Compiler options of the training steps on the CPU. jaxlib 0.10's XLA:CPU hands convolutions, dots
+#: and reductions to YNNPACK fusions by default; for this network's backward pass (conv1 has one input
 #: channel) they ran a training step 1.6x slower than XLA's own Eigen kernels on 2 CPU cores, with the
 #: same results (benchmarks/RESULTS.md). The empty list turns those fusions off. Inference keeps them:
-#: there they were faster (eval 1.4x at batch 128). Only XLA:CPU reads `xla_cpu_*` options; GPU
-#: compilation ignores them.
-TRAIN_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+#: there they were faster (eval 1.4x at batch 128). Given to the CPU backend alone (`compile_train`):
+#: another backend, or an XLA that no longer knows the option, compiles without it.
+CPU_TRAIN_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 #: --precision's compute dtype of the training steps (the parameters stay float32).
 COMPUTE_DTYPES = {"float32": jnp.float32, "bf16": jnp.bfloat16}
@@ -116,7 +116,7 @@ def _train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
 
 #: One SGD step: (state, batch) -> (new state, {"loss"}). The old state's buffers are donated:
 #: XLA updates the parameters in place, and the caller must use only the returned state.
-train_step = jax.jit(_train_step, donate_argnums=0, compiler_options=TRAIN_COMPILER_OPTIONS)
+train_step = jax.jit(_train_step, donate_argnums=0)
 
 
 def _train_steps(state: TrainState, batches: Batch, unroll: int | bool = 1) -> tuple[TrainState, Metrics]:
@@ -127,7 +127,45 @@ def _train_steps(state: TrainState, batches: Batch, unroll: int | bool = 1) -> t
 #: labels (K, N); returns the state after the K steps and the K losses. One dispatch instead of K.
 #: `unroll=True` replaces XLA's while loop by K copies of the step: on XLA:CPU the backward convolutions
 #: inside a while loop run 15-70x slower than the same convolutions outside one (benchmarks/RESULTS.md).
-train_steps = jax.jit(_train_steps, donate_argnums=0, static_argnames="unroll", compiler_options=TRAIN_COMPILER_OPTIONS)
+train_steps = jax.jit(_train_steps, donate_argnums=0, static_argnames="unroll")
+
+
+def _train_epoch_steps(state: TrainState, data: Batch, order: jax.Array) -> tuple[TrainState, Metrics]:
+    images, labels = data
+
+    def step(state: TrainState, idx: jax.Array) -> tuple[TrainState, Metrics]:
+        return _train_step(state, (images[idx], labels[idx]))
+
+    return jax.lax.scan(step, state, order)
+
+
+#: A whole epoch in one call, the fastest path on a GPU: a rolled `lax.scan` over the rows of `order`
+#: (steps, batch), the epoch's batch order as one integer array, each batch gathered on the device
+#: from the resident training set `data` (images (N, 28, 28, 1), labels (N,)); returns the state after
+#: every step and the steps' losses. One dispatch and one small upload per epoch instead of one per
+#: batch. Not for the CPU: there the rolled loop is the trap `train_steps` documents.
+train_epoch_steps = jax.jit(_train_epoch_steps, donate_argnums=0)
+
+
+def compile_train(lowered: jax.stages.Lowered, platform: str, options: dict[str, Any] | None = None) -> jax.stages.Compiled:
+    """Compile a lowered training step for `platform` ("cpu", "gpu", ...) with that platform's options.
+
+    `options` defaults to CPU_TRAIN_COMPILER_OPTIONS on the CPU and none elsewhere. They tune one XLA
+    version's CPU backend; an XLA that does not know one of them must still train, so it compiles
+    without them and says so on stderr, instead of failing the run.
+    """
+    if options is None:
+        options = CPU_TRAIN_COMPILER_OPTIONS if platform == "cpu" else {}
+    if not options:
+        return lowered.compile()
+    try:
+        return lowered.compile(compiler_options=options)
+    except Exception as err:  # XLA's error type differs between versions; the message names the option
+        if not any(name in str(err) for name in options):
+            raise
+        print(f"note: this XLA ({platform}, jaxlib {version('jaxlib')}) does not accept the compiler options "
+              f"{sorted(options)}; compiling the training steps without them", file=sys.stderr, flush=True)
+        return lowered.compile()
 
 
 @jax.jit
@@ -165,25 +203,46 @@ def predict(params: Any, images: jax.Array) -> np.ndarray:
 
 
 class Steps(NamedTuple):
-    """The compiled training steps of one run: FUSED_STEPS at a time, and one at a time."""
+    """The compiled training steps of one run: a whole epoch per call, or FUSED_STEPS at a time plus one at a time."""
 
-    fused: Callable
-    single: Callable
+    epoch: Callable | None = None
+    fused: Callable | None = None
+    single: Callable | None = None
+
+    def describe(self) -> str:
+        return "a whole epoch per call" if self.epoch is not None else f"{FUSED_STEPS} unrolled steps per call"
+
+
+def epoch_per_call(device: jax.Device) -> bool:
+    """Whether the trainer runs a whole epoch per compiled call: on a GPU (or any accelerator), where
+    it is the fastest path, but not on the CPU, where the rolled loop is the trap `train_steps` documents."""
+    return device.platform != "cpu"
+
+
+def epoch_order(config: TrainConfig, epoch: int, num_examples: int) -> np.ndarray:
+    """The epoch's batches in the shared order, as one (steps, batch) int32 array."""
+    return np.stack(list(batch_indices(config.seed, epoch, num_examples, config.batch_size))).astype(np.int32)
 
 
 def train_epoch(state: TrainState, train: Split, config: TrainConfig, epoch: int, steps: Steps) -> tuple[TrainState, float]:
     """One pass in the shared batch order; returns the new state and the mean training loss.
 
-    The epoch's batches go FUSED_STEPS at a time through the compiled `train_steps`, and the few
-    left over through `train_step`: the same SGD steps in the same order, with one dispatch per
-    chunk. Losses stay on the device until the epoch ends: reading each one would make the host
-    wait for every step instead of queueing the next. The progress bar (a terminal only) reads
-    the latest loss every few steps, which lets the queue run ahead in between.
+    With `steps.epoch` the whole epoch is one call. Otherwise the epoch's batches go FUSED_STEPS at a
+    time through the compiled `train_steps`, and the few left over through `train_step`: the same SGD
+    steps in the same order, with one dispatch per chunk. Losses stay on the device until the epoch
+    ends: reading each one would make the host wait for every step instead of queueing the next. The
+    progress bar (a terminal only) reads the latest loss every few steps, which lets the queue run
+    ahead in between.
     """
-    losses = []
-    order = np.stack(list(batch_indices(config.seed, epoch, len(train.labels), config.batch_size)))
-    fused = len(order) - len(order) % FUSED_STEPS
+    order = epoch_order(config, epoch, len(train.labels))
     with EpochProgress(len(order), epoch, config.epochs, config.batch_size, progress_enabled(config.quiet)) as progress:
+        if steps.epoch is not None:
+            state, metrics = steps.epoch(state, tuple(train), order)
+            for k in range(len(order)):
+                progress.step(lambda k=k: float(metrics["loss"][k]))
+            return state, float(jnp.mean(metrics["loss"]))
+        losses = []
+        fused = len(order) - len(order) % FUSED_STEPS
         for start in range(0, fused, FUSED_STEPS):
             idx = order[start : start + FUSED_STEPS]
             state, metrics = steps.fused(state, (train.images[idx], train.labels[idx]))
@@ -197,18 +256,26 @@ def train_epoch(state: TrainState, train: Split, config: TrainConfig, epoch: int
     return state, float(jnp.mean(jnp.concatenate(losses)))
 
 
-def compile_steps(state: TrainState, train: Split, test: Split, batch_size: int) -> tuple[Steps, float, dict[str, int]]:
-    """Compile the train and eval steps ahead of time (or load them from the persistent compilation cache).
+def compile_steps(
+    state: TrainState, train: Split, test: Split, batch_size: int, device: jax.Device
+) -> tuple[Steps, float, dict[str, int]]:
+    """Compile the train and eval steps for `device` ahead of time (or load them from the persistent compilation cache).
 
     Returns the compiled train steps, the seconds spent, and the cache's hits and misses among them.
     """
     start = time.perf_counter()
-    idx = np.arange(FUSED_STEPS * batch_size).reshape(FUSED_STEPS, batch_size) % len(train.labels)
     with count_cache_lookups() as lookups:
-        fused = train_steps.lower(state, (train.images[idx], train.labels[idx]), unroll=True).compile()
-        single = train_step.lower(state, (train.images[:batch_size], train.labels[:batch_size])).compile()
+        if epoch_per_call(device):
+            order = np.zeros((num_batches(len(train.labels), batch_size), batch_size), np.int32)
+            steps = Steps(epoch=compile_train(train_epoch_steps.lower(state, tuple(train), order), device.platform))
+        else:
+            idx = np.arange(FUSED_STEPS * batch_size).reshape(FUSED_STEPS, batch_size) % len(train.labels)
+            steps = Steps(
+                fused=compile_train(train_steps.lower(state, (train.images[idx], train.labels[idx]), unroll=True), device.platform),
+                single=compile_train(train_step.lower(state, (train.images[:batch_size], train.labels[:batch_size])), device.platform),
+            )
         eval_step.lower(state.params, (test.images[:EVAL_BATCH_SIZE], test.labels[:EVAL_BATCH_SIZE])).compile()
-    return Steps(fused, single), time.perf_counter() - start, lookups
+    return steps, time.perf_counter() - start, lookups
 
 
 def train(config: TrainConfig) -> list[EpochRecord]:
@@ -224,9 +291,10 @@ def train(config: TrainConfig) -> list[EpochRecord]:
             state, records = load_checkpoint(config.out_dir, state, config)  # restored onto the same device
             if not config.quiet:
                 print(f"resumed from {config.out_dir} after epoch {len(records)}", flush=True)
-        steps, compile_seconds, lookups = compile_steps(state, train_split, test_split, config.batch_size)
+        steps, compile_seconds, lookups = compile_steps(state, train_split, test_split, config.batch_size, device)
         if not config.quiet:
-            print(f"compiled train and eval steps in {compile_seconds:.2f}s ({describe_lookups(lookups, cache_dir)})", flush=True)
+            print(f"compiled train and eval steps ({steps.describe()}) in {compile_seconds:.2f}s "
+                  f"({describe_lookups(lookups, cache_dir)})", flush=True)
         images_per_epoch = num_batches(config.train_size, config.batch_size) * config.batch_size
 
         for epoch in range(len(records) + 1, config.epochs + 1):

@@ -20,6 +20,11 @@ DEVICES = ("auto", "cpu", "cuda")
 #: in bfloat16, weights, optimizer state and the loss in float32. Evaluation is always float32.
 PRECISIONS = ("float32", "bf16")
 
+#: PyTorch's execution modes of the training step (--mode): plain eager, the forward pass through
+#: `torch.compile`, or the whole step captured as a CUDA graph and replayed (a GPU only). JAX has one
+#: mode, compiled (`jax.jit`), and no --mode.
+TORCH_MODES = ("eager", "compile", "cuda-graphs")
+
 #: Test images per evaluation call: large enough to amortize dispatch, small enough for any device.
 EVAL_BATCH_SIZE = 1000
 
@@ -44,6 +49,7 @@ class TrainConfig:
     train_size: int = NUM_TRAIN
     quiet: bool = False
     resume: bool = False  # continue from the checkpoint in out_dir instead of starting afresh
+    mode: str | None = None  # PyTorch: one of TORCH_MODES (None: eager); JAX: None, it always compiles
 
     def to_json(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
@@ -126,6 +132,12 @@ def build_parser(framework: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--train-size", type=_train_size, default=d.train_size, help="use only the first N training images (quick runs)"
     )
+    if framework == "torch":
+        parser.add_argument(
+            "--mode", choices=TORCH_MODES, default="eager",
+            help="how PyTorch runs the training step: eager, the forward pass through torch.compile, "
+            "or the whole step captured once as a CUDA graph and replayed (GPU only); the same SGD steps in every mode",
+        )
     parser.add_argument("--quiet", action="store_true", help="print only the final result (no progress bar, no epoch lines)")
     parser.add_argument(
         "--resume", action="store_true",

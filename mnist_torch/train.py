@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from torch.nn import functional as F
 
 from mnist_torch.checkpoint import CheckpointError, load_checkpoint, records_to_json, save_checkpoint
 from mnist_torch.config import EVAL_BATCH_SIZE, DeviceUnavailable, TrainConfig, parse_config
+from mnist_torch.cuda_graphs import CapturedStep, warm_up
 from mnist_torch.data import DataError, Split, batch_indices, load_mnist, num_batches
 from mnist_torch.model import CNN
 from mnist_torch.plots import write_plots
@@ -38,11 +39,14 @@ COMPUTE_DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16}
 
 
 class TrainState(NamedTuple):
-    """The model and optimizer that `train_step` updates in place, and the dtype the step computes in."""
+    """The model and optimizer that `train_step` updates in place, the dtype the step computes in, and
+    the callable that runs the model's forward pass in training: the model itself, or (--mode compile)
+    `torch.compile(model)`. Evaluation, checkpoints and weights always use the plain `model`."""
 
     model: CNN
     optimizer: torch.optim.SGD
     compute_dtype: torch.dtype = torch.float32
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # None: the model
 
 
 def resolve_device(name: str) -> torch.device:
@@ -71,7 +75,8 @@ def train_step(state: TrainState, batch: Batch) -> Metrics:
     state.optimizer.zero_grad(set_to_none=True)
     mixed = state.compute_dtype != torch.float32
     with torch.autocast(images.device.type, dtype=state.compute_dtype, enabled=mixed):
-        loss = F.cross_entropy(state.model(images), labels)
+        forward = state.model if state.forward is None else state.forward
+        loss = F.cross_entropy(forward(images), labels)
     loss.backward()
     state.optimizer.step()
     return {"loss": loss.detach()}
@@ -110,24 +115,60 @@ def predict(model: CNN, images: torch.Tensor) -> np.ndarray:
     return torch.cat(probabilities).cpu().numpy()
 
 
-def train_epoch(state: TrainState, train: Split, config: TrainConfig, epoch: int) -> float:
+#: What compile_step did, for the line the trainer prints.
+PREPARED = {"compile": "compiled the train step with torch.compile", "cuda-graphs": "captured the train step as a CUDA graph"}
+
+#: A training step ready to run on one batch's indices into the resident training set.
+Step = Callable[[torch.Tensor], Metrics]
+
+
+def compile_step(state: TrainState, train: Split, config: TrainConfig) -> tuple[TrainState, Step, float | None]:
+    """The training step of PyTorch's execution mode `config.mode`, and the seconds spent preparing it.
+
+    eager: `train_step` as it is (nothing to prepare, None). compile: the forward pass through
+    `torch.compile`, compiled now on one real batch, whose update is then undone, so that the
+    compilation is timed apart from the epochs. cuda-graphs: the whole step captured as a CUDA graph
+    (`mnist_torch.cuda_graphs`). Every mode computes the same SGD steps in the same order.
+    """
+    mode = config.mode or "eager"
+    if mode == "cuda-graphs":
+        captured = CapturedStep(train_step, state, train, config.batch_size)
+        return state, captured, captured.capture_seconds
+    if mode == "compile":
+        state = state._replace(forward=torch.compile(state.model))
+    first = torch.arange(config.batch_size, device=train.images.device)
+
+    def step(idx: torch.Tensor) -> Metrics:
+        return train_step(state, (train.images[idx], train.labels[idx]))
+
+    return state, step, warm_up(lambda: step(first), state, steps=1) if mode == "compile" else None
+
+
+def train_epoch(state: TrainState, train: Split, config: TrainConfig, epoch: int, step: Step) -> float:
     """One pass in the shared batch order; returns the mean training loss.
 
-    The progress bar (a terminal only) reads the latest loss every few steps, not every step.
+    The epoch's batch order goes to the device once, as one (steps, batch) index tensor, and each
+    step gathers its batch there. The progress bar (a terminal only) reads the latest loss every
+    few steps, not every step.
     """
+    order = torch.from_numpy(np.stack(list(batch_indices(config.seed, epoch, len(train.labels), config.batch_size))))
+    order = order.to(train.images.device)
     loss_sum = torch.zeros((), device=train.images.device)
-    steps = num_batches(len(train.labels), config.batch_size)
-    with EpochProgress(steps, epoch, config.epochs, config.batch_size, progress_enabled(config.quiet)) as progress:
-        for idx in batch_indices(config.seed, epoch, len(train.labels), config.batch_size):
-            idx = torch.from_numpy(idx).to(train.images.device)
-            loss = train_step(state, (train.images[idx], train.labels[idx]))["loss"]
+    with EpochProgress(len(order), epoch, config.epochs, config.batch_size, progress_enabled(config.quiet)) as progress:
+        for idx in order:
+            loss = step(idx)["loss"]
             loss_sum += loss
             progress.step(loss.item)
-    return loss_sum.item() / steps
+    return loss_sum.item() / len(order)
 
 
 def train(config: TrainConfig) -> list[EpochRecord]:
     device = resolve_device(config.device)
+    if config.mode == "cuda-graphs" and device.type != "cuda":
+        raise DeviceUnavailable(
+            f"--mode cuda-graphs captures CUDA graphs and needs a CUDA GPU, but this run is on {device}; "
+            "use --mode eager or --mode compile, or --device cuda on a machine with a GPU"
+        )
     data = load_mnist(config.data_dir)
     train_split = Split(data.train.images[: config.train_size].to(device), data.train.labels[: config.train_size].to(device))
     test_split = Split(data.test.images.to(device), data.test.labels.to(device))
@@ -137,11 +178,14 @@ def train(config: TrainConfig) -> list[EpochRecord]:
         state, records = load_checkpoint(config.out_dir, state, config)
         if not config.quiet:
             print(f"resumed from {config.out_dir} after epoch {len(records)}", flush=True)
+    state, step, compile_seconds = compile_step(state, train_split, config)
+    if not config.quiet and compile_seconds is not None:
+        print(f"{PREPARED[config.mode]} in {compile_seconds:.2f}s", flush=True)
     images_per_epoch = num_batches(config.train_size, config.batch_size) * config.batch_size
 
     for epoch in range(len(records) + 1, config.epochs + 1):
         start = time.perf_counter()
-        train_loss = train_epoch(state, train_split, config, epoch)  # .item() inside waits for the device
+        train_loss = train_epoch(state, train_split, config, epoch, step)  # .item() inside waits for the device
         seconds = time.perf_counter() - start
         test_loss, test_accuracy = evaluate(state.model, test_split)
         records.append(EpochRecord(epoch, train_loss, test_loss, test_accuracy, seconds, images_per_epoch / seconds))
@@ -150,7 +194,7 @@ def train(config: TrainConfig) -> list[EpochRecord]:
             print(format_epoch(records[-1], config.epochs), flush=True)
 
     versions = {"torch": torch.__version__, "torchvision": torchvision.__version__}
-    path = write_metrics("torch", config, records, str(device), versions, compile_seconds=None)
+    path = write_metrics("torch", config, records, str(device), versions, compile_seconds)
     export_weights(state.model, config.out_dir / WEIGHTS_FILE)
     predictions = predict(state.model, test_split.images).argmax(axis=1)
     plots = write_plots(config.out_dir, "torch", records_to_json(records), data.test.images.numpy(), data.test.labels.numpy(), predictions)
