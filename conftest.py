@@ -11,6 +11,18 @@ from mnist_jax import data as jax_data
 from mnist_torch import data as torch_data
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--bench-dry-run", action="store_true",
+        help="benchmarks: every variant once, on two batches, timed and written to --benchmark-json like a real run "
+        "(its figures mean nothing); `bash benchmarks/gpu_run.sh --dry-run` uses it",
+    )
+    parser.addoption(
+        "--bench-deadline", type=float, default=None, metavar="UNIX_SECONDS",
+        help="benchmarks: skip, with the reason, every benchmark that would start after this time (time.time())",
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Compile afresh, here and in the trainers the tests start as subprocesses: the benchmarks' compile
     seconds must be compilations, not loads from JAX's persistent cache, and no test may write into the

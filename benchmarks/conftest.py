@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from importlib.metadata import version
 
 import jax
@@ -13,6 +14,14 @@ import torch
 from benchmarks.runners import BF16_DEVICES, gpu_present
 
 DEVICES = ("cpu", "cuda")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """--bench-deadline: a benchmark that would start after it is skipped with the reason, so that a run
+    inside a fixed time (benchmarks/gpu_run.sh) ends by itself and still writes what it measured."""
+    deadline = item.config.getoption("bench_deadline")
+    if deadline is not None and time.time() > deadline:
+        pytest.skip("the run's time budget (--bench-deadline) was spent before this benchmark could start")
 
 
 def device_param(device: str):
@@ -37,9 +46,13 @@ def skip_precision_not_run_on(device: str, precision_name: str) -> None:
 
 
 @pytest.fixture
-def smoke(benchmark) -> bool:
-    """True under --benchmark-disable: run everything once, on little data, to prove it still works."""
-    return benchmark.disabled
+def smoke(benchmark, request) -> bool:
+    """True under --benchmark-disable or --bench-dry-run: run everything once, on little data, to prove it
+    still works. A dry run is also timed and written out (marked dry_run), so the report can be tested."""
+    dry_run = request.config.getoption("bench_dry_run")
+    if dry_run:
+        benchmark.extra_info["dry_run"] = True
+    return benchmark.disabled or dry_run
 
 
 def cpu_model() -> str:

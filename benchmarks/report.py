@@ -1,8 +1,10 @@
-"""Turn a pytest-benchmark JSON into a Markdown table and a PNG bar chart.
+"""Turn pytest-benchmark JSON into a Markdown table and a PNG bar chart.
 
-Usage: python -m benchmarks.report RESULTS.json [--out-dir DIR] [--title TEXT]
-Writes DIR/<name>.md and DIR/<name>.png (name: the JSON's stem) and prints the Markdown.
-Ratios compare each variant with PyTorch eager on the same device, mode, batch size and precision.
+Usage: python -m benchmarks.report RESULTS.json [MORE.json ...] [--out-dir DIR] [--name NAME] [--title TEXT]
+Writes DIR/NAME.md and DIR/NAME.png (NAME: the first JSON's stem) and prints the Markdown; given
+several JSON files (the stages of `benchmarks/gpu_run.sh`), it also writes their rows merged into
+DIR/NAME.json. Ratios compare each variant with PyTorch eager on the same device, mode, batch size
+and precision.
 """
 
 from __future__ import annotations
@@ -20,19 +22,31 @@ import matplotlib.pyplot as plt  # noqa: E402
 BASELINE = "torch_eager"
 
 
-def load_results(path: Path) -> tuple[list[dict], dict]:
+def read_json(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         sys.exit(f"error: cannot read {path} ({err}); expected the file written by `pytest benchmarks --benchmark-only --benchmark-json {path}`")
+
+
+def merge(documents: list[dict]) -> dict:
+    """One pytest-benchmark document holding every benchmark of `documents`, dated by the first."""
+    return {**documents[0], "benchmarks": [b for d in documents for b in d.get("benchmarks", [])]}
+
+
+def rows_of(data: dict, source: Path) -> tuple[list[dict], str]:
     rows = [b["extra_info"] for b in data.get("benchmarks", []) if b.get("extra_info", {}).get("variant")]
     if not rows:
-        sys.exit(f"error: {path} holds no benchmark results with extra_info; was it run with --benchmark-disable?")
+        sys.exit(f"error: {source} holds no benchmark results with extra_info; was it run with --benchmark-disable?")
     return rows, data.get("datetime", "")
 
 
 def seconds(value: float | None) -> str:
     return "none" if value is None else f"{value:.2f}"
+
+
+def mebibytes(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / 2**20:,.0f}"
 
 
 def throughput_key(row: dict) -> tuple:
@@ -43,16 +57,20 @@ def throughput_table(rows: list[dict]) -> str:
     runs = [r for r in rows if r["mode"] != "accuracy" and "images_per_s" in r]
     baselines = {throughput_key(r): r["images_per_s"] for r in runs if r["variant"] == BASELINE}
     lines = [
-        "| mode | variant | device | batch | precision | images/s | vs PyTorch eager | compile s |",
-        "|---|---|---|---:|---|---:|---:|---:|",
+        "| mode | variant | device | batch | precision | images/s | vs PyTorch eager | compile s | peak MiB |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|",
     ]
     for r in sorted(runs, key=lambda r: (*throughput_key(r), -r["images_per_s"])):
         base = baselines.get(throughput_key(r))
         ratio = f"{r['images_per_s'] / base:.2f}x" if base else "n/a"
         lines.append(
             f"| {r['mode']} | {r['variant']} | {r['device']} | {r['batch_size']} | {r['precision']} | "
-            f"{r['images_per_s']:,.0f} | {ratio} | {seconds(r['compile_seconds'])} |"
+            f"{r['images_per_s']:,.0f} | {ratio} | {seconds(r['compile_seconds'])} | {mebibytes(r.get('peak_memory_bytes'))} |"
         )
+    measures = sorted({f"{r['device']} {r['framework']}: {r['memory_measure']}" for r in runs if r.get("memory_measure")})
+    if measures:
+        lines.append("")
+        lines.append(f"Peak memory: {'; '.join(measures)}.")
     return "\n".join(lines)
 
 
@@ -61,14 +79,15 @@ def accuracy_table(rows: list[dict]) -> str:
     if not runs:
         return ""
     lines = [
-        "| framework | device | precision | epochs | test accuracy | time to 99% (s) | training s | compile s | original project |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| trainer | device | precision | epochs | test accuracy | time to 99% (s) | s/epoch | training s | compile s | original project |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in sorted(runs, key=lambda r: (r["device"], r["framework"])):
-        t99 = f"{r['time_to_99_s']:.1f}" if r["time_to_99_s"] is not None else "not reached"
+    for r in sorted(runs, key=lambda r: (r["device"], r["precision"], r["variant"])):
+        t99 = f"{r['time_to_99_s']:.2f}" if r["time_to_99_s"] is not None else "not reached"
         lines.append(
-            f"| {r['framework']} | {r['device']} | {r['precision']} | {r['epochs']} | {100 * r['test_accuracy']:.2f}% | "
-            f"{t99} | {r['train_seconds']:.1f} | {seconds(r['compile_seconds'])} | {100 * r['original_accuracy']:.2f}% |"
+            f"| {r['variant']} | {r['device']} | {r['precision']} | {r['epochs']} | {100 * r['test_accuracy']:.2f}% | "
+            f"{t99} | {r['train_seconds'] / r['epochs']:.3f} | {r['train_seconds']:.1f} | {seconds(r['compile_seconds'])} | "
+            f"{100 * r['original_accuracy']:.2f}% |"
         )
     return "\n".join(lines)
 
@@ -76,10 +95,13 @@ def accuracy_table(rows: list[dict]) -> str:
 def environment_line(rows: list[dict], when: str) -> str:
     r = rows[0]
     devices = sorted({f"{x['device']}: {x['device_name']}" for x in rows})
-    return (
+    line = (
         f"Measured {when[:10]} on {'; '.join(devices)}. torch {r['torch']}, jax {r['jax']} (jaxlib {r['jaxlib']}), "
         f"flax {r['flax']}, optax {r['optax']}, Python {r['python']}."
     )
+    if any(x.get("dry_run") for x in rows):
+        line = "**DRY RUN** (`--bench-dry-run`: one round of two batches per variant; the figures mean nothing). " + line
+    return line
 
 
 def bar_chart(rows: list[dict], path: Path, title: str) -> None:
@@ -105,18 +127,23 @@ def bar_chart(rows: list[dict], path: Path, title: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="pytest-benchmark JSON -> Markdown table and PNG bar chart")
-    parser.add_argument("results", type=Path, help="the file from --benchmark-json")
-    parser.add_argument("--out-dir", type=Path, default=None, help="where the .md and .png go (default: beside the JSON)")
+    parser.add_argument("results", type=Path, nargs="+", help="the file(s) from --benchmark-json")
+    parser.add_argument("--out-dir", type=Path, default=None, help="where the .md and .png go (default: beside the first JSON)")
+    parser.add_argument("--name", default=None, help="file name stem of what is written (default: the first JSON's stem)")
     parser.add_argument("--title", default="PyTorch vs JAX, MNIST CNN: throughput (higher is better)")
     args = parser.parse_args(argv)
 
-    rows, when = load_results(args.results)
-    out_dir = args.out_dir or args.results.parent
+    data = merge([read_json(path) for path in args.results])
+    rows, when = rows_of(data, args.results[0] if len(args.results) == 1 else Path(" + ".join(map(str, args.results))))
+    out_dir = args.out_dir or args.results[0].parent
+    name = args.name or args.results[0].stem
     out_dir.mkdir(parents=True, exist_ok=True)
+    if len(args.results) > 1:
+        (out_dir / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
     sections = [environment_line(rows, when), throughput_table(rows), accuracy_table(rows)]
     markdown = "\n\n".join(s for s in sections if s) + "\n"
-    (out_dir / f"{args.results.stem}.md").write_text(markdown)
-    bar_chart(rows, out_dir / f"{args.results.stem}.png", args.title)
+    (out_dir / f"{name}.md").write_text(markdown)
+    bar_chart(rows, out_dir / f"{name}.png", args.title)
     print(markdown)
 
 

@@ -9,9 +9,10 @@ compiles and warms it up; those seconds are returned apart, never timed with the
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
@@ -21,12 +22,20 @@ from mnist_jax import train as jax_train
 from mnist_jax.data import Split as JaxSplit
 from mnist_torch import train as torch_train
 from mnist_torch.config import TrainConfig
+from mnist_torch.cuda_graphs import CapturedStep
 from mnist_torch.data import MNISTData, batch_indices
 
-TRAIN_VARIANTS = ("torch_eager", "torch_compile", "jax_jit", "jax_scan", "jax_scan_unrolled")
-EVAL_VARIANTS = ("torch_eager", "torch_compile", "jax_jit")
-TRAIN_IMAGES_PER_ROUND = 2048  # 16 steps at batch 128, 2 at batch 1024
-EVAL_IMAGES_PER_ROUND = 8192
+#: torch_cudagraph: the whole step replayed as a CUDA graph (`--mode cuda-graphs`, GPU only);
+#: jax_scan_unrolled: the CPU trainer's path, FUSED_STEPS unrolled steps per call; jax_epoch: the GPU
+#: trainer's path, a rolled scan over the round's batches gathered on the device from the resident set.
+#: Listed in the order they run: torch_compile, the slowest to compile, last, so that a time budget
+#: (benchmarks/gpu_run.sh) cuts it first.
+TRAIN_VARIANTS = ("torch_eager", "torch_cudagraph", "jax_epoch", "jax_jit", "jax_scan_unrolled", "jax_scan", "torch_compile")
+EVAL_VARIANTS = ("torch_eager", "jax_jit", "torch_compile")
+#: Images per timed round. CPU training: 16 steps at batch 128, 2 at batch 1024. A GPU runs a step in
+#: well under a millisecond, so its rounds are 8x longer, to keep timer and launch noise small.
+TRAIN_IMAGES_PER_ROUND = {"cpu": 2048, "cuda": 16384}
+EVAL_IMAGES_PER_ROUND = {"cpu": 8192, "cuda": 32768}
 
 #: bf16 rows (mixed precision, --precision bf16 of the trainers) run where bfloat16 has fast hardware paths,
 #: the GPU; on the CPU the trainers' bf16 epochs are recorded in benchmarks/RESULTS.md instead, which
@@ -42,6 +51,7 @@ class Round:
     last_untimed_seconds: float  # the last untimed call, already warm: sizes the number of timed rounds
     images: int
     steps: int
+    compiled: Any = None  # JAX: the compiled program, whose memory_analysis() says what it allocates
 
 
 @contextlib.contextmanager
@@ -73,11 +83,57 @@ def jax_device(device: str) -> jax.Device:
     return jax.devices("gpu" if device == "cuda" else "cpu")[0]
 
 
-def images_per_round(mode: str, batch_size: int, smoke: bool) -> int:
-    """The same for every variant at one batch size; two steps' worth in smoke mode."""
+def images_per_round(mode: str, device: str, batch_size: int, smoke: bool) -> int:
+    """The same for every variant at one batch size and device; two steps' worth in smoke mode."""
     if smoke:
         return 2 * batch_size
-    return EVAL_IMAGES_PER_ROUND if mode == "eval" else TRAIN_IMAGES_PER_ROUND
+    return (EVAL_IMAGES_PER_ROUND if mode == "eval" else TRAIN_IMAGES_PER_ROUND)[device]
+
+
+def reset_peak_memory(device: str) -> None:
+    """Start a fresh peak: PyTorch's CUDA allocator peak, or on the CPU the process's peak RSS
+    (Linux resets VmHWM when 5 is written to /proc/self/clear_refs)."""
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        return
+    with contextlib.suppress(OSError):
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            match = re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(match.group(1)) if match else None
+
+
+def peak_memory(device: str, framework: str, round_: Round) -> dict[str, Any]:
+    """The variant's peak memory since `reset_peak_memory`, and how it was measured.
+
+    CPU, both frameworks: the process's peak resident set (it includes the dataset and both
+    frameworks' libraries, the same for every variant). CUDA, PyTorch: the caching allocator's peak
+    of allocated bytes. CUDA, JAX: JAX's allocator keeps a process-wide peak that cannot be reset,
+    so the figure is what XLA says the compiled program needs (arguments + outputs + temporaries,
+    less the donated buffers it reuses); the process-wide peak is recorded beside it.
+    """
+    info: dict[str, Any] = {}
+    if framework == "jax" and round_.compiled is not None:
+        with contextlib.suppress(Exception):  # not every backend and version implements memory_analysis
+            m = round_.compiled.memory_analysis()
+            info["jax_program_bytes"] = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+    if device == "cpu":
+        hwm = _status_kib("VmHWM")
+        info.update(peak_memory_bytes=None if hwm is None else hwm * 1024, memory_measure="peak RSS of the process")
+    elif framework == "torch":
+        info.update(peak_memory_bytes=torch.cuda.max_memory_allocated(), memory_measure="torch.cuda.max_memory_allocated")
+    else:
+        stats = jax_device(device).memory_stats() or {}
+        info.update(peak_memory_bytes=info.get("jax_program_bytes"), memory_measure="XLA memory_analysis of the compiled step",
+                    jax_process_peak_bytes=stats.get("peak_bytes_in_use"))
+    return info
 
 
 def round_batches(data: MNISTData, batch_size: int, images: int, test: bool) -> np.ndarray:
@@ -100,11 +156,26 @@ def torch_round(variant: str, mode: str, data: MNISTData, device: str, batch_siz
     idx = round_batches(data, batch_size, images, mode == "eval")
     batches = [(split.images[i].to(dev), split.labels[i].to(dev)) for i in torch.from_numpy(idx)]
     state = torch_train.create_state(0, train_config(precision_name), dev)
-    if variant == "torch_compile":
-        state = state._replace(model=torch.compile(state.model))
     model = state.model
+    if variant == "torch_compile":
+        state = state._replace(forward=torch.compile(state.model))
+        model = state.forward
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
+    if variant == "torch_cudagraph":
+        # The captured step gathers its batch from the resident training set, like the trainer's.
+        train = torch_train.Split(data.train.images.to(dev), data.train.labels.to(dev))
+        start = time.perf_counter()
+        step = CapturedStep(torch_train.train_step, state, train, batch_size)
+        capture_seconds = time.perf_counter() - start
+        order = torch.from_numpy(idx).to(dev)
+
+        def run() -> None:
+            for i in order:
+                step(i)
+            sync()
+
+        return Round(run, capture_seconds, _timed_warmup(run), _timed_warmup(run), idx.size, len(idx))
     if mode == "train":
 
         def run() -> None:
@@ -137,28 +208,50 @@ def jax_round(
     state = jax.device_put(jax_train.create_state(0, train_config(precision_name)), dev)
     holder = {"state": state}
 
+    platform = dev.platform
     if mode == "eval":
         params = state.params
         step_batches = [(images[i], labels[i]) for i in range(len(idx))]
         start = time.perf_counter()
-        step = jax_train.eval_step.lower(params, step_batches[0]).compile()
+        step = compiled = jax_train.eval_step.lower(params, step_batches[0]).compile()
 
         def run() -> None:
             jax.block_until_ready([step(params, b) for b in step_batches])
     elif variant == "jax_jit":
         step_batches = [(images[i], labels[i]) for i in range(len(idx))]
         start = time.perf_counter()
-        step = jax_train.train_step.lower(state, step_batches[0]).compile()
+        step = compiled = jax_train.compile_train(jax_train.train_step.lower(state, step_batches[0]), platform)
 
         def run() -> None:
             s = holder["state"]
             for b in step_batches:
                 s, _ = step(s, b)
             holder["state"] = jax.block_until_ready(s)
-    else:
-        unroll = variant == "jax_scan_unrolled"
+    elif variant == "jax_scan_unrolled":
+        # The CPU trainer's path: FUSED_STEPS unrolled steps per call, one call per chunk of the round.
+        k = min(jax_train.FUSED_STEPS, len(idx))
+        chunks = [(images[i : i + k], labels[i : i + k]) for i in range(0, len(idx) - k + 1, k)]
         start = time.perf_counter()
-        steps = jax_train.train_steps.lower(state, (images, labels), unroll=unroll).compile()
+        steps = compiled = jax_train.compile_train(jax_train.train_steps.lower(state, chunks[0], unroll=True), platform)
+
+        def run() -> None:
+            s = holder["state"]
+            for chunk in chunks:
+                s, _ = steps(s, chunk)
+            holder["state"] = jax.block_until_ready(s)
+    elif variant == "jax_epoch":
+        # The GPU trainer's path: one call for the round, batches gathered on the device from the resident set.
+        resident = jax.device_put((data.images, data.labels), dev)
+        order = jax.device_put(idx.astype(np.int32), dev)
+        start = time.perf_counter()
+        steps = compiled = jax_train.compile_train(jax_train.train_epoch_steps.lower(state, resident, order), platform)
+
+        def run() -> None:
+            s, _ = steps(holder["state"], resident, order)
+            holder["state"] = jax.block_until_ready(s)
+    else:
+        start = time.perf_counter()
+        steps = compiled = jax_train.compile_train(jax_train.train_steps.lower(state, (images, labels), unroll=False), platform)
 
         def run() -> None:
             s, _ = steps(holder["state"], (images, labels))
@@ -166,4 +259,4 @@ def jax_round(
 
     compile_seconds = time.perf_counter() - start
     warmup = _timed_warmup(run)  # compiled ahead of time: the first call is already a representative round
-    return Round(run, compile_seconds, warmup, warmup, idx.size, len(idx))
+    return Round(run, compile_seconds, warmup, warmup, idx.size, len(idx), compiled)

@@ -11,6 +11,7 @@ with only the framework differences between them.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from typing import Callable, NamedTuple, Sequence
@@ -163,6 +164,7 @@ def train_epoch(state: TrainState, train: Split, config: TrainConfig, epoch: int
 
 
 def train(config: TrainConfig) -> list[EpochRecord]:
+    config = dataclasses.replace(config, mode=config.mode or "eager")  # metrics.json names the mode that ran
     device = resolve_device(config.device)
     if config.mode == "cuda-graphs" and device.type != "cuda":
         raise DeviceUnavailable(

@@ -78,7 +78,8 @@ def test_short_real_training_learns_and_writes_metrics(framework, tmp_path):
 
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["framework"] == framework
-    assert metrics["config"] == {**TrainConfig(epochs=2, train_size=6400, out_dir=tmp_path).to_json()}
+    mode = "eager" if framework == "torch" else None  # PyTorch's --mode; JAX has one mode, compiled
+    assert metrics["config"] == TrainConfig(epochs=2, train_size=6400, out_dir=tmp_path, mode=mode).to_json()
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
     assert set(metrics["epochs"][0]) == {"epoch", "train_loss", "test_loss", "test_accuracy", "seconds", "images_per_s"}
     first, last = metrics["epochs"]

@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# The project's GPU run, in one command, for a machine where nothing can be installed:
+#
+#   bash benchmarks/gpu_run.sh OUT_DIR [--budget SECONDS] [--name NAME]   # on a GPU machine
+#   bash benchmarks/gpu_run.sh OUT_DIR --dry-run                          # the same steps on the CPU, tiny
+#
+# From the repo root, with whatever python3 has torch, torchvision, jax (with its CUDA plugin), flax,
+# optax, orbax-checkpoint, safetensors, pytest and pytest-benchmark (no install: the repo goes on
+# PYTHONPATH). In order, each step writing its results as it goes, so that a run cut off still leaves
+# what it measured:
+#   1. versions and the GPU's name; stops with one line if PyTorch or JAX does not see the GPU;
+#   2. checks that pytest and pytest-benchmark work together (pytest 9 with pytest-benchmark 5.3.0 does not);
+#   3. pytest -m gpu (the GPU tests);
+#   4. the benchmark suite's cuda rows, most important first: float32 and TF32 at batch 128, then at
+#      batch 1024, then bf16, then the accuracy runs (full default trainings), each stage inside the
+#      time budget (a benchmark that would start after its stage's deadline is skipped, with the reason);
+#   5. both trainers' default runs on cuda (and PyTorch's --mode cuda-graphs);
+# and writes into OUT_DIR: NAME.json (the stages' results merged), NAME.md and NAME.png (benchmarks.report),
+# NAME-trainers.json (the trainers' metrics.json files) and NAME.log (everything printed).
+# NAME defaults to the GPU's model, e.g. h100; a dry run's is dry-run. --budget (default 420 s; a dry
+# run's 3600 s) bounds steps 3-5; the whole command ends within about a minute more.
+# --dry-run runs every step on the CPU with one tiny round per benchmark and one-epoch trainings
+# (.ci/run runs it, so the GPU command cannot rot). Exit status: 0 when every step ran, 1 otherwise.
+set -uo pipefail
+
+usage="usage: bash benchmarks/gpu_run.sh OUT_DIR [--dry-run] [--budget SECONDS] [--name NAME]"
+out_dir="" dry_run=0 budget="" name=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dry-run) dry_run=1 ;;
+    --budget) shift; budget="${1:-}" ;;
+    --name) shift; name="${1:-}" ;;
+    -h|--help) echo "$usage"; exit 0 ;;
+    -*) echo "error: unknown option $1; $usage" >&2; exit 2 ;;
+    *) [ -z "$out_dir" ] || { echo "error: one OUT_DIR only, got $out_dir and $1; $usage" >&2; exit 2; }; out_dir="$1" ;;
+  esac
+  shift
+done
+[ -n "$out_dir" ] || { echo "error: OUT_DIR is missing; $usage" >&2; exit 2; }
+[ -n "$budget" ] || budget=$([ "$dry_run" = 1 ] && echo 3600 || echo 420)  # a dry run is never cut short
+[[ "$budget" =~ ^[0-9]+$ ]] && [ "$budget" -ge 60 ] || { echo "error: --budget takes whole seconds >= 60, got '$budget'; $usage" >&2; exit 2; }
+[[ -z "$name" || "$name" =~ ^[A-Za-z0-9._-]+$ ]] || { echo "error: --name takes letters, digits, '.', '_' and '-', got '$name'" >&2; exit 2; }
+
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+mkdir -p "$out_dir" || { echo "error: cannot create OUT_DIR $out_dir" >&2; exit 2; }
+out_dir="$(cd "$out_dir" && pwd)"
+cd "$repo"
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+# The suite runs PyTorch and JAX in one process: JAX would take 75% of the GPU's memory up front.
+export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.5}"
+PY="${PYTHON:-python3}"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+if [ "$dry_run" = 1 ]; then
+  device=cpu; name="${name:-dry-run}"
+  bench_opts=(--bench-dry-run); train_opts=(--epochs 1 --train-size 1280)
+else
+  device=cuda; bench_opts=(); train_opts=()
+fi
+
+# --- 1. versions and the device ---------------------------------------------------------------------
+gpu_check=$("$PY" - "$device" <<'EOF'
+import platform, re, sys
+from importlib.metadata import PackageNotFoundError, version
+device = sys.argv[1]
+names = ["torch", "torchvision", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "safetensors", "numpy", "pytest", "pytest-benchmark"]
+def v(n):
+    try:
+        return version(n)
+    except PackageNotFoundError:
+        return "missing"
+print("versions: python " + platform.python_version() + ", " + ", ".join(f"{n} {v(n)}" for n in names), file=sys.stderr)
+import jax, torch
+jax_gpus = [d for d in jax.devices() if d.platform == "gpu"] if device == "cuda" else []
+if device == "cuda":
+    problems = []
+    if not torch.cuda.is_available():
+        problems.append(f"PyTorch {torch.__version__} sees no CUDA GPU (torch.cuda.is_available() is False)")
+    if not jax_gpus:
+        problems.append(f"JAX {jax.__version__} sees no GPU (jax.devices(): {jax.devices()}; is jax-cuda*-plugin installed?)")
+    if problems:
+        print("error: " + "; ".join(problems) + "; nothing was measured", file=sys.stderr)
+        sys.exit(1)
+    gpu = torch.cuda.get_device_name(0)
+    print(f"device: {gpu} (PyTorch), {jax_gpus[0].device_kind} (JAX), CUDA {torch.version.cuda}, "
+          f"cuDNN {torch.backends.cudnn.version()}", file=sys.stderr)
+    model = re.search(r"\b([A-Z]+\d+[A-Za-z]*)\b", gpu.replace("NVIDIA", ""))
+    print(model.group(1).lower() if model else "gpu")
+else:
+    print(f"device: CPU ({platform.machine()}), dry run", file=sys.stderr)
+    print("cpu")
+EOF
+) || exit 1
+name="${name:-$gpu_check}"
+log="$out_dir/$name.log"
+exec > >(tee -a "$log") 2>&1
+echo "gpu_run: $(date -u +%FT%TZ), results $out_dir/$name.*, budget ${budget}s, device $device$([ "$dry_run" = 1 ] && echo ', DRY RUN')"
+"$PY" -c "import sys; print(sys.executable)"
+command -v nvidia-smi >/dev/null && nvidia-smi -L
+start=$(date +%s)
+end=$((start + budget))
+failed=()
+
+stage_deadline() {  # $1: seconds to keep for the steps after this one
+  echo $((end - $1))
+}
+
+# --- 2. pytest with pytest-benchmark ------------------------------------------------------------------
+cat > "$work/test_probe.py" <<'EOF'
+def test_probe(benchmark):
+    benchmark.pedantic(lambda: None, rounds=1)
+EOF
+benchmarks_ok=1
+if ! (cd "$work" && "$PY" -m pytest -q -p no:cacheprovider test_probe.py --benchmark-json probe.json >probe.log 2>&1); then
+  benchmarks_ok=0
+  tail -n 3 "$work/probe.log"
+  echo "error: pytest $("$PY" -c 'import pytest; print(pytest.__version__)') and pytest-benchmark cannot run a benchmark together here (pytest 9 removed node._nodeid, which pytest-benchmark 5.3.0 reads); put pytest 8.4.2 beside the repo (pip download pytest==8.4.2; unzip the wheel into a folder) and on PYTHONPATH, then run again; skipping the benchmark stages"
+  failed+=("pytest-benchmark")
+fi
+
+# --- 3. the GPU tests ---------------------------------------------------------------------------------
+echo "== pytest -m gpu (the trainers' own GPU runs are step 5)"
+timeout $((budget / 4)) "$PY" -m pytest -m gpu tests -q -p no:cacheprovider -k "not test_trainers_train_on_the_gpu" \
+  || failed+=("pytest -m gpu")
+
+# --- 4. the benchmark suite, most important first ---------------------------------------------------
+parts=()
+report() {
+  [ ${#parts[@]} -gt 0 ] || return 0
+  "$PY" -m benchmarks.report "${parts[@]}" --out-dir "$out_dir" --name "$name" \
+    --title "PyTorch vs JAX, MNIST CNN on $name: throughput (higher is better)" >"$work/report.md" \
+    || failed+=("report")
+}
+bench_stage() {  # $1: label, $2: -k expression, $3: seconds to keep for the later steps
+  local label="$1" expr="$2" keep="$3" deadline json="$work/stage${#parts[@]}.json"
+  deadline=$(stage_deadline "$keep")
+  if [ "$(date +%s)" -ge "$deadline" ]; then
+    echo "== $label: skipped, the budget is spent"; failed+=("$label (no time)"); return
+  fi
+  echo "== $label (until $((deadline - start))s of ${budget}s)"
+  timeout $((deadline - $(date +%s) + 120)) "$PY" -m pytest benchmarks --benchmark-only -q -p no:cacheprovider \
+    --benchmark-json "$json" --bench-deadline "$deadline" "${bench_opts[@]}" -k "$expr" -W ignore::UserWarning \
+    || failed+=("$label")
+  [ -s "$json" ] && parts+=("$json") && report
+}
+if [ "$benchmarks_ok" = 1 ]; then
+  bench_stage "train and eval, batch 128, float32 and tf32" "$device and 128 and (float32 or tf32) and not accuracy" 240
+  bench_stage "train and eval, batch 1024, float32 and tf32" "$device and 1024 and (float32 or tf32)" 170
+  bench_stage "train, bf16" "$device and bf16 and train_step" 140
+  bench_stage "accuracy runs, float32" "$device and accuracy and float32" 90
+  bench_stage "accuracy runs, bf16" "$device and accuracy and bf16" 60
+fi
+
+# --- 5. the trainers' default runs ----------------------------------------------------------------------
+trainer() {  # $1: label, then the command's arguments
+  local label="$1"; shift
+  local left=$((end - $(date +%s) + 60))
+  if [ "$left" -le 0 ]; then echo "== $label: skipped, the budget is spent"; failed+=("$label (no time)"); return; fi
+  echo "== $label: $*"
+  timeout "$left" "$PY" -m "$@" --device "$device" --out-dir "$work/$label" "${train_opts[@]}" --quiet || failed+=("$label")
+}
+trainer jax mnist_jax.train
+trainer torch_eager mnist_torch.train
+if [ "$device" = cuda ]; then
+  trainer torch_cudagraph mnist_torch.train --mode cuda-graphs
+fi
+"$PY" - "$work" "$out_dir/$name-trainers.json" <<'EOF'
+import json, pathlib, sys
+work, target = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+runs = {p.parent.name: json.loads(p.read_text()) for p in sorted(work.glob("*/metrics.json"))}
+target.write_text(json.dumps(runs, indent=1) + "\n")
+for label, m in runs.items():
+    e = m["epochs"]
+    print(f"{label}: {len(e)} epochs, {100 * m['test_accuracy']:.2f}%, {sum(r['seconds'] for r in e) / len(e):.3f} s/epoch, "
+          f"compile {m['compile_seconds']}, on {m['device']}")
+EOF
+
+report
+[ -s "$work/report.md" ] && cat "$work/report.md"
+echo "gpu_run: done in $(($(date +%s) - start))s; wrote $(cd "$out_dir" && ls | tr '\n' ' ')"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "gpu_run: these steps did not complete: $(IFS=';'; echo "${failed[*]}")"
+  exit 1
+fi
