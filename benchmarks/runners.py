@@ -23,7 +23,7 @@ from mnist_jax.data import Split as JaxSplit
 from mnist_torch import train as torch_train
 from mnist_torch.config import TrainConfig
 from mnist_torch.cuda_graphs import CapturedStep
-from mnist_torch.data import MNISTData, batch_indices
+from mnist_torch.data import MNISTData, batch_order
 
 #: torch_cudagraph: the whole step replayed as a CUDA graph (`--mode cuda-graphs`, GPU only);
 #: jax_scan_unrolled: the CPU trainer's path, FUSED_STEPS unrolled steps per call; jax_epoch: the GPU
@@ -141,7 +141,7 @@ def round_batches(data: MNISTData, batch_size: int, images: int, test: bool) -> 
     steps = images // batch_size
     if test:
         return np.arange(steps * batch_size).reshape(steps, batch_size) % len(data.test.labels)
-    return np.stack(list(batch_indices(0, 1, len(data.train.labels), batch_size))[:steps])
+    return batch_order(0, 1, len(data.train.labels), batch_size)[:steps]
 
 
 def _timed_warmup(run: Callable[[], None]) -> float:

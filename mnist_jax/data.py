@@ -19,6 +19,7 @@ from mnist_torch.data import (  # noqa: F401  (re-exported: one batch order for 
     DEFAULT_DATA_DIR,
     DataError,
     batch_indices,
+    batch_order,
     epoch_permutation,
     num_batches,
 )

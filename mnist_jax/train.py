@@ -27,7 +27,7 @@ from flax.training.train_state import TrainState
 
 from mnist_jax.checkpoint import CheckpointError, load_checkpoint, records_to_json, save_checkpoint
 from mnist_jax.compilation_cache import count_cache_lookups, describe_lookups, use_compilation_cache
-from mnist_jax.data import DataError, Split, batch_indices, load_mnist, num_batches
+from mnist_jax.data import DataError, Split, batch_order, load_mnist, num_batches
 from mnist_jax.model import CNN
 from mnist_jax.weights import WEIGHTS_FILE, export_weights
 from mnist_torch.config import EVAL_BATCH_SIZE, DeviceUnavailable, TrainConfig, parse_config
@@ -220,8 +220,8 @@ def epoch_per_call(device: jax.Device) -> bool:
 
 
 def epoch_order(config: TrainConfig, epoch: int, num_examples: int) -> np.ndarray:
-    """The epoch's batches in the shared order, as one (steps, batch) int32 array."""
-    return np.stack(list(batch_indices(config.seed, epoch, num_examples, config.batch_size))).astype(np.int32)
+    """The epoch's batches in the shared order (`batch_order`), as one (steps, batch) int32 array."""
+    return batch_order(config.seed, epoch, num_examples, config.batch_size).astype(np.int32)
 
 
 def train_epoch(state: TrainState, train: Split, config: TrainConfig, epoch: int, steps: Steps) -> tuple[TrainState, float]:

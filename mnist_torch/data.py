@@ -162,5 +162,11 @@ def batch_indices(seed: int, epoch: int, num_examples: int, batch_size: int) -> 
         yield order[start : start + batch_size]
 
 
+def batch_order(seed: int, epoch: int, num_examples: int, batch_size: int) -> np.ndarray:
+    """The epoch's batches as one (steps, batch) index array, `batch_indices` stacked: the form the
+    trainers send to the device once per epoch, so each step gathers its batch there."""
+    return np.stack(list(batch_indices(seed, epoch, num_examples, batch_size)))
+
+
 def num_batches(num_examples: int, batch_size: int) -> int:
     return num_examples // batch_size

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from mnist_torch.checkpoint import CheckpointError, load_checkpoint, records_to_json, save_checkpoint
 from mnist_torch.config import EVAL_BATCH_SIZE, DeviceUnavailable, TrainConfig, parse_config
 from mnist_torch.cuda_graphs import CapturedStep, warm_up
-from mnist_torch.data import DataError, Split, batch_indices, load_mnist, num_batches
+from mnist_torch.data import DataError, Split, batch_order, load_mnist, num_batches
 from mnist_torch.model import CNN
 from mnist_torch.plots import write_plots
 from mnist_torch.progress import EpochProgress, progress_enabled
@@ -152,8 +152,7 @@ def train_epoch(state: TrainState, train: Split, config: TrainConfig, epoch: int
     step gathers its batch there. The progress bar (a terminal only) reads the latest loss every
     few steps, not every step.
     """
-    order = torch.from_numpy(np.stack(list(batch_indices(config.seed, epoch, len(train.labels), config.batch_size))))
-    order = order.to(train.images.device)
+    order = torch.from_numpy(batch_order(config.seed, epoch, len(train.labels), config.batch_size)).to(train.images.device)
     loss_sum = torch.zeros((), device=train.images.device)
     with EpochProgress(len(order), epoch, config.epochs, config.batch_size, progress_enabled(config.quiet)) as progress:
         for idx in order:
