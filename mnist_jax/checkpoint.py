@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from flax.training.train_state import TrainState
 
 from mnist_torch.checkpoint import (  # noqa: F401  (re-exported: one set of rules and messages)
     RESUME_FIX,
     CheckpointError,
+    check_finite,
     check_resumable,
     missing,
     records_from_json,
@@ -74,6 +76,7 @@ def load_checkpoint(out_dir: Path, state: TrainState, config: TrainConfig) -> tu
     restored = _restore(out_dir, RESUME_FIX, ocp.args.StandardRestore(abstract))
     meta = restored.meta
     check_resumable(meta["config"], meta["epoch"], config, Path(out_dir))
+    check_finite(checkpoint_path(out_dir), named_leaves(restored.state))
     return restored.state, records_from_json(meta["records"])
 
 
@@ -84,4 +87,11 @@ def load_params(out_dir: Path, device: jax.Device) -> Any:
     saved pytree as nested dicts, of which the params are the part the model needs.
     """
     restored = _restore(out_dir, train_fix("jax"), ocp.args.StandardRestore())
+    check_finite(checkpoint_path(out_dir), named_leaves(restored.state["params"]))
     return jax.device_put(restored.state["params"], device)
+
+
+def named_leaves(tree: Any) -> dict[str, Any]:
+    """The pytree's arrays by their path (`['params']['conv1']['kernel']`), for messages that name them."""
+    return {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+            if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.floating)}

@@ -31,6 +31,7 @@ from mnist_jax.data import DataError, Split, batch_order, load_mnist, num_batche
 from mnist_jax.model import CNN
 from mnist_jax.weights import WEIGHTS_FILE, export_weights
 from mnist_torch.config import EVAL_BATCH_SIZE, DeviceUnavailable, TrainConfig, parse_config
+from mnist_torch.divergence import Diverged, check_epoch, kept
 from mnist_torch.plots import write_plots
 from mnist_torch.progress import EpochProgress, progress_enabled
 from mnist_torch.report import EpochRecord, format_epoch, write_metrics
@@ -224,8 +225,8 @@ def epoch_order(config: TrainConfig, epoch: int, num_examples: int) -> np.ndarra
     return batch_order(config.seed, epoch, num_examples, config.batch_size).astype(np.int32)
 
 
-def train_epoch(state: TrainState, train: Split, config: TrainConfig, epoch: int, steps: Steps) -> tuple[TrainState, float]:
-    """One pass in the shared batch order; returns the new state and the mean training loss.
+def train_epoch(state: TrainState, train: Split, config: TrainConfig, epoch: int, steps: Steps) -> tuple[TrainState, np.ndarray]:
+    """One pass in the shared batch order; returns the new state and every step's loss, on the host, once the device has finished.
 
     With `steps.epoch` the whole epoch is one call. Otherwise the epoch's batches go FUSED_STEPS at a
     time through the compiled `train_steps`, and the few left over through `train_step`: the same SGD
@@ -240,7 +241,7 @@ def train_epoch(state: TrainState, train: Split, config: TrainConfig, epoch: int
             state, metrics = steps.epoch(state, tuple(train), order)
             for k in range(len(order)):
                 progress.step(lambda k=k: float(metrics["loss"][k]))
-            return state, float(jnp.mean(metrics["loss"]))
+            return state, np.asarray(metrics["loss"])
         losses = []
         fused = len(order) - len(order) % FUSED_STEPS
         for start in range(0, fused, FUSED_STEPS):
@@ -253,7 +254,11 @@ def train_epoch(state: TrainState, train: Split, config: TrainConfig, epoch: int
             state, metrics = steps.single(state, (train.images[idx], train.labels[idx]))
             losses.append(metrics["loss"][None])
             progress.step(metrics["loss"].item)
-    return state, float(jnp.mean(jnp.concatenate(losses)))
+    return state, np.asarray(jnp.concatenate(losses))
+
+
+def params_finite(params: Any) -> bool:
+    return bool(jax.tree.reduce(jnp.logical_and, jax.tree.map(lambda p: jnp.isfinite(p).all(), params)))
 
 
 def compile_steps(
@@ -296,20 +301,25 @@ def train(config: TrainConfig) -> list[EpochRecord]:
             print(f"compiled train and eval steps ({steps.describe()}) in {compile_seconds:.2f}s "
                   f"({describe_lookups(lookups, cache_dir)})", flush=True)
         images_per_epoch = num_batches(config.train_size, config.batch_size) * config.batch_size
+        versions = {"jax": jax.__version__, "jaxlib": version("jaxlib"), "flax": flax.__version__, "optax": optax.__version__}
+        compilation_cache = {"dir": None if cache_dir is None else str(cache_dir), **lookups}
 
         for epoch in range(len(records) + 1, config.epochs + 1):
             start = time.perf_counter()
-            state, train_loss = train_epoch(state, train_split, config, epoch, steps)  # float() waits for the device
+            state, losses = train_epoch(state, train_split, config, epoch, steps)
             seconds = time.perf_counter() - start
+            try:
+                check_epoch(epoch, losses, params_finite(state.params), config.lr, kept(config.out_dir, records[-1].epoch if records else None))
+            except Diverged as err:  # nothing of this epoch is saved; metrics.json says where it stopped
+                write_metrics("jax", config, records, str(device), versions, compile_seconds, compilation_cache, err.record())
+                raise
             test_loss, test_accuracy = evaluate(state.params, test_split)
-            records.append(EpochRecord(epoch, train_loss, test_loss, test_accuracy, seconds, images_per_epoch / seconds))
+            records.append(EpochRecord(epoch, float(losses.mean()), test_loss, test_accuracy, seconds, images_per_epoch / seconds))
             save_checkpoint(config.out_dir, state, records, config)
             if not config.quiet:
                 print(format_epoch(records[-1], config.epochs), flush=True)
         predictions = predict(state.params, test_split.images).argmax(axis=1)
 
-    versions = {"jax": jax.__version__, "jaxlib": version("jaxlib"), "flax": flax.__version__, "optax": optax.__version__}
-    compilation_cache = {"dir": None if cache_dir is None else str(cache_dir), **lookups}
     path = write_metrics("jax", config, records, str(device), versions, compile_seconds, compilation_cache)
     export_weights(state.params, config.out_dir / WEIGHTS_FILE)
     plots = write_plots(config.out_dir, "jax", records_to_json(records), data.test.images, data.test.labels, predictions)
@@ -322,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = parse_config("jax", argv)
     try:
         train(config)
-    except (DataError, DeviceUnavailable, CheckpointError) as err:
+    except (DataError, DeviceUnavailable, CheckpointError, Diverged) as err:
         sys.exit(f"error: {err}")
 
 

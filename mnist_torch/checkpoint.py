@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mnist_torch.config import TrainConfig
+from mnist_torch.divergence import non_finite
 from mnist_torch.files import write_atomically
 from mnist_torch.model import CNN
 from mnist_torch.report import EpochRecord
@@ -58,6 +59,16 @@ def unreadable(path: Path, err: Exception) -> CheckpointError:
         f"{path} is not a readable checkpoint ({type(err).__name__}: {first_line}); "
         f"delete it, or train again into that --out-dir without --resume"
     )
+
+
+def check_finite(path: Path, arrays: dict[str, Any]) -> None:
+    """Refuse a checkpoint holding NaN or infinite values: a trainer never saves one (mnist_torch.divergence),
+    so it was damaged or written elsewhere, and would resume, predict or evaluate nonsense."""
+    if bad := non_finite(arrays):
+        raise CheckpointError(
+            f"{path} holds NaN or infinite values in {', '.join(bad)}; it was not written by a healthy run of this "
+            f"project: delete it, or train again into that --out-dir without --resume"
+        )
 
 
 def records_to_json(records: list[EpochRecord]) -> list[dict[str, Any]]:
@@ -115,6 +126,9 @@ def load_checkpoint(out_dir: Path, state: TrainState, config: TrainConfig) -> tu
     """Restore a freshly created state in place from the checkpoint; returns it and the epoch records so far."""
     saved = _read(out_dir, RESUME_FIX)
     check_resumable(saved["config"], saved["epoch"], config, Path(out_dir))
+    momentum = {f"momentum of parameter {i}": s["momentum_buffer"] for i, s in saved["optimizer"]["state"].items()
+                if s.get("momentum_buffer") is not None}
+    check_finite(checkpoint_path(out_dir), {**saved["model"], **momentum})
     state.model.load_state_dict(saved["model"])
     state.optimizer.load_state_dict(saved["optimizer"])  # moves the momentum buffers to the parameters' device
     return state, records_from_json(saved["records"])
@@ -123,5 +137,7 @@ def load_checkpoint(out_dir: Path, state: TrainState, config: TrainConfig) -> tu
 def load_model(out_dir: Path, device: torch.device) -> CNN:
     """The trained model of a run's checkpoint, for prediction and evaluation."""
     model = CNN()
-    model.load_state_dict(_read(out_dir, train_fix("torch"))["model"])
+    weights = _read(out_dir, train_fix("torch"))["model"]
+    check_finite(checkpoint_path(out_dir), weights)
+    model.load_state_dict(weights)
     return model.to(device).eval()

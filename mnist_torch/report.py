@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mnist_torch.config import TrainConfig
+from mnist_torch.divergence import finite_or_none
 from mnist_torch.files import write_atomically
 
 #: The original notebook's accuracy on the 10 000 test images, the bar to clear.
@@ -47,25 +48,30 @@ def write_metrics(
     versions: dict[str, str],
     compile_seconds: float | None,
     compilation_cache: dict[str, Any] | None = None,
+    diverged: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``<out_dir>/metrics.json`` atomically: a crash never leaves a half-written file.
 
     ``compile_seconds`` is the one-off cost kept out of the epoch times (XLA compilation
     for JAX; None for eager PyTorch, which compiles nothing). ``compilation_cache`` says where
     JAX's persistent cache is and how many of the compilations it served (None for PyTorch).
+    ``diverged`` is where a run stopped on a non-finite loss or parameter (`mnist_torch.divergence`);
+    its epochs hold only the good ones, and test_accuracy is the last good one's (None if none).
+    The file is strict JSON: a NaN or infinity anywhere is an error, never a bare ``NaN``.
     """
     assert config.out_dir is not None
     metrics: dict[str, Any] = {
         "framework": framework,
         "config": config.to_json(),
         "epochs": [asdict(r) for r in records],
-        "test_accuracy": records[-1].test_accuracy,
+        "test_accuracy": records[-1].test_accuracy if records else None,
+        "diverged": diverged,
         "compile_seconds": compile_seconds,
         "compilation_cache": compilation_cache,
         "device": device,
         "versions": {"python": platform.python_version(), **versions},
     }
-    text = json.dumps(metrics, indent=2) + "\n"
+    text = json.dumps(metrics, indent=2, allow_nan=False) + "\n"
     return write_atomically(config.out_dir / "metrics.json", lambda partial: partial.write_text(text))
 
 
@@ -81,9 +87,9 @@ def format_predictions(names: Sequence[str], probabilities: np.ndarray, as_json:
     if as_json:
         return json.dumps([
             {"image": str(name), "digit": top[0][0],
-             "top3": [{"digit": d, "probability": round(q, 6)} for d, q in top]}
+             "top3": [{"digit": d, "probability": finite_or_none(round(q, 6))} for d, q in top]}
             for name, top in zip(names, ranked)
-        ])
+        ], allow_nan=False)
     return "\n".join(
         f"{name}: {top[0][0]}  ({', '.join(f'{d} {100 * q:.1f}%' for d, q in top)})"
         for name, top in zip(names, ranked)
@@ -93,6 +99,6 @@ def format_predictions(names: Sequence[str], probabilities: np.ndarray, as_json:
 def format_evaluation(framework: str, source: str, device: str, loss: float, correct: int, total: int, as_json: bool) -> str:
     """What ``python -m mnist_<framework>.evaluate`` prints: one line, or one JSON object."""
     if as_json:
-        return json.dumps({"framework": framework, "weights": source, "device": device, "test_loss": loss,
-                           "test_accuracy": correct / total, "correct": correct, "total": total})
+        return json.dumps({"framework": framework, "weights": source, "device": device, "test_loss": finite_or_none(loss),
+                           "test_accuracy": correct / total, "correct": correct, "total": total}, allow_nan=False)
     return f"test loss {loss:.4f}  test acc {100 * correct / total:.2f}% ({correct}/{total})  {framework} on {device}, weights {source}"

@@ -25,6 +25,7 @@ from mnist_torch.checkpoint import CheckpointError, load_checkpoint, records_to_
 from mnist_torch.config import EVAL_BATCH_SIZE, DeviceUnavailable, TrainConfig, parse_config
 from mnist_torch.cuda_graphs import CapturedStep, warm_up
 from mnist_torch.data import DataError, Split, batch_order, load_mnist, num_batches
+from mnist_torch.divergence import Diverged, check_epoch, kept
 from mnist_torch.model import CNN
 from mnist_torch.plots import write_plots
 from mnist_torch.progress import EpochProgress, progress_enabled
@@ -145,21 +146,25 @@ def compile_step(state: TrainState, train: Split, config: TrainConfig) -> tuple[
     return state, step, warm_up(lambda: step(first), state, steps=1) if mode == "compile" else None
 
 
-def train_epoch(state: TrainState, train: Split, config: TrainConfig, epoch: int, step: Step) -> float:
-    """One pass in the shared batch order; returns the mean training loss.
+def train_epoch(state: TrainState, train: Split, config: TrainConfig, epoch: int, step: Step) -> np.ndarray:
+    """One pass in the shared batch order; returns every step's loss, on the host, once the device has finished.
 
     The epoch's batch order goes to the device once, as one (steps, batch) index tensor, and each
-    step gathers its batch there. The progress bar (a terminal only) reads the latest loss every
-    few steps, not every step.
+    step gathers its batch there. The losses stay on the device until the epoch ends, and the
+    progress bar (a terminal only) reads the latest one every few steps, not every step.
     """
     order = torch.from_numpy(batch_order(config.seed, epoch, len(train.labels), config.batch_size)).to(train.images.device)
-    loss_sum = torch.zeros((), device=train.images.device)
+    losses = []
     with EpochProgress(len(order), epoch, config.epochs, config.batch_size, progress_enabled(config.quiet)) as progress:
         for idx in order:
             loss = step(idx)["loss"]
-            loss_sum += loss
+            losses.append(loss)
             progress.step(loss.item)
-    return loss_sum.item() / len(order)
+    return torch.stack(losses).cpu().numpy()
+
+
+def params_finite(model: CNN) -> bool:
+    return bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
 
 
 def train(config: TrainConfig) -> list[EpochRecord]:
@@ -184,17 +189,22 @@ def train(config: TrainConfig) -> list[EpochRecord]:
         print(f"{PREPARED[config.mode]} in {compile_seconds:.2f}s", flush=True)
     images_per_epoch = num_batches(config.train_size, config.batch_size) * config.batch_size
 
+    versions = {"torch": torch.__version__, "torchvision": torchvision.__version__}
     for epoch in range(len(records) + 1, config.epochs + 1):
         start = time.perf_counter()
-        train_loss = train_epoch(state, train_split, config, epoch, step)  # .item() inside waits for the device
+        losses = train_epoch(state, train_split, config, epoch, step)
         seconds = time.perf_counter() - start
+        try:
+            check_epoch(epoch, losses, params_finite(state.model), config.lr, kept(config.out_dir, records[-1].epoch if records else None))
+        except Diverged as err:  # nothing of this epoch is saved; metrics.json says where it stopped
+            write_metrics("torch", config, records, str(device), versions, compile_seconds, diverged=err.record())
+            raise
         test_loss, test_accuracy = evaluate(state.model, test_split)
-        records.append(EpochRecord(epoch, train_loss, test_loss, test_accuracy, seconds, images_per_epoch / seconds))
+        records.append(EpochRecord(epoch, float(losses.mean()), test_loss, test_accuracy, seconds, images_per_epoch / seconds))
         save_checkpoint(config.out_dir, state, records, config)
         if not config.quiet:
             print(format_epoch(records[-1], config.epochs), flush=True)
 
-    versions = {"torch": torch.__version__, "torchvision": torchvision.__version__}
     path = write_metrics("torch", config, records, str(device), versions, compile_seconds)
     export_weights(state.model, config.out_dir / WEIGHTS_FILE)
     predictions = predict(state.model, test_split.images).argmax(axis=1)
@@ -208,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = parse_config("torch", argv)
     try:
         train(config)
-    except (DataError, DeviceUnavailable, CheckpointError) as err:
+    except (DataError, DeviceUnavailable, CheckpointError, Diverged) as err:
         sys.exit(f"error: {err}")
 
 

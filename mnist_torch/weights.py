@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save
 
+from mnist_torch.divergence import non_finite
 from mnist_torch.files import write_atomically
 from mnist_torch.model import CNN
 
@@ -42,7 +43,7 @@ def write_weights(path: Path, arrays: dict[str, np.ndarray]) -> Path:
 
 
 def read_weights(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of a safetensors file, checked against the CNN's names and shapes."""
+    """The arrays of a safetensors file, checked against the CNN's names and shapes, all finite."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path} does not exist; export weights with a training run (it writes <out-dir>/{WEIGHTS_FILE})")
@@ -58,6 +59,11 @@ def read_weights(path: Path) -> dict[str, np.ndarray]:
         raise WeightsError(
             f"{path} does not hold this CNN's weights in PyTorch state_dict layout: {details}; "
             f"export them with this project (a training run writes <out-dir>/{WEIGHTS_FILE})"
+        )
+    if bad := non_finite(arrays):
+        raise WeightsError(
+            f"{path} holds NaN or infinite values in {', '.join(bad)}: the weights of a diverged run, which would "
+            f"predict nonsense; train again with a lower --lr, or pass another file"
         )
     return arrays
 

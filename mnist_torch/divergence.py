@@ -1,0 +1,67 @@
+"""Stopping a run whose loss or parameters stop being finite numbers, shared by both trainers.
+
+A learning rate far too high (`--lr 1e4`) sends SGD to infinity within a few steps; from there every
+loss is NaN and every later checkpoint would hold NaN weights that still "predict" a digit. So each
+trainer checks, once per epoch, the losses it already reads at the epoch's end and whether its
+parameters are all finite: a non-finite epoch is never saved, and the run stops with one line
+naming the epoch, the step and the flag to change. Checking once per epoch costs one small read
+per epoch instead of making the device wait for the host at every step; the epoch's work is the
+price of a divergence, and the last good checkpoint stays as it was.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+
+class Diverged(RuntimeError):
+    """The loss or a parameter became NaN or infinite; the message says where and what to change."""
+
+    def __init__(self, epoch: int, step: int, steps: int, what: str, lr: float, kept: str):
+        self.epoch, self.step, self.steps, self.what = epoch, step, steps, what
+        super().__init__(
+            f"training diverged in epoch {epoch} at step {step} of {steps} ({what}); nothing of that epoch was saved, "
+            f"{kept}; lower --lr (it was {lr:g}) and train again"
+        )
+
+    def record(self) -> dict[str, Any]:
+        """What metrics.json says of the divergence (JSON has no NaN: the values are words)."""
+        return {"epoch": self.epoch, "step": self.step, "steps": self.steps, "what": self.what}
+
+
+def non_finite(arrays: Mapping[str, Any]) -> list[str]:
+    """The names of the arrays holding NaN or infinite values, each with how many of its values."""
+    found = []
+    for name, array in arrays.items():
+        array = np.asarray(array)
+        bad = int(array.size - np.isfinite(array).sum())
+        if bad:
+            found.append(f"{name} ({bad} of {array.size})")
+    return found
+
+
+def kept(out_dir: Any, last_good_epoch: int | None) -> str:
+    """What a diverged run leaves on disk, for its error line."""
+    if last_good_epoch is None:
+        return f"the files already in {out_dir} are left as they were, and metrics.json records the divergence"
+    return f"the checkpoint of epoch {last_good_epoch} in {out_dir} is kept, and metrics.json records the divergence"
+
+
+def check_epoch(epoch: int, losses: np.ndarray, params_finite: bool, lr: float, kept: str) -> None:
+    """Raise Diverged if a step's loss of this epoch, or a parameter after it, is NaN or infinite.
+
+    `losses` are the epoch's per-step losses on the host; `kept` says what stays on disk.
+    """
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+        raise Diverged(epoch, int(bad[0]) + 1, len(losses), f"the loss became {losses[bad[0]]}", lr, kept)
+    if not params_finite:
+        raise Diverged(epoch, len(losses), len(losses), "a parameter became NaN or infinite", lr, kept)
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """A float for JSON, which has no NaN or infinity: those become null."""
+    return value if value is None or math.isfinite(value) else None
