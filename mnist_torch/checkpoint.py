@@ -13,6 +13,7 @@ epochs after a resume see the same batches, from the same state, as an uninterru
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -118,6 +119,11 @@ def _read(out_dir: Path, fix: str) -> dict[str, Any]:
         raise missing(Path(out_dir), path, fix)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)  # weights_only: loading runs no pickled code
+    except pickle.UnpicklingError:  # PyTorch's own message advises weights_only=False: the opposite of safe
+        raise CheckpointError(
+            f"{path} holds Python objects besides tensors, which could run code when loaded, so it is refused; "
+            f"use a checkpoint written by this project's trainer, or train again into that --out-dir without --resume"
+        ) from None
     except Exception as err:  # a truncated or foreign file: say which, never a traceback
         raise unreadable(path, err) from None
 

@@ -146,3 +146,26 @@ def test_json_outputs_never_hold_a_bare_nan():
     assert strict_json(evaluation)["test_loss"] is None
     predictions = format_predictions(["a.png"], np.full((1, 10), np.nan), as_json=True)
     assert all(entry["probability"] is None for entry in strict_json(predictions)[0]["top3"])
+
+
+class WritesAFile:
+    """A pickle payload that, if unpickled, would create a file: what a hostile checkpoint could do."""
+
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.touch, (self.target,))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(tmp_path):
+    target = tmp_path / "pwned"
+    torch.save({"epoch": 1, "model": WritesAFile(target)}, tmp_path / "checkpoint.pt")
+    for command in (lambda: torch_evaluate.main(["--checkpoint", str(tmp_path)]),
+                    lambda: torch_train.main(["--epochs", "2", "--quiet", "--resume", "--out-dir", str(tmp_path)])):
+        with pytest.raises(SystemExit) as exit_info:
+            command()
+        message = str(exit_info.value.code)
+        assert "holds Python objects besides tensors, which could run code when loaded, so it is refused" in message
+        assert "weights_only=False" not in message and "\n" not in message
+    assert not target.exists()
