@@ -176,8 +176,7 @@ for label, m in runs.items():
           f"compile {m['compile_seconds']}, on {m['device']}")
 EOF
 
-report
-[ -s "$work/report.md" ] && cat "$work/report.md"
+[ -s "$work/report.md" ] && cat "$work/report.md"  # written after the last benchmark stage
 echo "gpu_run: done in $(($(date +%s) - start))s; wrote $(cd "$out_dir" && ls | tr '\n' ' ')"
 if [ ${#failed[@]} -gt 0 ]; then
   echo "gpu_run: these steps did not complete: $(IFS=';'; echo "${failed[*]}")"

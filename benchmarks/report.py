@@ -34,7 +34,7 @@ def merge(documents: list[dict]) -> dict:
     return {**documents[0], "benchmarks": [b for d in documents for b in d.get("benchmarks", [])]}
 
 
-def rows_of(data: dict, source: Path) -> tuple[list[dict], str]:
+def rows_of(data: dict, source: str) -> tuple[list[dict], str]:
     rows = [b["extra_info"] for b in data.get("benchmarks", []) if b.get("extra_info", {}).get("variant")]
     if not rows:
         sys.exit(f"error: {source} holds no benchmark results with extra_info; was it run with --benchmark-disable?")
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     data = merge([read_json(path) for path in args.results])
-    rows, when = rows_of(data, args.results[0] if len(args.results) == 1 else Path(" + ".join(map(str, args.results))))
+    rows, when = rows_of(data, " + ".join(map(str, args.results)))
     out_dir = args.out_dir or args.results[0].parent
     name = args.name or args.results[0].stem
     out_dir.mkdir(parents=True, exist_ok=True)

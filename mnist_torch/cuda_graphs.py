@@ -95,7 +95,7 @@ class CapturedStep:
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):  # warm up off the default stream, as capture requires
-            self.warmup_seconds = warm_up(run, state, WARMUP_STEPS)
+            warm_up(run, state, WARMUP_STEPS)
         torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):  # records the kernels of one step; runs none of them

@@ -14,6 +14,7 @@ from mnist_jax import train as jax_train
 from mnist_torch import train as torch_train
 from mnist_torch.config import TrainConfig
 from mnist_torch.cuda_graphs import warm_up
+from mnist_torch.data import batch_order
 from tests.numerics import relative_error
 
 SMALL = TrainConfig(batch_size=32, train_size=384)  # 12 SGD steps per epoch
@@ -70,7 +71,7 @@ def test_the_cpu_options_are_accepted_by_this_xla(jax_mnist, capsys):
 
 
 def torch_steps(state, mnist, steps: int, start: int = 0) -> list[float]:
-    order = jax_train.epoch_order(SMALL, 1, SMALL.train_size)[start : start + steps]
+    order = batch_order(SMALL.seed, 1, SMALL.train_size, SMALL.batch_size)[start : start + steps]
     return [torch_train.train_step(state, (mnist.train.images[i], mnist.train.labels[i]))["loss"].item() for i in order]
 
 
