@@ -15,10 +15,11 @@
 #      batch 1024, then bf16, then the accuracy runs (full default trainings), each stage inside the
 #      time budget (a benchmark that would start after its stage's deadline is skipped, with the reason);
 #   5. both trainers' default runs on cuda (and PyTorch's --mode cuda-graphs);
+#   6. reproducibility: each trainer twice with the same flags, weights' bytes compared (benchmarks.reproducibility);
 # and writes into OUT_DIR: NAME.json (the stages' results merged), NAME.md and NAME.png (benchmarks.report),
-# NAME-trainers.json (the trainers' metrics.json files) and NAME.log (everything printed).
+# NAME-trainers.json (the trainers' metrics.json files), NAME-repro.json (step 6) and NAME.log (everything printed).
 # NAME defaults to the GPU's model, e.g. h100; a dry run's is dry-run. --budget (default 420 s; a dry
-# run's 3600 s) bounds steps 3-5; the whole command ends within about a minute more.
+# run's 3600 s) bounds steps 3-5; step 6 takes about 2 minutes more on a GPU (at most 5).
 # --dry-run runs every step on the CPU with one tiny round per benchmark and one-epoch trainings
 # (.ci/run runs it, so the GPU command cannot rot). Exit status: 0 when every step ran, 1 otherwise.
 set -uo pipefail
@@ -175,6 +176,12 @@ for label, m in runs.items():
     print(f"{label}: {len(e)} epochs, {100 * m['test_accuracy']:.2f}%, {sum(r['seconds'] for r in e) / len(e):.3f} s/epoch, "
           f"compile {m['compile_seconds']}, on {m['device']}")
 EOF
+
+# --- 6. reproducibility: each trainer twice with the same flags, bytes compared -------------------------
+# Outside the budget (about 2 minutes on a GPU): what the README's "Reproducibility" says about the GPU.
+echo "== reproducibility: each trainer twice, --epochs 2 --train-size 6400"
+timeout 300 "$PY" -m benchmarks.reproducibility "$out_dir/$name-repro.json" --device "$device" \
+  $([ "$dry_run" = 1 ] && echo "--epochs 1 --train-size 1280") || failed+=("reproducibility")
 
 [ -s "$work/report.md" ] && cat "$work/report.md"  # written after the last benchmark stage
 echo "gpu_run: done in $(($(date +%s) - start))s; wrote $(cd "$out_dir" && ls | tr '\n' ' ')"

@@ -12,6 +12,7 @@ with only the framework differences between them.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 from typing import Callable, NamedTuple, Sequence
@@ -57,6 +58,19 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise DeviceUnavailable("--device cuda was asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
     return torch.device(name)
+
+
+def make_deterministic() -> None:
+    """Make two runs with the same flags compute the same bits: PyTorch's deterministic algorithms only.
+
+    On the CPU this changes nothing measurable; on CUDA it keeps cuDNN from choosing kernels by timing
+    (`cudnn.benchmark`) and from atomics-based ones, and cuBLAS needs a fixed workspace for it
+    (CUBLAS_WORKSPACE_CONFIG, read when cuBLAS starts, so set before any CUDA work). Set by the trainer,
+    not left to the user; the README's "Reproducibility" says what holds on which device.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
 
 
 def create_state(seed: int, config: TrainConfig, device: torch.device) -> TrainState:
@@ -169,6 +183,7 @@ def params_finite(model: CNN) -> bool:
 
 def train(config: TrainConfig) -> list[EpochRecord]:
     config = dataclasses.replace(config, mode=config.mode or "eager")  # metrics.json names the mode that ran
+    make_deterministic()
     device = resolve_device(config.device)
     if config.mode == "cuda-graphs" and device.type != "cuda":
         raise DeviceUnavailable(

@@ -1,0 +1,108 @@
+"""Are two runs with the same flags the same run? Train twice, compare the bytes.
+
+    python -m benchmarks.reproducibility OUT.json [--device cpu|cuda] [--epochs 2] [--train-size 6400]
+
+runs every case below twice (each in its own out-dir, with JAX's persistent compilation cache off, so
+that the second run compiles afresh as a first run on another day would), and records per case whether
+``weights.safetensors`` is byte-identical and whether ``metrics.json`` is identical apart from timings.
+The trainers set what determinism needs themselves (`mnist_torch.train.make_deterministic`); the
+``jax_deterministic_ops`` case (GPU only) adds XLA's own switch, ``--xla_gpu_deterministic_ops``, which
+turns autotuning and XLA's non-deterministic GPU kernels off, to show what it changes.
+tests/test_reproducibility.py holds the CPU to it; benchmarks/gpu_run.sh records the GPU's answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+#: metrics.json fields that are measurements of time, or name the out-dir: they may differ between runs.
+TIMING_FIELDS = {"seconds", "images_per_s", "compile_seconds", "compilation_cache", "out_dir"}
+
+
+def without_timings(value: Any) -> Any:
+    """A metrics.json value with every timing field dropped, at any depth."""
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if k not in TIMING_FIELDS}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
+
+
+def cases(device: str) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """label: (the trainer's module and flags, extra environment)."""
+    runs = {
+        "jax": (["mnist_jax.train"], {}),
+        "torch_eager": (["mnist_torch.train"], {}),
+    }
+    if device == "cuda":
+        flags = (os.environ.get("XLA_FLAGS", "") + " --xla_gpu_deterministic_ops=true").strip()
+        runs["jax_deterministic_ops"] = (["mnist_jax.train"], {"XLA_FLAGS": flags})
+        runs["torch_cudagraph"] = (["mnist_torch.train", "--mode", "cuda-graphs"], {})
+    return runs
+
+
+def train(command: list[str], env: dict[str, str], out_dir: Path, device: str, epochs: int, train_size: int) -> dict[str, Any]:
+    """One training run; its weights' SHA-256, metrics.json and wall seconds (or the error it ended with)."""
+    argv = [sys.executable, "-m", *command, "--device", device, "--epochs", str(epochs), "--train-size", str(train_size),
+            "--out-dir", str(out_dir), "--quiet"]
+    start = time.perf_counter()
+    done = subprocess.run(argv, env={**os.environ, "JAX_ENABLE_COMPILATION_CACHE": "false", **env},
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        return {"error": (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1], "wall_seconds": seconds}
+    weights = (out_dir / "weights.safetensors").read_bytes()
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    return {"weights_sha256": hashlib.sha256(weights).hexdigest(), "metrics": metrics, "wall_seconds": seconds}
+
+
+def compare_twice(command: list[str], env: dict[str, str], work: Path, device: str, epochs: int, train_size: int) -> dict[str, Any]:
+    """Train twice with the same flags; say whether the weights' bytes and the non-timing metrics agree."""
+    first, second = (train(command, env, work / f"run{i}", device, epochs, train_size) for i in (1, 2))
+    result: dict[str, Any] = {"command": " ".join(command), "env": env, "device": device, "epochs": epochs, "train_size": train_size}
+    if "error" in first or "error" in second:
+        return {**result, "error": first.get("error") or second.get("error")}
+    return {
+        **result,
+        "weights_identical": first["weights_sha256"] == second["weights_sha256"],
+        "metrics_identical": without_timings(first["metrics"]) == without_timings(second["metrics"]),
+        "weights_sha256": [first["weights_sha256"], second["weights_sha256"]],
+        "test_accuracy": [first["metrics"]["test_accuracy"], second["metrics"]["test_accuracy"]],
+        "train_loss": [[e["train_loss"] for e in r["metrics"]["epochs"]] for r in (first, second)],
+        "seconds_per_epoch": [sum(e["seconds"] for e in r["metrics"]["epochs"]) / epochs for r in (first, second)],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.reproducibility", description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="where to write the JSON results")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--train-size", type=int, default=6400)
+    args = parser.parse_args(argv)
+    results = {}
+    with tempfile.TemporaryDirectory() as work:
+        for label, (command, env) in cases(args.device).items():
+            results[label] = compare_twice(command, env, Path(work) / label, args.device, args.epochs, args.train_size)
+            r = results[label]
+            verdict = r.get("error") or (f"weights {'identical' if r['weights_identical'] else 'DIFFER'}, metrics "
+                                         f"{'identical' if r['metrics_identical'] else 'DIFFER'} apart from timings, "
+                                         f"{100 * r['test_accuracy'][0]:.2f}% / {100 * r['test_accuracy'][1]:.2f}%, "
+                                         f"{r['seconds_per_epoch'][0]:.3f} / {r['seconds_per_epoch'][1]:.3f} s/epoch")
+            print(f"reproducibility {label} on {args.device}: {verdict}", flush=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    if any("error" in r for r in results.values()):  # runs that differ are a finding, recorded above; a crash is a failure
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
