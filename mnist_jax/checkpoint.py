@@ -1,94 +1,119 @@
-"""Save the training state after every epoch and resume from it: orbax-checkpoint, one step per epoch.
+"""Save the training state after every epoch and resume from it: the state pytree in one checked file.
 
 Read it side by side with `mnist_torch/checkpoint.py`: the same functions. The framework
-difference: the JAX state is a pytree, so it is saved as one (params, optax state, step)
-and restored into the structure of a freshly created state, and orbax writes each step
-into a temporary folder and renames it when complete, so a crash never leaves a partial
-checkpoint. Saving is synchronous: the next epoch's first `train_step` donates the
-state's buffers, and a background save must not read them after that.
+difference: the JAX state is a pytree, so it is saved as flax's msgpack of its state dict
+(params, optax state, step) and restored into the structure of a freshly created state, whose
+shapes and dtypes the saved arrays must match. msgpack holds data only: reading it runs no code.
+Both frameworks' files are written atomically behind a SHA-256 header (`mnist_torch.files`), so a
+run killed mid-write leaves the previous checkpoint whole, and a damaged file is refused.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import orbax.checkpoint as ocp
+import numpy as np
+from flax import serialization
 from flax.training.train_state import TrainState
 
 from mnist_torch.checkpoint import (  # noqa: F401  (re-exported: one set of rules and messages)
+    FRAMEWORKS,
     RESUME_FIX,
     CheckpointError,
+    check_contents,
     check_finite,
     check_resumable,
     missing,
     records_from_json,
     records_to_json,
+    refused,
     train_fix,
     unreadable,
 )
 from mnist_torch.config import TrainConfig
+from mnist_torch.files import CheckedFileError, checked_bytes, read_checked, write_atomically
 from mnist_torch.report import EpochRecord
 
-#: The folder inside a run's out-dir; orbax keeps one numbered step (the epoch) in it.
-CHECKPOINT_DIR = "checkpoint"
-
-OPTIONS = ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False)
+#: The file inside a run's out-dir.
+CHECKPOINT_FILE = "checkpoint.msgpack"
 
 
 def checkpoint_path(out_dir: Path) -> Path:
-    return (Path(out_dir) / CHECKPOINT_DIR).absolute()  # orbax requires an absolute path
+    return Path(out_dir) / CHECKPOINT_FILE
 
 
 def save_checkpoint(out_dir: Path, state: TrainState, records: list[EpochRecord], config: TrainConfig) -> Path:
-    """Save the state after ``records[-1].epoch`` as orbax step ``epoch``; the older step is removed once it is written."""
-    path = checkpoint_path(out_dir)
-    epoch = records[-1].epoch
-    with ocp.CheckpointManager(path, options=OPTIONS) as manager:
-        for stale in [s for s in manager.all_steps() if s >= epoch]:  # left by an earlier run in this out-dir
-            manager.delete(stale)
-        manager.save(epoch, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            meta=ocp.args.JsonSave({"epoch": epoch, "records": records_to_json(records), "config": config.to_json()}),
-        ))
-    return path
+    """Write the state after ``records[-1].epoch`` atomically: a crash mid-write leaves the previous checkpoint whole."""
+    meta = {"epoch": records[-1].epoch, "records": records_to_json(records), "config": config.to_json()}
+    payload = serialization.msgpack_serialize({"meta": json.dumps(meta), "state": serialization.to_state_dict(host_arrays(state))})
+    data = checked_bytes("jax", payload)
+    return write_atomically(checkpoint_path(out_dir), lambda partial: partial.write_bytes(data))
 
 
-def _restore(out_dir: Path, fix: str, state_args: ocp.args.StandardRestore) -> Any:
+def host_arrays(tree: Any) -> Any:
+    """Every leaf as a NumPy array of JAX's dtype (a fresh state's step is a Python int; a trained one's is int32)."""
+    return jax.device_get(jax.tree.map(jnp.asarray, tree))
+
+
+def _read(out_dir: Path, fix: str) -> dict[str, Any]:
+    """The checkpoint's meta (epoch, records, config) and its state as nested dicts of NumPy arrays."""
     path = checkpoint_path(out_dir)
-    step = None
-    if path.is_dir():
-        with ocp.CheckpointManager(path, options=OPTIONS) as manager:
-            step = manager.latest_step()
-            if step is not None:
-                try:
-                    return manager.restore(step, args=ocp.args.Composite(state=state_args, meta=ocp.args.JsonRestore()))
-                except Exception as err:  # a damaged or foreign checkpoint: say which, never a traceback
-                    raise unreadable(path / str(step), err) from None
-    raise missing(Path(out_dir), path, fix)
+    if not path.is_file():
+        raise missing(Path(out_dir), path, fix)
+    try:
+        payload = read_checked(path, "jax", FRAMEWORKS)
+    except CheckedFileError as err:
+        raise refused(err) from None
+    try:
+        saved = serialization.msgpack_restore(payload)
+        saved = {**json.loads(saved["meta"]), "state": saved["state"]}
+    except Exception as err:  # whole and ours, but not what this version writes: say which, never a traceback
+        raise unreadable(path, err) from None
+    check_contents(path, saved, {"state"})
+    return saved
+
+
+def restore_into(path: Path, target: Any, saved: Any) -> Any:
+    """``saved`` (nested dicts of arrays) in the structure of ``target``, refused unless every shape and dtype agree."""
+    try:
+        restored = serialization.from_state_dict(target, saved)
+    except (ValueError, KeyError, TypeError) as err:
+        raise unreadable(path, err) from None
+    for (where, want), got in zip(jax.tree_util.tree_leaves_with_path(target), jax.tree.leaves(restored)):
+        want, got = jnp.asarray(want), np.asarray(got)  # JAX's dtypes: a fresh state's Python-int step is int32
+        if got.shape != want.shape or got.dtype != want.dtype:
+            raise unreadable(path, ValueError(f"{jax.tree_util.keystr(where)} is {got.dtype}{list(got.shape)}, "
+                                              f"expected {want.dtype}{list(want.shape)}"))
+    return restored
 
 
 def load_checkpoint(out_dir: Path, state: TrainState, config: TrainConfig) -> tuple[TrainState, list[EpochRecord]]:
     """The checkpoint restored into the structure, dtypes and devices of ``state`` (a freshly created one)."""
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    restored = _restore(out_dir, RESUME_FIX, ocp.args.StandardRestore(abstract))
-    meta = restored.meta
-    check_resumable(meta["config"], meta["epoch"], config, Path(out_dir))
-    check_finite(checkpoint_path(out_dir), named_leaves(restored.state))
-    return restored.state, records_from_json(meta["records"])
+    saved = _read(out_dir, RESUME_FIX)
+    check_resumable(saved["config"], saved["epoch"], config, Path(out_dir))
+    restored = restore_into(checkpoint_path(out_dir), state, saved["state"])
+    check_finite(checkpoint_path(out_dir), named_leaves(restored))
+    on_devices = jax.tree.map(lambda want, got: jax.device_put(got, want.sharding) if isinstance(want, jax.Array) else got,
+                              state, restored)  # where the fresh state is: the same device as the run
+    return on_devices, records_from_json(saved["records"])
 
 
 def load_params(out_dir: Path, device: jax.Device) -> Any:
     """The trained parameters of a run's checkpoint on ``device``, for prediction and evaluation.
 
-    Restored without a target structure (no optimizer needs creating): orbax returns the
-    saved pytree as nested dicts, of which the params are the part the model needs.
+    Read without a target structure (no optimizer needs creating): the params are the part of the
+    saved state dict the model needs; the model's apply checks their shapes.
     """
-    restored = _restore(out_dir, train_fix("jax"), ocp.args.StandardRestore())
-    check_finite(checkpoint_path(out_dir), named_leaves(restored.state["params"]))
-    return jax.device_put(restored.state["params"], device)
+    saved = _read(out_dir, train_fix("jax"))
+    params = saved["state"].get("params") if isinstance(saved["state"], dict) else None
+    if not isinstance(params, dict):
+        raise unreadable(checkpoint_path(out_dir), KeyError("the state has no params"))
+    check_finite(checkpoint_path(out_dir), named_leaves(params))
+    return jax.device_put(params, device)
 
 
 def named_leaves(tree: Any) -> dict[str, Any]:

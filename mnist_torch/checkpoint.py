@@ -1,9 +1,14 @@
-"""Save the training state after every epoch and resume from it: PyTorch's ``state_dict`` in one file.
+"""Save the training state after every epoch and resume from it: PyTorch's ``state_dict`` in one checked file.
 
-Read it side by side with `mnist_jax/checkpoint.py`: the same functions, with orbax in
-place of ``torch.save``. The framework-neutral parts (what a checkpoint must agree on to
-be resumed, the epoch records, the error messages) are defined once here and imported
-by the JAX side.
+Read it side by side with `mnist_jax/checkpoint.py`: the same functions, with flax's msgpack
+serialization in place of ``torch.save``. The framework-neutral parts (what a checkpoint must
+agree on to be resumed, the epoch records, the error messages) are defined once here and
+imported by the JAX side.
+
+Both frameworks write their checkpoint as one file, atomically (`write_atomically`), behind a
+header with a SHA-256 of every byte (`mnist_torch.files.checked_bytes`): a run killed mid-write
+leaves the previous checkpoint whole, and a truncated, damaged, hand-edited or other framework's
+file is refused with one line, before anything in it is deserialized.
 
 A checkpoint holds the model and optimizer state (SGD's momentum buffers), the epoch
 records so far and the run's config. Resuming is exact, not approximate: the batch order
@@ -13,6 +18,7 @@ epochs after a resume see the same batches, from the same state, as an uninterru
 
 from __future__ import annotations
 
+import io
 import pickle
 from dataclasses import asdict
 from pathlib import Path
@@ -22,7 +28,7 @@ import torch
 
 from mnist_torch.config import TrainConfig
 from mnist_torch.divergence import non_finite
-from mnist_torch.files import write_atomically
+from mnist_torch.files import CheckedFileError, checked_bytes, read_checked, write_atomically
 from mnist_torch.model import CNN
 from mnist_torch.report import EpochRecord
 
@@ -33,7 +39,10 @@ if TYPE_CHECKING:  # the trainer imports this module
 CHECKPOINT_FILE = "checkpoint.pt"
 
 #: What must be equal for the saved epochs and the resumed ones to be one run (--epochs may grow).
-RESUME_KEYS = ("batch_size", "lr", "momentum", "seed", "train_size")
+RESUME_KEYS = ("batch_size", "lr", "momentum", "seed", "train_size", "precision")
+
+#: The frameworks' names in a checkpoint's header, for messages.
+FRAMEWORKS = {"torch": "PyTorch", "jax": "JAX"}
 
 #: How to recover when --resume finds no checkpoint.
 RESUME_FIX = "drop --resume to start afresh, or pass the --out-dir of the run to continue"
@@ -50,6 +59,11 @@ def train_fix(framework: str) -> str:
 
 def missing(out_dir: Path, expected: Path, fix: str) -> CheckpointError:
     return CheckpointError(f"no checkpoint in {out_dir} (looked for {expected}); {fix}")
+
+
+def refused(err: CheckedFileError) -> CheckpointError:
+    """A checkpoint file that is not whole or not ours: what the file is, and the way out."""
+    return CheckpointError(f"{err}; delete it, or train again into that --out-dir without --resume")
 
 
 def unreadable(path: Path, err: Exception) -> CheckpointError:
@@ -110,7 +124,10 @@ def save_checkpoint(out_dir: Path, state: TrainState, records: list[EpochRecord]
         "model": state.model.state_dict(),
         "optimizer": state.optimizer.state_dict(),
     }
-    return write_atomically(checkpoint_path(out_dir), lambda partial: torch.save(payload, partial))
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = checked_bytes("torch", buffer.getvalue())
+    return write_atomically(checkpoint_path(out_dir), lambda partial: partial.write_bytes(data))
 
 
 def _read(out_dir: Path, fix: str) -> dict[str, Any]:
@@ -118,14 +135,32 @@ def _read(out_dir: Path, fix: str) -> dict[str, Any]:
     if not path.is_file():
         raise missing(Path(out_dir), path, fix)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)  # weights_only: loading runs no pickled code
+        payload = read_checked(path, "torch", FRAMEWORKS)
+    except CheckedFileError as err:
+        raise refused(err) from None
+    try:
+        saved = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)  # weights_only: runs no pickled code
     except pickle.UnpicklingError:  # PyTorch's own message advises weights_only=False: the opposite of safe
         raise CheckpointError(
             f"{path} holds Python objects besides tensors, which could run code when loaded, so it is refused; "
             f"use a checkpoint written by this project's trainer, or train again into that --out-dir without --resume"
         ) from None
-    except Exception as err:  # a truncated or foreign file: say which, never a traceback
+    except Exception as err:  # whole and ours, but not what this version writes: say which, never a traceback
         raise unreadable(path, err) from None
+    check_contents(path, saved)
+    return saved
+
+
+#: What every checkpoint holds, in both frameworks.
+CHECKPOINT_KEYS = {"epoch", "records", "config"}
+
+
+def check_contents(path: Path, saved: Any, state_keys: set[str] = frozenset({"model", "optimizer"})) -> None:
+    """Refuse a whole, checksummed file that still lacks what a checkpoint holds (another version's, or hand-made)."""
+    lacking = sorted((CHECKPOINT_KEYS | state_keys) - set(saved)) if isinstance(saved, dict) else ["everything"]
+    if lacking:
+        raise CheckpointError(f"{path} is not a training checkpoint of this version (it lacks {', '.join(lacking)}); "
+                              f"delete it, or train again into that --out-dir without --resume")
 
 
 def load_checkpoint(out_dir: Path, state: TrainState, config: TrainConfig) -> tuple[TrainState, list[EpochRecord]]:
@@ -135,8 +170,11 @@ def load_checkpoint(out_dir: Path, state: TrainState, config: TrainConfig) -> tu
     momentum = {f"momentum of parameter {i}": s["momentum_buffer"] for i, s in saved["optimizer"]["state"].items()
                 if s.get("momentum_buffer") is not None}
     check_finite(checkpoint_path(out_dir), {**saved["model"], **momentum})
-    state.model.load_state_dict(saved["model"])
-    state.optimizer.load_state_dict(saved["optimizer"])  # moves the momentum buffers to the parameters' device
+    try:
+        state.model.load_state_dict(saved["model"])
+        state.optimizer.load_state_dict(saved["optimizer"])  # moves the momentum buffers to the parameters' device
+    except (RuntimeError, ValueError, KeyError) as err:  # another model's tensors: name the file, not a traceback
+        raise unreadable(checkpoint_path(out_dir), err) from None
     return state, records_from_json(saved["records"])
 
 
@@ -145,5 +183,8 @@ def load_model(out_dir: Path, device: torch.device) -> CNN:
     model = CNN()
     weights = _read(out_dir, train_fix("torch"))["model"]
     check_finite(checkpoint_path(out_dir), weights)
-    model.load_state_dict(weights)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        raise unreadable(checkpoint_path(out_dir), err) from None
     return model.to(device).eval()

@@ -1,4 +1,4 @@
-"""Writing files so that a crash never leaves a half-written one under the final name.
+"""Writing files so that a crash never leaves a half-written one, a damaged one is refused, and runs don't mix.
 
 Every file the project writes (metrics.json, plots, checkpoints, weights, the extracted
 MNIST files) goes through `write_atomically`: the bytes go to ``<name>.partial`` first,
@@ -7,9 +7,13 @@ and one rename puts them in place once they are complete.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import os
+import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 
 def write_atomically(path: Path | str, write: Callable[[Path], None]) -> Path:
@@ -24,3 +28,123 @@ def write_atomically(path: Path | str, write: Callable[[Path], None]) -> Path:
         raise
     os.replace(partial, path)
     return path
+
+
+# --- checksummed files ---------------------------------------------------------------------------------
+
+#: The first bytes of every checkpoint this project writes; the header line that starts with them reads
+#: ``MNIST-CHECKPOINT 1 <framework> <payload bytes> <sha256 of the rest of the header and the payload>``.
+CHECKED_MAGIC = b"MNIST-CHECKPOINT"
+CHECKED_VERSION = b"1"
+#: The longest header line a reader looks for (the magic, version, framework, a length and 64 hex digits).
+_HEADER_LIMIT = 200
+
+
+class CheckedFileError(ValueError):
+    """A checksummed file that is not whole, not ours or not of the expected kind; the message says which."""
+
+
+def checked_bytes(kind: str, payload: bytes) -> bytes:
+    """``payload`` behind a one-line header naming ``kind`` (the framework), its length and a SHA-256 that covers
+    the header's fields and every payload byte, so a truncated, damaged or hand-edited file is refused, not used."""
+    fields = b" ".join([CHECKED_MAGIC, CHECKED_VERSION, kind.encode(), str(len(payload)).encode()])
+    digest = hashlib.sha256(fields + b"\n" + payload).hexdigest().encode()
+    return fields + b" " + digest + b"\n" + payload
+
+
+def read_checked(path: Path, kind: str, kinds: dict[str, str]) -> bytes:
+    """The payload of a file written as ``checked_bytes(kind, ...)``, verified; `CheckedFileError` otherwise.
+
+    ``kinds`` names each kind for messages (``{"torch": "PyTorch", "jax": "JAX"}``), so a file of another
+    framework is named as such. The messages say what the file is, never what it might be made to do.
+    """
+    data = Path(path).read_bytes()
+    newline = data.find(b"\n", 0, _HEADER_LIMIT)
+    fields = data[:newline].split(b" ") if newline > 0 else []
+    if not data.startswith(CHECKED_MAGIC):
+        found = "a plain torch.save file (a zip archive)" if data.startswith(b"PK") else (
+            "empty" if not data else "not one")
+        raise CheckedFileError(f"{path} is not a checkpoint written by this project's trainers ({found}; "
+                               f"expected a file starting with {CHECKED_MAGIC.decode()})")
+    if len(fields) != 5 or fields[1] != CHECKED_VERSION or not fields[3].isdigit():
+        raise CheckedFileError(f"{path} has a damaged or unknown checkpoint header (expected "
+                               f"'{CHECKED_MAGIC.decode()} {CHECKED_VERSION.decode()} <framework> <length> <sha256>')")
+    found_kind, length, digest = fields[2].decode(errors="replace"), int(fields[3]), fields[4]
+    if found_kind != kind and found_kind in kinds:
+        raise CheckedFileError(f"{path} is a {kinds[found_kind]} checkpoint, not a {kinds[kind]} one; "
+                               f"use python -m mnist_{found_kind}'s tools with it")
+    payload = data[newline + 1 :]
+    if len(payload) != length:
+        raise CheckedFileError(f"{path} is {'cut short' if len(payload) < length else 'longer than written'}: "
+                               f"{len(payload)} bytes after its header, {length} expected")
+    if hashlib.sha256(b" ".join(fields[:4]) + b"\n" + payload).hexdigest().encode() != digest or found_kind != kind:
+        raise CheckedFileError(f"{path} does not match the SHA-256 written with it: it was damaged or edited "
+                               f"after it was written")
+    return payload
+
+
+# --- one run per out-dir -------------------------------------------------------------------------------
+
+#: The lock file inside an out-dir while a trainer writes there.
+LOCK_FILE = ".lock"
+
+
+class OutDirBusy(RuntimeError):
+    """Another live process is writing the out-dir; the message names it."""
+
+
+@contextlib.contextmanager
+def out_dir_lock(out_dir: Path, command: str) -> Iterator[None]:
+    """Hold ``<out_dir>/.lock`` while a run writes there, so that a second run is refused instead of mixing files.
+
+    The lock is the kernel's (``flock``), not the file's existence: a run killed with SIGKILL holds nothing
+    any more, so its leftover file is stale by construction and the next run takes it over. The file
+    records the holder's pid and command for the message a refused run prints; it is removed on exit.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / LOCK_FILE
+    while True:
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise OutDirBusy(f"{out_dir} is being written by a run still going ({holder}); "
+                             f"wait for it to end, or pass another --out-dir") from None
+        try:  # the file may have been removed by the holder between our open and our flock: lock the live one
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}, {command}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        handle.flush()
+        remove_partial_files(out_dir)
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        handle.close()
+
+
+def remove_partial_files(out_dir: Path) -> list[Path]:
+    """Delete the ``*.partial`` files a killed run left (it died mid-write; the complete files are untouched).
+    Called only under `out_dir_lock`, so no live run's partial file is removed."""
+    removed = sorted(Path(out_dir).glob("*.partial"))
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
+def write_failure(err: OSError, out_dir: Path) -> str:
+    """One line for a write that failed (no space, no permission, a file where a folder should be): what, where,
+    and that nothing complete was lost, since every file is replaced only once its successor is whole."""
+    where = err.filename or out_dir
+    return (f"cannot write {where}: {err.strerror or err}; files already in {out_dir} are as they were "
+            f"(each is replaced only once its successor is complete); free some space, fix the permissions, "
+            f"or pass another --out-dir")

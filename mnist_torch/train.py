@@ -27,6 +27,7 @@ from mnist_torch.config import EVAL_BATCH_SIZE, DeviceUnavailable, TrainConfig, 
 from mnist_torch.cuda_graphs import CapturedStep, warm_up
 from mnist_torch.data import DataError, Split, batch_order, load_mnist, num_batches
 from mnist_torch.divergence import Diverged, check_epoch, kept
+from mnist_torch.files import OutDirBusy, out_dir_lock, write_failure
 from mnist_torch.model import CNN
 from mnist_torch.plots import write_plots
 from mnist_torch.progress import EpochProgress, progress_enabled
@@ -184,57 +185,60 @@ def params_finite(model: CNN) -> bool:
 def train(config: TrainConfig) -> list[EpochRecord]:
     config = dataclasses.replace(config, mode=config.mode or "eager")  # metrics.json names the mode that ran
     make_deterministic()
-    device = resolve_device(config.device)
-    if config.mode == "cuda-graphs" and device.type != "cuda":
-        raise DeviceUnavailable(
-            f"--mode cuda-graphs captures CUDA graphs and needs a CUDA GPU, but this run is on {device}; "
-            "use --mode eager or --mode compile, or --device cuda on a machine with a GPU"
-        )
-    data = load_mnist(config.data_dir)
-    train_split = Split(data.train.images[: config.train_size].to(device), data.train.labels[: config.train_size].to(device))
-    test_split = Split(data.test.images.to(device), data.test.labels.to(device))
-    state = create_state(config.seed, config, device)
-    records: list[EpochRecord] = []
-    if config.resume:
-        state, records = load_checkpoint(config.out_dir, state, config)
-        if not config.quiet:
-            print(f"resumed from {config.out_dir} after epoch {len(records)}", flush=True)
-    state, step, compile_seconds = compile_step(state, train_split, config)
-    if not config.quiet and compile_seconds is not None:
-        print(f"{PREPARED[config.mode]} in {compile_seconds:.2f}s", flush=True)
-    images_per_epoch = num_batches(config.train_size, config.batch_size) * config.batch_size
+    with out_dir_lock(config.out_dir, "python -m mnist_torch.train"):  # one run per out-dir; stale leftovers removed
+        device = resolve_device(config.device)
+        if config.mode == "cuda-graphs" and device.type != "cuda":
+            raise DeviceUnavailable(
+                f"--mode cuda-graphs captures CUDA graphs and needs a CUDA GPU, but this run is on {device}; "
+                "use --mode eager or --mode compile, or --device cuda on a machine with a GPU"
+            )
+        data = load_mnist(config.data_dir)
+        train_split = Split(data.train.images[: config.train_size].to(device), data.train.labels[: config.train_size].to(device))
+        test_split = Split(data.test.images.to(device), data.test.labels.to(device))
+        state = create_state(config.seed, config, device)
+        records: list[EpochRecord] = []
+        if config.resume:
+            state, records = load_checkpoint(config.out_dir, state, config)
+            if not config.quiet:
+                print(f"resumed from {config.out_dir} after epoch {len(records)}", flush=True)
+        state, step, compile_seconds = compile_step(state, train_split, config)
+        if not config.quiet and compile_seconds is not None:
+            print(f"{PREPARED[config.mode]} in {compile_seconds:.2f}s", flush=True)
+        images_per_epoch = num_batches(config.train_size, config.batch_size) * config.batch_size
 
-    versions = {"torch": torch.__version__, "torchvision": torchvision.__version__}
-    for epoch in range(len(records) + 1, config.epochs + 1):
-        start = time.perf_counter()
-        losses = train_epoch(state, train_split, config, epoch, step)
-        seconds = time.perf_counter() - start
-        try:
-            check_epoch(epoch, losses, params_finite(state.model), config.lr, kept(config.out_dir, records[-1].epoch if records else None))
-        except Diverged as err:  # nothing of this epoch is saved; metrics.json says where it stopped
-            write_metrics("torch", config, records, str(device), versions, compile_seconds, diverged=err.record())
-            raise
-        test_loss, test_accuracy = evaluate(state.model, test_split)
-        records.append(EpochRecord(epoch, float(losses.mean()), test_loss, test_accuracy, seconds, images_per_epoch / seconds))
-        save_checkpoint(config.out_dir, state, records, config)
-        if not config.quiet:
-            print(format_epoch(records[-1], config.epochs), flush=True)
+        versions = {"torch": torch.__version__, "torchvision": torchvision.__version__}
+        for epoch in range(len(records) + 1, config.epochs + 1):
+            start = time.perf_counter()
+            losses = train_epoch(state, train_split, config, epoch, step)
+            seconds = time.perf_counter() - start
+            try:
+                check_epoch(epoch, losses, params_finite(state.model), config.lr, kept(config.out_dir, records[-1].epoch if records else None))
+            except Diverged as err:  # nothing of this epoch is saved; metrics.json says where it stopped
+                write_metrics("torch", config, records, str(device), versions, compile_seconds, diverged=err.record())
+                raise
+            test_loss, test_accuracy = evaluate(state.model, test_split)
+            records.append(EpochRecord(epoch, float(losses.mean()), test_loss, test_accuracy, seconds, images_per_epoch / seconds))
+            save_checkpoint(config.out_dir, state, records, config)
+            if not config.quiet:
+                print(format_epoch(records[-1], config.epochs), flush=True)
 
-    path = write_metrics("torch", config, records, str(device), versions, compile_seconds)
-    export_weights(state.model, config.out_dir / WEIGHTS_FILE)
-    predictions = predict(state.model, test_split.images).argmax(axis=1)
-    plots = write_plots(config.out_dir, "torch", records_to_json(records), data.test.images.numpy(), data.test.labels.numpy(), predictions)
-    written = ", ".join(p.name for p in plots)
-    print(f"test accuracy {100 * records[-1].test_accuracy:.2f}% on {device}; wrote {path}, {WEIGHTS_FILE}, checkpoint, {written}")
-    return records
+        path = write_metrics("torch", config, records, str(device), versions, compile_seconds)
+        export_weights(state.model, config.out_dir / WEIGHTS_FILE)
+        predictions = predict(state.model, test_split.images).argmax(axis=1)
+        plots = write_plots(config.out_dir, "torch", records_to_json(records), data.test.images.numpy(), data.test.labels.numpy(), predictions)
+        written = ", ".join(p.name for p in plots)
+        print(f"test accuracy {100 * records[-1].test_accuracy:.2f}% on {device}; wrote {path}, {WEIGHTS_FILE}, checkpoint, {written}")
+        return records
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     config = parse_config("torch", argv)
     try:
         train(config)
-    except (DataError, DeviceUnavailable, CheckpointError, Diverged) as err:
+    except (DataError, DeviceUnavailable, CheckpointError, Diverged, OutDirBusy) as err:
         sys.exit(f"error: {err}")
+    except OSError as err:  # the out-dir's disk is full, read-only, or not a folder
+        sys.exit(f"error: {write_failure(err, config.out_dir)}")
 
 
 if __name__ == "__main__":

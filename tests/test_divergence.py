@@ -28,6 +28,7 @@ from mnist_torch.config import TrainConfig
 from mnist_torch.data import Split as TorchSplit
 from mnist_torch.report import EpochRecord, format_evaluation, format_predictions
 from mnist_torch.weights import WEIGHTS_FILE, read_weights, write_weights
+from tests.checkpoint_files import read_torch_checkpoint, write_torch_checkpoint
 
 FRAMEWORKS = ["torch", "jax"]
 TRAINERS = {"torch": torch_train, "jax": jax_train}
@@ -96,9 +97,9 @@ def test_nan_weights_are_refused_by_evaluate(framework, nan_weights):
 def test_nan_checkpoints_are_refused_by_predict_evaluate_and_resume(trained_run, tmp_path):
     torch_dir, jax_dir = tmp_path / "torch", tmp_path / "jax"
     shutil.copytree(trained_run("torch"), torch_dir)
-    payload = torch.load(torch_dir / "checkpoint.pt", weights_only=True)
+    payload = read_torch_checkpoint(torch_dir / "checkpoint.pt")
     payload["model"]["fc1.bias"][7] = float("inf")
-    torch.save(payload, torch_dir / "checkpoint.pt")
+    write_torch_checkpoint(torch_dir / "checkpoint.pt", payload)  # with a matching checksum: only the NaN check can refuse it
 
     config = TrainConfig(epochs=2, train_size=6400, out_dir=jax_dir)
     state = jax_train.create_state(0, config)
@@ -158,14 +159,23 @@ class WritesAFile:
         return (Path.touch, (self.target,))
 
 
-def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(tmp_path):
+@pytest.mark.parametrize("wrapped", [False, True], ids=["plain torch.save", "behind a valid checksum header"])
+def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(wrapped, tmp_path):
+    """A checksum proves a file whole, not trustworthy (anyone can compute one): behind a valid header the
+    pickle still meets ``weights_only=True``; without one it is refused before anything is unpickled."""
     target = tmp_path / "pwned"
-    torch.save({"epoch": 1, "model": WritesAFile(target)}, tmp_path / "checkpoint.pt")
+    payload = {"epoch": 1, "model": WritesAFile(target)}
+    if wrapped:
+        write_torch_checkpoint(tmp_path / "checkpoint.pt", payload)
+    else:
+        torch.save(payload, tmp_path / "checkpoint.pt")
+    expected = ("holds Python objects besides tensors, which could run code when loaded, so it is refused" if wrapped
+                else "is not a checkpoint written by this project's trainers (a plain torch.save file")
     for command in (lambda: torch_evaluate.main(["--checkpoint", str(tmp_path)]),
                     lambda: torch_train.main(["--epochs", "2", "--quiet", "--resume", "--out-dir", str(tmp_path)])):
         with pytest.raises(SystemExit) as exit_info:
             command()
         message = str(exit_info.value.code)
-        assert "holds Python objects besides tensors, which could run code when loaded, so it is refused" in message
+        assert expected in message, message
         assert "weights_only=False" not in message and "\n" not in message
     assert not target.exists()

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import gc
 import json
-import re
-import shutil
 
 import jax
 import numpy as np
@@ -14,7 +11,7 @@ import pytest
 from mnist_jax import checkpoint as jax_checkpoint
 from mnist_jax import train as jax_train
 from mnist_torch import train as torch_train
-from mnist_torch.checkpoint import CHECKPOINT_FILE
+from mnist_torch import checkpoint as torch_checkpoint
 from mnist_torch.config import TrainConfig
 from mnist_torch.report import EpochRecord
 from mnist_torch.weights import WEIGHTS_FILE, read_weights
@@ -22,7 +19,7 @@ from mnist_torch.weights import WEIGHTS_FILE, read_weights
 FRAMEWORKS = ["torch", "jax"]
 TRAINERS = {"torch": torch_train, "jax": jax_train}
 SHORT = ["--train-size", "6400", "--quiet"]
-CHECKPOINT_NAME = {"torch": CHECKPOINT_FILE, "jax": jax_checkpoint.CHECKPOINT_DIR}
+CHECKPOINT_NAME = {"torch": torch_checkpoint.CHECKPOINT_FILE, "jax": jax_checkpoint.CHECKPOINT_FILE}
 
 
 def learning(metrics: dict) -> list[dict]:
@@ -70,28 +67,8 @@ def test_resume_refuses_other_hyperparameters_and_fewer_epochs(framework, traine
     assert (trained_run(framework) / "metrics.json").read_text() == before  # nothing touched
 
 
-def test_torch_truncated_checkpoint_is_refused_by_name(trained_run, tmp_path):
-    (tmp_path / CHECKPOINT_FILE).write_bytes((trained_run("torch") / CHECKPOINT_FILE).read_bytes()[:100_000])
-    with pytest.raises(SystemExit, match=r"^error: .*checkpoint.pt is not a readable checkpoint \(.*\); delete it"):
-        torch_train.main(["--epochs", "2", *SHORT, "--out-dir", str(tmp_path), "--resume"])
-
-
-# orbax's failed restore leaves a callback for its closed asyncio loop; it fires, harmlessly, when collected
-@pytest.mark.filterwarnings("ignore:Exception ignored:pytest.PytestUnraisableExceptionWarning")
-def test_jax_damaged_checkpoint_is_refused_by_name(trained_run, tmp_path):
-    shutil.copytree(trained_run("jax") / jax_checkpoint.CHECKPOINT_DIR, tmp_path / jax_checkpoint.CHECKPOINT_DIR)
-    for chunk in (tmp_path / jax_checkpoint.CHECKPOINT_DIR).glob("*/state/d/*"):  # the arrays' data
-        chunk.write_bytes(chunk.read_bytes()[:100])
-    with pytest.raises(SystemExit) as exit_info:
-        jax_train.main(["--epochs", "3", *SHORT, "--out-dir", str(tmp_path), "--resume"])
-    message = str(exit_info.value.code)
-    assert re.match(r"error: .*checkpoint/2 is not a readable checkpoint \(.*\); delete it", message), message
-    assert "\n" not in message and len(message) < 600
-    gc.collect()  # here, where the warning is expected, not in the next test
-
-
 def test_jax_fresh_run_replaces_a_later_checkpoint_left_in_its_out_dir(tmp_path):
-    """orbax refuses to save over an existing step: a new run into an old out-dir must clear the stale ones."""
+    """A new run into an old out-dir replaces the later checkpoint it finds there with its own first epoch."""
     config = TrainConfig(epochs=2, train_size=6400, out_dir=tmp_path)
     state = jax_train.create_state(0, config)
     records = [EpochRecord(e, 1.0 / e, 0.5, 0.9, 1.0, 100.0) for e in (1, 2)]
@@ -99,6 +76,6 @@ def test_jax_fresh_run_replaces_a_later_checkpoint_left_in_its_out_dir(tmp_path)
     jax_checkpoint.save_checkpoint(tmp_path, state, records[:1], config)  # a new run's first epoch
     restored, restored_records = jax_checkpoint.load_checkpoint(tmp_path, jax_train.create_state(1, config), config)
     assert restored_records == records[:1]
-    assert sorted(p.name for p in (tmp_path / jax_checkpoint.CHECKPOINT_DIR).iterdir() if p.name.isdigit()) == ["1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [jax_checkpoint.CHECKPOINT_FILE]
     same = [np.array_equal(a, b) for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state))]
     assert all(same) and len(same) > 8  # params and momentum traces, restored into a state made from another seed
