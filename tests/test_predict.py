@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
+import random
+import re
+import struct
+import warnings
+import zlib
 
 import jax
 import numpy as np
@@ -17,7 +23,7 @@ from mnist_torch import predict as torch_predict
 from mnist_torch import train as torch_train
 from mnist_torch.checkpoint import load_model
 from mnist_torch.data import MNIST_MEAN, MNIST_STD
-from mnist_torch.images import ImageError, load_digit
+from mnist_torch.images import MAX_PIXELS, ImageError, load_digit, read_grayscale
 
 FRAMEWORKS = ["torch", "jax"]
 PREDICTORS = {"torch": torch_predict, "jax": jax_predict}
@@ -67,6 +73,132 @@ def test_unusable_pictures_are_refused_by_name(tmp_path):
         load_digit(tmp_path / "notes.png")
     with pytest.raises(ImageError, match=r"gone.png does not exist"):
         load_digit(tmp_path / "gone.png")
+    (tmp_path / "folder.png").mkdir()
+    with pytest.raises(ImageError, match=r"folder.png is a directory; pass a PNG or JPEG"):
+        load_digit(tmp_path / "folder.png")
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "icon.ico")  # a format predict does not open
+    with pytest.raises(ImageError, match=r"icon.ico is not a readable image \(cannot identify image file"):
+        load_digit(tmp_path / "icon.ico")
+
+
+def png_declaring(path, width: int, height: int):
+    """A PNG whose header declares width x height 8-bit grey pixels, followed by a cut-short IDAT: decoding it
+    fails with PIL's "image file is truncated", so a refusal that names the size shows nothing was decoded."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(1000))[:20])
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("width, height, declared", [
+    (8000, 7000, r"8000x7000 pixels \(56.0 megapixels\)"),      # above our limit, below PIL's warning
+    (10000, 10000, r"10000x10000 pixels \(100.0 megapixels\)"),  # PIL's DecompressionBombWarning range
+    (20000, 20000, r"400.0 megapixels"),                         # PIL's DecompressionBombError, raised on open
+], ids=["56MP", "100MP-PIL-warning", "400MP-PIL-error"])
+def test_a_decompression_bomb_is_refused_from_its_header_without_decoding(width, height, declared, tmp_path):
+    bomb = png_declaring(tmp_path / "bomb.png", width, height)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PIL's bomb warning must not escape either
+        with pytest.raises(ImageError) as refused:
+            load_digit(bomb)
+    message = str(refused.value)
+    assert re.fullmatch(rf"{re.escape(str(bomb))} declares {declared}, more than the 50 megapixels predict decodes "
+                        r"\(a decompression bomb, or a picture to scale down\); pass a PNG or JPEG picture of one "
+                        r"digit, at most 50 megapixels \(scaled down, or cropped to the digit\)", message), message
+    # the same file declaring a size within the limit is decoded, and its cut-short pixel data is what is refused
+    just_under = png_declaring(tmp_path / "under.png", 7000, MAX_PIXELS // 7000)
+    with pytest.raises(ImageError, match=r"under.png is not a readable image \(image file is truncated"):
+        load_digit(just_under)
+
+
+def modes_and_expected(folder) -> list:
+    """One small picture per pixel mode predict reads, saved and read back by PIL, with the grey levels in [0, 1]
+    that read_grayscale must return (a ramp; transparent pixels are white paper)."""
+    ramp8 = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    ramp16 = np.arange(256, dtype=np.uint16).reshape(16, 16) * 257  # 0..65535, every low byte used
+    opaque_top = np.where(np.arange(256).reshape(16, 16) < 128, 255, 0).astype(np.uint8)    # bottom half transparent
+    with_paper = np.where(opaque_top == 255, ramp8 / 255, 1.0)
+    grey_palette = Image.fromarray(ramp8, "P")
+    grey_palette.putpalette([v for i in range(256) for v in (i, i, i)])
+    big_endian = Image.frombytes("I;16B", (16, 16), ramp16.astype(">u2").tobytes())
+    ramp_f = np.linspace(0, 1, 256, dtype=np.float32).reshape(16, 16)
+    cases = [  # (file name, PIL image, the mode PIL must read it back as, expected pixels)
+        ("one.png", Image.fromarray(ramp8 >= 128), "1", (ramp8 >= 128).astype(float)),
+        ("l.png", Image.fromarray(ramp8), "L", ramp8 / 255),
+        ("p.png", grey_palette, "P", ramp8 / 255),
+        ("rgb.png", Image.fromarray(ramp8).convert("RGB"), "RGB", ramp8 / 255),
+        ("rgba.png", Image.merge("RGBA", [Image.fromarray(ramp8)] * 3 + [Image.fromarray(opaque_top)]), "RGBA", with_paper),
+        ("la.png", Image.merge("LA", [Image.fromarray(ramp8), Image.fromarray(opaque_top)]), "LA", with_paper),
+        ("cmyk.tif", Image.fromarray(ramp8).convert("RGB").convert("CMYK"), "CMYK", ramp8 / 255),
+        ("i16.png", Image.fromarray(ramp16), "I;16", ramp16 / 65535),
+        ("i16b.tif", big_endian, "I;16B", ramp16 / 65535),
+        ("i16.pgm", Image.fromarray(ramp16), "I", ramp16 / 65535),  # PIL reads 16-bit PPM as 32-bit "I"
+        ("i32.tif", Image.fromarray(ramp16.astype(np.int32) * 1000 - 7), "I", ramp16 / 65535),  # stretched
+        ("f.tif", Image.fromarray(ramp_f), "F", ramp_f),
+        ("f_wide.tif", Image.fromarray(ramp_f * 300 - 100), "F", ramp_f),  # outside [0, 1]: stretched
+    ]
+    made = []
+    for name, image, mode, expected in cases:
+        image.save(folder / name, **({"transparency": int(ramp16[15, 15])} if name == "i16.png" else {}))
+        if name == "i16.png":
+            expected = np.where(ramp16 == ramp16[15, 15], 1.0, expected)  # the tRNS grey is paper
+        made.append((folder / name, mode, expected))
+    return made
+
+
+def test_every_pixel_mode_is_read_at_its_full_depth(tmp_path):
+    for path, mode, expected in modes_and_expected(tmp_path):
+        with Image.open(path) as image:
+            assert image.mode == mode, path.name
+        pixels = read_grayscale(path)
+        assert pixels.dtype == np.float32 and pixels.shape == (16, 16), path.name
+        tolerance = 1e-6 if mode in ("I;16", "I;16B", "I", "F") else 0.5 / 255
+        assert np.abs(pixels - expected).max() <= tolerance, path.name
+    # sixteen bits, not eight: neighbouring 16-bit levels stay apart (8 bits would merge them)
+    levels = read_grayscale(tmp_path / "i16b.tif").ravel()
+    assert len(np.unique(levels)) == 256 and np.diff(np.sort(levels)).min() < 1.1 * 257 / 65535
+    nan = np.linspace(0, 1, 256, dtype=np.float32).reshape(16, 16)
+    nan[3, 3] = np.nan
+    Image.fromarray(nan).save(tmp_path / "nan.tif")
+    with pytest.raises(ImageError, match=r"nan.tif holds NaN or infinite pixel values; pass a PNG or JPEG"):
+        read_grayscale(tmp_path / "nan.tif")
+
+
+def test_damaged_files_give_an_image_error_or_pixels_never_another_exception(tmp_path):
+    """Small pictures in every format predict opens, cut short or with bytes overwritten at random (seeded): each
+    is read, or refused with one-line `ImageError`; no other exception and no warning escapes."""
+    rng = random.Random(0)
+    ramp = (np.add.outer(np.arange(24), np.arange(20)) * 5).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: the camera was turned
+    originals = []
+    for fmt, image, options in [("PNG", Image.fromarray(ramp), {}), ("JPEG", Image.fromarray(ramp), {"exif": exif}),
+                                ("GIF", Image.fromarray(ramp), {}), ("BMP", Image.fromarray(ramp), {}),
+                                ("TIFF", Image.fromarray(ramp.astype(np.uint16) * 250), {}),
+                                ("WEBP", Image.fromarray(ramp).convert("RGB"), {}), ("PPM", Image.fromarray(ramp), {})]:
+        buffer = io.BytesIO()
+        image.save(buffer, fmt, **options)
+        originals.append(buffer.getvalue())
+    outcomes = {"read": 0, "refused": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for original in originals:
+            for _ in range(30):
+                damaged = bytearray(original[: rng.randrange(8, len(original))] if rng.random() < 0.3 else original)
+                for _ in range(rng.randrange(4)):
+                    damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+                (tmp_path / "damaged").write_bytes(damaged)
+                try:
+                    pixels = read_grayscale(tmp_path / "damaged")
+                except ImageError as err:
+                    assert "\n" not in str(err) and str(err).startswith(f"{tmp_path / 'damaged'} ")
+                    outcomes["refused"] += 1
+                else:
+                    assert pixels.ndim == 2 and np.isfinite(pixels).all() and 0 <= pixels.min() <= pixels.max() <= 1
+                    outcomes["read"] += 1
+    assert outcomes["read"] > 0 and outcomes["refused"] > 0, outcomes  # both paths were taken
 
 
 def model_probabilities(framework: str, out_dir, mnist, jax_mnist, count: int) -> np.ndarray:
@@ -114,10 +246,47 @@ def test_predict_names_upscaled_real_digits(framework, trained_run, mnist, jax_m
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_faint_digit_in_a_16_bit_picture_is_named_like_the_same_drawing_at_full_contrast(
+        framework, trained_run, mnist, tmp_path, capsys):
+    """The first ten test digits drawn at 10% grey in 16-bit PNGs (light on black, and dark on white paper, at 90%
+    grey) are prepared and named like the same drawings in 8 bits at full contrast (measured: correlation >= 0.9992,
+    the top probability within 0.021; both where rounding moved the digit's crop by one pixel). Read at 8 bits, as
+    before, the first were clipped to black and white and the second were a blank page ("shows no digit")."""
+    checkpoint = str(trained_run(framework))
+    kinds = ["8-bit", "16-bit", "16-bit on paper"]
+    paths: dict[str, list] = {kind: [] for kind in kinds}
+    for i in range(10):
+        big = np.asarray(Image.fromarray(pixels_of(mnist, i)).resize((280, 280), Image.Resampling.BICUBIC))
+        faint = np.round(big / 255 * 0.1 * 65535).astype(np.uint16)  # the strongest ink: 6554 of 65535
+        for kind, pixels in zip(kinds, [big, faint, 65535 - faint]):
+            paths[kind].append(tmp_path / f"test{i}_{kind.replace(' ', '_')}.png")
+            Image.fromarray(pixels).save(paths[kind][-1])
+        with Image.open(paths["16-bit"][-1]) as written:
+            assert written.mode == "I;16" and np.asarray(written).max() / 65535 == pytest.approx(0.1, abs=1e-4)
+        full_contrast = load_digit(paths["8-bit"][-1]).ravel()
+        for kind in kinds[1:]:  # the same MNIST image, up to rounding (which can move the crop by one pixel)
+            assert np.corrcoef(load_digit(paths[kind][-1]).ravel(), full_contrast)[0, 1] > 0.999, (i, kind)
+    capsys.readouterr()  # drop the training fixture's output
+    PREDICTORS[framework].main([*map(str, sum(paths.values(), [])), "--checkpoint", checkpoint, "--json"])
+    results = json.loads(capsys.readouterr().out)
+    named = {kind: results[10 * k : 10 * k + 10] for k, kind in enumerate(kinds)}
+    for kind in kinds[1:]:
+        assert [r["digit"] for r in named[kind]] == [r["digit"] for r in named["8-bit"]], kind
+        for faint, full in zip(named[kind], named["8-bit"]):  # measured: at most 0.021 apart, where the crop moved
+            assert faint["top3"][0]["probability"] == pytest.approx(full["top3"][0]["probability"], abs=0.05)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_predict_errors_are_one_line(framework, mnist, tmp_path, monkeypatch):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(SystemExit, match=r"^error: .*notes.txt is not a readable image"):
         PREDICTORS[framework].main([str(tmp_path / "notes.txt"), "--checkpoint", str(tmp_path)])
+    bomb = png_declaring(tmp_path / "bomb.png", 20000, 20000)
+    with pytest.raises(SystemExit) as exit_info:
+        PREDICTORS[framework].main([str(bomb), "--checkpoint", str(tmp_path)])
+    message = str(exit_info.value.code)
+    assert message.startswith(f"error: {bomb} declares 400.0 megapixels, more than the 50 megapixels predict decodes")
+    assert "\n" not in message
     Image.fromarray(pixels_of(mnist, 0)).save(tmp_path / "seven.png")
     monkeypatch.chdir(tmp_path)  # no runs/ here: the default checkpoint is missing
     with pytest.raises(SystemExit) as exit_info:
