@@ -29,9 +29,9 @@ def test_a_run_leaves_its_plots_checkpoint_and_weights(framework, trained_run):
     for name in (CURVES_FILE, CONFUSION_FILE, MISCLASSIFIED_FILE):
         width, height = png_size(out_dir / name)
         assert width > 300 and height > 100, name
-    assert (out_dir / ("checkpoint.pt" if framework == "torch" else "checkpoint")).exists()
+    assert (out_dir / ("checkpoint.pt" if framework == "torch" else "checkpoint.msgpack")).exists()
     assert (out_dir / "weights.safetensors").stat().st_size > 3_000_000  # 824 458 float32 parameters
-    assert not list(out_dir.glob("*.partial"))
+    assert not list(out_dir.glob("*.partial")) and not (out_dir / ".lock").exists()
 
 
 def test_confusion_matrix_counts_true_against_predicted():

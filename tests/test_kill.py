@@ -1,0 +1,147 @@
+"""SIGKILL a training run at random moments and mid-write, resume it each time, and get the uninterrupted run's bytes.
+
+What a killed run may leave is decided by `mnist_torch.files`: every file is written to
+``<name>.partial`` and renamed once whole, and the next run removes the partial files under its
+out-dir lock. So a run killed anywhere, then resumed (`--resume` when a checkpoint exists, as a user
+would), must end with the same weights, byte for byte, and the same metrics apart from timings as a
+run never killed, and with no stray file. Half the kills land at a random moment of the run; the
+other half wait for a checkpoint's ``.partial`` file to appear and kill while it is being written
+(a kill that leaves the partial file behind proves it landed mid-write; the test counts those).
+The default run kills each trainer 3 times on a small run (each kill costs a process start: about 10 s);
+`-m slow` kills each 20 times on a larger one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks.reproducibility import without_timings
+from mnist_jax.checkpoint import CHECKPOINT_FILE as JAX_CHECKPOINT
+from mnist_torch.checkpoint import CHECKPOINT_FILE as TORCH_CHECKPOINT
+
+CHECKPOINT = {"torch": TORCH_CHECKPOINT, "jax": JAX_CHECKPOINT}
+#: All a finished run leaves in its out-dir: nothing half-written, no lock, nothing else.
+FINISHED = {"metrics.json", "weights.safetensors", "curves.png", "confusion.png", "misclassified.png"}
+
+
+def command(framework: str, out_dir: Path, flags: list[str]) -> list[str]:
+    resume = ["--resume"] if (out_dir / CHECKPOINT[framework]).exists() else []
+    return [sys.executable, "-m", f"mnist_{framework}.train", *flags, "--quiet", "--out-dir", str(out_dir), *resume]
+
+
+def run_to_the_end(framework: str, out_dir: Path, flags: list[str]) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(command(framework, out_dir, flags), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return time.perf_counter() - start
+
+
+def kill_at(process: subprocess.Popen, seconds: float) -> bool:
+    """SIGKILL after ``seconds``; False if the run ended first."""
+    try:
+        process.wait(timeout=seconds)
+        return False
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        return True
+
+
+def kill_mid_write(process: subprocess.Popen, partial: Path, give_up: float) -> bool:
+    """SIGKILL as soon as ``partial`` (a checkpoint being written) appears; False if the run ended first."""
+    deadline = time.monotonic() + give_up
+    while process.poll() is None and time.monotonic() < deadline:
+        if partial.exists():
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return True
+        time.sleep(0.0002)
+    return kill_at(process, 0)
+
+
+def kill_and_resume(framework: str, out_dir: Path, flags: list[str], kills: int, full_run: float, seed: int) -> dict[str, int]:
+    """Kill ``kills`` times (alternately at a random moment and mid-checkpoint-write), then finish; counts what happened."""
+    rng = random.Random(seed)
+    counts = {"kills": 0, "mid_write": 0, "left_partial": 0, "ended_first": 0}
+    partial = out_dir / (CHECKPOINT[framework] + ".partial")
+    while counts["kills"] < kills:
+        process = subprocess.Popen(command(framework, out_dir, flags), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if counts["kills"] % 2:
+            killed = kill_mid_write(process, partial, give_up=full_run * 1.5)
+            counts["mid_write"] += killed
+        else:
+            killed = kill_at(process, rng.uniform(0.2, full_run))
+        if not killed:
+            counts["ended_first"] += 1
+            assert process.returncode == 0, process.stderr.read().decode()
+            assert counts["ended_first"] <= 3 * kills, counts  # bounded: a run that always ends first fails here
+            continue
+        process.stderr.close()
+        counts["kills"] += 1
+        counts["left_partial"] += any(out_dir.glob("*.partial"))
+    run_to_the_end(framework, out_dir, flags)
+    return counts
+
+
+def learning(out_dir: Path) -> dict:
+    """metrics.json without its timings and without the flags that say how the run was started."""
+    metrics = without_timings(json.loads((out_dir / "metrics.json").read_text()))
+    metrics["config"].pop("resume", None)
+    return metrics
+
+
+def check_killed_run(framework: str, tmp_path: Path, flags: list[str], kills: int) -> dict[str, int]:
+    uninterrupted, killed = tmp_path / "uninterrupted", tmp_path / "killed"
+    full_run = run_to_the_end(framework, uninterrupted, flags)
+    counts = kill_and_resume(framework, killed, flags, kills, full_run, seed=len(framework) * 1000 + kills)
+    assert (killed / "weights.safetensors").read_bytes() == (uninterrupted / "weights.safetensors").read_bytes(), counts
+    assert learning(killed) == learning(uninterrupted)
+    assert {p.name for p in killed.iterdir()} == FINISHED | {CHECKPOINT[framework]}, counts  # no .partial, no .lock
+    print(f"{framework}: {counts}")
+    return counts
+
+
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+def test_killed_three_times_then_resumed_equals_an_uninterrupted_run(framework, tmp_path):
+    counts = check_killed_run(framework, tmp_path, ["--epochs", "2", "--train-size", "1280"], kills=3)
+    assert counts["kills"] == 3 and counts["mid_write"] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+def test_killed_twenty_times_then_resumed_equals_an_uninterrupted_run(framework, tmp_path):
+    counts = check_killed_run(framework, tmp_path, ["--epochs", "4", "--train-size", "6400"], kills=20)
+    assert counts["kills"] == 20 and counts["mid_write"] == 10
+    assert counts["left_partial"] >= 1  # at least one kill provably landed inside a write
+
+
+def test_the_lock_names_the_live_run_and_a_killed_runs_lock_does_not_block(tmp_path):
+    """Two runs on one out-dir: the second is refused in one line naming the first; once the first is
+    killed (its lock file left behind), a new run takes the out-dir over."""
+    flags = ["--epochs", "2", "--train-size", "1280"]
+    first = subprocess.Popen(command("torch", tmp_path, flags), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    lock = tmp_path / ".lock"
+    deadline = time.monotonic() + 120
+    while not (lock.exists() and lock.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    second = subprocess.run(command("jax", tmp_path, flags), capture_output=True, text=True, timeout=300)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    first.stderr.close()
+    lines = second.stderr.strip().splitlines()
+    assert second.returncode == 1 and len(lines) == 1, second.stderr
+    assert lines[0].startswith(f"error: {tmp_path} is being written by a run still going (pid {first.pid}, "
+                               f"python -m mnist_torch.train, since "), lines[0]
+    assert lock.exists()  # what SIGKILL leaves: a lock file no process holds
+    run_to_the_end("torch", tmp_path, flags)
+    assert {p.name for p in tmp_path.iterdir()} == FINISHED | {TORCH_CHECKPOINT}
+    assert os.path.getsize(tmp_path / "weights.safetensors") > 0
