@@ -62,8 +62,8 @@ def read_checked(path: Path, kind: str, kinds: dict[str, str]) -> bytes:
     newline = data.find(b"\n", 0, _HEADER_LIMIT)
     fields = data[:newline].split(b" ") if newline > 0 else []
     if not data.startswith(CHECKED_MAGIC):
-        found = "a plain torch.save file (a zip archive)" if data.startswith(b"PK") else (
-            "empty" if not data else "not one")
+        found = ("a plain torch.save file, a zip archive" if data.startswith(b"PK") else
+                 "it is empty" if not data else "it has no checkpoint header")
         raise CheckedFileError(f"{path} is not a checkpoint written by this project's trainers ({found}; "
                                f"expected a file starting with {CHECKED_MAGIC.decode()})")
     if len(fields) != 5 or fields[1] != CHECKED_VERSION or not fields[3].isdigit():
