@@ -5,7 +5,7 @@
 runs every case below twice (each in its own out-dir, with JAX's persistent compilation cache off, so
 that the second run compiles afresh as a first run on another day would), and records per case whether
 ``weights.safetensors`` is byte-identical and whether ``metrics.json`` is identical apart from timings.
-The trainers set what determinism needs themselves (``make_deterministic`` in both train modules); the
+The trainers set what determinism needs themselves (``deterministic`` in both train modules); the
 ``jax_nondeterministic`` case (GPU only) turns JAX's off again (``--xla_gpu_deterministic_ops=false``:
 autotuning and XLA's atomics-based GPU kernels back on), to show what it costs and what it changes.
 tests/test_reproducibility.py holds the CPU to it; benchmarks/gpu_run.sh records the GPU's answer.
