@@ -5,7 +5,7 @@
 #   bash benchmarks/gpu_run.sh OUT_DIR --dry-run                          # the same steps on the CPU, tiny
 #
 # From the repo root, with whatever python3 has torch, torchvision, jax (with its CUDA plugin), flax,
-# optax, orbax-checkpoint, safetensors, pytest and pytest-benchmark (no install: the repo goes on
+# optax, safetensors, pytest and pytest-benchmark (no install: the repo goes on
 # PYTHONPATH). In order, each step writing its results as it goes, so that a run cut off still leaves
 # what it measured:
 #   1. versions and the GPU's name; stops with one line if PyTorch or JAX does not see the GPU;
