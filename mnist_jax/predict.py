@@ -13,6 +13,13 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
+if __name__ == "__main__":
+    # Check the command line before the imports below load JAX and PyTorch (seconds, 1 GB): a bad flag or a
+    # path that cannot work then fails at once, with argparse's usage and one error line (exit status 2).
+    from mnist_torch.cli import check_command_line
+
+    check_command_line("predict", "jax", sys.argv[1:])
+
 import jax
 import numpy as np
 

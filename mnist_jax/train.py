@@ -13,11 +13,19 @@ compiled ahead of time so that compilation is timed apart from training.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
 from importlib.metadata import version
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
+
+if __name__ == "__main__":
+    # Check the command line before the imports below load JAX and PyTorch (seconds, 1 GB): a bad flag or a
+    # path that cannot work then fails at once, with argparse's usage and one error line (exit status 2).
+    from mnist_torch.cli import check_command_line
+
+    check_command_line("train", "jax", sys.argv[1:])
 
 import flax
 import jax
@@ -285,23 +293,31 @@ def compile_steps(
     return steps, time.perf_counter() - start, lookups
 
 
-def make_deterministic() -> None:
+@contextlib.contextmanager
+def deterministic() -> Iterator[None]:
     """Make two runs with the same flags compute the same bits: XLA's deterministic GPU ops.
 
     XLA:CPU is deterministic already. XLA:GPU is not by default: autotuning picks kernels by timing
     them, and some kernels accumulate with atomics; measured on an H100, two identical 2-epoch runs
     ended 93.43% and 95.24% apart without this, byte-identical with it (README, "Reproducibility").
     XLA reads XLA_FLAGS when its backend starts, so this acts in a fresh process (the command line's
-    case) and not in one that has used JAX already. An XLA_FLAGS that names the option wins.
+    case) and not in one that has used JAX already. An XLA_FLAGS that names the option wins. The
+    previous XLA_FLAGS comes back afterwards.
     """
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_gpu_deterministic_ops" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_gpu_deterministic_ops=true".strip()
+    before = os.environ.get("XLA_FLAGS")
+    if "xla_gpu_deterministic_ops" not in (before or ""):
+        os.environ["XLA_FLAGS"] = f"{before or ''} --xla_gpu_deterministic_ops=true".strip()
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("XLA_FLAGS", None)
+        else:
+            os.environ["XLA_FLAGS"] = before
 
 
 def train(config: TrainConfig) -> list[EpochRecord]:
-    make_deterministic()
-    with out_dir_lock(config.out_dir, "python -m mnist_jax.train"):  # one run per out-dir; stale leftovers removed
+    with deterministic(), out_dir_lock(config.out_dir, "python -m mnist_jax.train"):  # one run per out-dir
         cache_dir = use_compilation_cache()
         device = resolve_device(config.device)
         data = load_mnist(config.data_dir)

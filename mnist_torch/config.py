@@ -2,17 +2,39 @@
 
 Defined once here so that `python -m mnist_torch.train` and `python -m mnist_jax.train`
 can never drift apart: same flags, same defaults, same validation messages.
+
+This module imports nothing but the standard library, and must stay so: every command checks its
+flags with these parsers before it imports PyTorch or JAX (`mnist_torch.cli`), so that a mistyped
+flag fails in a fraction of a second instead of after seconds of imports. Each parser refuses a bad
+value with argparse's usage and exactly one ``error:`` line (exit status 2), whatever the value.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, NoReturn, Sequence
 
-from mnist_torch.data import DEFAULT_DATA_DIR, NUM_TRAIN
+#: The repository's data folder: the default for ``--data-dir``. Defined here rather than in
+#: `mnist_torch.data` (which imports it from here) so that the command line needs no PyTorch.
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+#: Images in MNIST's training set: the most --train-size (and so --batch-size) can be. `mnist_torch.data`
+#: imports it from here, for the same reason.
+NUM_TRAIN = 60_000
+
+#: The most --epochs accepts. Far beyond any useful run (the default run reaches 99% in 3 epochs; 10 000
+#: epochs are about two days on a 2-core CPU, 17 minutes on an H200), so anything larger is a typo.
+MAX_EPOCHS = 10_000
+
+#: The largest --seed: 2**32 - 1, a seed every generator involved takes (jax.random.key refuses seeds of
+#: 2**63 and more, torch.manual_seed of 2**64 and more).
+MAX_SEED = 2**32 - 1
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -60,77 +82,143 @@ def default_out_dir(framework: str) -> Path:
     return Path("runs") / framework
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _quoted(text: str, limit: int = 40) -> str:
+    """`text` as Python writes a string literal (newlines and other invisible characters escaped, so an
+    error stays one line), shortened to `limit` characters: a value can be anything the user typed."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
 
 
-def _non_negative_int(text: str) -> int:
+def _shown(text: str) -> str:
+    """A value that parsed as a number but is out of range, as the user typed it when that is plain,
+    quoted otherwise (``--lr ' nan'``, 10 000 digits)."""
+    plain = text.strip()
+    return plain if plain and plain.isprintable() and len(plain) <= 40 else _quoted(text)
+
+
+def _bounded_int(low: int, high: int, limit: str) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high]; `limit` says why `high` is the most."""
+    below = "a positive integer" if low == 1 else f"an integer >= {low}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            digits = re.fullmatch(r"\s*([+-]?)(\d+)\s*", text)  # a number too long for int() (over 4300 digits)
+            if digits and digits[1] == "-":
+                raise argparse.ArgumentTypeError(f"expected {below}, got a negative {len(digits[2])}-digit number") from None
+            if digits:
+                raise argparse.ArgumentTypeError(f"expected at most {high} ({limit}), got a {len(digits[2])}-digit number") from None
+            raise argparse.ArgumentTypeError(f"expected {below}, got {_quoted(text)}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected {below}, got {_shown(text)}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"expected at most {high} ({limit}), got {_shown(text)}")
+        return value
+
+    return parse
+
+
+_epochs = _bounded_int(1, MAX_EPOCHS, "longer runs are surely a typo")
+_batch_size = _bounded_int(1, NUM_TRAIN, "the size of the training set")
+_train_size = _bounded_int(1, NUM_TRAIN, "the size of the training set")
+_seed = _bounded_int(0, MAX_SEED, "2**32 - 1, a seed both frameworks take")
+
+
+def _float(text: str, expected: str) -> float:
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+        return float(text)
+    except ValueError:  # float() accepts "nan", "inf", "1e999" (inf), "1_0" and surrounding whitespace
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {_quoted(text)}") from None
 
 
 def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
+    """--lr: positive and finite (NaN, infinity, 0 and -0 are refused; 1e999 is infinity)."""
+    value = _float(text, "a positive number")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {_shown(text)}")
     return value
 
 
 def _momentum(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    """--momentum: in [0, 1) (NaN is refused); -0 is taken as 0, so that metrics.json never records -0.0."""
+    value = _float(text, "a number in [0, 1)")
     if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
-    return value
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {_shown(text)}")
+    return value + 0.0  # -0.0 + 0.0 == +0.0
 
 
-def _train_size(text: str) -> int:
-    value = _positive_int(text)
-    if value > NUM_TRAIN:
-        raise argparse.ArgumentTypeError(f"expected at most {NUM_TRAIN} (the size of the training set), got {value}")
-    return value
+def _path(text: str) -> Path:
+    """A path flag's value, refused when no file could have that name. The filesystem is not looked at
+    here (see `mnist_torch.cli`); an empty value is refused because Path("") is the current folder, so
+    ``--out-dir ""`` would write a run's files into whatever folder the command ran in."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    if "\0" in text:
+        raise argparse.ArgumentTypeError(f"expected a path, got {_quoted(text)}, which holds a NUL character")
+    try:
+        os.fsencode(text)
+    except UnicodeError:
+        raise argparse.ArgumentTypeError(f"expected a path, got {_quoted(text)}, which is no valid file name here") from None
+    return Path(text)
+
+
+def _one_line(message: str) -> str:
+    """`message` with every invisible character escaped as in a Python literal: argparse puts some values
+    into its messages unquoted (``unrecognized arguments: ...``), and one holding a newline would
+    otherwise split the error over lines."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, whose error is always one line, whatever the user typed. Like argparse's, it
+    prints the usage and ``PROG: error: MESSAGE`` on stderr and exits with status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(_one_line(message))
 
 
 def build_parser(framework: str) -> argparse.ArgumentParser:
+    """``python -m mnist_<framework>.train``'s flags, the same for both trainers (JAX has no --mode).
+    Each help line says what the flag accepts; values are checked here, paths in `mnist_torch.cli`."""
     d = TrainConfig()
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=f"python -m mnist_{framework}.train",
         description=f"Train the MNIST CNN with {'PyTorch' if framework == 'torch' else 'JAX'} on the shipped real MNIST.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--epochs", type=_positive_int, default=d.epochs, help="passes over the training set")
-    parser.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="images per SGD step")
-    parser.add_argument("--lr", type=_positive_float, default=d.lr, help="SGD learning rate")
-    parser.add_argument("--momentum", type=_momentum, default=d.momentum, help="SGD momentum (PyTorch convention)")
-    parser.add_argument("--seed", type=_non_negative_int, default=d.seed, help="seeds initialization and the batch order")
+    parser.add_argument("--epochs", type=_epochs, default=d.epochs, help=f"passes over the training set: 1 to {MAX_EPOCHS}")
+    parser.add_argument(
+        "--batch-size", type=_batch_size, default=d.batch_size, help="images per SGD step: 1 to --train-size"
+    )
+    parser.add_argument(
+        "--lr", type=_positive_float, default=d.lr,
+        help="SGD learning rate: any positive finite number (one so large that training diverges is reported at "
+        "the step where it does, and nothing of that epoch is saved)",
+    )
+    parser.add_argument(
+        "--momentum", type=_momentum, default=d.momentum, help="SGD momentum (PyTorch convention): 0 <= momentum < 1"
+    )
+    parser.add_argument(
+        "--seed", type=_seed, default=d.seed, help=f"seeds initialization and the batch order: 0 to {MAX_SEED} (2**32 - 1)"
+    )
     parser.add_argument("--device", choices=DEVICES, default=d.device, help="auto: cuda when a GPU is present")
     parser.add_argument(
         "--precision", choices=PRECISIONS, default=d.precision,
         help="training compute precision; bf16: bfloat16 activations and gradients, float32 weights (mixed precision)",
     )
-    parser.add_argument("--data-dir", type=Path, default=d.data_dir, help="folder holding MNIST/raw/*.gz")
     parser.add_argument(
-        "--out-dir", type=Path, default=None,
-        help=f"where metrics.json, plots, the checkpoint and weights.safetensors go (default: runs/{framework})",
+        "--data-dir", type=_path, default=d.data_dir, help="folder holding MNIST/raw/*.gz; must exist"
     )
     parser.add_argument(
-        "--train-size", type=_train_size, default=d.train_size, help="use only the first N training images (quick runs)"
+        "--out-dir", type=_path, default=None,
+        help=f"where metrics.json, plots, the checkpoint and weights.safetensors go (default: runs/{framework}); "
+        "a folder, or a path whose nearest existing folder is writable (the trainer creates it)",
+    )
+    parser.add_argument(
+        "--train-size", type=_train_size, default=d.train_size,
+        help=f"use only the first N training images (quick runs): 1 to {NUM_TRAIN}, at least --batch-size",
     )
     if framework == "torch":
         parser.add_argument(
@@ -147,6 +235,8 @@ def build_parser(framework: str) -> argparse.ArgumentParser:
 
 
 def parse_config(framework: str, argv: Sequence[str] | None = None) -> TrainConfig:
+    """The training run that `argv` (default: sys.argv[1:]) asks for; exits with status 2 and one
+    argparse error line for a bad value. Looks at no file: `mnist_torch.cli` checks the paths."""
     parser = build_parser(framework)
     args = parser.parse_args(argv)
     if args.batch_size > args.train_size:
@@ -157,8 +247,8 @@ def parse_config(framework: str, argv: Sequence[str] | None = None) -> TrainConf
 
 def _add_model_source(parser: argparse.ArgumentParser, framework: str) -> None:
     parser.add_argument(
-        "--checkpoint", type=Path, default=None, metavar="DIR",
-        help=f"a training run's --out-dir holding its checkpoint (default: {default_out_dir(framework)})",
+        "--checkpoint", type=_path, default=None, metavar="DIR",
+        help=f"a training run's --out-dir holding its checkpoint; must exist (default: {default_out_dir(framework)})",
     )
     parser.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda when a GPU is present")
     parser.add_argument("--json", action="store_true", help="print JSON for machines instead of text")
@@ -166,33 +256,35 @@ def _add_model_source(parser: argparse.ArgumentParser, framework: str) -> None:
 
 def build_predict_parser(framework: str) -> argparse.ArgumentParser:
     """``python -m mnist_<framework>.predict IMAGE... [--checkpoint DIR] [--json]``, the same for both."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=f"python -m mnist_{framework}.predict",
         description="Name the digit in each picture (PNG or JPEG, any size, light or dark background) with a trained CNN.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="pictures of one digit each")
+    parser.add_argument("images", nargs="+", type=_path, metavar="IMAGE", help="pictures of one digit each; each must exist")
     _add_model_source(parser, framework)
     return parser
 
 
 def build_evaluate_parser(framework: str) -> argparse.ArgumentParser:
     """``python -m mnist_<framework>.evaluate [--weights FILE | --checkpoint DIR] [--json]``, the same for both."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=f"python -m mnist_{framework}.evaluate",
         description="Test loss and accuracy of trained weights (from either framework) on the 10 000 MNIST test images.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--weights", type=Path, default=None, metavar="FILE",
-        help="a .safetensors file in PyTorch state_dict layout, exported by either framework (instead of --checkpoint)",
+        "--weights", type=_path, default=None, metavar="FILE",
+        help="a .safetensors file in PyTorch state_dict layout, exported by either framework (instead of --checkpoint); must exist",
     )
     _add_model_source(parser, framework)
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="folder holding MNIST/raw/*.gz")
+    parser.add_argument("--data-dir", type=_path, default=DEFAULT_DATA_DIR, help="folder holding MNIST/raw/*.gz; must exist")
     return parser
 
 
 def parse_evaluate_args(framework: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """`evaluate`'s arguments; exits with status 2 and one argparse error line for a bad value or both
+    model sources at once. Looks at no file: `mnist_torch.cli` checks the paths."""
     parser = build_evaluate_parser(framework)
     args = parser.parse_args(argv)
     if args.weights is not None and args.checkpoint is not None:

@@ -21,10 +21,8 @@ import numpy as np
 import torch
 from torchvision.datasets import MNIST
 
+from mnist_torch.config import DEFAULT_DATA_DIR, NUM_TRAIN  # defined with the command line, which needs no torch
 from mnist_torch.files import write_atomically
-
-#: The repository's data folder: the default for ``--data-dir``.
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 #: Mean and standard deviation of the training pixels scaled to [0, 1]; the measured
 #: mean is 0.1306604762738429, the origin of the customary ``Normalize((0.1307,), (0.3081,))``.
@@ -33,7 +31,6 @@ MNIST_STD = 0.3081
 
 IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
-NUM_TRAIN = 60_000
 NUM_TEST = 10_000
 
 #: Published SHA-256 digests and sizes of the four uncompressed originals.

@@ -12,6 +12,13 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
+if __name__ == "__main__":
+    # Check the command line before the imports below load PyTorch (seconds, about 1 GB): a bad flag or a
+    # path that cannot work then fails at once, with argparse's usage and one error line (exit status 2).
+    from mnist_torch.cli import check_command_line
+
+    check_command_line("evaluate", "torch", sys.argv[1:])
+
 from mnist_torch.checkpoint import CheckpointError, checkpoint_path, load_model
 from mnist_torch.config import DeviceUnavailable, default_out_dir, parse_evaluate_args
 from mnist_torch.data import DataError, Split, load_mnist

@@ -11,11 +11,19 @@ with only the framework differences between them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
 import time
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
+
+if __name__ == "__main__":
+    # Check the command line before the imports below load PyTorch (seconds, about 1 GB): a bad flag or a
+    # path that cannot work then fails at once, with argparse's usage and one error line (exit status 2).
+    from mnist_torch.cli import check_command_line
+
+    check_command_line("train", "torch", sys.argv[1:])
 
 import numpy as np
 import torch
@@ -61,8 +69,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_deterministic() -> None:
-    """Make two runs with the same flags compute the same bits: PyTorch's deterministic algorithms only.
+@contextlib.contextmanager
+def deterministic() -> Iterator[None]:
+    """Make two runs with the same flags compute the same bits, for the duration of a run: PyTorch's
+    deterministic algorithms only. The previous settings come back afterwards (the benchmarks measure
+    the steps at full speed in the same process).
 
     On the CPU this changes nothing measurable; on CUDA it keeps cuDNN from choosing kernels by timing
     (`cudnn.benchmark`) and from atomics-based ones, and cuBLAS needs a fixed workspace for it
@@ -70,8 +81,14 @@ def make_deterministic() -> None:
     not left to the user; the README's "Reproducibility" says what holds on which device.
     """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark = before[1]
 
 
 def create_state(seed: int, config: TrainConfig, device: torch.device) -> TrainState:
@@ -184,8 +201,7 @@ def params_finite(model: CNN) -> bool:
 
 def train(config: TrainConfig) -> list[EpochRecord]:
     config = dataclasses.replace(config, mode=config.mode or "eager")  # metrics.json names the mode that ran
-    make_deterministic()
-    with out_dir_lock(config.out_dir, "python -m mnist_torch.train"):  # one run per out-dir; stale leftovers removed
+    with deterministic(), out_dir_lock(config.out_dir, "python -m mnist_torch.train"):  # one run per out-dir
         device = resolve_device(config.device)
         if config.mode == "cuda-graphs" and device.type != "cuda":
             raise DeviceUnavailable(

@@ -1,0 +1,171 @@
+"""The check every command runs on its command line before it imports PyTorch or JAX.
+
+``python -m mnist_<framework>.<train|evaluate|predict>`` calls `check_command_line` from an
+``if __name__ == "__main__":`` block at the top of its module, above the imports that load PyTorch
+or JAX (3-5 seconds and about 1 GB): a mistyped flag, a flag value out of range or a path that cannot
+work is refused at once, with argparse's usage and one ``error:`` line naming the flag, the value and
+what is wrong (exit status 2), and nothing is imported, created or written.
+
+Values are checked by the parsers of `mnist_torch.config`; this module adds the paths, which it only
+looks at: an --out-dir is created by the trainer itself, later, under its lock
+(`mnist_torch.files.out_dir_lock`). Like config, it imports only the standard library.
+
+The commands' ``main(argv)`` functions, which tests and other code call in-process, parse the same
+way but leave the paths to the loaders, whose errors (exit status 1) say the same in more detail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import functools
+import os
+import stat
+from pathlib import Path
+from typing import Callable, Sequence
+
+from mnist_torch.config import (
+    DEFAULT_DATA_DIR,
+    TrainConfig,
+    build_evaluate_parser,
+    build_parser,
+    build_predict_parser,
+    parse_config,
+    parse_evaluate_args,
+)
+
+def _stat(path: Path) -> os.stat_result | None:
+    """The file's status, or None when nothing is at `path` (or a file stands where a folder above it should)."""
+    try:
+        return os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def folder_problem(path: Path) -> str | None:
+    """What makes `path` unusable as a folder to read from, or None."""
+    try:
+        status = _stat(path)
+    except OSError as err:  # a folder above it unreadable, the name too long, a symlink loop
+        return f"cannot be read ({err.strerror})"
+    if status is None:
+        return "does not exist"
+    if not stat.S_ISDIR(status.st_mode):
+        return "is a file, not a folder"
+    if not os.access(path, os.R_OK | os.X_OK):
+        return "is not readable"
+    return None
+
+
+def file_problem(path: Path) -> str | None:
+    """What makes `path` unusable as a file to read, or None."""
+    try:
+        status = _stat(path)
+    except OSError as err:
+        return f"cannot be read ({err.strerror})"
+    if status is None:
+        return "does not exist"
+    if stat.S_ISDIR(status.st_mode):
+        return "is a folder, not a file"
+    if not os.access(path, os.R_OK):
+        return "is not readable"
+    return None
+
+
+def out_dir_problem(path: Path) -> str | None:
+    """What keeps the trainer from writing into `path`, or None. It looks and creates nothing: `path` must
+    be a writable folder, or be creatable, that is its nearest existing ancestor a writable folder and every
+    missing name short enough for the file system."""
+    missing: list[str] = []
+    for candidate in (path, *path.parents):
+        try:
+            status = _stat(candidate)
+        except PermissionError:  # a folder above it is not searchable: that folder is reported below
+            status = None
+        except OSError as err:
+            if err.errno != errno.ENAMETOOLONG:  # a symlink loop, an I/O error; a name too long is reported below
+                return f"cannot be used ({err.strerror})"
+            status = None
+        if status is None:
+            missing.append(candidate.name)
+            continue
+        if not stat.S_ISDIR(status.st_mode):
+            return "is a file, not a folder" if candidate == path else f"cannot be created: {candidate} is a file, not a folder"
+        if not os.access(candidate, os.W_OK | os.X_OK):
+            return "is not writable" if candidate == path else f"cannot be created: {candidate} is not writable"
+        if candidate != path:
+            name_max = os.pathconf(candidate, "PC_NAME_MAX")
+            too_long = [name for name in missing if len(os.fsencode(name)) > name_max]
+            if too_long:
+                return f"cannot be created: a name in it is longer than the file system allows ({name_max} bytes)"
+            if len(os.fsencode(str(path))) >= os.pathconf(candidate, "PC_PATH_MAX"):
+                return "cannot be created: it is longer than the file system allows"
+        return None
+    return "cannot be created: no folder above it exists"
+
+
+def _refuse(build: Callable[[], argparse.ArgumentParser], flag: str, problems: list[str]) -> None:
+    """Exit as argparse does for a bad value (usage, one error line, status 2) if there are `problems`."""
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        build().error(f"argument {flag}: {shown}")
+
+
+def _data_dir_problems(path: Path) -> list[str]:
+    problem = folder_problem(path)
+    if problem is None:
+        return []
+    return [f"{path} {problem}; expected the folder holding MNIST/raw/*.gz (the repository's is {DEFAULT_DATA_DIR})"]
+
+
+def check_train(framework: str, argv: Sequence[str] | None = None) -> TrainConfig:
+    """The training run `argv` asks for, its --data-dir readable and its --out-dir writable or creatable."""
+    config = parse_config(framework, argv)
+    build = functools.partial(build_parser, framework)  # only for the usage line of a refusal
+    _refuse(build, "--data-dir", _data_dir_problems(config.data_dir))
+    problem = out_dir_problem(config.out_dir)
+    _refuse(build, "--out-dir", [] if problem is None else [f"{config.out_dir} {problem}"])
+    return config
+
+
+def _checkpoint_problems(checkpoint: Path | None) -> list[str]:
+    """An explicit --checkpoint must be a folder; without one, the command's own error (no checkpoint in
+    runs/<framework>; train one with ...) is the more helpful one, so the default is not checked here."""
+    problem = None if checkpoint is None else folder_problem(checkpoint)
+    if problem is None:
+        return []
+    return [f"{checkpoint} {problem}; pass a training run's --out-dir, the folder that holds its checkpoint"]
+
+
+def check_evaluate(framework: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """`evaluate`'s arguments, with an existing --weights file or --checkpoint folder and --data-dir."""
+    args = parse_evaluate_args(framework, argv)
+    build = functools.partial(build_evaluate_parser, framework)
+    if args.weights is not None and (problem := file_problem(args.weights)) is not None:
+        _refuse(build, "--weights", [f"{args.weights} {problem}; pass a weights.safetensors written by a training run"])
+    _refuse(build, "--checkpoint", _checkpoint_problems(args.checkpoint))
+    _refuse(build, "--data-dir", _data_dir_problems(args.data_dir))
+    return args
+
+
+def check_predict(framework: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """`predict`'s arguments, every IMAGE an existing file and an explicit --checkpoint an existing folder."""
+    parser = build_predict_parser(framework)
+    args = parser.parse_args(argv)
+    images = [f"{path} {problem}" for path in args.images if (problem := file_problem(path)) is not None]
+    _refuse(lambda: parser, "IMAGE", images)
+    _refuse(lambda: parser, "--checkpoint", _checkpoint_problems(args.checkpoint))
+    return args
+
+
+#: The check of each command's command line.
+CHECKS: dict[str, Callable[[str, Sequence[str] | None], TrainConfig | argparse.Namespace]] = {
+    "train": check_train, "evaluate": check_evaluate, "predict": check_predict,
+}
+
+
+def check_command_line(command: str, framework: str, argv: Sequence[str] | None = None) -> TrainConfig | argparse.Namespace:
+    """Check ``python -m mnist_<framework>.<command> ARGV`` (default: sys.argv[1:]) without importing PyTorch
+    or JAX: return what it parses to, or exit with status 2 and one error line (0 after --help)."""
+    return CHECKS[command](framework, argv)
+
