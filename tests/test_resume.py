@@ -62,6 +62,9 @@ def test_resume_refuses_other_hyperparameters_and_fewer_epochs(framework, traine
     with pytest.raises(SystemExit, match=r"^error: the checkpoint in .* was trained with --lr 0.1, this run asks for --lr 0.05; "
                                          r"pass --lr 0.1 to resume it, or drop --resume"):
         TRAINERS[framework].main(["--epochs", "3", *SHORT, "--lr", "0.05", "--out-dir", out_dir, "--resume"])
+    with pytest.raises(SystemExit, match=r"was trained with --precision float32, this run asks for --precision bf16; "
+                                         r"pass --precision float32 to resume it"):  # metrics.json would mislabel its epochs
+        TRAINERS[framework].main(["--epochs", "3", *SHORT, "--precision", "bf16", "--out-dir", out_dir, "--resume"])
     with pytest.raises(SystemExit, match=r"has already trained 2 epochs, more than --epochs 1; pass --epochs 2 or more"):
         TRAINERS[framework].main(["--epochs", "1", *SHORT, "--out-dir", out_dir, "--resume"])
     assert (trained_run(framework) / "metrics.json").read_text() == before  # nothing touched
