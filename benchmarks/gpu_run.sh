@@ -12,7 +12,7 @@
 #   2. checks that pytest and pytest-benchmark work together (pytest 9 with pytest-benchmark 5.3.0 does not);
 #   3. pytest -m gpu (the GPU tests);
 #   4. the benchmark suite's cuda rows, most important first: float32 and TF32 at batch 128, then at
-#      batch 1024, then bf16, then the accuracy runs (full default trainings), each stage inside the
+#      batch 1024, then bf16, then one-image latency, then the accuracy runs (full default trainings), each stage inside the
 #      time budget (a benchmark that would start after its stage's deadline is skipped, with the reason);
 #   5. both trainers' default runs on cuda (and PyTorch's --mode cuda-graphs);
 #   6. reproducibility: each trainer twice with the same flags, weights' bytes compared (benchmarks.reproducibility);
@@ -149,6 +149,7 @@ if [ "$benchmarks_ok" = 1 ]; then
   bench_stage "train and eval, batch 128, float32 and tf32" "$device and 128 and (float32 or tf32) and not accuracy" 240
   bench_stage "train and eval, batch 1024, float32 and tf32" "$device and 1024 and (float32 or tf32)" 170
   bench_stage "train, bf16" "$device and bf16 and train_step" 140
+  bench_stage "latency, one image per call" "$device and latency" 110
   bench_stage "accuracy runs, float32" "$device and accuracy and float32" 90
   bench_stage "accuracy runs, bf16" "$device and accuracy and bf16" 60
 fi

@@ -53,8 +53,14 @@ def throughput_key(row: dict) -> tuple:
     return row["mode"], row["device"], row["batch_size"], row["precision"]
 
 
+#: Modes with their own table: not images per second of a batch.
+OWN_TABLE = ("accuracy", "latency")
+
+
 def throughput_table(rows: list[dict]) -> str:
-    runs = [r for r in rows if r["mode"] != "accuracy" and "images_per_s" in r]
+    runs = [r for r in rows if r["mode"] not in OWN_TABLE and "images_per_s" in r]
+    if not runs:
+        return ""
     baselines = {throughput_key(r): r["images_per_s"] for r in runs if r["variant"] == BASELINE}
     lines = [
         "| mode | variant | device | batch | precision | images/s | vs PyTorch eager | compile s | peak MiB |",
@@ -92,6 +98,24 @@ def accuracy_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def latency_table(rows: list[dict]) -> str:
+    """One image per call, as `predict` in a loop: median and 99th percentile, lower is better."""
+    runs = [r for r in rows if r["mode"] == "latency" and "latency_p50_ms" in r]
+    if not runs:
+        return ""
+    baselines = {r["device"]: r["latency_p50_ms"] for r in runs if r["variant"] == BASELINE}
+    lines = [
+        "| latency, 1 image per call | device | p50 ms | p99 ms | p50 vs PyTorch eager | compile s |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in sorted(runs, key=lambda r: (r["device"], r["latency_p50_ms"])):
+        base = baselines.get(r["device"])
+        ratio = f"{base / r['latency_p50_ms']:.2f}x faster" if base else "n/a"
+        lines.append(f"| {r['variant']} | {r['device']} | {r['latency_p50_ms']:.3f} | {r['latency_p99_ms']:.3f} | {ratio} | "
+                     f"{seconds(r['compile_seconds'])} |")
+    return "\n".join(lines)
+
+
 def environment_line(rows: list[dict], when: str) -> str:
     r = rows[0]
     devices = sorted({f"{x['device']}: {x['device_name']}" for x in rows})
@@ -105,7 +129,9 @@ def environment_line(rows: list[dict], when: str) -> str:
 
 
 def bar_chart(rows: list[dict], path: Path, title: str) -> None:
-    runs = [r for r in rows if r["mode"] != "accuracy" and "images_per_s" in r]
+    runs = [r for r in rows if r["mode"] not in OWN_TABLE and "images_per_s" in r]
+    if not runs:  # only accuracy or latency results: no throughput to chart
+        return
     groups = sorted({throughput_key(r) for r in runs})
     variants = sorted({r["variant"] for r in runs}, key=lambda v: (not v.startswith("torch"), v))
     fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(groups)), 4.5))
@@ -140,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     if len(args.results) > 1:
         (out_dir / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
-    sections = [environment_line(rows, when), throughput_table(rows), accuracy_table(rows)]
+    sections = [environment_line(rows, when), throughput_table(rows), latency_table(rows), accuracy_table(rows)]
     markdown = "\n\n".join(s for s in sections if s) + "\n"
     (out_dir / f"{name}.md").write_text(markdown)
     bar_chart(rows, out_dir / f"{name}.png", args.title)

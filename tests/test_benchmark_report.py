@@ -64,3 +64,19 @@ def test_stages_are_merged_and_a_dry_run_is_labelled(tmp_path):
     assert markdown.startswith("**DRY RUN**")
     assert "| train | jax_epoch | cpu | 128 | float32 | 8,000 | 2.00x | 2.00 | n/a |" in markdown
     assert (tmp_path / "out" / "h100.png").exists()
+
+
+def latency(variant, p50, p99, device="cpu"):
+    return {**ENV, "framework": variant.split("_")[0], "variant": variant, "mode": "latency", "device": device,
+            "batch_size": 1, "precision": "float32", "compile_seconds": None if variant == "torch_eager" else 0.5,
+            "latency_p50_ms": p50, "latency_p99_ms": p99, "images_per_s": 1000 / p50}
+
+
+def test_latency_has_its_own_table_and_stays_out_of_the_throughput_chart(tmp_path, capsys):
+    path = write(tmp_path, [throughput("torch_eager", 1000.0), throughput("jax_jit", 2000.0),
+                            latency("torch_eager", 4.0, 9.0), latency("jax_jit", 1.0, 2.5)])
+    report.main([str(path)])
+    markdown = capsys.readouterr().out
+    assert "| jax_jit | cpu | 1.000 | 2.500 | 4.00x faster | 0.50 |" in markdown
+    assert "| torch_eager | cpu | 4.000 | 9.000 | 1.00x faster | none |" in markdown
+    assert "| latency |" not in markdown  # not a throughput row
