@@ -23,10 +23,10 @@ def write_atomically(path: Path | str, write: Callable[[Path], None]) -> Path:
     partial = path.with_name(path.name + ".partial")
     try:
         write(partial)
+        os.replace(partial, path)  # fails, e.g., when a folder has the final name: no partial file is left either way
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    os.replace(partial, path)
     return path
 
 
