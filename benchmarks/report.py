@@ -21,6 +21,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 BASELINE = "torch_eager"
 
+#: Floating-point operations per image of the model's training step (forward, backward) and of its
+#: forward pass, by PyTorch's FlopCounterMode at batch 128 (3.509 and 1.189 GFLOP per batch): the same
+#: work for every variant, whatever it skips (XLA's own count of its step is 3.33 GFLOP: no input
+#: gradient for conv1). Multiplied by images/s they give the achieved GFLOP/s.
+FLOP_PER_IMAGE = {"train": 27.41e6, "eval": 9.288e6}
+
+#: Modes with their own table: not images per second of a batch.
+OWN_TABLE = ("accuracy", "latency", "peak")
+
 
 def read_json(path: Path) -> dict:
     try:
@@ -53,26 +62,29 @@ def throughput_key(row: dict) -> tuple:
     return row["mode"], row["device"], row["batch_size"], row["precision"]
 
 
-#: Modes with their own table: not images per second of a batch.
-OWN_TABLE = ("accuracy", "latency")
-
 
 def throughput_table(rows: list[dict]) -> str:
     runs = [r for r in rows if r["mode"] not in OWN_TABLE and "images_per_s" in r]
     if not runs:
         return ""
     baselines = {throughput_key(r): r["images_per_s"] for r in runs if r["variant"] == BASELINE}
+    peaks = {r["device"]: r["gflops"] for r in rows if r["mode"] == "peak" and "gflops" in r}
     lines = [
-        "| mode | variant | device | batch | precision | images/s | vs PyTorch eager | compile s | peak MiB |",
-        "|---|---|---|---:|---|---:|---:|---:|---:|",
+        "| mode | variant | device | batch | precision | images/s | vs PyTorch eager | GFLOP/s (of matmul peak) | compile s | peak MiB |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in sorted(runs, key=lambda r: (*throughput_key(r), -r["images_per_s"])):
         base = baselines.get(throughput_key(r))
         ratio = f"{r['images_per_s'] / base:.2f}x" if base else "n/a"
         lines.append(
             f"| {r['mode']} | {r['variant']} | {r['device']} | {r['batch_size']} | {r['precision']} | "
-            f"{r['images_per_s']:,.0f} | {ratio} | {seconds(r['compile_seconds'])} | {mebibytes(r.get('peak_memory_bytes'))} |"
+            f"{r['images_per_s']:,.0f} | {ratio} | {gflops(r, peaks.get(r['device']))} | {seconds(r['compile_seconds'])} | "
+            f"{mebibytes(r.get('peak_memory_bytes'))} |"
         )
+    if peaks:
+        lines.append("")
+        lines.append("Matmul peak (one float32 torch.mm, measured in this run): "
+                     + "; ".join(f"{device} {value:,.0f} GFLOP/s" for device, value in sorted(peaks.items())) + ".")
     measures = sorted({f"{r['device']} {r['framework']}: {r['memory_measure']}" for r in runs if r.get("memory_measure")})
     if measures:
         lines.append("")
@@ -96,6 +108,14 @@ def accuracy_table(rows: list[dict]) -> str:
             f"{100 * r['original_accuracy']:.2f}% |"
         )
     return "\n".join(lines)
+
+
+def gflops(row: dict, peak: float | None) -> str:
+    """Achieved GFLOP/s of a throughput row, and its fraction of the device's measured float32 matmul rate
+    (float32 rows only: TF32 and bf16 have other peaks)."""
+    rate = row["images_per_s"] * FLOP_PER_IMAGE[row["mode"]] / 1e9
+    share = f" ({100 * rate / peak:.0f}%)" if peak and row["precision"] == "float32" else ""
+    return f"{rate:,.1f}{share}"
 
 
 def latency_table(rows: list[dict]) -> str:

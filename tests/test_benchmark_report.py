@@ -37,9 +37,9 @@ def test_table_ratios_chart_and_accuracy(tmp_path, capsys):
     report.main([str(write(tmp_path, rows)), "--out-dir", str(tmp_path / "out")])
     markdown = (tmp_path / "out" / "results.md").read_text()
     assert markdown == capsys.readouterr().out.rstrip("\n") + "\n"
-    assert "| train | jax_jit | cpu | 128 | float32 | 2,000 | 0.50x | 1.50 | n/a |" in markdown
-    assert "| train | torch_eager | cpu | 128 | float32 | 4,000 | 1.00x | none | 1,536 |" in markdown
-    assert "| train | jax_jit | cpu | 1024 | float32 | 15,000 | 1.50x | 2.00 | n/a |" in markdown
+    assert "| train | jax_jit | cpu | 128 | float32 | 2,000 | 0.50x | 54.8 | 1.50 | n/a |" in markdown
+    assert "| train | torch_eager | cpu | 128 | float32 | 4,000 | 1.00x | 109.6 | none | 1,536 |" in markdown
+    assert "| train | jax_jit | cpu | 1024 | float32 | 15,000 | 1.50x | 411.1 | 2.00 | n/a |" in markdown
     assert "Peak memory: cpu torch: peak RSS of the process." in markdown
     assert "| jax | cpu | float32 | 10 | 99.28% | 91.20 | 30.300 | 303.0 | 1.80 | 98.76% |" in markdown
     assert markdown.startswith("Measured 2026-11-24 on cpu: Test CPU, 2 cores.")
@@ -62,7 +62,7 @@ def test_stages_are_merged_and_a_dry_run_is_labelled(tmp_path):
     assert [b["extra_info"]["variant"] for b in merged["benchmarks"]] == ["torch_eager", "jax_epoch"]
     markdown = (tmp_path / "out" / "h100.md").read_text()
     assert markdown.startswith("**DRY RUN**")
-    assert "| train | jax_epoch | cpu | 128 | float32 | 8,000 | 2.00x | 2.00 | n/a |" in markdown
+    assert "| train | jax_epoch | cpu | 128 | float32 | 8,000 | 2.00x | 219.3 | 2.00 | n/a |" in markdown
     assert (tmp_path / "out" / "h100.png").exists()
 
 
@@ -80,3 +80,13 @@ def test_latency_has_its_own_table_and_stays_out_of_the_throughput_chart(tmp_pat
     assert "| jax_jit | cpu | 1.000 | 2.500 | 4.00x faster | 0.50 |" in markdown
     assert "| torch_eager | cpu | 4.000 | 9.000 | 1.00x faster | none |" in markdown
     assert "| latency |" not in markdown  # not a throughput row
+
+
+def test_gflops_against_the_measured_matmul_peak(tmp_path, capsys):
+    peak = {**ENV, "framework": "torch", "variant": "sgemm", "mode": "peak", "device": "cpu", "batch_size": 2048,
+            "precision": "float32", "compile_seconds": None, "gflops": 548.2}
+    path = write(tmp_path, [throughput("torch_eager", 2000.0), peak])
+    report.main([str(path)])
+    markdown = capsys.readouterr().out
+    assert "| 2,000 | 1.00x | 54.8 (10%) |" in markdown  # 2000 images/s x 27.41 MFLOP = 54.82 GFLOP/s of 548.2
+    assert "Matmul peak (one float32 torch.mm, measured in this run): cpu 548 GFLOP/s." in markdown
