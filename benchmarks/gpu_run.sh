@@ -180,9 +180,11 @@ EOF
 
 # --- 6. reproducibility: each trainer twice with the same flags, bytes compared -------------------------
 # Outside the budget (about 2 minutes on a GPU): what the README's "Reproducibility" says about the GPU.
-echo "== reproducibility: each trainer twice, --epochs 2 --train-size 6400"
-timeout 300 "$PY" -m benchmarks.reproducibility "$out_dir/$name-repro.json" --device "$device" \
-  $([ "$dry_run" = 1 ] && echo "--epochs 1 --train-size 1280") || failed+=("reproducibility")
+repro_opts=(--epochs 2 --train-size 6400)
+[ "$dry_run" = 1 ] && repro_opts=(--epochs 1 --train-size 1280)
+echo "== reproducibility: each trainer twice, ${repro_opts[*]}"
+timeout 300 "$PY" -m benchmarks.reproducibility "$out_dir/$name-repro.json" --device "$device" "${repro_opts[@]}" \
+  || failed+=("reproducibility")
 
 [ -s "$work/report.md" ] && cat "$work/report.md"  # written after the last benchmark stage
 echo "gpu_run: done in $(($(date +%s) - start))s; wrote $(cd "$out_dir" && ls | tr '\n' ' ')"
