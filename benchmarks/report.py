@@ -125,12 +125,12 @@ def latency_table(rows: list[dict]) -> str:
         return ""
     baselines = {r["device"]: r["latency_p50_ms"] for r in runs if r["variant"] == BASELINE}
     lines = [
-        "| latency, 1 image per call | device | p50 ms | p99 ms | p50 vs PyTorch eager | compile s |",
+        "| latency, 1 image per call | device | p50 ms | p99 ms | speed vs PyTorch eager (p50) | compile s |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for r in sorted(runs, key=lambda r: (r["device"], r["latency_p50_ms"])):
         base = baselines.get(r["device"])
-        ratio = f"{base / r['latency_p50_ms']:.2f}x faster" if base else "n/a"
+        ratio = f"{base / r['latency_p50_ms']:.2f}x" if base else "n/a"
         lines.append(f"| {r['variant']} | {r['device']} | {r['latency_p50_ms']:.3f} | {r['latency_p99_ms']:.3f} | {ratio} | "
                      f"{seconds(r['compile_seconds'])} |")
     return "\n".join(lines)
