@@ -34,6 +34,7 @@ from mnist_torch.config import (
     parse_evaluate_args,
 )
 
+
 def _stat(path: Path) -> os.stat_result | None:
     """The file's status, or None when nothing is at `path` (or a file stands where a folder above it should)."""
     try:
