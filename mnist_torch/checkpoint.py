@@ -47,6 +47,9 @@ FRAMEWORKS = {"torch": "PyTorch", "jax": "JAX"}
 #: How to recover when --resume finds no checkpoint.
 RESUME_FIX = "drop --resume to start afresh, or pass the --out-dir of the run to continue"
 
+#: How to recover from a checkpoint that is refused (damaged, foreign, holding NaN).
+DISCARD_FIX = "delete it, or train again into that --out-dir without --resume"
+
 
 class CheckpointError(RuntimeError):
     """No usable checkpoint where one was asked for; the message says what to do."""
@@ -63,16 +66,15 @@ def missing(out_dir: Path, expected: Path, fix: str) -> CheckpointError:
 
 def refused(err: CheckedFileError) -> CheckpointError:
     """A checkpoint file that is not whole or not ours: what the file is, and the way out."""
-    return CheckpointError(f"{err}; delete it, or train again into that --out-dir without --resume")
+    return CheckpointError(f"{err}; {DISCARD_FIX}")
 
 
 def unreadable(path: Path, err: Exception) -> CheckpointError:
     first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    if len(first_line) > 300:  # tensorstore appends its whole JSON spec: keep the part that names the problem
+    if len(first_line) > 300:  # a library's message can run on for pages: keep the part that names the problem
         first_line = first_line[:300] + " ..."
     return CheckpointError(
-        f"{path} is not a readable checkpoint ({type(err).__name__}: {first_line}); "
-        f"delete it, or train again into that --out-dir without --resume"
+        f"{path} is not a readable checkpoint ({type(err).__name__}: {first_line}); {DISCARD_FIX}"
     )
 
 
@@ -82,7 +84,7 @@ def check_finite(path: Path, arrays: dict[str, Any]) -> None:
     if bad := non_finite(arrays):
         raise CheckpointError(
             f"{path} holds NaN or infinite values in {', '.join(bad)}; it was not written by a healthy run of this "
-            f"project: delete it, or train again into that --out-dir without --resume"
+            f"project: {DISCARD_FIX}"
         )
 
 
@@ -160,7 +162,7 @@ def check_contents(path: Path, saved: Any, state_keys: set[str] = frozenset({"mo
     lacking = sorted((CHECKPOINT_KEYS | state_keys) - set(saved)) if isinstance(saved, dict) else ["everything"]
     if lacking:
         raise CheckpointError(f"{path} is not a training checkpoint of this version (it lacks {', '.join(lacking)}); "
-                              f"delete it, or train again into that --out-dir without --resume")
+                              f"{DISCARD_FIX}")
 
 
 def load_checkpoint(out_dir: Path, state: TrainState, config: TrainConfig) -> tuple[TrainState, list[EpochRecord]]:
