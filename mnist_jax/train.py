@@ -5,10 +5,14 @@ Usage: python -m mnist_jax.train [--epochs 10] [--batch-size 128] [--lr 0.1] [--
 Writes into --out-dir: metrics.json, a checkpoint after every epoch (`--resume` continues
 from it), weights.safetensors, and the plots curves.png, confusion.png, misclassified.png.
 
+Data parallel: ``--devices N`` trains on N devices of this process, and ``--num-processes`` joins several
+processes through `jax.distributed` (`mnist_jax.parallel`); every global batch is split among the devices.
+
 Read it side by side with `mnist_torch/train.py`: the same functions in the same order.
 The framework differences: the training state is an immutable pytree that `train_step`
-returns anew instead of mutating, randomness is an explicit key, and the steps are
-compiled ahead of time so that compilation is timed apart from training.
+returns anew instead of mutating, randomness is an explicit key, the steps are
+compiled ahead of time so that compilation is timed apart from training, and data
+parallelism is a matter of where arrays are placed (the steps do not change).
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import os
 import sys
 import time
 from importlib.metadata import version
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterator, NamedTuple, NoReturn, Sequence
 
 if __name__ == "__main__":
     # Check the command line before the imports below load JAX and PyTorch (seconds, 1 GB): a bad flag or a
@@ -33,13 +38,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax.training.train_state import TrainState
+from jax.sharding import Mesh
 
 from mnist_jax.checkpoint import CheckpointError, load_checkpoint, records_to_json, save_checkpoint
 from mnist_jax.compilation_cache import count_cache_lookups, describe_lookups, use_compilation_cache
 from mnist_jax.data import DataError, Split, batch_order, load_mnist, num_batches
 from mnist_jax.model import CNN
+from mnist_jax.parallel import batch_sharded, describe, is_writer, lost_process, make_mesh, place, replicated, start_processes
 from mnist_jax.weights import WEIGHTS_FILE, export_weights
-from mnist_torch.config import EVAL_BATCH_SIZE, DeviceUnavailable, TrainConfig, parse_config
+from mnist_torch.config import EVAL_BATCH_SIZE, DeviceUnavailable, DistributedError, TrainConfig, parse_config, per_device_batch
 from mnist_torch.divergence import Diverged, check_epoch, kept
 from mnist_torch.files import OutDirBusy, out_dir_lock, write_failure
 from mnist_torch.plots import write_plots
@@ -67,17 +74,18 @@ Metrics = dict[str, jax.Array]
 
 
 def resolve_device(name: str) -> jax.Device:
+    """This process's first device of the kind asked for (in a several-process run, its own, not process 0's)."""
     if name == "auto":
-        return jax.devices()[0]  # JAX's default backend: the GPU when one is usable
+        return jax.local_devices()[0]  # JAX's default backend: the GPU when one is usable
     if name == "cuda":
         try:
-            return jax.devices("gpu")[0]
+            return jax.local_devices(backend="gpu")[0]
         except RuntimeError:
             raise DeviceUnavailable(
                 "--device cuda was asked for, but JAX sees no CUDA GPU (install with `pip install -e .[cuda]`); "
                 "use --device cpu or auto"
             ) from None
-    return jax.devices("cpu")[0]
+    return jax.local_devices(backend="cpu")[0]
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
@@ -235,12 +243,14 @@ def epoch_order(config: TrainConfig, epoch: int, num_examples: int) -> np.ndarra
     return batch_order(config.seed, epoch, num_examples, config.batch_size).astype(np.int32)
 
 
-def train_epoch(state: TrainState, train: Split, config: TrainConfig, epoch: int, steps: Steps) -> tuple[TrainState, np.ndarray]:
+def train_epoch(state: TrainState, train: Split, config: TrainConfig, epoch: int, steps: Steps, mesh: Mesh) -> tuple[TrainState, np.ndarray]:
     """One pass in the shared batch order; returns the new state and every step's loss, on the host, once the device has finished.
 
-    With `steps.epoch` the whole epoch is one call. Otherwise the epoch's batches go FUSED_STEPS at a
-    time through the compiled `train_steps`, and the few left over through `train_step`: the same SGD
-    steps in the same order, with one dispatch per chunk. Losses stay on the device until the epoch
+    With `steps.epoch` the whole epoch is one call on the resident training set `train`, and the order
+    goes to the devices split along its batch axis: each device gathers its share of every batch.
+    Otherwise `train` is in host memory, and the epoch's batches go FUSED_STEPS at a time, each chunk
+    split among the devices, through the compiled `train_steps`, and the few left over through
+    `train_step`: the same SGD steps in the same order, with one dispatch per chunk. Losses stay on the device until the epoch
     ends: reading each one would make the host wait for every step instead of queueing the next. The
     progress bar (a terminal only) reads the latest loss every few steps, which lets the queue run
     ahead in between.
@@ -248,7 +258,7 @@ def train_epoch(state: TrainState, train: Split, config: TrainConfig, epoch: int
     order = epoch_order(config, epoch, len(train.labels))
     with EpochProgress(len(order), epoch, config.epochs, config.batch_size, progress_enabled(config.quiet)) as progress:
         if steps.epoch is not None:
-            state, metrics = steps.epoch(state, tuple(train), order)
+            state, metrics = steps.epoch(state, tuple(train), place(order, batch_sharded(mesh, stacked=True)))
             for k in range(len(order)):
                 progress.step(lambda k=k: float(metrics["loss"][k]))
             return state, np.asarray(metrics["loss"])
@@ -256,12 +266,12 @@ def train_epoch(state: TrainState, train: Split, config: TrainConfig, epoch: int
         fused = len(order) - len(order) % FUSED_STEPS
         for start in range(0, fused, FUSED_STEPS):
             idx = order[start : start + FUSED_STEPS]
-            state, metrics = steps.fused(state, (train.images[idx], train.labels[idx]))
+            state, metrics = steps.fused(state, place((train.images[idx], train.labels[idx]), batch_sharded(mesh, stacked=True)))
             losses.append(metrics["loss"])
             for k in range(FUSED_STEPS):
                 progress.step(lambda chunk=metrics["loss"], k=k: float(chunk[k]))
         for idx in order[fused:]:
-            state, metrics = steps.single(state, (train.images[idx], train.labels[idx]))
+            state, metrics = steps.single(state, place((train.images[idx], train.labels[idx]), batch_sharded(mesh)))
             losses.append(metrics["loss"][None])
             progress.step(metrics["loss"].item)
     return state, np.asarray(jnp.concatenate(losses))
@@ -272,22 +282,25 @@ def params_finite(params: Any) -> bool:
 
 
 def compile_steps(
-    state: TrainState, train: Split, test: Split, batch_size: int, device: jax.Device
+    state: TrainState, train: Split, test: Split, batch_size: int, device: jax.Device, mesh: Mesh
 ) -> tuple[Steps, float, dict[str, int]]:
-    """Compile the train and eval steps for `device` ahead of time (or load them from the persistent compilation cache).
+    """Compile the train and eval steps for `device`'s platform and the arrays' places on `mesh` ahead of
+    time (or load them from the persistent compilation cache); `train` as `train_epoch` takes it.
 
     Returns the compiled train steps, the seconds spent, and the cache's hits and misses among them.
     """
     start = time.perf_counter()
     with count_cache_lookups() as lookups:
         if epoch_per_call(device):
-            order = np.zeros((num_batches(len(train.labels), batch_size), batch_size), np.int32)
+            order = place(np.zeros((num_batches(len(train.labels), batch_size), batch_size), np.int32), batch_sharded(mesh, stacked=True))
             steps = Steps(epoch=compile_train(train_epoch_steps.lower(state, tuple(train), order), device.platform))
         else:
             idx = np.arange(FUSED_STEPS * batch_size).reshape(FUSED_STEPS, batch_size) % len(train.labels)
+            chunk = place((train.images[idx], train.labels[idx]), batch_sharded(mesh, stacked=True))
+            batch = place((train.images[:batch_size], train.labels[:batch_size]), batch_sharded(mesh))
             steps = Steps(
-                fused=compile_train(train_steps.lower(state, (train.images[idx], train.labels[idx]), unroll=True), device.platform),
-                single=compile_train(train_step.lower(state, (train.images[:batch_size], train.labels[:batch_size])), device.platform),
+                fused=compile_train(train_steps.lower(state, chunk, unroll=True), device.platform),
+                single=compile_train(train_step.lower(state, batch), device.platform),
             )
         eval_step.lower(state.params, (test.images[:EVAL_BATCH_SIZE], test.labels[:EVAL_BATCH_SIZE])).compile()
     return steps, time.perf_counter() - start, lookups
@@ -317,59 +330,103 @@ def deterministic() -> Iterator[None]:
 
 
 def train(config: TrainConfig) -> list[EpochRecord]:
-    with deterministic(), out_dir_lock(config.out_dir, "python -m mnist_jax.train"):  # one run per out-dir
-        cache_dir = use_compilation_cache()
-        device = resolve_device(config.device)
-        data = load_mnist(config.data_dir)
-        with jax.default_device(device):
-            train_split = Split(*jax.device_put((data.train.images[: config.train_size], data.train.labels[: config.train_size]), device))
-            test_split = Split(*jax.device_put(tuple(data.test), device))
-            state = jax.device_put(create_state(config.seed, config), device)
-            records: list[EpochRecord] = []
-            if config.resume:
-                state, records = load_checkpoint(config.out_dir, state, config)  # restored onto the same device
-                if not config.quiet:
-                    print(f"resumed from {config.out_dir} after epoch {len(records)}", flush=True)
-            steps, compile_seconds, lookups = compile_steps(state, train_split, test_split, config.batch_size, device)
-            if not config.quiet:
-                print(f"compiled train and eval steps ({steps.describe()}) in {compile_seconds:.2f}s "
-                      f"({describe_lookups(lookups, cache_dir)})", flush=True)
-            images_per_epoch = num_batches(config.train_size, config.batch_size) * config.batch_size
-            versions = {"jax": jax.__version__, "jaxlib": version("jaxlib"), "flax": flax.__version__, "optax": optax.__version__}
-            compilation_cache = {"dir": None if cache_dir is None else str(cache_dir), **lookups}
+    with deterministic():
+        start_processes(config)  # jax.distributed, before any backend starts; nothing for one process
+        writer = is_writer()  # process 0 writes the run's files; every process computes every step
+        with out_dir_lock(config.out_dir, "python -m mnist_jax.train") if writer else contextlib.nullcontext():
+            return _train(config, writer)
 
-            for epoch in range(len(records) + 1, config.epochs + 1):
-                start = time.perf_counter()
-                state, losses = train_epoch(state, train_split, config, epoch, steps)
-                seconds = time.perf_counter() - start
-                try:
-                    check_epoch(epoch, losses, params_finite(state.params), config.lr, kept(config.out_dir, records[-1].epoch if records else None))
-                except Diverged as err:  # nothing of this epoch is saved; metrics.json says where it stopped
-                    write_metrics("jax", config, records, str(device), versions, compile_seconds, compilation_cache, err.record())
-                    raise
-                test_loss, test_accuracy = evaluate(state.params, test_split)
-                records.append(EpochRecord(epoch, float(losses.mean()), test_loss, test_accuracy, seconds, images_per_epoch / seconds))
-                save_checkpoint(config.out_dir, state, records, config)
-                if not config.quiet:
-                    print(format_epoch(records[-1], config.epochs), flush=True)
-            predictions = predict(state.params, test_split.images).argmax(axis=1)
 
-        path = write_metrics("jax", config, records, str(device), versions, compile_seconds, compilation_cache)
+def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
+    cache_dir = use_compilation_cache()
+    device = resolve_device(config.device)
+    mesh = make_mesh(device.platform, config.devices)
+    per_device_batch(config.batch_size, mesh.size, f"{mesh.size} devices")
+    quiet = config.quiet or not writer
+    data = load_mnist(config.data_dir)
+    train_host = Split(data.train.images[: config.train_size], data.train.labels[: config.train_size])
+    # An accelerator keeps the training set resident (each device gathers its share of every batch);
+    # the CPU path gathers the batches in host memory and sends each device its part.
+    train_split = Split(*place(tuple(train_host), replicated(mesh))) if epoch_per_call(device) else train_host
+    test_split = Split(*place(tuple(data.test), replicated(mesh)))  # every device evaluates all of it
+    with jax.default_device(device):
+        state = place(create_state(config.seed, config), replicated(mesh))
+    records: list[EpochRecord] = []
+    if config.resume:
+        state, records = load_checkpoint(config.out_dir, state, config)  # restored onto the same devices
+        if not quiet:
+            print(f"resumed from {config.out_dir} after epoch {len(records)}", flush=True)
+    steps, compile_seconds, lookups = compile_steps(state, train_split, test_split, config.batch_size, device, mesh)
+    if not quiet:
+        print(f"compiled train and eval steps ({steps.describe()}, {describe_mesh(mesh)}) in {compile_seconds:.2f}s "
+              f"({describe_lookups(lookups, cache_dir)})", flush=True)
+    images_per_epoch = num_batches(config.train_size, config.batch_size) * config.batch_size
+    versions = {"jax": jax.__version__, "jaxlib": version("jaxlib"), "flax": flax.__version__, "optax": optax.__version__}
+    compilation_cache = {"dir": None if cache_dir is None else str(cache_dir), **lookups}
+
+    def metrics_file(diverged: dict[str, Any] | None = None) -> Path | None:
+        return write_metrics("jax", config, records, str(device), versions, compile_seconds, compilation_cache,
+                             diverged, parallel=describe(mesh)) if writer else None
+
+    for epoch in range(len(records) + 1, config.epochs + 1):
+        start = time.perf_counter()
+        state, losses = train_epoch(state, train_split, config, epoch, steps, mesh)
+        seconds = time.perf_counter() - start
+        try:
+            check_epoch(epoch, losses, params_finite(state.params), config.lr, kept(config.out_dir, records[-1].epoch if records else None))
+        except Diverged as err:  # nothing of this epoch is saved; metrics.json says where it stopped
+            metrics_file(err.record())
+            raise
+        test_loss, test_accuracy = evaluate(state.params, test_split)
+        records.append(EpochRecord(epoch, float(losses.mean()), test_loss, test_accuracy, seconds, images_per_epoch / seconds))
+        if writer:
+            save_checkpoint(config.out_dir, state, records, config)
+        if not quiet:
+            print(format_epoch(records[-1], config.epochs), flush=True)
+    predictions = predict(state.params, test_split.images).argmax(axis=1)  # a computation on every process's devices
+
+    if writer:
+        path = metrics_file()
         export_weights(state.params, config.out_dir / WEIGHTS_FILE)
         plots = write_plots(config.out_dir, "jax", records_to_json(records), data.test.images, data.test.labels, predictions)
         written = ", ".join(p.name for p in plots)
-        print(f"test accuracy {100 * records[-1].test_accuracy:.2f}% on {device}; wrote {path}, {WEIGHTS_FILE}, checkpoint, {written}")
-        return records
+        print(f"test accuracy {100 * records[-1].test_accuracy:.2f}% on {describe_mesh(mesh)}; wrote {path}, {WEIGHTS_FILE}, checkpoint, {written}")
+    return records
+
+
+def describe_mesh(mesh: Mesh) -> str:
+    """`TFRT_CPU_0` for one device, `2 devices (cuda:0, cuda:1) in 1 process` for several."""
+    devices = list(mesh.devices.flat)
+    if len(devices) == 1:
+        return str(devices[0])
+    shown = ", ".join(map(str, devices[:4])) + (", ..." if len(devices) > 4 else "")
+    processes = jax.process_count()
+    return f"{len(devices)} devices ({shown}) in {processes} process{'es' if processes > 1 else ''}"
+
+
+def fail(message: str, config: TrainConfig) -> NoReturn:
+    """Stop the run with one line on stderr. A process of a several-process run leaves at once: the exit handler
+    of jax.distributed would otherwise wait up to --dist-timeout at a shutdown barrier that a failed or lost
+    process never reaches. Everything already saved is whole (every file is written atomically)."""
+    if config.num_processes == 1:
+        sys.exit(message)
+    print(message, file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     config = parse_config("jax", argv)
     try:
         train(config)
-    except (DataError, DeviceUnavailable, CheckpointError, Diverged, OutDirBusy) as err:
-        sys.exit(f"error: {err}")
+    except (DataError, DeviceUnavailable, DistributedError, CheckpointError, Diverged, OutDirBusy) as err:
+        fail(f"error: {err}", config)
     except OSError as err:  # the out-dir's disk is full, read-only, or not a folder
-        sys.exit(f"error: {write_failure(err, config.out_dir)}")
+        fail(f"error: {write_failure(err, config.out_dir)}", config)
+    except Exception as err:
+        if (lost := lost_process(err, config)) is None:
+            raise
+        fail(f"error: {lost}", config)
 
 
 if __name__ == "__main__":

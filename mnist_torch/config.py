@@ -47,12 +47,37 @@ PRECISIONS = ("float32", "bf16")
 #: mode, compiled (`jax.jit`), and no --mode.
 TORCH_MODES = ("eager", "compile", "cuda-graphs")
 
+#: The most --devices (per process) and --num-processes accept: far past any machine or cluster this project
+#: would run on, so anything larger is a typo.
+MAX_DEVICES = 4096
+
+#: Default seconds a process of a data-parallel run waits for the others, at start-up (JAX's coordinator,
+#: PyTorch's rendezvous) and, where the engine allows it, inside a collective, before it gives up with an
+#: error instead of hanging (--dist-timeout).
+DIST_TIMEOUT = 300
+
 #: Test images per evaluation call: large enough to amortize dispatch, small enough for any device.
 EVAL_BATCH_SIZE = 1000
 
 
 class DeviceUnavailable(RuntimeError):
     """The --device asked for is not present; the message says what to pass instead."""
+
+
+class DistributedError(RuntimeError):
+    """A data-parallel run that cannot start, or that lost one of its processes; the message says what to do."""
+
+
+def per_device_batch(batch_size: int, devices: int, what: str) -> int:
+    """The images each of `devices` takes from every global batch: the global batch must split evenly, so
+    that every device computes the mean over the same number of images and the mean of their gradients
+    is the one-device gradient. `what` names the devices in the message ("2 devices", "2 processes")."""
+    if batch_size % devices:
+        raise DistributedError(
+            f"--batch-size {batch_size} does not split evenly over {what}; pass a multiple of {devices} "
+            f"(such as {max(devices, batch_size // devices * devices)})"
+        )
+    return batch_size // devices
 
 
 @dataclass(frozen=True)
@@ -72,6 +97,13 @@ class TrainConfig:
     quiet: bool = False
     resume: bool = False  # continue from the checkpoint in out_dir instead of starting afresh
     mode: str | None = None  # PyTorch: one of TORCH_MODES (None: eager); JAX: None, it always compiles
+    # Data parallelism. JAX: --devices per process, and --num-processes > 1 starts jax.distributed with
+    # --coordinator and --process-id. PyTorch takes its processes from torchrun's environment instead.
+    devices: int = 1
+    num_processes: int = 1
+    process_id: int = 0
+    coordinator: str | None = None  # HOST:PORT of process 0
+    dist_timeout: int = DIST_TIMEOUT
 
     def to_json(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
@@ -124,6 +156,17 @@ _epochs = _bounded_int(1, MAX_EPOCHS, "longer runs are surely a typo")
 _batch_size = _bounded_int(1, NUM_TRAIN, "the size of the training set")
 _train_size = _bounded_int(1, NUM_TRAIN, "the size of the training set")
 _seed = _bounded_int(0, MAX_SEED, "2**32 - 1, a seed both frameworks take")
+_devices = _bounded_int(1, MAX_DEVICES, "more than any machine holds")
+_process_id = _bounded_int(0, MAX_DEVICES - 1, "below --num-processes")
+_dist_timeout = _bounded_int(1, 86_400, "a day")
+
+
+def _coordinator(text: str) -> str:
+    """--coordinator: HOST:PORT of process 0 (an IPv6 address in brackets), the port 1 to 65535."""
+    match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(\d{1,5})", text)
+    if not match or not 1 <= int(match[2]) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT of process 0 (such as localhost:12355), got {_quoted(text)}")
+    return text
 
 
 def _float(text: str, expected: str) -> float:
@@ -226,6 +269,27 @@ def build_parser(framework: str) -> argparse.ArgumentParser:
             help="how PyTorch runs the training step: eager, the forward pass through torch.compile, "
             "or the whole step captured once as a CUDA graph and replayed (GPU only); the same SGD steps in every mode",
         )
+    if framework == "jax":
+        parser.add_argument(
+            "--devices", type=_devices, default=d.devices,
+            help="data parallelism: devices of this process to train on (each global batch is split among them), "
+            "1 to as many as JAX sees; on the CPU, JAX_NUM_CPU_DEVICES=N makes N devices",
+        )
+        parser.add_argument(
+            "--num-processes", type=_devices, default=d.num_processes,
+            help="processes of one data-parallel run (jax.distributed), each started with the same flags and its own "
+            "--process-id; 1: no other process",
+        )
+        parser.add_argument("--process-id", type=_process_id, default=d.process_id, help="this process: 0 to --num-processes - 1")
+        parser.add_argument(
+            "--coordinator", type=_coordinator, default=None, metavar="HOST:PORT",
+            help="where process 0 listens for the others (needed with --num-processes 2 or more)",
+        )
+    parser.add_argument(
+        "--dist-timeout", type=_dist_timeout, default=d.dist_timeout, metavar="SECONDS",
+        help="data-parallel runs: how long a process waits for the others to start (and, where the engine allows, "
+        "inside a collective) before it stops with an error instead of hanging",
+    )
     parser.add_argument("--quiet", action="store_true", help="print only the final result (no progress bar, no epoch lines)")
     parser.add_argument(
         "--resume", action="store_true",
@@ -241,6 +305,16 @@ def parse_config(framework: str, argv: Sequence[str] | None = None) -> TrainConf
     args = parser.parse_args(argv)
     if args.batch_size > args.train_size:
         parser.error(f"argument --batch-size: {args.batch_size} is larger than --train-size {args.train_size}; lower it")
+    if framework == "jax":
+        if args.num_processes > 1 and args.coordinator is None:
+            parser.error(f"argument --num-processes: {args.num_processes} processes need --coordinator HOST:PORT, "
+                         "where process 0 listens (such as localhost:12355)")
+        if args.num_processes == 1 and (args.coordinator is not None or args.process_id != 0):
+            parser.error("argument --coordinator/--process-id: only for runs of several processes; "
+                         "add --num-processes N (N >= 2), or drop them")
+        if args.process_id >= args.num_processes:
+            parser.error(f"argument --process-id: {args.process_id} is not below --num-processes {args.num_processes}; "
+                         f"pass 0 to {args.num_processes - 1}")
     out_dir = args.out_dir if args.out_dir is not None else default_out_dir(framework)
     return TrainConfig(**{**vars(args), "out_dir": out_dir})
 

@@ -49,6 +49,7 @@ def write_metrics(
     compile_seconds: float | None,
     compilation_cache: dict[str, Any] | None = None,
     diverged: dict[str, Any] | None = None,
+    parallel: dict[str, int] | None = None,
 ) -> Path:
     """Write ``<out_dir>/metrics.json`` atomically: a crash never leaves a half-written file.
 
@@ -57,6 +58,8 @@ def write_metrics(
     JAX's persistent cache is and how many of the compilations it served (None for PyTorch).
     ``diverged`` is where a run stopped on a non-finite loss or parameter (`mnist_torch.divergence`);
     its epochs hold only the good ones, and test_accuracy is the last good one's (None if none).
+    ``parallel`` says how many processes and devices trained (`describe` in each framework's `parallel`
+    module); the images/s of every epoch are those of the whole run, all devices together.
     The file is strict JSON: a NaN or infinity anywhere is an error, never a bare ``NaN``.
     """
     assert config.out_dir is not None
@@ -69,6 +72,7 @@ def write_metrics(
         "compile_seconds": compile_seconds,
         "compilation_cache": compilation_cache,
         "device": device,
+        "parallel": parallel or {"processes": 1, "devices": 1},
         "versions": {"python": platform.python_version(), **versions},
     }
     text = json.dumps(metrics, indent=2, allow_nan=False) + "\n"

@@ -1,0 +1,116 @@
+"""Data parallelism with JAX's own machinery: a `jax.sharding.Mesh` over the devices of one or more processes.
+
+Read it side by side with `mnist_torch/parallel.py`. Here the whole of data parallelism is where the
+arrays live: every global batch is placed sharded along the mesh's one axis, "data", the parameters and
+optimizer state replicated, and the training step is the very jitted function of a one-device run.
+XLA's SPMD partitioner sees a mean over a sharded batch and inserts the all-reduce of the gradients
+itself; nothing here sums a gradient. Several processes (``--num-processes``) first join through
+`jax.distributed.initialize`; `jax.devices()` then lists every process's devices, the same mesh spans
+them, and each process computes on its own. On the CPU their collectives go through gloo.
+
+The global batch and its order are those of the one-device run (`mnist_torch.data.batch_order`), so a
+run on N devices takes the same SGD steps, apart from the order in which float32 sums are added.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from mnist_torch.config import DeviceUnavailable, DistributedError, TrainConfig
+
+#: The mesh's one axis: the batch is split along it.
+DATA_AXIS = "data"
+
+
+def start_processes(config: TrainConfig) -> None:
+    """Join the other processes of a ``--num-processes`` run (nothing to do for one process).
+
+    Called before JAX starts a backend. Process 0 runs the coordinator at ``--coordinator``; every
+    process waits at most ``--dist-timeout`` seconds for the others to arrive, and the same bounds the
+    coordination service's heartbeats and the shutdown barrier, so a process whose peer vanished stops
+    instead of hanging. CPU collectives go through gloo (a GPU uses NCCL regardless).
+    """
+    if config.num_processes == 1:
+        return
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(
+            config.coordinator, config.num_processes, config.process_id,
+            initialization_timeout=config.dist_timeout,
+            heartbeat_timeout_seconds=config.dist_timeout,
+            shutdown_timeout_seconds=config.dist_timeout,
+        )
+    except Exception as err:  # XLA's error types differ between versions; its first line says what happened
+        raise DistributedError(
+            f"process {config.process_id} of {config.num_processes} could not join the run at --coordinator "
+            f"{config.coordinator} within --dist-timeout {config.dist_timeout} s ({first_line(err)}); start all "
+            f"{config.num_processes} processes with the same --coordinator and --num-processes, process 0 on that host"
+        ) from None
+
+
+def make_mesh(platform: str, devices_per_process: int) -> Mesh:
+    """A one-axis mesh over the first `devices_per_process` devices of `platform` in every process, in
+    process order: the same mesh, device for device, in every process."""
+    by_process: dict[int, list[jax.Device]] = {}
+    for device in jax.devices(platform):
+        by_process.setdefault(device.process_index, []).append(device)
+    visible = len(by_process[jax.process_index()])
+    if devices_per_process > min(len(devices) for devices in by_process.values()):
+        hint = f"; on the CPU, JAX_NUM_CPU_DEVICES={devices_per_process} splits it into that many" if platform == "cpu" else ""
+        raise DeviceUnavailable(
+            f"--devices {devices_per_process} was asked for, but JAX sees {visible} {platform} device"
+            f"{'s' if visible != 1 else ''} in {'each' if len(by_process) > 1 else 'this'} process{hint}; lower --devices"
+        )
+    devices = [device for index in sorted(by_process) for device in by_process[index][:devices_per_process]]
+    return Mesh(np.array(devices), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """The whole array on every device: parameters, optimizer state, the resident data sets."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh: Mesh, stacked: bool = False) -> NamedSharding:
+    """A batch split along its image axis: (B, ...) arrays, or (K, B, ...) with `stacked` (K steps' batches,
+    or an epoch's (steps, B) batch order)."""
+    return NamedSharding(mesh, PartitionSpec(None, DATA_AXIS) if stacked else PartitionSpec(DATA_AXIS))
+
+
+def place(tree: Any, sharding: NamedSharding) -> Any:
+    """Host arrays (the same values in every process) onto the mesh: each device receives its part."""
+    return jax.device_put(tree, sharding)
+
+
+def is_writer() -> bool:
+    """Whether this process writes the run's files: process 0 alone, as in PyTorch's rank 0."""
+    return jax.process_index() == 0
+
+
+def describe(mesh: Mesh) -> dict[str, int]:
+    """For metrics.json: how many processes and devices trained (the same keys as PyTorch's)."""
+    return {"processes": jax.process_count(), "devices": int(mesh.size)}
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__
+
+
+#: Words in the errors that a collective or the coordination service raises when a peer process is gone.
+LOST_PEER_SIGNS = ("Gloo", "gloo", "NCCL", "Connection closed", "Connection reset", "coordination service", "heartbeat")
+
+
+def lost_process(err: Exception, config: TrainConfig) -> DistributedError | None:
+    """What a collective's failure means in a several-process run, as one actionable line: another process
+    of the run is gone (killed, crashed, or stopped on an error of its own). None for any other error."""
+    if config.num_processes == 1 or not any(sign in str(err) for sign in LOST_PEER_SIGNS):
+        return None
+    return DistributedError(
+        f"process {config.process_id} of {config.num_processes} lost another process of the run ({first_line(err)}); "
+        f"the checkpoint of the last finished epoch in {config.out_dir} is whole: start all {config.num_processes} "
+        "processes again with --resume"
+    )
