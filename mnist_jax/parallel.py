@@ -14,6 +14,9 @@ run on N devices takes the same SGD steps, apart from the order in which float32
 
 from __future__ import annotations
 
+import socket
+import sys
+import time
 from typing import Any
 
 import jax
@@ -21,6 +24,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mnist_torch.config import DeviceUnavailable, DistributedError, TrainConfig
+from mnist_torch.parallel import LOST_PEER_SIGNS, first_line
 
 #: The mesh's one axis: the batch is split along it.
 DATA_AXIS = "data"
@@ -33,10 +37,20 @@ def start_processes(config: TrainConfig) -> None:
     process waits at most ``--dist-timeout`` seconds for the others to arrive, and the same bounds the
     coordination service's heartbeats and the shutdown barrier, so a process whose peer vanished stops
     instead of hanging. CPU collectives go through gloo (a GPU uses NCCL regardless).
+
+    jax.distributed ends a process whose start-up timed out with a fatal log and a stack trace, not an
+    exception, so the other processes first wait for the coordinator to listen (`wait_for_coordinator`)
+    and say in one line when it never does. Process 0, waiting for processes that never start, gets
+    JAX's own fatal error after --dist-timeout; it says first what it waits for.
     """
     if config.num_processes == 1:
         return
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if config.process_id != 0:
+        wait_for_coordinator(config)
+    elif not config.quiet:
+        print(f"process 0 of {config.num_processes}: waiting up to {config.dist_timeout} s at {config.coordinator} "
+              f"for the other {config.num_processes - 1}", file=sys.stderr, flush=True)
     try:
         jax.distributed.initialize(
             config.coordinator, config.num_processes, config.process_id,
@@ -50,6 +64,24 @@ def start_processes(config: TrainConfig) -> None:
             f"{config.coordinator} within --dist-timeout {config.dist_timeout} s ({first_line(err)}); start all "
             f"{config.num_processes} processes with the same --coordinator and --num-processes, process 0 on that host"
         ) from None
+
+
+def wait_for_coordinator(config: TrainConfig) -> None:
+    """Return once something listens at --coordinator; after --dist-timeout seconds, a DistributedError."""
+    host, port = config.coordinator.rsplit(":", 1)
+    deadline = time.monotonic() + config.dist_timeout
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=1):
+                return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                raise DistributedError(
+                    f"process {config.process_id} of {config.num_processes} found no coordinator at --coordinator "
+                    f"{config.coordinator} within --dist-timeout {config.dist_timeout} s ({err.strerror or err}); "
+                    "start process 0 with the same --coordinator, on that host, or correct the address"
+                ) from None
+            time.sleep(0.25)
 
 
 def make_mesh(platform: str, devices_per_process: int) -> Mesh:
@@ -93,15 +125,6 @@ def is_writer() -> bool:
 def describe(mesh: Mesh) -> dict[str, int]:
     """For metrics.json: how many processes and devices trained (the same keys as PyTorch's)."""
     return {"processes": jax.process_count(), "devices": int(mesh.size)}
-
-
-def first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:300] if text else type(err).__name__
-
-
-#: Words in the errors that a collective or the coordination service raises when a peer process is gone.
-LOST_PEER_SIGNS = ("Gloo", "gloo", "NCCL", "Connection closed", "Connection reset", "coordination service", "heartbeat")
 
 
 def lost_process(err: Exception, config: TrainConfig) -> DistributedError | None:

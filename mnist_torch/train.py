@@ -5,6 +5,9 @@ Usage: python -m mnist_torch.train [--epochs 10] [--batch-size 128] [--lr 0.1] [
 Writes into --out-dir: metrics.json, a checkpoint after every epoch (`--resume` continues
 from it), weights.safetensors, and the plots curves.png, confusion.png, misclassified.png.
 
+Data parallel: ``torchrun --nproc-per-node N -m mnist_torch.train`` trains on N processes with
+DistributedDataParallel (`mnist_torch.parallel`); every global batch is split among them.
+
 Read it side by side with `mnist_jax/train.py`: the same functions in the same order,
 with only the framework differences between them.
 """
@@ -16,6 +19,7 @@ import dataclasses
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Callable, Iterator, NamedTuple, Sequence
 
 if __name__ == "__main__":
@@ -31,12 +35,23 @@ import torchvision
 from torch.nn import functional as F
 
 from mnist_torch.checkpoint import CheckpointError, load_checkpoint, records_to_json, save_checkpoint
-from mnist_torch.config import EVAL_BATCH_SIZE, DeviceUnavailable, TrainConfig, parse_config
+from mnist_torch.config import EVAL_BATCH_SIZE, DeviceUnavailable, DistributedError, TrainConfig, parse_config, per_device_batch
 from mnist_torch.cuda_graphs import CapturedStep, warm_up
 from mnist_torch.data import DataError, Split, batch_order, load_mnist, num_batches
 from mnist_torch.divergence import Diverged, check_epoch, kept
 from mnist_torch.files import OutDirBusy, out_dir_lock, write_failure
 from mnist_torch.model import CNN
+from mnist_torch.parallel import (
+    World,
+    data_parallel,
+    describe,
+    finish,
+    global_mean,
+    is_writer,
+    local_columns,
+    lost_process,
+    start_processes,
+)
 from mnist_torch.plots import write_plots
 from mnist_torch.progress import EpochProgress, progress_enabled
 from mnist_torch.report import EpochRecord, format_epoch, write_metrics
@@ -52,8 +67,9 @@ COMPUTE_DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16}
 
 class TrainState(NamedTuple):
     """The model and optimizer that `train_step` updates in place, the dtype the step computes in, and
-    the callable that runs the model's forward pass in training: the model itself, or (--mode compile)
-    `torch.compile(model)`. Evaluation, checkpoints and weights always use the plain `model`."""
+    the callable that runs the model's forward pass in training: the model itself, its
+    DistributedDataParallel wrapper under torchrun, either through `torch.compile` with --mode compile.
+    Evaluation, checkpoints and weights always use the plain `model`."""
 
     model: CNN
     optimizer: torch.optim.SGD
@@ -156,21 +172,25 @@ PREPARED = {"compile": "compiled the train step with torch.compile", "cuda-graph
 Step = Callable[[torch.Tensor], Metrics]
 
 
-def compile_step(state: TrainState, train: Split, config: TrainConfig) -> tuple[TrainState, Step, float | None]:
-    """The training step of PyTorch's execution mode `config.mode`, and the seconds spent preparing it.
+def compile_step(state: TrainState, train: Split, config: TrainConfig, world: World) -> tuple[TrainState, Step, float | None]:
+    """The training step of PyTorch's execution mode `config.mode` on this rank's slice of each batch, and
+    the seconds spent preparing it.
 
     eager: `train_step` as it is (nothing to prepare, None). compile: the forward pass through
     `torch.compile`, compiled now on one real batch, whose update is then undone, so that the
     compilation is timed apart from the epochs. cuda-graphs: the whole step captured as a CUDA graph
-    (`mnist_torch.cuda_graphs`). Every mode computes the same SGD steps in the same order.
+    (`mnist_torch.cuda_graphs`). Every mode computes the same SGD steps in the same order. Under
+    torchrun the forward pass goes through DistributedDataParallel, which averages the gradients.
     """
     mode = config.mode or "eager"
     if mode == "cuda-graphs":
         captured = CapturedStep(train_step, state, train, config.batch_size)
         return state, captured, captured.capture_seconds
+    forward = data_parallel(state.model, world, train.images.device)
     if mode == "compile":
-        state = state._replace(forward=torch.compile(state.model))
-    first = torch.arange(config.batch_size, device=train.images.device)
+        forward = torch.compile(forward)
+    state = state._replace(forward=None if forward is state.model else forward)
+    first = torch.arange(config.batch_size // world.size, device=train.images.device)
 
     def step(idx: torch.Tensor) -> Metrics:
         return train_step(state, (train.images[idx], train.labels[idx]))
@@ -178,21 +198,23 @@ def compile_step(state: TrainState, train: Split, config: TrainConfig) -> tuple[
     return state, step, warm_up(lambda: step(first), state, steps=1) if mode == "compile" else None
 
 
-def train_epoch(state: TrainState, train: Split, config: TrainConfig, epoch: int, step: Step) -> np.ndarray:
+def train_epoch(state: TrainState, train: Split, config: TrainConfig, epoch: int, step: Step, world: World) -> np.ndarray:
     """One pass in the shared batch order; returns every step's loss, on the host, once the device has finished.
 
-    The epoch's batch order goes to the device once, as one (steps, batch) index tensor, and each
-    step gathers its batch there. The losses stay on the device until the epoch ends, and the
-    progress bar (a terminal only) reads the latest one every few steps, not every step.
+    The epoch's batch order (this rank's slice of every batch, under torchrun) goes to the device
+    once, as one (steps, batch) index tensor, and each step gathers its batch there. The losses stay
+    on the device until the epoch ends, then are averaged over the ranks into the global batches'
+    losses, and the progress bar (a terminal only) reads the latest one every few steps, not every step.
     """
-    order = torch.from_numpy(batch_order(config.seed, epoch, len(train.labels), config.batch_size)).to(train.images.device)
+    order = batch_order(config.seed, epoch, len(train.labels), config.batch_size)
+    order = torch.from_numpy(local_columns(order, world)).to(train.images.device)
     losses = []
     with EpochProgress(len(order), epoch, config.epochs, config.batch_size, progress_enabled(config.quiet)) as progress:
         for idx in order:
             loss = step(idx)["loss"]
             losses.append(loss)
             progress.step(loss.item)
-    return torch.stack(losses).cpu().numpy()
+    return global_mean(torch.stack(losses), world).cpu().numpy()
 
 
 def params_finite(model: CNN) -> bool:
@@ -201,60 +223,93 @@ def params_finite(model: CNN) -> bool:
 
 def train(config: TrainConfig) -> list[EpochRecord]:
     config = dataclasses.replace(config, mode=config.mode or "eager")  # metrics.json names the mode that ran
-    with deterministic(), out_dir_lock(config.out_dir, "python -m mnist_torch.train"):  # one run per out-dir
+    with deterministic():
         device = resolve_device(config.device)
-        if config.mode == "cuda-graphs" and device.type != "cuda":
-            raise DeviceUnavailable(
-                f"--mode cuda-graphs captures CUDA graphs and needs a CUDA GPU, but this run is on {device}; "
-                "use --mode eager or --mode compile, or --device cuda on a machine with a GPU"
-            )
-        data = load_mnist(config.data_dir)
-        train_split = Split(data.train.images[: config.train_size].to(device), data.train.labels[: config.train_size].to(device))
-        test_split = Split(data.test.images.to(device), data.test.labels.to(device))
-        state = create_state(config.seed, config, device)
-        records: list[EpochRecord] = []
-        if config.resume:
-            state, records = load_checkpoint(config.out_dir, state, config)
-            if not config.quiet:
-                print(f"resumed from {config.out_dir} after epoch {len(records)}", flush=True)
-        state, step, compile_seconds = compile_step(state, train_split, config)
-        if not config.quiet and compile_seconds is not None:
-            print(f"{PREPARED[config.mode]} in {compile_seconds:.2f}s", flush=True)
-        images_per_epoch = num_batches(config.train_size, config.batch_size) * config.batch_size
+        world = start_processes(config, device.type)  # torch.distributed under torchrun; nothing for one process
+        try:
+            writer = is_writer(world)  # rank 0 writes the run's files; every rank computes every step
+            with out_dir_lock(config.out_dir, "python -m mnist_torch.train") if writer else contextlib.nullcontext():
+                return _train(config, world, torch.device("cuda", world.local_rank) if world.size > 1 and device.type == "cuda" else device)
+        finally:
+            finish(world)
 
-        versions = {"torch": torch.__version__, "torchvision": torchvision.__version__}
-        for epoch in range(len(records) + 1, config.epochs + 1):
-            start = time.perf_counter()
-            losses = train_epoch(state, train_split, config, epoch, step)
-            seconds = time.perf_counter() - start
-            try:
-                check_epoch(epoch, losses, params_finite(state.model), config.lr, kept(config.out_dir, records[-1].epoch if records else None))
-            except Diverged as err:  # nothing of this epoch is saved; metrics.json says where it stopped
-                write_metrics("torch", config, records, str(device), versions, compile_seconds, diverged=err.record())
-                raise
-            test_loss, test_accuracy = evaluate(state.model, test_split)
-            records.append(EpochRecord(epoch, float(losses.mean()), test_loss, test_accuracy, seconds, images_per_epoch / seconds))
+
+def _train(config: TrainConfig, world: World, device: torch.device) -> list[EpochRecord]:
+    if config.mode == "cuda-graphs" and device.type != "cuda":
+        raise DeviceUnavailable(
+            f"--mode cuda-graphs captures CUDA graphs and needs a CUDA GPU, but this run is on {device}; "
+            "use --mode eager or --mode compile, or --device cuda on a machine with a GPU"
+        )
+    if config.mode == "cuda-graphs" and world.size > 1:
+        raise DistributedError("--mode cuda-graphs captures one process's step and does not run under torchrun; "
+                               "use --mode eager or --mode compile with several processes")
+    per_device_batch(config.batch_size, world.size, f"{world.size} processes")
+    writer = is_writer(world)
+    quiet = config.quiet or not writer
+    data = load_mnist(config.data_dir)
+    train_split = Split(data.train.images[: config.train_size].to(device), data.train.labels[: config.train_size].to(device))
+    test_split = Split(data.test.images.to(device), data.test.labels.to(device))  # every rank evaluates all of it
+    state = create_state(config.seed, config, device)
+    records: list[EpochRecord] = []
+    if config.resume:
+        state, records = load_checkpoint(config.out_dir, state, config)
+        if not quiet:
+            print(f"resumed from {config.out_dir} after epoch {len(records)}", flush=True)
+    state, step, compile_seconds = compile_step(state, train_split, config, world)
+    if not quiet and compile_seconds is not None:
+        print(f"{PREPARED[config.mode]} in {compile_seconds:.2f}s", flush=True)
+    images_per_epoch = num_batches(config.train_size, config.batch_size) * config.batch_size
+    versions = {"torch": torch.__version__, "torchvision": torchvision.__version__}
+
+    def metrics_file(diverged: dict | None = None) -> Path | None:
+        return write_metrics("torch", config, records, str(device), versions, compile_seconds,
+                             diverged=diverged, parallel=describe(world)) if writer else None
+
+    for epoch in range(len(records) + 1, config.epochs + 1):
+        start = time.perf_counter()
+        losses = train_epoch(state, train_split, config, epoch, step, world)
+        seconds = time.perf_counter() - start
+        try:
+            check_epoch(epoch, losses, params_finite(state.model), config.lr, kept(config.out_dir, records[-1].epoch if records else None))
+        except Diverged as err:  # nothing of this epoch is saved; metrics.json says where it stopped
+            metrics_file(err.record())
+            raise
+        test_loss, test_accuracy = evaluate(state.model, test_split)
+        records.append(EpochRecord(epoch, float(losses.mean()), test_loss, test_accuracy, seconds, images_per_epoch / seconds))
+        if writer:
             save_checkpoint(config.out_dir, state, records, config)
-            if not config.quiet:
-                print(format_epoch(records[-1], config.epochs), flush=True)
+        if not quiet:
+            print(format_epoch(records[-1], config.epochs), flush=True)
 
-        path = write_metrics("torch", config, records, str(device), versions, compile_seconds)
+    if writer:
+        path = metrics_file()
         export_weights(state.model, config.out_dir / WEIGHTS_FILE)
         predictions = predict(state.model, test_split.images).argmax(axis=1)
         plots = write_plots(config.out_dir, "torch", records_to_json(records), data.test.images.numpy(), data.test.labels.numpy(), predictions)
         written = ", ".join(p.name for p in plots)
-        print(f"test accuracy {100 * records[-1].test_accuracy:.2f}% on {device}; wrote {path}, {WEIGHTS_FILE}, checkpoint, {written}")
-        return records
+        print(f"test accuracy {100 * records[-1].test_accuracy:.2f}% on {describe_device(device, world)}; "
+              f"wrote {path}, {WEIGHTS_FILE}, checkpoint, {written}")
+    return records
+
+
+def describe_device(device: torch.device, world: World) -> str:
+    """`cpu` for one process, `2 processes (gloo), cpu` under torchrun."""
+    return str(device) if world.size == 1 else f"{world.size} processes ({torch.distributed.get_backend()}), {device.type}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     config = parse_config("torch", argv)
     try:
         train(config)
-    except (DataError, DeviceUnavailable, CheckpointError, Diverged, OutDirBusy) as err:
+    except (DataError, DeviceUnavailable, DistributedError, CheckpointError, Diverged, OutDirBusy) as err:
         sys.exit(f"error: {err}")
     except OSError as err:  # the out-dir's disk is full, read-only, or not a folder
         sys.exit(f"error: {write_failure(err, config.out_dir)}")
+    except Exception as err:
+        world = World(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
+        if (lost := lost_process(err, world, config)) is None:
+            raise
+        sys.exit(f"error: {lost}")
 
 
 if __name__ == "__main__":
