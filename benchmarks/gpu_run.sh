@@ -12,8 +12,8 @@
 #   2. checks that pytest and pytest-benchmark work together (pytest 9 with pytest-benchmark 5.3.0 does not);
 #   3. pytest -m gpu (the GPU tests);
 #   4. the benchmark suite's cuda rows, most important first: float32 and TF32 at batch 128, then at
-#      batch 1024, then bf16, then one-image latency, then the accuracy runs (full default trainings), each stage inside the
-#      time budget (a benchmark that would start after its stage's deadline is skipped, with the reason);
+#      batch 1024, then bf16, then one-image latency, then the accuracy runs (full default trainings), then data-parallel
+#      scaling (skipped, with the reason, below 2 GPUs), each stage inside the time budget (a benchmark that would start after its stage's deadline is skipped, with the reason);
 #   5. both trainers' default runs on cuda (and PyTorch's --mode cuda-graphs);
 #   6. reproducibility: each trainer twice with the same flags, weights' bytes compared (benchmarks.reproducibility);
 # and writes into OUT_DIR: NAME.json (the stages' results merged), NAME.md and NAME.png (benchmarks.report),
@@ -152,6 +152,7 @@ if [ "$benchmarks_ok" = 1 ]; then
   bench_stage "latency, one image per call, and the float32 matmul peak" "$device and (latency or peak)" 110
   bench_stage "accuracy runs, float32" "$device and accuracy and float32" 90
   bench_stage "accuracy runs, bf16" "$device and accuracy and bf16" 60
+  bench_stage "data-parallel scaling (2 or more GPUs)" "$device and scaling" 50
 fi
 
 # --- 5. the trainers' default runs ----------------------------------------------------------------------

@@ -28,7 +28,7 @@ BASELINE = "torch_eager"
 FLOP_PER_IMAGE = {"train": 27.41e6, "eval": 9.288e6}
 
 #: Modes with their own table: not images per second of a batch.
-OWN_TABLE = ("accuracy", "latency", "peak")
+OWN_TABLE = ("accuracy", "latency", "peak", "scaling")
 
 
 def read_json(path: Path) -> dict:
@@ -136,6 +136,26 @@ def latency_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def scaling_table(rows: list[dict]) -> str:
+    """Data-parallel rows: images/s on N devices, and the efficiency against the same framework's 1-device run."""
+    runs = [r for r in rows if r["mode"] == "scaling"]
+    if not runs:
+        return ""
+    one = {(r["device"], r["framework"]): r["images_per_s"] for r in runs if r["devices"] == 1}
+    lines = [
+        "| data parallel, global batch 128 | device | processes | devices | threads per device | images/s | speed-up | efficiency |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(runs, key=lambda r: (r["device"], r["framework"] != "torch", r["devices"], r["variant"])):
+        base = one.get((r["device"], r["framework"]))
+        speedup = f"{r['images_per_s'] / base:.2f}x" if base else "n/a"
+        efficiency = f"{100 * r['images_per_s'] / (base * r['devices']):.0f}%" if base else "n/a"
+        threads = r.get("threads_per_device") or "all"
+        lines.append(f"| {r['variant']} | {r['device']} | {r['processes']} | {r['devices']} | {threads} | "
+                     f"{r['images_per_s']:,.0f} | {speedup} | {efficiency} |")
+    return "\n".join(lines)
+
+
 def environment_line(rows: list[dict], when: str) -> str:
     r = rows[0]
     devices = sorted({f"{x['device']}: {x['device_name']}" for x in rows})
@@ -186,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     if len(args.results) > 1:
         (out_dir / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
-    sections = [environment_line(rows, when), throughput_table(rows), latency_table(rows), accuracy_table(rows)]
+    sections = [environment_line(rows, when), throughput_table(rows), latency_table(rows), accuracy_table(rows), scaling_table(rows)]
     markdown = "\n\n".join(s for s in sections if s) + "\n"
     (out_dir / f"{name}.md").write_text(markdown)
     bar_chart(rows, out_dir / f"{name}.png", args.title)

@@ -96,12 +96,14 @@ GOOD = {
     "--device": st.sampled_from(DEVICES),
     "--precision": st.sampled_from(PRECISIONS),
     "--mode": st.sampled_from(TORCH_MODES),
+    "--devices": st.integers(1, 8).map(str),
+    "--dist-timeout": st.integers(1, 3600).map(str),
 }
 TRAIN_FLAGS = ["--epochs", "--batch-size", "--lr", "--momentum", "--seed", "--device", "--precision", "--data-dir",
                "--out-dir", "--train-size"]
 FLAGS = {
-    ("train", "torch"): TRAIN_FLAGS + ["--mode"],
-    ("train", "jax"): TRAIN_FLAGS,
+    ("train", "torch"): TRAIN_FLAGS + ["--mode", "--dist-timeout"],
+    ("train", "jax"): TRAIN_FLAGS + ["--devices", "--dist-timeout"],
     ("evaluate", "torch"): ["--weights", "--checkpoint", "--device", "--data-dir"],
     ("predict", "torch"): ["--checkpoint", "--device"],
 }
@@ -279,6 +281,34 @@ def test_absurd_values_are_refused_with_one_line_saying_why(framework, argv, mes
     parsed, code, _, stderr = run("train", framework, argv)
     assert code == 2 and parsed is None
     assert assert_one_error_line(f"python -m mnist_{framework}.train", stderr).startswith(message)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--devices", "0"], "argument --devices: expected a positive integer, got 0"),
+        (["--num-processes", "2"], "argument --num-processes: 2 processes need --coordinator HOST:PORT, where process 0 listens"),
+        (["--coordinator", "localhost:1234"], "argument --coordinator/--process-id: only for runs of several processes"),
+        (["--process-id", "1"], "argument --coordinator/--process-id: only for runs of several processes"),
+        (["--num-processes", "2", "--process-id", "2", "--coordinator", "localhost:1234"],
+         "argument --process-id: 2 is not below --num-processes 2; pass 0 to 1"),
+        (["--num-processes", "2", "--coordinator", "localhost"], "argument --coordinator: expected HOST:PORT of process 0"),
+        (["--num-processes", "2", "--coordinator", "localhost:70000"], "argument --coordinator: expected HOST:PORT of process 0"),
+        (["--dist-timeout", "0"], "argument --dist-timeout: expected a positive integer, got 0"),
+    ],
+)
+def test_data_parallel_flags_are_checked_first(argv, message):
+    parsed, code, _, stderr = run("train", "jax", argv)
+    assert code == 2 and parsed is None
+    assert assert_one_error_line("python -m mnist_jax.train", stderr).startswith(message)
+
+
+def test_data_parallel_flags_parse():
+    config = check_command_line("train", "jax", ["--devices", "4", "--num-processes", "2", "--process-id", "1",
+                                                 "--coordinator", "[::1]:12355", "--dist-timeout", "60"])
+    assert (config.devices, config.num_processes, config.process_id, config.coordinator, config.dist_timeout) == (4, 2, 1, "[::1]:12355", 60)
+    parsed, code, _, stderr = run("train", "torch", ["--devices", "2"])  # PyTorch takes its processes from torchrun
+    assert code == 2 and "unrecognized arguments: --devices 2" in stderr
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
