@@ -51,6 +51,7 @@ def test_jax_trainer_picks_the_epoch_scan_on_accelerators_only():
     assert not jax_train.epoch_per_call(jax.devices("cpu")[0])
     assert jax_train.Steps(epoch=len).describe() == "a whole epoch per call"
     assert jax_train.Steps(fused=len, single=len).describe() == f"{jax_train.FUSED_STEPS} unrolled steps per call"
+    assert jax_train.Steps(single=len).describe() == "one step per call"  # several CPU devices: `fuse_steps`
 
 
 def test_an_xla_without_the_cpu_options_compiles_without_them_and_says_so(jax_mnist, capsys):
