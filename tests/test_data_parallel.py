@@ -39,7 +39,9 @@ from safetensors.numpy import load_file
 
 from mnist_jax.checkpoint import CHECKPOINT_FILE as JAX_CHECKPOINT
 from mnist_torch.checkpoint import CHECKPOINT_FILE as TORCH_CHECKPOINT
-from mnist_torch.config import DeviceUnavailable, DistributedError, per_device_batch
+from mnist_jax import train as jax_train
+from mnist_torch import train as torch_train
+from mnist_torch.config import DeviceUnavailable, DistributedError, parse_config, per_device_batch
 from tests.numerics import relative_error
 
 #: 20 SGD steps: 2 epochs of 10 batches of 128, at a learning rate where the trajectory is stable (docstring).
@@ -130,11 +132,12 @@ def assert_stopped_in_one_line(stderr: str, start: str) -> None:
 
 @pytest.fixture(scope="module")
 def one_device(tmp_path_factory) -> dict[str, Path]:
-    """Each framework's one-device run of FLAGS."""
+    """Each framework's one-device run of FLAGS, trained in this process (tests/test_reproducibility.py shows
+    the command line and the in-process run give the same bytes): two process starts saved."""
     runs = {}
-    for framework in ("torch", "jax"):
+    for framework, trainer_module in (("torch", torch_train), ("jax", jax_train)):
         runs[framework] = tmp_path_factory.mktemp(f"{framework}-one")
-        run(trainer(framework, runs[framework]))
+        trainer_module.train(parse_config(framework, [*FLAGS, "--out-dir", str(runs[framework])]))
     return runs
 
 
@@ -182,8 +185,8 @@ def test_a_process_without_its_coordinator_stops_in_one_line(tmp_path):
     port = free_port()
     commands = {
         "jax": (trainer("jax", tmp_path / "jax", "--num-processes", "2", "--process-id", "1", "--coordinator", f"localhost:{port}",
-                        "--dist-timeout", "2"), {}, "error: process 1 of 2 found no coordinator at --coordinator"),
-        "torch": (trainer("torch", tmp_path / "torch", "--dist-timeout", "2"),
+                        "--dist-timeout", "1"), {}, "error: process 1 of 2 found no coordinator at --coordinator"),
+        "torch": (trainer("torch", tmp_path / "torch", "--dist-timeout", "1"),
                   {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)},
                   "error: rank 1 of 2 could not join the run at 127.0.0.1:"),
     }
