@@ -18,6 +18,7 @@ parallelism is a matter of where arrays are placed (the steps do not change).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 import time
@@ -353,7 +354,8 @@ def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
     device = resolve_device(config.device)
     mesh = make_mesh(device.platform, config.devices)
     per_device_batch(config.batch_size, mesh.size, f"{mesh.size} devices")
-    quiet = config.quiet or not writer
+    if not writer:  # one progress bar and one report per run: process 0's
+        config = dataclasses.replace(config, quiet=True)
     data = load_mnist(config.data_dir)
     train_host = Split(data.train.images[: config.train_size], data.train.labels[: config.train_size])
     # An accelerator keeps the training set resident (each device gathers its share of every batch);
@@ -365,10 +367,10 @@ def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
     records: list[EpochRecord] = []
     if config.resume:
         state, records = load_checkpoint(config.out_dir, state, config)  # restored onto the same devices
-        if not quiet:
+        if not config.quiet:
             print(f"resumed from {config.out_dir} after epoch {len(records)}", flush=True)
     steps, compile_seconds, lookups = compile_steps(state, train_split, test_split, config.batch_size, device, mesh)
-    if not quiet:
+    if not config.quiet:
         print(f"compiled train and eval steps ({steps.describe()}, {describe_mesh(mesh)}) in {compile_seconds:.2f}s "
               f"({describe_lookups(lookups, cache_dir)})", flush=True)
     images_per_epoch = num_batches(config.train_size, config.batch_size) * config.batch_size
@@ -392,7 +394,7 @@ def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
         records.append(EpochRecord(epoch, float(losses.mean()), test_loss, test_accuracy, seconds, images_per_epoch / seconds))
         if writer:
             save_checkpoint(config.out_dir, state, records, config)
-        if not quiet:
+        if not config.quiet:
             print(format_epoch(records[-1], config.epochs), flush=True)
     predictions = predict(state.params, test_split.images).argmax(axis=1)  # a computation on every process's devices
 
@@ -406,7 +408,7 @@ def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
 
 
 def describe_mesh(mesh: Mesh) -> str:
-    """`TFRT_CPU_0` for one device, `2 devices (cuda:0, cuda:1) in 1 process` for several."""
+    """`cpu:0` for one device, `2 devices (cuda:0, cuda:1) in 1 process` for several."""
     devices = list(mesh.devices.flat)
     if len(devices) == 1:
         return str(devices[0])

@@ -245,7 +245,8 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
                                "use --mode eager or --mode compile with several processes")
     per_device_batch(config.batch_size, world.size, f"{world.size} processes")
     writer = is_writer(world)
-    quiet = config.quiet or not writer
+    if not writer:  # one progress bar and one report per run: process 0's
+        config = dataclasses.replace(config, quiet=True)
     data = load_mnist(config.data_dir)
     train_split = Split(data.train.images[: config.train_size].to(device), data.train.labels[: config.train_size].to(device))
     test_split = Split(data.test.images.to(device), data.test.labels.to(device))  # every rank evaluates all of it
@@ -253,10 +254,10 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
     records: list[EpochRecord] = []
     if config.resume:
         state, records = load_checkpoint(config.out_dir, state, config)
-        if not quiet:
+        if not config.quiet:
             print(f"resumed from {config.out_dir} after epoch {len(records)}", flush=True)
     state, step, compile_seconds = compile_step(state, train_split, config, world)
-    if not quiet and compile_seconds is not None:
+    if not config.quiet and compile_seconds is not None:
         print(f"{PREPARED[config.mode]} in {compile_seconds:.2f}s", flush=True)
     images_per_epoch = num_batches(config.train_size, config.batch_size) * config.batch_size
     versions = {"torch": torch.__version__, "torchvision": torchvision.__version__}
@@ -278,7 +279,7 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
         records.append(EpochRecord(epoch, float(losses.mean()), test_loss, test_accuracy, seconds, images_per_epoch / seconds))
         if writer:
             save_checkpoint(config.out_dir, state, records, config)
-        if not quiet:
+        if not config.quiet:
             print(format_epoch(records[-1], config.epochs), flush=True)
 
     if writer:
