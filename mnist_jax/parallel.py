@@ -24,7 +24,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mnist_torch.config import DeviceUnavailable, DistributedError, TrainConfig
-from mnist_torch.parallel import LOST_PEER_SIGNS, first_line
+from mnist_torch.files import first_line
+from mnist_torch.parallel import LOST_PEER_SIGNS
 
 #: The mesh's one axis: the batch is split along it.
 DATA_AXIS = "data"

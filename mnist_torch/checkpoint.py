@@ -28,7 +28,7 @@ import torch
 
 from mnist_torch.config import TrainConfig
 from mnist_torch.divergence import non_finite
-from mnist_torch.files import CheckedFileError, checked_bytes, read_checked, write_atomically
+from mnist_torch.files import CheckedFileError, checked_bytes, first_line, read_checked, write_atomically
 from mnist_torch.model import CNN
 from mnist_torch.report import EpochRecord
 
@@ -70,12 +70,7 @@ def refused(err: CheckedFileError) -> CheckpointError:
 
 
 def unreadable(path: Path, err: Exception) -> CheckpointError:
-    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    if len(first_line) > 300:  # a library's message can run on for pages: keep the part that names the problem
-        first_line = first_line[:300] + " ..."
-    return CheckpointError(
-        f"{path} is not a readable checkpoint ({type(err).__name__}: {first_line}); {DISCARD_FIX}"
-    )
+    return CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}: {first_line(err)}); {DISCARD_FIX}")
 
 
 def check_finite(path: Path, arrays: dict[str, Any]) -> None:

@@ -148,3 +148,13 @@ def write_failure(err: OSError, out_dir: Path) -> str:
     return (f"cannot write {where}: {err.strerror or err}; files already in {out_dir} are as they were "
             f"(each is replaced only once its successor is complete); free some space, fix the permissions, "
             f"or pass another --out-dir")
+
+
+def first_line(err: BaseException, limit: int = 300) -> str:
+    """An error's first line, at most `limit` characters (then " ..."), for one-line messages: a library's
+    message (a collective's, a deserializer's) can run on for pages. The error's type when it says nothing."""
+    text = str(err).strip()
+    if not text:
+        return type(err).__name__
+    line = text.splitlines()[0]
+    return line[:limit] + " ..." if len(line) > limit else line

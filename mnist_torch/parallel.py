@@ -27,6 +27,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from mnist_torch.config import DistributedError, TrainConfig
+from mnist_torch.files import first_line
 
 
 class World(NamedTuple):
@@ -129,8 +130,3 @@ def lost_process(err: Exception, world: World, config: TrainConfig) -> Distribut
         f"the last finished epoch in {config.out_dir} is whole: run the same torchrun command again with --resume"
     )
 
-
-def first_line(err: BaseException) -> str:
-    """An error's first line, at most 300 characters: collectives' messages can run on for pages."""
-    text = str(err).strip()
-    return text.splitlines()[0][:300] if text else type(err).__name__
