@@ -22,7 +22,6 @@ import socket
 import statistics
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
