@@ -38,6 +38,11 @@ class World(NamedTuple):
     local_rank: int = 0
 
 
+def launched_world() -> World:
+    """This process's place as torchrun's environment gives it (RANK, WORLD_SIZE, LOCAL_RANK); one process without it."""
+    return World(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0")))
+
+
 def start_processes(config: TrainConfig, device_type: str) -> World:
     """Join the process group when `torchrun` (or anything that sets its environment) started this process;
     a plain ``python -m mnist_torch.train`` is one process and joins nothing.
@@ -46,10 +51,9 @@ def start_processes(config: TrainConfig, device_type: str) -> World:
     bounds each collective by the same, so a rank whose peer vanished stops instead of hanging. When one
     rank fails, torchrun stops the others with SIGTERM: each then says so in one line (`stopped`).
     """
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size == 1:
-        return World()
-    world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
+    world = launched_world()
+    if world.size == 1:
+        return world
     if device_type == "cuda":
         torch.cuda.set_device(world.local_rank)  # one GPU per process, before NCCL starts
     try:

@@ -48,6 +48,7 @@ from mnist_torch.parallel import (
     finish,
     global_mean,
     is_writer,
+    launched_world,
     local_columns,
     lost_process,
     start_processes,
@@ -307,8 +308,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except OSError as err:  # the out-dir's disk is full, read-only, or not a folder
         sys.exit(f"error: {write_failure(err, config.out_dir)}")
     except Exception as err:
-        world = World(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
-        if (lost := lost_process(err, world, config)) is None:
+        if (lost := lost_process(err, launched_world(), config)) is None:
             raise
         sys.exit(f"error: {lost}")
 
