@@ -21,6 +21,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--bench-deadline", type=float, default=None, metavar="UNIX_SECONDS",
         help="benchmarks: skip, with the reason, every benchmark that would start after this time (time.time())",
     )
+    parser.addoption(
+        "--bench-threads", type=int, default=None, metavar="N",
+        help="benchmarks: threads for both frameworks (PyTorch's intra-op threads; XLA's CPU pool through the CPU "
+        "affinity); default: every core this process may use",
+    )
+    parser.addoption(
+        "--bench-seeds", type=int, default=None, metavar="N",
+        help="benchmarks: seeds each trainer runs in the accuracy benchmark (default 10 on a GPU, 3 on the CPU)",
+    )
+    parser.addoption(
+        "--bench-allow-dirty", action="store_true",
+        help="benchmarks: run even though the working tree differs from its commit (the results are marked dirty)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:

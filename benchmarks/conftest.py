@@ -1,19 +1,55 @@
-"""Benchmark plumbing: devices that skip with a reason, smoke mode, and what every result records."""
+"""Benchmark plumbing: devices that skip with a reason, smoke mode, the run's conditions (threads, load,
+provenance: refused on a dirty tree), and what every result records."""
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import time
 from importlib.metadata import version
+from typing import Any
 
 import jax
 import pytest
 import torch
 
-from benchmarks.runners import BF16_DEVICES, gpu_present
+from benchmarks import conditions
+from benchmarks.runners import BF16_DEVICES, SETTINGS, gpu_present
 
 DEVICES = ("cpu", "cuda")
+
+
+def measuring(config: pytest.Config) -> bool:
+    """True when this run times benchmarks for real (not a dry run, not --benchmark-disable)."""
+    return not (config.getoption("bench_dry_run") or config.getoption("benchmark_disable"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Before anything starts a framework's backend: the same threads for both frameworks, and, for a real
+    run, a tree whose commit says what was measured (else one line and exit status 2)."""
+    try:
+        config.bench_threads = conditions.set_threads(config.getoption("bench_threads"))
+    except ValueError as err:
+        raise pytest.UsageError(str(err)) from None
+    info = conditions.provenance()
+    refusal = conditions.dirty_refusal(info)
+    if measuring(config) and refusal and not config.getoption("bench_allow_dirty"):
+        raise pytest.UsageError(refusal)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    warning = conditions.load_warning() if measuring(config) else None
+    info = run_conditions()
+    lines = [f"benchmarks: {info['threads']} threads for both frameworks; commit {info['commit']} "
+             f"({'dirty' if info['dirty'] else 'clean' if info['dirty'] is False else info['commit_source']})"]
+    return lines + ([warning] if warning else [])
+
+
+@functools.cache
+def run_conditions() -> dict[str, Any]:
+    """Provenance and threads, the same for every row of the run (looked up once)."""
+    return {**conditions.provenance(), "threads": torch.get_num_threads(), "cpu_affinity": conditions.available_cores()}
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -69,9 +105,13 @@ def device_name(device: str) -> str:
     return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
-def environment(device: str) -> dict[str, str]:
+def environment(device: str) -> dict[str, Any]:
+    """What every result row records: the device, the versions, the commit and the run's settings."""
     return {
         "device_name": device_name(device),
+        "cpu_name": f"{cpu_model()}, {os.cpu_count()} cores",
+        "settings": SETTINGS[device],
+        **run_conditions(),
         "torch": torch.__version__,
         "jax": jax.__version__,
         "jaxlib": version("jaxlib"),

@@ -1,23 +1,30 @@
-"""Turn pytest-benchmark JSON into a Markdown table and a PNG bar chart.
+"""Turn pytest-benchmark JSON into Markdown tables and a PNG bar chart with error bars.
 
 Usage: python -m benchmarks.report RESULTS.json [MORE.json ...] [--out-dir DIR] [--name NAME] [--title TEXT]
 Writes DIR/NAME.md and DIR/NAME.png (NAME: the first JSON's stem) and prints the Markdown; given
 several JSON files (the stages of `benchmarks/gpu_run.sh`), it also writes their rows merged into
-DIR/NAME.json. Ratios compare each variant with PyTorch eager on the same device, mode, batch size
-and precision.
+DIR/NAME.json. Every figure carries its 95% interval where its rounds allow one; ratios are paired
+(from rounds that ran side by side, `benchmarks.stats`) and compare each variant with PyTorch eager on
+the same device, mode, batch size and precision; goals are judged on the interval's lower end.
+Results from a dirty tree, or from a commit this repository does not know, are shown as such.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Iterable
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from benchmarks import stats  # noqa: E402
+from benchmarks.conditions import REPO  # noqa: E402
 
 BASELINE = "torch_eager"
 
@@ -28,14 +35,35 @@ BASELINE = "torch_eager"
 FLOP_PER_IMAGE = {"train": 27.41e6, "eval": 9.288e6}
 
 #: Modes with their own table: not images per second of a batch.
-OWN_TABLE = ("accuracy", "latency", "peak", "scaling")
+OWN_TABLE = ("accuracy", "latency", "peak", "scaling", "cold_start", "memory")
+
+#: Each trainer's own path through the steps, per device: what `python -m mnist_jax.train` runs, and
+#: PyTorch's fastest mode there. The goals compare them.
+JAX_TRAINER_PATH = {"cpu": "jax_scan_unrolled", "cuda": "jax_epoch"}
+TORCH_BEST = {"cpu": "torch_compile", "cuda": "torch_cudagraph"}
+#: (device, mode, faster variant, slower variant, goal): judged in every comparison where both ran.
+GOALS = [
+    ("cpu", "train", JAX_TRAINER_PATH["cpu"], TORCH_BEST["cpu"], 1.0),
+    ("cpu", "train", JAX_TRAINER_PATH["cpu"], BASELINE, 1.0),
+    ("cuda", "train", JAX_TRAINER_PATH["cuda"], TORCH_BEST["cuda"], 1.0),
+    ("cuda", "train", TORCH_BEST["cuda"], BASELINE, 3.0),
+]
+
+
+class ReportError(ValueError):
+    """Input the report cannot use; the message says what and how to make it."""
 
 
 def read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        sys.exit(f"error: cannot read {path} ({err}); expected the file written by `pytest benchmarks --benchmark-only --benchmark-json {path}`")
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ReportError(f"cannot read {path} ({err}); expected the file written by "
+                          f"`pytest benchmarks --benchmark-only --benchmark-json {path}`") from None
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks", []), list):
+        raise ReportError(f"{path} is JSON but not pytest-benchmark's (no list under \"benchmarks\"); expected the file "
+                          f"written by `pytest benchmarks --benchmark-only --benchmark-json {path}`")
+    return data
 
 
 def merge(documents: list[dict]) -> dict:
@@ -44,9 +72,22 @@ def merge(documents: list[dict]) -> dict:
 
 
 def rows_of(data: dict, source: str) -> tuple[list[dict], str]:
-    rows = [b["extra_info"] for b in data.get("benchmarks", []) if b.get("extra_info", {}).get("variant")]
+    """One dict per variant: a comparison's rows each get the comparison's common fields (device, versions ...)."""
+    rows = []
+    for b in data.get("benchmarks", []):
+        info = b.get("extra_info") if isinstance(b, dict) else None
+        if not isinstance(info, dict):
+            continue
+        common = {k: v for k, v in info.items() if k != "rows"}
+        rows.extend({**common, **row} for row in info.get("rows", []) if isinstance(row, dict))
+        if info.get("variant"):
+            rows.append(info)
     if not rows:
-        sys.exit(f"error: {source} holds no benchmark results with extra_info; was it run with --benchmark-disable?")
+        raise ReportError(f"{source} holds no benchmark results with extra_info; was it run with --benchmark-disable?")
+    required = ("variant", "mode", "device")
+    if broken := next((r for r in rows if any(k not in r for k in required)), None):
+        raise ReportError(f"{source}: a result lacks {', '.join(k for k in required if k not in broken)}; "
+                          "it was not written by this project's benchmarks")
     return rows, data.get("datetime", "")
 
 
@@ -54,67 +95,102 @@ def seconds(value: float | None) -> str:
     return "none" if value is None else f"{value:.2f}"
 
 
-def mebibytes(value: int | None) -> str:
-    return "n/a" if value is None else f"{value / 2**20:,.0f}"
+def with_interval(value: float, low: float | None, high: float | None, fmt: str = ",.0f") -> str:
+    if low is None or high is None:
+        return f"{value:{fmt}}"
+    return f"{value:{fmt}} [{low:{fmt}}-{high:{fmt}}]"
+
+
+def ratio_text(summary: dict) -> str:
+    if summary.get("ratio") is None:
+        return "n/a"
+    text = with_interval(summary["ratio"], summary.get("low"), summary.get("high"), ".2f").replace(" [", "x [")
+    return text if "[" in text else f"{text}x" + (" (unpaired)" if summary.get("unpaired") else "")
 
 
 def throughput_key(row: dict) -> tuple:
     return row["mode"], row["device"], row["batch_size"], row["precision"]
 
 
+def speed_ratio(fast: dict, slow: dict) -> dict:
+    """How many times faster `fast` ran than `slow`: paired from their rounds when both carry them, else
+    (results recorded before the rounds were paired) the ratio of the two medians, marked unpaired."""
+    if fast.get("round_seconds") and slow.get("round_seconds"):
+        return stats.paired_speed_ratio(fast["round_seconds"], slow["round_seconds"])
+    return {"ratio": fast["images_per_s"] / slow["images_per_s"], "low": None, "high": None, "pairs": 0, "unpaired": True}
+
+
+def load_mark(row: dict) -> str:
+    if row.get("loaded"):
+        return f"**loaded** ({row['other_processes_cores']:.2f} cores used by others)"
+    if "other_processes_cores" in row:
+        return f"{row['other_processes_cores']:.2f}"
+    return "not recorded"
+
+
+def measured(rows: Iterable[dict], mode_filter) -> list[dict]:
+    return [r for r in rows if mode_filter(r["mode"]) and ("images_per_s" in r or "not_run" in r)]
+
 
 def throughput_table(rows: list[dict]) -> str:
-    runs = [r for r in rows if r["mode"] not in OWN_TABLE and "images_per_s" in r]
+    runs = measured(rows, lambda m: m not in OWN_TABLE)
     if not runs:
         return ""
-    baselines = {throughput_key(r): r["images_per_s"] for r in runs if r["variant"] == BASELINE}
-    peaks = {r["device"]: r["gflops"] for r in rows if r["mode"] == "peak" and "gflops" in r}
+    base = {throughput_key(r): r for r in runs if r["variant"] == BASELINE and "images_per_s" in r}
+    peaks = {r["device"]: r for r in rows if r["mode"] == "peak" and "gflops" in r}
     lines = [
-        "| mode | variant | device | batch | precision | images/s | vs PyTorch eager | GFLOP/s (of matmul peak) | compile s | peak MiB |",
-        "|---|---|---|---:|---|---:|---:|---:|---:|---:|",
+        "| mode | variant | device | batch | precision | images/s, median [95% interval] | rounds | vs PyTorch eager, paired "
+        "[95% interval] | GFLOP/s (of matmul peak) | compile s | other processes, cores |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|---:|---|",
     ]
-    for r in sorted(runs, key=lambda r: (*throughput_key(r), -r["images_per_s"])):
-        base = baselines.get(throughput_key(r))
-        ratio = f"{r['images_per_s'] / base:.2f}x" if base else "n/a"
-        lines.append(
-            f"| {r['mode']} | {r['variant']} | {r['device']} | {r['batch_size']} | {r['precision']} | "
-            f"{r['images_per_s']:,.0f} | {ratio} | {gflops(r, peaks.get(r['device']))} | {seconds(r['compile_seconds'])} | "
-            f"{mebibytes(r.get('peak_memory_bytes'))} |"
-        )
+    for r in sorted(runs, key=lambda r: (*throughput_key(r), -r.get("images_per_s", -1))):
+        head = f"| {r['mode']} | {r['variant']} | {r['device']} | {r['batch_size']} | {r['precision']} |"
+        if "not_run" in r:
+            lines.append(f"{head} not run: {r['not_run']} | | | | | |")
+            continue
+        b = base.get(throughput_key(r))
+        ratio = ratio_text(speed_ratio(r, b)) if b else "n/a"
+        rate = with_interval(r["images_per_s"], r.get("images_per_s_low"), r.get("images_per_s_high"))
+        lines.append(f"{head} {rate} | {r.get('rounds', 'n/a')} | {ratio} | {gflops(r, peaks.get(r['device']))} | "
+                     f"{seconds(r['compile_seconds'])} | {load_mark(r)} |")
     if peaks:
         lines.append("")
-        lines.append("Matmul peak (one float32 torch.mm, measured in this run): "
-                     + "; ".join(f"{device} {value:,.0f} GFLOP/s" for device, value in sorted(peaks.items())) + ".")
-    measures = sorted({f"{r['device']} {r['framework']}: {r['memory_measure']}" for r in runs if r.get("memory_measure")})
-    if measures:
-        lines.append("")
-        lines.append(f"Peak memory: {'; '.join(measures)}.")
-    return "\n".join(lines)
+        lines.append("Matmul peak (one float32 torch.mm, measured in this run): " + "; ".join(
+            f"{d} {with_interval(p['gflops'], p.get('gflops_low'), p.get('gflops_high'))} GFLOP/s" for d, p in sorted(peaks.items())) + ".")
+    return "\n".join(lines + settings_lines(runs))
 
 
-def accuracy_table(rows: list[dict]) -> str:
-    runs = [r for r in rows if r["mode"] == "accuracy"]
-    if not runs:
-        return ""
-    lines = [
-        "| trainer | device | precision | epochs | test accuracy | time to 99% (s) | s/epoch | training s | compile s | original project |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in sorted(runs, key=lambda r: (r["device"], r["precision"], r["variant"])):
-        t99 = f"{r['time_to_99_s']:.2f}" if r["time_to_99_s"] is not None else "not reached"
-        lines.append(
-            f"| {r['variant']} | {r['device']} | {r['precision']} | {r['epochs']} | {100 * r['test_accuracy']:.2f}% | "
-            f"{t99} | {r['train_seconds'] / r['epochs']:.3f} | {r['train_seconds']:.1f} | {seconds(r['compile_seconds'])} | "
-            f"{100 * r['original_accuracy']:.2f}% |"
-        )
-    return "\n".join(lines)
+def settings_lines(runs: list[dict]) -> list[str]:
+    """The settings both frameworks ran under, stated beside the table (one line per device)."""
+    lines = []
+    for device in sorted({r["device"] for r in runs}):
+        r = next(x for x in runs if x["device"] == device)
+        threads = f"{r['threads']} threads for both frameworks" if "threads" in r else "threads not recorded"
+        lines.append(f"Settings, {device}: {threads}; {r.get('settings', 'autotuning and determinism not recorded')}; "
+                     "every variant warmed up alike, then timed in interleaved rounds.")
+    return [""] + lines if lines else []
 
 
-def gflops(row: dict, peak: float | None) -> str:
+def goal_lines(rows: list[dict]) -> str:
+    """Each goal, in every comparison where both variants ran, judged on the paired ratio's interval."""
+    runs = [r for r in rows if r["mode"] not in OWN_TABLE and "images_per_s" in r]
+    lines = []
+    for device, mode, fast, slow, goal in GOALS:
+        for key in sorted({throughput_key(r) for r in runs if r["device"] == device and r["mode"] == mode}):
+            pair = {r["variant"]: r for r in runs if throughput_key(r) == key and r["variant"] in (fast, slow)}
+            if len(pair) < 2:
+                continue
+            summary = speed_ratio(pair[fast], pair[slow])
+            lines.append(f"- {mode} {device} batch {key[2]} {key[3]}: {fast} >= {goal:g}x {slow}: {ratio_text(summary)}, "
+                         f"{stats.verdict(summary, goal)}")
+    return "Goals (met only when the paired ratio's whole 95% interval clears the goal):\n" + "\n".join(lines) if lines else ""
+
+
+def gflops(row: dict, peak: dict | None) -> str:
     """Achieved GFLOP/s of a throughput row, and its fraction of the device's measured float32 matmul rate
     (float32 rows only: TF32 and bf16 have other peaks)."""
     rate = row["images_per_s"] * FLOP_PER_IMAGE[row["mode"]] / 1e9
-    share = f" ({100 * rate / peak:.0f}%)" if peak and row["precision"] == "float32" else ""
+    share = f" ({100 * rate / peak['gflops']:.0f}%)" if peak and row["precision"] == "float32" else ""
     return f"{rate:,.1f}{share}"
 
 
@@ -123,16 +199,109 @@ def latency_table(rows: list[dict]) -> str:
     runs = [r for r in rows if r["mode"] == "latency" and "latency_p50_ms" in r]
     if not runs:
         return ""
-    baselines = {r["device"]: r["latency_p50_ms"] for r in runs if r["variant"] == BASELINE}
+    base = {r["device"]: r for r in runs if r["variant"] == BASELINE}
     lines = [
-        "| latency, 1 image per call | device | p50 ms | p99 ms | speed vs PyTorch eager (p50) | compile s |",
-        "|---|---|---:|---:|---:|---:|",
+        "| latency, 1 image per call | device | p50 ms [95% interval] | p99 ms | calls | speed vs PyTorch eager, paired blocks | compile s |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in sorted(runs, key=lambda r: (r["device"], r["latency_p50_ms"])):
-        base = baselines.get(r["device"])
-        ratio = f"{base / r['latency_p50_ms']:.2f}x" if base else "n/a"
-        lines.append(f"| {r['variant']} | {r['device']} | {r['latency_p50_ms']:.3f} | {r['latency_p99_ms']:.3f} | {ratio} | "
-                     f"{seconds(r['compile_seconds'])} |")
+        b = base.get(r["device"])
+        ratio = ratio_text(speed_ratio(r, b)) if b else "n/a"
+        p50 = with_interval(r["latency_p50_ms"], r.get("latency_p50_low_ms"), r.get("latency_p50_high_ms"), ".3f")
+        lines.append(f"| {r['variant']} | {r['device']} | {p50} | {r['latency_p99_ms']:.3f} | {r.get('calls', 'n/a')} | "
+                     f"{ratio} | {seconds(r['compile_seconds'])} |")
+    return "\n".join(lines)
+
+
+def spread(summary: dict, fmt: str, scale: float = 1.0, unit: str = "") -> str:
+    """mean (min-max) of a mean_and_spread summary."""
+    if not summary or summary.get("mean") is None:
+        return "none"
+    mean, low, high = (scale * summary[k] for k in ("mean", "min", "max"))
+    return f"{mean:{fmt}}{unit}" if summary["n"] == 1 else f"{mean:{fmt}}{unit} ({low:{fmt}}-{high:{fmt}})"
+
+
+def accuracy_table(rows: list[dict]) -> str:
+    runs = [r for r in rows if r["mode"] == "accuracy"]
+    if not runs:
+        return ""
+    if any("seeds_run" not in r for r in runs):
+        return legacy_accuracy_table(runs)
+    lines = [
+        "| trainer | device | precision | settings | seeds reaching 99% | time to 99%, s: mean (min-max) | first epoch at 99% | "
+        "final accuracy: mean ± sd (full runs) | s/epoch | compile s | original project |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(runs, key=lambda r: (r["device"], r["precision"], r["setting"] != "shipped", r["variant"])):
+        final = r["final_accuracy"]
+        final_text = "none" if final["mean"] is None else (
+            f"{100 * final['mean']:.2f}%" + (f" ± {100 * final['std']:.2f}" if final["std"] is not None else "") + f" (n={final['n']})")
+        planned = f" of {r['seeds_planned']} planned" if r["seeds_run"] < r["seeds_planned"] else ""
+        lines.append(
+            f"| {r['variant']} | {r['device']} | {r['precision']} | {r['setting']} | {r['reached_99']}/{r['seeds_run']}{planned} | "
+            f"{spread(r['time_to_99'], '.2f')} | {spread(r['first_epoch_at_99'], '.1f')} | {final_text} | "
+            f"{spread(r['seconds_per_epoch'], '.3f')} | {spread(r['compile_seconds'], '.2f')} | {100 * r['original_accuracy']:.2f}% |"
+        )
+    lines += ["", "Settings: shipped = each trainer's defaults in a fresh process (deterministic: PyTorch's deterministic "
+              "algorithms, XLA's deterministic GPU ops); fastest = `--nondeterministic` (cuDNN and XLA autotuning, atomics "
+              "allowed). Seed 0 trains every epoch (the final accuracy); the other seeds stop at their first epoch at >= 99%. "
+              "Time to 99% counts the training seconds of the epochs up to it, not start-up, compilation or evaluation."]
+    return "\n".join(lines)
+
+
+def legacy_accuracy_table(runs: list[dict]) -> str:
+    """Results recorded before the accuracy benchmark ran several seeds: one seed each, said so."""
+    lines = [
+        "| trainer (one seed: recorded before the seeds were repeated) | device | precision | epochs | test accuracy | "
+        "time to 99% (s) | s/epoch | compile s | original project |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(runs, key=lambda r: (r["device"], r["precision"], r["variant"])):
+        t99 = f"{r['time_to_99_s']:.2f}" if r.get("time_to_99_s") is not None else "not reached"
+        lines.append(f"| {r['variant']} | {r['device']} | {r['precision']} | {r['epochs']} | {100 * r['test_accuracy']:.2f}% | "
+                     f"{t99} | {r['train_seconds'] / r['epochs']:.3f} | {seconds(r['compile_seconds'])} | "
+                     f"{100 * r['original_accuracy']:.2f}% |")
+    return "\n".join(lines)
+
+
+def cold_start_table(rows: list[dict]) -> str:
+    runs = [r for r in rows if r["mode"] == "cold_start" and r.get("cold_compile_s")]
+    if not runs:
+        return ""
+
+    def steps(value: int | None) -> str:
+        return "never" if value is None else f"{value:,}"
+
+    lines = [
+        "| compiled path, batch 128 | device | compile s, empty caches: median (min-max) | from a warm cache | step ms, compiled | "
+        "step ms, own eager | break-even steps vs own eager: cold / warm | vs PyTorch eager: cold / warm |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(runs, key=lambda r: (r["device"], r["variant"])):
+        cold, warm = stats.mean_and_spread(r["cold_compile_s"]), stats.mean_and_spread(r["warm_compile_s"])
+        cold_median, _, _ = stats.median_interval(r["cold_compile_s"])
+        warm_median, _, _ = stats.median_interval(r["warm_compile_s"])
+        vs_torch = (f"{steps(r.get('break_even_cold_vs_torch_eager'))} / {steps(r.get('break_even_warm_vs_torch_eager'))}"
+                    if r["framework"] == "jax" else "(same)")
+        lines.append(
+            f"| {r['variant']} | {r['device']} | {cold_median:.2f} ({cold['min']:.2f}-{cold['max']:.2f}) | "
+            f"{warm_median:.2f} ({warm['min']:.2f}-{warm['max']:.2f}) | {1000 * r['compiled_step_s']:.2f} | "
+            f"{1000 * r['eager_step_s']:.2f} ({r['eager_variant']}) | {steps(r['break_even_cold_steps'])} / "
+            f"{steps(r['break_even_warm_steps'])} | {vs_torch} |")
+    return "\n".join(lines)
+
+
+def memory_table(rows: list[dict]) -> str:
+    runs = [r for r in rows if r["mode"] == "memory"]
+    if not runs:
+        return ""
+    lines = ["| peak device memory, each variant in its own process | mode | device | batch | MiB | measured by |",
+             "|---|---|---|---:|---:|---|"]
+    for r in sorted(runs, key=lambda r: (r["device"], r["measured_mode"], r["batch_size"], r["variant"])):
+        value = r.get("peak_memory_bytes")
+        shown = f"{value / 2**20:,.0f}" if value is not None else f"not measured: {r.get('memory_note', 'no reason recorded')}"
+        lines.append(f"| {r['variant']} | {r['measured_mode']} | {r['device']} | {r['batch_size']} | {shown} | "
+                     f"{r.get('memory_measure', '')} |")
     return "\n".join(lines)
 
 
@@ -153,37 +322,101 @@ def scaling_table(rows: list[dict]) -> str:
         threads = r.get("threads_per_device") or "all"
         lines.append(f"| {r['variant']} | {r['device']} | {r['processes']} | {r['devices']} | {threads} | "
                      f"{r['images_per_s']:,.0f} | {speedup} | {efficiency} |")
+    lines.append("")
+    lines.append("Scaling rows are one run each (the median of its epochs after the first), without an interval.")
     return "\n".join(lines)
+
+
+def known_commit(commit: str) -> bool:
+    try:
+        done = subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=REPO, capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def provenance_line(rows: list[dict]) -> str:
+    """Where the figures come from: the commit and whether the tree was clean, or why that is unknown."""
+    commits = sorted({(r.get("commit"), r.get("dirty"), r.get("commit_source")) for r in rows}, key=str)
+    parts = []
+    for commit, dirty, source in commits:
+        if commit is None:
+            parts.append("**provenance unknown** (no commit recorded: results from before the benchmarks recorded it, "
+                         "or a copy without git metadata)")
+        elif dirty:
+            parts.append(f"commit {commit[:12]}, **DIRTY tree** (the code measured differs from the commit)")
+        elif source and source != "git":
+            parts.append(f"commit {commit[:12]} {source}")
+        elif not known_commit(commit):
+            parts.append(f"commit {commit[:12]}, **foreign**: not in this repository")
+        else:
+            parts.append(f"commit {commit[:12]}, clean tree")
+    return "Provenance: " + "; ".join(parts) + "."
 
 
 def environment_line(rows: list[dict], when: str) -> str:
     r = rows[0]
-    devices = sorted({f"{x['device']}: {x['device_name']}" for x in rows})
+    devices = sorted({f"{x['device']}: {x['device_name']}" for x in rows if "device_name" in x})
+    cpus = sorted({x["cpu_name"] for x in rows if x.get("cpu_name") and x["device"] == "cuda"})
     line = (
-        f"Measured {when[:10]} on {'; '.join(devices)}. torch {r['torch']}, jax {r['jax']} (jaxlib {r['jaxlib']}), "
-        f"flax {r['flax']}, optax {r['optax']}, Python {r['python']}."
+        f"Measured {when[:10]} on {'; '.join(devices)}{' (host CPU: ' + '; '.join(cpus) + ')' if cpus else ''}. "
+        f"torch {r.get('torch')}, jax {r.get('jax')} (jaxlib {r.get('jaxlib')}), flax {r.get('flax')}, optax {r.get('optax')}, "
+        f"Python {r.get('python')}. {provenance_line(rows)}"
     )
     if any(x.get("dry_run") for x in rows):
-        line = "**DRY RUN** (`--bench-dry-run`: one round of two batches per variant; the figures mean nothing). " + line
+        line = "**DRY RUN** (`--bench-dry-run`: two tiny rounds per variant; the figures mean nothing). " + line
+    if loaded := sorted({x["variant"] for x in rows if x.get("loaded")}):
+        line += f" **Measured under load** (other processes took over a quarter of a core): {', '.join(loaded)}."
     return line
 
 
+#: Colour families: PyTorch's variants in oranges and reds, JAX's in blues and greens.
+PALETTE = {"torch": ["#b2182b", "#e6550d", "#fd8d3c", "#fdae6b"], "jax": ["#08519c", "#3182bd", "#31a354", "#74c476", "#6baed6"]}
+
+
+def variant_colours(variants: list[str]) -> dict[str, str]:
+    colours, used = {}, {"torch": 0, "jax": 0}
+    for v in variants:
+        family = "torch" if v.startswith("torch") else "jax"
+        colours[v] = PALETTE[family][used[family] % len(PALETTE[family])]
+        used[family] += 1
+    return colours
+
+
 def bar_chart(rows: list[dict], path: Path, title: str) -> None:
-    runs = [r for r in rows if r["mode"] not in OWN_TABLE and "images_per_s" in r]
-    if not runs:  # only accuracy or latency results: no throughput to chart
+    runs = measured(rows, lambda m: m not in OWN_TABLE)
+    rated = [r for r in runs if "images_per_s" in r]
+    if not rated:  # only accuracy or latency results: no throughput to chart
         return
     groups = sorted({throughput_key(r) for r in runs})
     variants = sorted({r["variant"] for r in runs}, key=lambda v: (not v.startswith("torch"), v))
-    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(groups)), 4.5))
+    colours = variant_colours(variants)
+    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(groups)), 4.8))
     width = 0.8 / len(variants)
+    labelled: set[str] = set()
+    not_run: list[tuple[float, str]] = []
     for i, variant in enumerate(variants):
-        values = [next((r["images_per_s"] for r in runs if throughput_key(r) == g and r["variant"] == variant), 0) for g in groups]
-        ax.bar([j + i * width for j in range(len(groups))], values, width, label=variant)
+        for j, g in enumerate(groups):
+            r = next((r for r in runs if throughput_key(r) == g and r["variant"] == variant), None)
+            if r is None:
+                continue
+            if "not_run" in r:  # marked, not left as a gap
+                not_run.append((j + i * width, variant))
+                continue
+            low, high = r.get("images_per_s_low"), r.get("images_per_s_high")
+            err = [[r["images_per_s"] - low], [high - r["images_per_s"]]] if low is not None and high is not None else None
+            ax.bar(j + i * width, r["images_per_s"], width, color=colours[variant], yerr=err, capsize=2, ecolor="black",
+                   hatch="//" if r.get("loaded") else None, label=None if variant in labelled else variant)
+            labelled.add(variant)
+    ax.set_yscale("log")
+    bottom = min(r["images_per_s"] for r in rated) / 3
+    ax.set_ylim(bottom=bottom)
+    for x, variant in not_run:
+        ax.text(x, bottom * 1.2, "not run", rotation=90, fontsize=6, ha="center", va="bottom", color=colours[variant])
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(groups))])
     ax.set_xticklabels([f"{m}\n{d} b{b}\n{p}" for m, d, b, p in groups], fontsize=8)
-    ax.set_ylabel("images / s")
-    ax.set_yscale("log")
-    ax.set_title(title)
+    ax.set_ylabel("images / s (median, 95% interval)")
+    ax.set_title(title + ("\nhatched: measured under load" if any(r.get("loaded") for r in rated) else ""))
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3, which="both")
     fig.tight_layout()
@@ -191,23 +424,33 @@ def bar_chart(rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def build(documents: list[dict], source: str) -> tuple[dict, list[dict], str]:
+    data = merge(documents)
+    rows, when = rows_of(data, source)
+    sections = [environment_line(rows, when), throughput_table(rows), goal_lines(rows), latency_table(rows),
+                accuracy_table(rows), cold_start_table(rows), memory_table(rows), scaling_table(rows)]
+    return data, rows, "\n\n".join(s for s in sections if s) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="pytest-benchmark JSON -> Markdown table and PNG bar chart")
+    parser = argparse.ArgumentParser(description="pytest-benchmark JSON -> Markdown tables and a PNG bar chart")
     parser.add_argument("results", type=Path, nargs="+", help="the file(s) from --benchmark-json")
     parser.add_argument("--out-dir", type=Path, default=None, help="where the .md and .png go (default: beside the first JSON)")
     parser.add_argument("--name", default=None, help="file name stem of what is written (default: the first JSON's stem)")
     parser.add_argument("--title", default="PyTorch vs JAX, MNIST CNN: throughput (higher is better)")
     args = parser.parse_args(argv)
-
-    data = merge([read_json(path) for path in args.results])
-    rows, when = rows_of(data, " + ".join(map(str, args.results)))
+    try:
+        data, rows, markdown = build([read_json(path) for path in args.results], " + ".join(map(str, args.results)))
+    except ReportError as err:
+        sys.exit(f"error: {err}")
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as err:
+        sys.exit(f"error: {' + '.join(map(str, args.results))} has a result this report cannot read ({type(err).__name__}: "
+                 f"{err}); expected files written by this project's `pytest benchmarks --benchmark-only --benchmark-json`")
     out_dir = args.out_dir or args.results[0].parent
     name = args.name or args.results[0].stem
     out_dir.mkdir(parents=True, exist_ok=True)
     if len(args.results) > 1:
         (out_dir / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
-    sections = [environment_line(rows, when), throughput_table(rows), latency_table(rows), accuracy_table(rows), scaling_table(rows)]
-    markdown = "\n\n".join(s for s in sections if s) + "\n"
     (out_dir / f"{name}.md").write_text(markdown)
     bar_chart(rows, out_dir / f"{name}.png", args.title)
     print(markdown)

@@ -9,7 +9,6 @@ compiles and warms it up; those seconds are returned apart, never timed with the
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -43,15 +42,24 @@ EVAL_IMAGES_PER_ROUND = {"cpu": 8192, "cuda": 32768}
 BF16_DEVICES = ("cuda",)
 
 
+#: Untimed rounds every variant runs after its compilation (or capture), before the timed ones: the same
+#: number on both sides, so that allocation, autotuning and lazy initialization are out of every timing.
+WARMUP_ROUNDS = 2
+
+
 @dataclass
 class Round:
     run: Callable[[], None]
-    compile_seconds: float | None  # tracing and compilation (None: eager, nothing compiled)
-    warmup_seconds: float  # the untimed first call(s): allocation, autotuning, lazy initialization
-    last_untimed_seconds: float  # the last untimed call, already warm: sizes the number of timed rounds
+    compile_seconds: float | None  # tracing and compilation, or CUDA-graph capture (None: eager, nothing compiled)
+    warmup_seconds: list[float]  # the WARMUP_ROUNDS untimed rounds after compilation
     images: int
     steps: int
-    compiled: Any = None  # JAX: the compiled program, whose memory_analysis() says what it allocates
+    compiled: Any = None  # JAX: the compiled program
+
+    @property
+    def last_untimed_seconds(self) -> float:
+        """The last warm-up round, already warm: sizes the number of timed rounds."""
+        return self.warmup_seconds[-1]
 
 
 @contextlib.contextmanager
@@ -68,6 +76,27 @@ def precision(name: str) -> Iterator[None]:
             yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@contextlib.contextmanager
+def autotuned(device: str) -> Iterator[None]:
+    """Both frameworks at their fastest kernels: on a GPU, cuDNN picks convolution algorithms by timing them
+    (`cudnn.benchmark`), as XLA's autotuner does by default; the CPU has no autotuning on either side."""
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = device == "cuda"
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
+#: What `autotuned` and the suite's process leave each framework, stated beside every throughput table.
+SETTINGS = {
+    "cuda": "both autotuned (cuDNN benchmark mode on; XLA's GPU autotuner at its default level) and non-deterministic "
+            "(neither trainer's deterministic settings apply in the suite)",
+    "cpu": "no autotuning on either side (XLA:CPU and PyTorch's CPU kernels choose no kernel by timing; torch.compile "
+           "in its default mode); both deterministic on the CPU",
+}
 
 
 def train_config(precision_name: str) -> TrainConfig:
@@ -90,52 +119,6 @@ def images_per_round(mode: str, device: str, batch_size: int, smoke: bool) -> in
     return (EVAL_IMAGES_PER_ROUND if mode == "eval" else TRAIN_IMAGES_PER_ROUND)[device]
 
 
-def reset_peak_memory(device: str) -> None:
-    """Start a fresh peak: PyTorch's CUDA allocator peak, or on the CPU the process's peak RSS
-    (Linux resets VmHWM when 5 is written to /proc/self/clear_refs)."""
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        return
-    with contextlib.suppress(OSError):
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-
-
-def _status_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            match = re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.MULTILINE)
-    except OSError:
-        return None
-    return int(match.group(1)) if match else None
-
-
-def peak_memory(device: str, framework: str, round_: Round) -> dict[str, Any]:
-    """The variant's peak memory since `reset_peak_memory`, and how it was measured.
-
-    CPU, both frameworks: the process's peak resident set (it includes the dataset and both
-    frameworks' libraries, the same for every variant). CUDA, PyTorch: the caching allocator's peak
-    of allocated bytes. CUDA, JAX: JAX's allocator keeps a process-wide peak that cannot be reset,
-    so the figure is what XLA says the compiled program needs (arguments + outputs + temporaries,
-    less the donated buffers it reuses); the process-wide peak is recorded beside it.
-    """
-    info: dict[str, Any] = {}
-    if framework == "jax" and round_.compiled is not None:
-        with contextlib.suppress(Exception):  # not every backend and version implements memory_analysis
-            m = round_.compiled.memory_analysis()
-            info["jax_program_bytes"] = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
-    if device == "cpu":
-        hwm = _status_kib("VmHWM")
-        info.update(peak_memory_bytes=None if hwm is None else hwm * 1024, memory_measure="peak RSS of the process")
-    elif framework == "torch":
-        info.update(peak_memory_bytes=torch.cuda.max_memory_allocated(), memory_measure="torch.cuda.max_memory_allocated")
-    else:
-        stats = jax_device(device).memory_stats() or {}
-        info.update(peak_memory_bytes=info.get("jax_program_bytes"), memory_measure="XLA memory_analysis of the compiled step",
-                    jax_process_peak_bytes=stats.get("peak_bytes_in_use"))
-    return info
-
-
 def round_batches(data: MNISTData, batch_size: int, images: int, test: bool) -> np.ndarray:
     """Indices (steps, batch) of the round's images: the trainers' batch order for training, test images in order for eval."""
     steps = images // batch_size
@@ -144,17 +127,20 @@ def round_batches(data: MNISTData, batch_size: int, images: int, test: bool) -> 
     return batch_order(0, 1, len(data.train.labels), batch_size)[:steps]
 
 
-def _timed_warmup(run: Callable[[], None]) -> float:
+def _timed(run: Callable[[], None]) -> float:
     start = time.perf_counter()
     run()
     return time.perf_counter() - start
+
+
+def _warm_up(run: Callable[[], None]) -> list[float]:
+    return [_timed(run) for _ in range(WARMUP_ROUNDS)]
 
 
 def torch_round(variant: str, mode: str, data: MNISTData, device: str, batch_size: int, images: int, precision_name: str) -> Round:
     dev = torch.device(device)
     split = data.test if mode == "eval" else data.train
     idx = round_batches(data, batch_size, images, mode == "eval")
-    batches = [(split.images[i].to(dev), split.labels[i].to(dev)) for i in torch.from_numpy(idx)]
     state = torch_train.create_state(0, train_config(precision_name), dev)
     model = state.model
     if variant == "torch_compile":
@@ -175,7 +161,9 @@ def torch_round(variant: str, mode: str, data: MNISTData, device: str, batch_siz
                 step(i)
             sync()
 
-        return Round(run, capture_seconds, _timed_warmup(run), _timed_warmup(run), idx.size, len(idx))
+        return Round(run, capture_seconds, _warm_up(run), idx.size, len(idx))
+    # Only the variants that step through a list of batches hold one: the captured step gathers its own.
+    batches = [(split.images[i].to(dev), split.labels[i].to(dev)) for i in torch.from_numpy(idx)]
     if mode == "train":
 
         def run() -> None:
@@ -190,12 +178,10 @@ def torch_round(variant: str, mode: str, data: MNISTData, device: str, batch_siz
                 torch_train.eval_step(model, batch)
             sync()
 
-    # torch.compile compiles lazily, on the first call, and may specialize again on the second:
-    # both calls are its compile time. Eager's two calls are its warm-up.
-    first, second = _timed_warmup(run), _timed_warmup(run)
-    if variant == "torch_compile":
-        return Round(run, first + second, 0.0, second, idx.size, len(idx))
-    return Round(run, None, first + second, second, idx.size, len(idx))
+    # torch.compile compiles lazily, on the first call, and may specialize again on the second: both calls
+    # are its compile time, and its warm-up rounds come after them, as every other variant's.
+    compile_seconds = _timed(run) + _timed(run) if variant == "torch_compile" else None
+    return Round(run, compile_seconds, _warm_up(run), idx.size, len(idx))
 
 
 def jax_round(
@@ -230,6 +216,9 @@ def jax_round(
     elif variant == "jax_scan_unrolled":
         # The CPU trainer's path: FUSED_STEPS unrolled steps per call, one call per chunk of the round.
         k = min(jax_train.FUSED_STEPS, len(idx))
+        if len(idx) % k:
+            raise ValueError(f"jax_scan_unrolled: a round of {len(idx)} steps does not divide into calls of {k} steps; "
+                             f"the leftover steps would go untimed while their images counted: use a multiple of {k}")
         chunks = [(images[i : i + k], labels[i : i + k]) for i in range(0, len(idx) - k + 1, k)]
         start = time.perf_counter()
         steps = compiled = jax_train.compile_train(jax_train.train_steps.lower(state, chunks[0], unroll=True), platform)
@@ -258,5 +247,4 @@ def jax_round(
             holder["state"] = jax.block_until_ready(s)
 
     compile_seconds = time.perf_counter() - start
-    warmup = _timed_warmup(run)  # compiled ahead of time: the first call is already a representative round
-    return Round(run, compile_seconds, warmup, warmup, idx.size, len(idx), compiled)
+    return Round(run, compile_seconds, _warm_up(run), idx.size, len(idx), compiled)

@@ -4,8 +4,9 @@ Each timed call takes one normalized image as a NumPy array on the host, moves i
 the library's ``predict`` (`mnist_torch.train.predict`, `mnist_jax.train.predict`: the model and the
 softmax) and returns the ten probabilities on the host, so it pays every transfer, dispatch and
 synchronization a real call pays. Per framework its modes for inference: PyTorch eager and
-``torch.compile``, JAX's jitted step. The first call (the compilation) and a warm-up are kept out of
-the timings and recorded apart; the percentiles are over every timed call. Nothing asserts a time.
+``torch.compile``, JAX's jitted step. The first call (the compilation) and the same warm-up for every
+variant are kept out of the timings; the variants' calls run in interleaved blocks. The percentiles are
+over every timed call, the p50 with a bootstrap 95% interval. Nothing asserts a time.
 """
 
 from __future__ import annotations
@@ -14,19 +15,22 @@ import time
 
 import jax
 import numpy as np
-import pytest
 import torch
 
+from benchmarks.conditions import LoadMeter
 from benchmarks.conftest import environment
 from benchmarks.runners import jax_device
+from benchmarks.stats import interleaved_schedule, median_interval
 from mnist_jax import train as jax_train
 from mnist_jax.port import params_from_torch
 from mnist_torch import train as torch_train
 from mnist_torch.model import CNN
 
 LATENCY_VARIANTS = ("torch_eager", "torch_compile", "jax_jit")
-#: Timed calls per variant: enough for a stable 99th percentile (the 1% slowest are 5 and 10 calls).
+#: Timed calls per variant, in BLOCKS interleaved blocks (A B C, C B A, ...): enough for a stable 99th
+#: percentile (the 1% slowest are 5 and 10 calls), and 10 side-by-side blocks for the paired ratios.
 CALLS = {"cpu": 500, "cuda": 1000}
+BLOCKS = 10
 WARMUP_CALLS = 20
 
 
@@ -42,27 +46,46 @@ def one_image_predictor(variant: str, device: str):
     return lambda image: torch_train.predict(forward, torch.from_numpy(image).to(device))
 
 
-@pytest.mark.parametrize("variant", LATENCY_VARIANTS)
-def test_latency(benchmark, variant, device, mnist, jax_mnist, smoke):
-    framework = variant.split("_")[0]
-    image = jax_mnist.test.images[:1] if framework == "jax" else mnist.test.images[:1].numpy()  # (1,28,28,1), (1,1,28,28)
-    predict = one_image_predictor(variant, device)
-    start = time.perf_counter()
-    first = predict(image)
-    compile_seconds = time.perf_counter() - start
-    assert first.shape == (1, 10) and abs(float(first.sum()) - 1.0) < 1e-4  # a real answer, not a stub
-    for _ in range(1 if smoke else WARMUP_CALLS):
-        predict(image)
+def test_latency(benchmark, device, mnist, jax_mnist, smoke):
+    images = {"torch": mnist.test.images[:1].numpy(), "jax": jax_mnist.test.images[:1]}  # (1,1,28,28), (1,28,28,1)
+    predictors, compile_seconds = {}, {}
+    for variant in LATENCY_VARIANTS:
+        image = images[variant.split("_")[0]]
+        predictors[variant] = one_image_predictor(variant, device)
+        start = time.perf_counter()
+        first = predictors[variant](image)
+        compile_seconds[variant] = time.perf_counter() - start if variant != "torch_eager" else None
+        assert first.shape == (1, 10) and abs(float(first.sum()) - 1.0) < 1e-4  # a real answer, not a stub
+        for _ in range(1 if smoke else WARMUP_CALLS):
+            predictors[variant](image)
+    per_block = 2 if smoke else CALLS[device] // BLOCKS
+    blocks = 2 if smoke else BLOCKS
+    calls: dict[str, list[list[float]]] = {v: [] for v in LATENCY_VARIANTS}
+
+    def run_all() -> None:
+        for _, variant in interleaved_schedule(dict.fromkeys(LATENCY_VARIANTS, blocks)):
+            predict, image, block = predictors[variant], images[variant.split("_")[0]], []
+            for _ in range(per_block):
+                start = time.perf_counter()
+                predict(image)
+                block.append(time.perf_counter() - start)
+            calls[variant].append(block)
+
     benchmark.group = f"latency {device} batch 1 float32"
-    benchmark.extra_info.update(
-        framework=framework, variant=variant, mode="latency", device=device, batch_size=1, precision="float32",
-        compile_seconds=compile_seconds if variant != "torch_eager" else None, **environment(device),
-    )
-    benchmark.pedantic(predict, args=(image,), rounds=2 if smoke else CALLS[device], iterations=1)
-    if not benchmark.disabled:
-        calls = np.asarray(benchmark.stats.stats.data)
-        benchmark.extra_info.update(
-            latency_p50_ms=1000 * float(np.percentile(calls, 50)),
-            latency_p99_ms=1000 * float(np.percentile(calls, 99)),
-            images_per_s=1 / float(np.median(calls)),
-        )
+    with LoadMeter() as meter:
+        benchmark.pedantic(run_all, rounds=1, iterations=1)
+    rows = []
+    for variant in LATENCY_VARIANTS:
+        every = np.concatenate(calls[variant])
+        p50, low, high = median_interval(every)
+        rows.append({
+            "framework": variant.split("_")[0], "variant": variant, "mode": "latency", "device": device, "batch_size": 1,
+            "precision": "float32", "compile_seconds": compile_seconds[variant],
+            "latency_p50_ms": 1000 * p50, "latency_p50_low_ms": None if low is None else 1000 * low,
+            "latency_p50_high_ms": None if high is None else 1000 * high,
+            "latency_p99_ms": 1000 * float(np.percentile(every, 99)), "calls": int(every.size),
+            # One value per block: the block's median call, so that the report can pair blocks that ran side by side.
+            "round_seconds": [float(np.median(b)) for b in calls[variant]], "images_per_s": 1 / p50,
+            **meter.record(),
+        })
+    benchmark.extra_info.update(mode="latency", device=device, rows=rows, **environment(device))

@@ -13,6 +13,7 @@ import torch
 
 from benchmarks.conftest import environment
 from benchmarks.runners import precision
+from benchmarks.stats import rate_summary
 
 #: Matrix side: large enough to run at the kernel's full rate, small enough for a quick round.
 SIDE = {"cpu": 2048, "cuda": 8192}
@@ -34,4 +35,5 @@ def test_matmul_peak(benchmark, device, smoke):
                                     precision="float32", compile_seconds=None, **environment(device))
         benchmark.pedantic(matmul, rounds=2 if smoke else 20, iterations=1)
     if not benchmark.disabled:
-        benchmark.extra_info["gflops"] = 2 * n**3 / benchmark.stats.stats.median / 1e9
+        rate = rate_summary(benchmark.stats.stats.data, 2 * n**3 / 1e9)
+        benchmark.extra_info.update(gflops=rate["median"], gflops_low=rate["low"], gflops_high=rate["high"])
