@@ -47,7 +47,15 @@ from mnist_jax.data import DataError, Split, batch_order, load_mnist, num_batche
 from mnist_jax.model import CNN
 from mnist_jax.parallel import batch_sharded, describe, is_writer, lost_process, make_mesh, place, replicated, start_processes
 from mnist_jax.weights import WEIGHTS_FILE, export_weights
-from mnist_torch.config import EVAL_BATCH_SIZE, DeviceUnavailable, DistributedError, TrainConfig, parse_config, per_device_batch
+from mnist_torch.config import (
+    EVAL_BATCH_SIZE,
+    DeviceUnavailable,
+    DistributedError,
+    TrainConfig,
+    parse_config,
+    per_device_batch,
+    stopped_at,
+)
 from mnist_torch.divergence import Diverged, check_epoch, kept
 from mnist_torch.files import OutDirBusy, out_dir_lock, write_failure
 from mnist_torch.plots import write_plots
@@ -319,7 +327,7 @@ def compile_steps(
 
 
 @contextlib.contextmanager
-def deterministic() -> Iterator[None]:
+def deterministic(enabled: bool = True) -> Iterator[None]:
     """Make two runs with the same flags compute the same bits: XLA's deterministic GPU ops.
 
     XLA:CPU is deterministic already. XLA:GPU is not by default: autotuning picks kernels by timing
@@ -328,9 +336,12 @@ def deterministic() -> Iterator[None]:
     XLA reads XLA_FLAGS when its backend starts, so this acts in a fresh process (the command line's
     case) and not in one that has used JAX already. An XLA_FLAGS that names the option wins. The
     previous XLA_FLAGS comes back afterwards.
+
+    `enabled=False` (--nondeterministic) leaves XLA_FLAGS alone: XLA's default, autotuning and atomics
+    allowed, its fastest on a GPU; on the CPU nothing changes.
     """
     before = os.environ.get("XLA_FLAGS")
-    if "xla_gpu_deterministic_ops" not in (before or ""):
+    if enabled and "xla_gpu_deterministic_ops" not in (before or ""):
         os.environ["XLA_FLAGS"] = f"{before or ''} --xla_gpu_deterministic_ops=true".strip()
     try:
         yield
@@ -342,7 +353,7 @@ def deterministic() -> Iterator[None]:
 
 
 def train(config: TrainConfig) -> list[EpochRecord]:
-    with deterministic():
+    with deterministic(not config.nondeterministic):
         start_processes(config)  # jax.distributed, before any backend starts; nothing for one process
         writer = is_writer()  # process 0 writes the run's files; every process computes every step
         with out_dir_lock(config.out_dir, "python -m mnist_jax.train") if writer else contextlib.nullcontext():
@@ -377,11 +388,13 @@ def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
     versions = {"jax": jax.__version__, "jaxlib": version("jaxlib"), "flax": flax.__version__, "optax": optax.__version__}
     compilation_cache = {"dir": None if cache_dir is None else str(cache_dir), **lookups}
 
-    def metrics_file(diverged: dict[str, Any] | None = None) -> Path | None:
+    def metrics_file(diverged: dict[str, Any] | None = None, stopped: int | None = None) -> Path | None:
         return write_metrics("jax", config, records, str(device), versions, compile_seconds, compilation_cache,
-                             diverged, parallel=describe(mesh)) if writer else None
+                             diverged, parallel=describe(mesh), stopped_at_accuracy=stopped) if writer else None
 
     for epoch in range(len(records) + 1, config.epochs + 1):
+        if stopped_at(config, [r.test_accuracy for r in records]) is not None:
+            break  # --stop-at-accuracy reached, by this run or by the one it resumes: every process takes the same decision
         start = time.perf_counter()
         state, losses = train_epoch(state, train_split, config, epoch, steps, mesh)
         seconds = time.perf_counter() - start
@@ -396,14 +409,16 @@ def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
             save_checkpoint(config.out_dir, state, records, config)
         if not config.quiet:
             print(format_epoch(records[-1], config.epochs), flush=True)
+    stopped = stopped_at(config, [r.test_accuracy for r in records])
     predictions = predict(state.params, test_split.images).argmax(axis=1)  # a computation on every process's devices
 
     if writer:
-        path = metrics_file()
+        path = metrics_file(stopped=stopped)
         export_weights(state.params, config.out_dir / WEIGHTS_FILE)
         plots = write_plots(config.out_dir, "jax", records_to_json(records), data.test.images, data.test.labels, predictions)
         written = ", ".join(p.name for p in plots)
-        print(f"test accuracy {100 * records[-1].test_accuracy:.2f}% on {describe_mesh(mesh)}; wrote {path}, {WEIGHTS_FILE}, checkpoint, {written}")
+        early = "" if stopped is None else f", stopped after epoch {stopped} of {config.epochs} at >= {100 * config.stop_at_accuracy:.2f}%"
+        print(f"test accuracy {100 * records[-1].test_accuracy:.2f}% on {describe_mesh(mesh)}{early}; wrote {path}, {WEIGHTS_FILE}, checkpoint, {written}")
     return records
 
 

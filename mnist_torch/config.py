@@ -104,9 +104,23 @@ class TrainConfig:
     process_id: int = 0
     coordinator: str | None = None  # HOST:PORT of process 0
     dist_timeout: int = DIST_TIMEOUT
+    stop_at_accuracy: float | None = None  # stop after the first epoch whose test accuracy reaches it (None: every epoch)
+    nondeterministic: bool = False  # skip the trainers' deterministic settings (`deterministic` in both train.py)
 
     def to_json(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+
+
+def stopped_at(config: TrainConfig, accuracies: Sequence[float]) -> int | None:
+    """--stop-at-accuracy: the epoch after which the run stops, given the test accuracy of every epoch so far
+    (`accuracies`, in order, a resumed run's included): the last one when it reached the target before
+    --epochs did; None when there is no target, it is not reached, or every epoch has run. Both trainers ask
+    before each epoch (so a resumed run that had reached it trains nothing more) and once more for
+    metrics.json. Every process of a data-parallel run evaluates the whole test set, so all take the same
+    decision."""
+    if config.stop_at_accuracy is None or not accuracies or len(accuracies) >= config.epochs:
+        return None
+    return len(accuracies) if accuracies[-1] >= config.stop_at_accuracy else None
 
 
 def default_out_dir(framework: str) -> Path:
@@ -190,6 +204,14 @@ def _momentum(text: str) -> float:
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {_shown(text)}")
     return value + 0.0  # -0.0 + 0.0 == +0.0
+
+
+def _accuracy(text: str) -> float:
+    """--stop-at-accuracy: a fraction in (0, 1] (NaN, infinity, 0, negatives and percentages such as 99 are refused)."""
+    value = _float(text, "a fraction in (0, 1]")
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1] (such as 0.99 for 99%), got {_shown(text)}")
+    return value
 
 
 def _path(text: str) -> Path:
@@ -289,6 +311,17 @@ def build_parser(framework: str) -> argparse.ArgumentParser:
         "--dist-timeout", type=_dist_timeout, default=d.dist_timeout, metavar="SECONDS",
         help="data-parallel runs: how long a process waits for the others to start (and, where the engine allows, "
         "inside a collective) before it stops with an error instead of hanging",
+    )
+    parser.add_argument(
+        "--stop-at-accuracy", type=_accuracy, default=None, metavar="ACC",
+        help="stop after the first epoch whose test accuracy is >= ACC, a fraction in (0, 1] (0.99 for 99%%); "
+        "everything is written as after a full run, and metrics.json's stopped_at_accuracy names that epoch; "
+        "None: train every --epochs",
+    )
+    parser.add_argument(
+        "--nondeterministic", action="store_true",
+        help="skip the deterministic settings and let each framework autotune its kernels (cuDNN benchmark, XLA's "
+        "default): faster on a GPU, but not bit-reproducible there; changes nothing on the CPU",
     )
     parser.add_argument("--quiet", action="store_true", help="print only the final result (no progress bar, no epoch lines)")
     parser.add_argument(

@@ -50,6 +50,7 @@ def write_metrics(
     compilation_cache: dict[str, Any] | None = None,
     diverged: dict[str, Any] | None = None,
     parallel: dict[str, int] | None = None,
+    stopped_at_accuracy: int | None = None,
 ) -> Path:
     """Write ``<out_dir>/metrics.json`` atomically: a crash never leaves a half-written file.
 
@@ -60,6 +61,8 @@ def write_metrics(
     its epochs hold only the good ones, and test_accuracy is the last good one's (None if none).
     ``parallel`` says how many processes and devices trained (`describe` in each framework's `parallel`
     module); the images/s of every epoch are those of the whole run, all devices together.
+    ``stopped_at_accuracy`` is the epoch after which --stop-at-accuracy ended the run before --epochs
+    (`mnist_torch.config.stopped_at`); None when it trained every epoch (or diverged).
     The file is strict JSON: a NaN or infinity anywhere is an error, never a bare ``NaN``.
     """
     assert config.out_dir is not None
@@ -69,6 +72,7 @@ def write_metrics(
         "epochs": [asdict(r) for r in records],
         "test_accuracy": records[-1].test_accuracy if records else None,
         "diverged": diverged,
+        "stopped_at_accuracy": stopped_at_accuracy,
         "compile_seconds": compile_seconds,
         "compilation_cache": compilation_cache,
         "device": device,

@@ -35,7 +35,15 @@ import torchvision
 from torch.nn import functional as F
 
 from mnist_torch.checkpoint import CheckpointError, load_checkpoint, records_to_json, save_checkpoint
-from mnist_torch.config import EVAL_BATCH_SIZE, DeviceUnavailable, DistributedError, TrainConfig, parse_config, per_device_batch
+from mnist_torch.config import (
+    EVAL_BATCH_SIZE,
+    DeviceUnavailable,
+    DistributedError,
+    TrainConfig,
+    parse_config,
+    per_device_batch,
+    stopped_at,
+)
 from mnist_torch.cuda_graphs import CapturedStep, warm_up
 from mnist_torch.data import DataError, Split, batch_order, load_mnist, num_batches
 from mnist_torch.divergence import Diverged, check_epoch, kept
@@ -87,7 +95,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 @contextlib.contextmanager
-def deterministic() -> Iterator[None]:
+def deterministic(enabled: bool = True) -> Iterator[None]:
     """Make two runs with the same flags compute the same bits, for the duration of a run: PyTorch's
     deterministic algorithms only. The previous settings come back afterwards (the benchmarks measure
     the steps at full speed in the same process).
@@ -96,16 +104,22 @@ def deterministic() -> Iterator[None]:
     (`cudnn.benchmark`) and from atomics-based ones, and cuBLAS needs a fixed workspace for it
     (CUBLAS_WORKSPACE_CONFIG, read when cuBLAS starts, so set before any CUDA work). Set by the trainer,
     not left to the user; the README's "Reproducibility" says what holds on which device.
+
+    `enabled=False` (--nondeterministic) runs PyTorch at its fastest instead: no deterministic algorithms,
+    and cuDNN autotuning (`cudnn.benchmark = True`, kernels chosen by timing them); on the CPU neither
+    changes a bit.
     """
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.benchmark = not enabled
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(before[0])
-        torch.backends.cudnn.benchmark = before[1]
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark = before[2]
 
 
 def create_state(seed: int, config: TrainConfig, device: torch.device) -> TrainState:
@@ -224,7 +238,7 @@ def params_finite(model: CNN) -> bool:
 
 def train(config: TrainConfig) -> list[EpochRecord]:
     config = dataclasses.replace(config, mode=config.mode or "eager")  # metrics.json names the mode that ran
-    with deterministic():
+    with deterministic(not config.nondeterministic):
         device = resolve_device(config.device)
         world = start_processes(config, device.type)  # torch.distributed under torchrun; nothing for one process
         try:
@@ -263,11 +277,13 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
     images_per_epoch = num_batches(config.train_size, config.batch_size) * config.batch_size
     versions = {"torch": torch.__version__, "torchvision": torchvision.__version__}
 
-    def metrics_file(diverged: dict | None = None) -> Path | None:
+    def metrics_file(diverged: dict | None = None, stopped: int | None = None) -> Path | None:
         return write_metrics("torch", config, records, str(device), versions, compile_seconds,
-                             diverged=diverged, parallel=describe(world)) if writer else None
+                             diverged=diverged, parallel=describe(world), stopped_at_accuracy=stopped) if writer else None
 
     for epoch in range(len(records) + 1, config.epochs + 1):
+        if stopped_at(config, [r.test_accuracy for r in records]) is not None:
+            break  # --stop-at-accuracy reached, by this run or by the one it resumes: every rank takes the same decision
         start = time.perf_counter()
         losses = train_epoch(state, train_split, config, epoch, step, world)
         seconds = time.perf_counter() - start
@@ -282,14 +298,16 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
             save_checkpoint(config.out_dir, state, records, config)
         if not config.quiet:
             print(format_epoch(records[-1], config.epochs), flush=True)
+    stopped = stopped_at(config, [r.test_accuracy for r in records])
 
     if writer:
-        path = metrics_file()
+        path = metrics_file(stopped=stopped)
         export_weights(state.model, config.out_dir / WEIGHTS_FILE)
         predictions = predict(state.model, test_split.images).argmax(axis=1)
         plots = write_plots(config.out_dir, "torch", records_to_json(records), data.test.images.numpy(), data.test.labels.numpy(), predictions)
         written = ", ".join(p.name for p in plots)
-        print(f"test accuracy {100 * records[-1].test_accuracy:.2f}% on {describe_device(device, world)}; "
+        early = "" if stopped is None else f", stopped after epoch {stopped} of {config.epochs} at >= {100 * config.stop_at_accuracy:.2f}%"
+        print(f"test accuracy {100 * records[-1].test_accuracy:.2f}% on {describe_device(device, world)}{early}; "
               f"wrote {path}, {WEIGHTS_FILE}, checkpoint, {written}")
     return records
 

@@ -98,9 +98,10 @@ GOOD = {
     "--mode": st.sampled_from(TORCH_MODES),
     "--devices": st.integers(1, 8).map(str),
     "--dist-timeout": st.integers(1, 3600).map(str),
+    "--stop-at-accuracy": st.floats(0, 1, exclude_min=True).map(repr),
 }
 TRAIN_FLAGS = ["--epochs", "--batch-size", "--lr", "--momentum", "--seed", "--device", "--precision", "--data-dir",
-               "--out-dir", "--train-size"]
+               "--out-dir", "--train-size", "--stop-at-accuracy"]
 FLAGS = {
     ("train", "torch"): TRAIN_FLAGS + ["--mode", "--dist-timeout"],
     ("train", "jax"): TRAIN_FLAGS + ["--devices", "--dist-timeout"],
@@ -108,7 +109,7 @@ FLAGS = {
     ("predict", "torch"): ["--checkpoint", "--device"],
 }
 FLAGS[("evaluate", "jax")], FLAGS[("predict", "jax")] = FLAGS[("evaluate", "torch")], FLAGS[("predict", "torch")]
-SWITCHES = {"train": ["--quiet", "--resume"], "evaluate": ["--json"], "predict": ["--json"]}
+SWITCHES = {"train": ["--quiet", "--resume", "--nondeterministic"], "evaluate": ["--json"], "predict": ["--json"]}
 
 
 def anything(places: dict[str, str]) -> st.SearchStrategy[str]:
@@ -194,6 +195,8 @@ def assert_valid(command: str, framework: str, parsed: object, argv: list[str]) 
         assert 0 <= parsed.momentum < 1 and math.copysign(1, parsed.momentum) == 1  # never -0.0
         assert parsed.device in DEVICES and parsed.precision in PRECISIONS
         assert parsed.mode in (TORCH_MODES if framework == "torch" else (None,))
+        assert parsed.stop_at_accuracy is None or 0 < parsed.stop_at_accuracy <= 1
+        assert isinstance(parsed.nondeterministic, bool)
         assert parsed.data_dir.is_dir() and out_dir_problem(parsed.out_dir) is None
         assert parse_config(framework, argv) == parsed  # main() parses the same run
         return
@@ -271,6 +274,14 @@ def test_any_command_line_parses_to_a_valid_run_or_is_refused_in_one_line(comman
         (["--seed", str(MAX_SEED + 1)], f"argument --seed: expected at most {MAX_SEED} (2**32 - 1, a seed both frameworks take), got {MAX_SEED + 1}"),
         (["--out-dir", ""], "argument --out-dir: expected a path, got an empty string"),
         (["--data-dir", ""], "argument --data-dir: expected a path, got an empty string"),
+        (["--stop-at-accuracy", "0"], "argument --stop-at-accuracy: expected a fraction in (0, 1] (such as 0.99 for 99%), got 0"),
+        (["--stop-at-accuracy", "99"], "argument --stop-at-accuracy: expected a fraction in (0, 1] (such as 0.99 for 99%), got 99"),
+        (["--stop-at-accuracy", "1.0000001"], "argument --stop-at-accuracy: expected a fraction in (0, 1] (such as 0.99 for 99%), got 1.0000001"),
+        (["--stop-at-accuracy", "-0.5"], "argument --stop-at-accuracy: expected a fraction in (0, 1] (such as 0.99 for 99%), got -0.5"),
+        (["--stop-at-accuracy", "nan"], "argument --stop-at-accuracy: expected a fraction in (0, 1] (such as 0.99 for 99%), got nan"),
+        (["--stop-at-accuracy", "inf"], "argument --stop-at-accuracy: expected a fraction in (0, 1] (such as 0.99 for 99%), got inf"),
+        (["--stop-at-accuracy", "99%"], "argument --stop-at-accuracy: expected a fraction in (0, 1], got '99%'"),
+        (["--nondeterministic", "yes"], "unrecognized arguments: yes"),
         (["--epochs", "1\n2"], r"argument --epochs: expected a positive integer, got '1\n2'"),
         (["--what\nnow"], r"unrecognized arguments: --what\nnow"),
         (["--epochs", "2", "--epochs"], "argument --epochs: expected one argument"),
@@ -319,6 +330,9 @@ def test_edge_values_that_are_valid_parse(framework):
     ])
     assert (config.epochs, config.seed, config.train_size, config.batch_size, config.lr) == (3, MAX_SEED, 128, 128, 1e-3)
     assert config.momentum == 0 and math.copysign(1, config.momentum) == 1  # -0 is taken as 0
+    assert (config.stop_at_accuracy, config.nondeterministic) == (None, False)  # the defaults: every epoch, deterministic
+    config = check_command_line("train", framework, ["--stop-at-accuracy", "1", "--nondeterministic"])
+    assert (config.stop_at_accuracy, config.nondeterministic) == (1.0, True)  # 100% is a target, if a demanding one
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
