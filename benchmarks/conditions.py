@@ -9,9 +9,11 @@ Standard library only: `benchmarks/gpu_run.sh` and the tests read it without the
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -121,12 +123,12 @@ def _git(*args: str) -> str | None:
         done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return done.stdout.strip() if done.returncode == 0 else None
+    return done.stdout.rstrip("\n") if done.returncode == 0 else None  # not strip(): porcelain lines start with a space
 
 
 def provenance() -> dict[str, Any]:
     """The commit the benchmarks run from, whether the tree differs from it, and how that was found out."""
-    commit = _git("rev-parse", "HEAD")
+    commit = (_git("rev-parse", "HEAD") or "").strip() or None
     if commit is None:
         told = os.environ.get(COMMIT_VARIABLE) or None
         return {"commit": told, "dirty": None, "changed_files": [],
@@ -148,3 +150,32 @@ def dirty_refusal(info: dict[str, Any]) -> str | None:
                 "traced to code; commit or stash first, or pass --bench-allow-dirty (gpu_run.sh --allow-dirty) to run "
                 "anyway, marked as dirty")
     return None
+
+
+class ProcessError(RuntimeError):
+    """A measuring process failed or printed no result; the message ends with its stderr's last lines."""
+
+
+def last_lines(text: str, n: int = 25) -> str:
+    return "\n".join(text.strip().splitlines()[-n:])
+
+
+def run_json_process(module_args: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
+    """Run ``python -m MODULE ARGS`` in a fresh process from the repo root, with the same threads for both
+    frameworks and `env` on top, and return the JSON object on the last line of its stdout that holds one;
+    ProcessError with its stderr's last lines when it fails, runs past `timeout` or prints none."""
+    command = [sys.executable, "-m", *module_args]
+    shown = " ".join(module_args)
+    full_env = {**os.environ, **thread_environment(available_cores()), "PYTHONPATH": str(REPO), **env}
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=full_env)
+    except subprocess.TimeoutExpired as err:
+        stderr = err.stderr.decode(errors="replace") if isinstance(err.stderr, bytes) else (err.stderr or "")
+        raise ProcessError(f"`{shown}` ran past {timeout:.0f} s; its stderr ended:\n{last_lines(stderr)}") from None
+    if proc.returncode != 0:
+        raise ProcessError(f"`{shown}` exited with status {proc.returncode}; its stderr ended:\n{last_lines(proc.stderr)}")
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise ProcessError(f"`{shown}` printed no JSON result; stdout ended:\n{last_lines(proc.stdout)}\n"
+                           f"stderr ended:\n{last_lines(proc.stderr)}")
+    return json.loads(lines[-1])

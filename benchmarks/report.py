@@ -16,7 +16,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import matplotlib
 
