@@ -175,7 +175,7 @@ def _torch_process(variant: str, device: str, steps: int) -> dict[str, Any]:
     start = time.perf_counter()
     eager(0)  # PyTorch's lazy first-call set-up, which eager pays too: not compilation
     eager_first_s = time.perf_counter() - start
-    result: dict[str, Any] = {"eager_first_step_s": eager_first_s, "torch_threads": torch.get_num_available_cores()}
+    result: dict[str, Any] = {"eager_first_step_s": eager_first_s, "torch_threads": torch.get_num_threads()}
 
     state = torch_train.create_state(0, config, dev)
     if variant == "torch_compile":
