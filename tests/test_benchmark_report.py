@@ -106,6 +106,11 @@ def test_accuracy_over_seeds(tmp_path, capsys):
     markdown = capsys.readouterr().out
     assert "| jax | cpu | float32 | shipped | 2/3 | 50.00 (45.00-55.00) | 3.0 (3.0-3.0) | 99.15% (n=1) | 16.800 (16.000-17.500) | 5.00 (4.90-5.10) | 98.76% |" in markdown
     assert "the other seeds stop at their first epoch at >= 99%" in markdown
+    # The README's headline, one column per trainer, eager first.
+    assert "| 3 seeds each, cpu, float32, as shipped | PyTorch eager | JAX |" in markdown
+    assert "| seeds reaching 99% within 10 epochs | 2/3 | 2/3 |" in markdown
+    assert "| time to 99%, s, over the seeds that reach it: mean (min-max) | 50.0 (45.0-55.0) | 50.0 (45.0-55.0) |" in markdown
+    assert "| training step, images/s at batch 128 [95% interval] (paired speed vs eager) | not run | not run |" in markdown
 
 
 def test_latency_has_its_own_table_with_paired_blocks(tmp_path, capsys):

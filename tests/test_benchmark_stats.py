@@ -109,3 +109,22 @@ def test_provenance_names_the_commit_and_a_dirty_tree_is_refused_in_one_line():
     assert conditions.dirty_refusal({**info, "dirty": False}) is None
     unknown = conditions.dirty_refusal({"commit": None, "dirty": None, "changed_files": [], "commit_source": "unknown"})
     assert "MNIST_BENCH_COMMIT" in unknown and "\n" not in unknown
+
+
+def test_the_unrolled_variant_refuses_a_round_whose_steps_do_not_divide(mnist, jax_mnist):
+    """Leftover steps would go untimed while their images counted in images/s: refused before compiling."""
+    from benchmarks.runners import jax_round
+    from mnist_jax.train import FUSED_STEPS
+
+    steps = FUSED_STEPS + 1
+    with pytest.raises(ValueError, match=f"a round of {steps} steps does not divide into calls of {FUSED_STEPS} steps"):
+        jax_round("jax_scan_unrolled", "train", jax_mnist.train, "cpu", 8, 8 * steps, mnist, "float32")
+
+
+def test_bench_threads_out_of_range_is_one_usage_line():
+    done = subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "--collect-only", "-q", "-p", "no:cacheprovider",
+                           "--bench-threads", "99"], cwd=conditions.REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 4, done.stdout + done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR:")]
+    assert errors == [f"ERROR: --bench-threads 99: this process may use {conditions.available_cores()} cores; pass 1 to "
+                      f"{conditions.available_cores()}"], done.stderr
