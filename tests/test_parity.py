@@ -144,15 +144,16 @@ def test_trajectory_in_float32_stays_within_measured_drift(mnist, jax_mnist):
     it is not a difference of maths: float32 rounding (~1e-7 per step; the two sides sum convolutions
     in different orders) is amplified chaotically while lr 0.1 with momentum 0.9 drives the fast early phase.
 
-    Measured on a 2-core x86 CPU: 2.4e-7 for steps 1-10, 6.3e-6 by step 20, 4.7e-4 by step 30,
-    then the trajectories decorrelate at batch level (max 0.022 by step 100, none larger to step 200),
-    while both keep training alike. The asserted bounds leave ~4x headroom over that.
+    Where the amplification starts depends on the CPU's kernels: the losses agree to float32 rounding
+    (2.4e-7) for the first 8 steps on every CPU measured; on the Intel Xeon and the AVX-512 AMD EPYC the
+    difference stayed under 6.3e-6 to step 20 and peaked at 0.022, on an AVX2-only AMD EPYC it reached
+    1.7e-4 at step 9 and peaked at 0.068, while both sides keep learning alike (their last 50 losses'
+    means within 6.3e-4). The bounds leave 3x or more headroom over the worst of those.
     """
     torch_losses, jax_losses = run_both(mnist, jax_mnist, 200, "float32")
     diff = np.abs(torch_losses - jax_losses)
-    assert diff[:10].max() < 1e-6
-    assert diff[:20].max() < 5e-5
-    assert diff.max() < 0.1
+    assert diff[:8].max() < 1e-6
+    assert diff.max() < 0.2
     assert abs(torch_losses[-50:].mean() - jax_losses[-50:].mean()) < 0.02  # same learning, batch noise aside
 
 
