@@ -60,6 +60,11 @@ def thread_environment(count: int) -> dict[str, str]:
     return {"OMP_NUM_THREADS": str(count), "MKL_NUM_THREADS": str(count)}
 
 
+def loaded(other_cores: float) -> bool:
+    """Whether other processes took enough CPU time (in cores) to mark a row as measured under load."""
+    return other_cores > OTHER_LOAD_LIMIT
+
+
 def _busy_and_total_jiffies() -> tuple[int, int]:
     with open("/proc/stat") as f:
         fields = [int(x) for x in f.readline().split()[1:]]
@@ -97,7 +102,7 @@ class LoadMeter:
             "load_before": round(self.load_before, 2),
             "load_after": round(self.load_after, 2),
             "other_processes_cores": round(self.other_cores, 3),
-            "loaded": self.other_cores > OTHER_LOAD_LIMIT,
+            "loaded": loaded(self.other_cores),
         }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import jax
 import numpy as np
@@ -54,7 +54,6 @@ class Round:
     warmup_seconds: list[float]  # the WARMUP_ROUNDS untimed rounds after compilation
     images: int
     steps: int
-    compiled: Any = None  # JAX: the compiled program
 
     @property
     def last_untimed_seconds(self) -> float:
@@ -199,14 +198,14 @@ def jax_round(
         params = state.params
         step_batches = [(images[i], labels[i]) for i in range(len(idx))]
         start = time.perf_counter()
-        step = compiled = jax_train.eval_step.lower(params, step_batches[0]).compile()
+        step = jax_train.eval_step.lower(params, step_batches[0]).compile()
 
         def run() -> None:
             jax.block_until_ready([step(params, b) for b in step_batches])
     elif variant == "jax_jit":
         step_batches = [(images[i], labels[i]) for i in range(len(idx))]
         start = time.perf_counter()
-        step = compiled = jax_train.compile_train(jax_train.train_step.lower(state, step_batches[0]), platform)
+        step = jax_train.compile_train(jax_train.train_step.lower(state, step_batches[0]), platform)
 
         def run() -> None:
             s = holder["state"]
@@ -221,7 +220,7 @@ def jax_round(
                              f"the leftover steps would go untimed while their images counted: use a multiple of {k}")
         chunks = [(images[i : i + k], labels[i : i + k]) for i in range(0, len(idx) - k + 1, k)]
         start = time.perf_counter()
-        steps = compiled = jax_train.compile_train(jax_train.train_steps.lower(state, chunks[0], unroll=True), platform)
+        steps = jax_train.compile_train(jax_train.train_steps.lower(state, chunks[0], unroll=True), platform)
 
         def run() -> None:
             s = holder["state"]
@@ -233,18 +232,18 @@ def jax_round(
         resident = jax.device_put((data.images, data.labels), dev)
         order = jax.device_put(idx.astype(np.int32), dev)
         start = time.perf_counter()
-        steps = compiled = jax_train.compile_train(jax_train.train_epoch_steps.lower(state, resident, order), platform)
+        steps = jax_train.compile_train(jax_train.train_epoch_steps.lower(state, resident, order), platform)
 
         def run() -> None:
             s, _ = steps(holder["state"], resident, order)
             holder["state"] = jax.block_until_ready(s)
     else:
         start = time.perf_counter()
-        steps = compiled = jax_train.compile_train(jax_train.train_steps.lower(state, (images, labels), unroll=False), platform)
+        steps = jax_train.compile_train(jax_train.train_steps.lower(state, (images, labels), unroll=False), platform)
 
         def run() -> None:
             s, _ = steps(holder["state"], (images, labels))
             holder["state"] = jax.block_until_ready(s)
 
     compile_seconds = time.perf_counter() - start
-    return Round(run, compile_seconds, _warm_up(run), idx.size, len(idx), compiled)
+    return Round(run, compile_seconds, _warm_up(run), idx.size, len(idx))

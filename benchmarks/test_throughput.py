@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from benchmarks.conditions import OTHER_LOAD_LIMIT, LoadMeter
+from benchmarks.conditions import LoadMeter, loaded
 from benchmarks.conftest import environment, skip_precision_not_run_on
 from benchmarks.runners import (
     EVAL_VARIANTS,
@@ -108,7 +108,7 @@ def run_comparison(benchmark, mode, device, batch_size, precision_name, mnist, j
             "images_per_round": round_.images, "steps_per_round": round_.steps, "round_seconds": seconds[variant],
             "rounds": len(timed), "images_per_s": rate["median"], "images_per_s_low": rate["low"],
             "images_per_s_high": rate["high"], "load_before": load["load_before"], "load_after": load["load_after"],
-            "other_processes_cores": round(other_cores, 3), "loaded": other_cores > OTHER_LOAD_LIMIT,
+            "other_processes_cores": round(other_cores, 3), "loaded": loaded(other_cores),
         })
     benchmark.extra_info.update(mode=mode, device=device, batch_size=batch_size, precision=precision_name,
                                 rows=rows, **environment(device))
