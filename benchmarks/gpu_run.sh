@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's GPU run, in one command, for a machine where nothing can be installed:
 #
-#   bash benchmarks/gpu_run.sh OUT_DIR [--budget SECONDS] [--name NAME] [--commit SHA] [--allow-dirty]  # on a GPU machine
+#   bash benchmarks/gpu_run.sh OUT_DIR [--budget SECONDS] [--stages LIST] [--name NAME] [--commit SHA] [--allow-dirty]
 #   bash benchmarks/gpu_run.sh OUT_DIR --dry-run                                                        # the same steps on the CPU, tiny
 #
 # From the repo root, with whatever python3 has torch, torchvision, jax (with its CUDA plugin), flax,
@@ -26,20 +26,29 @@
 # and writes into OUT_DIR: NAME.json (the stages' results merged), NAME.md and NAME.png (benchmarks.report),
 # NAME-trainers.json (the trainers' metrics.json files), NAME-repro.json (step 6) and NAME.log (everything printed).
 # NAME defaults to the GPU's model, e.g. h100; a dry run's is dry-run. --budget (default 540 s; a dry
-# run's 3600 s) bounds steps 3-6 together, with the last 110 s kept for step 6, so that the whole command
-# fits one 10-minute call on a lent machine (about 20 s of imports come before the budget starts).
+# run's 3600 s) bounds steps 3-6 together, so that the command fits one 10-minute call on a lent machine
+# (about 20 s of imports come before it). --stages (default: all) names the steps to run, comma-separated,
+# from: STAGES below. The budget is shared among the chosen ones in proportion to what each takes on an
+# H200 (SHARE): all of them want about 950 s, so a short lease runs them in two calls, e.g.
+# --stages gpu-tests,b128,accuracy,fastest,b1024 then the rest, and merges the two NAME.json files with
+# python -m benchmarks.report. A stage that ends early leaves its time to the next.
 # --dry-run runs every step on the CPU with one tiny round per benchmark and one-epoch trainings
 # (.ci/run runs it, so the GPU command cannot rot). Exit status: 0 when every step ran, 1 otherwise.
 set -uo pipefail
 
-usage="usage: bash benchmarks/gpu_run.sh OUT_DIR [--dry-run] [--budget SECONDS] [--name NAME] [--commit SHA] [--allow-dirty]"
-out_dir="" dry_run=0 budget="" name="" allow_dirty=0 commit=""
+usage="usage: bash benchmarks/gpu_run.sh OUT_DIR [--dry-run] [--budget SECONDS] [--stages LIST] [--name NAME] [--commit SHA] [--allow-dirty]"
+out_dir="" dry_run=0 budget="" name="" allow_dirty=0 commit="" stages_arg=""
+#: The steps in the order they run, and the seconds each took on an H200 (their share of the budget).
+STAGES=(gpu-tests b128 accuracy fastest b1024 latency cold memory bf16 bf16-accuracy scaling trainers repro)
+declare -A SHARE=([gpu-tests]=30 [b128]=90 [accuracy]=95 [fastest]=105 [b1024]=70 [latency]=30 [cold]=40 [memory]=120
+                  [bf16]=40 [bf16-accuracy]=95 [scaling]=10 [trainers]=70 [repro]=150)
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry_run=1 ;;
     --allow-dirty) allow_dirty=1 ;;
     --commit) shift; commit="${1:-}"; [[ "$commit" =~ ^[0-9a-f]{7,40}$ ]] || { echo "error: --commit takes a commit's hex SHA, got '$commit'" >&2; exit 2; } ;;
     --budget) shift; budget="${1:-}" ;;
+    --stages) shift; stages_arg="${1:-}" ;;
     --name) shift; name="${1:-}" ;;
     -h|--help) echo "$usage"; exit 0 ;;
     -*) echo "error: unknown option $1; $usage" >&2; exit 2 ;;
@@ -49,7 +58,14 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$out_dir" ] || { echo "error: OUT_DIR is missing; $usage" >&2; exit 2; }
 [ -n "$budget" ] || budget=$([ "$dry_run" = 1 ] && echo 3600 || echo 540)  # a dry run is never cut short
-[[ "$budget" =~ ^[0-9]+$ ]] && [ "$budget" -ge 240 ] || { echo "error: --budget takes whole seconds >= 240 (110 of them kept for the reproducibility step), got '$budget'; $usage" >&2; exit 2; }
+[[ "$budget" =~ ^[0-9]+$ ]] && [ "$budget" -ge 60 ] || { echo "error: --budget takes whole seconds >= 60, got '$budget'; $usage" >&2; exit 2; }
+declare -A chosen=()
+for stage in ${stages_arg//,/ }; do
+  [ -n "${SHARE[$stage]+x}" ] || { echo "error: --stages: unknown stage '$stage'; expected a comma-separated list from: ${STAGES[*]}" >&2; exit 2; }
+  chosen[$stage]=1
+done
+[ -z "$stages_arg" ] || [ ${#chosen[@]} -gt 0 ] || { echo "error: --stages is empty; expected a comma-separated list from: ${STAGES[*]}" >&2; exit 2; }
+[ -n "$stages_arg" ] || for stage in "${STAGES[@]}"; do chosen[$stage]=1; done
 [[ -z "$name" || "$name" =~ ^[A-Za-z0-9._-]+$ ]] || { echo "error: --name takes letters, digits, '.', '_' and '-', got '$name'" >&2; exit 2; }
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -126,12 +142,16 @@ echo "gpu_run: $(date -u +%FT%TZ), results $out_dir/$name.*, budget ${budget}s, 
 command -v nvidia-smi >/dev/null && nvidia-smi -L
 start=$(date +%s)
 end=$((start + budget))
-repro_keep=110  # the last seconds of the budget, for step 6
 failed=()
-
-stage_deadline() {  # $1: seconds to keep for the steps after this one
-  echo $((end - $1))
-}
+# Each chosen stage's deadline: the budget shared in proportion to SHARE, cumulatively, in STAGES' order.
+declare -A deadline_of=()
+total=0; for stage in "${!chosen[@]}"; do total=$((total + SHARE[$stage])); done
+sum=0
+for stage in "${STAGES[@]}"; do
+  [ -n "${chosen[$stage]+x}" ] || continue
+  sum=$((sum + SHARE[$stage])); deadline_of[$stage]=$((start + budget * sum / total))
+done
+echo "gpu_run: stages $(for s in "${STAGES[@]}"; do [ -n "${deadline_of[$s]+x}" ] && printf '%s (until %ss) ' "$s" $((deadline_of[$s] - start)); done)"
 
 # --- 2. pytest with pytest-benchmark ------------------------------------------------------------------
 cat > "$work/test_probe.py" <<'EOF'
@@ -147,9 +167,11 @@ if ! (cd "$work" && "$PY" -m pytest -q -p no:cacheprovider test_probe.py --bench
 fi
 
 # --- 3. the GPU tests ---------------------------------------------------------------------------------
-echo "== pytest -m gpu (the trainers' own GPU runs are step 5)"
-timeout $((budget / 4)) "$PY" -m pytest -m gpu tests -q -p no:cacheprovider -k "not test_trainers_train_on_the_gpu" \
-  || failed+=("pytest -m gpu")
+if [ -n "${chosen[gpu-tests]+x}" ]; then
+  echo "== pytest -m gpu (the trainers' own GPU runs are step 5)"
+  timeout $((deadline_of[gpu-tests] - $(date +%s) + 60)) "$PY" -m pytest -m gpu tests -q -p no:cacheprovider \
+    -k "not test_trainers_train_on_the_gpu" || failed+=("pytest -m gpu")
+fi
 
 # --- 4. the benchmark suite, most important first ---------------------------------------------------
 parts=()
@@ -159,9 +181,10 @@ report() {
     --title "PyTorch vs JAX, MNIST CNN on $name: throughput (higher is better)" >"$work/report.md" \
     || failed+=("report")
 }
-bench_stage() {  # $1: label, $2: -k expression, $3: seconds to keep for the later steps
-  local label="$1" expr="$2" keep="$3" deadline json="$work/stage${#parts[@]}.json"
-  deadline=$(stage_deadline "$keep")
+bench_stage() {  # $1: the stage's name in STAGES, $2: label, $3: -k expression
+  local stage="$1" label="$2" expr="$3" deadline json="$work/stage${#parts[@]}.json"
+  [ -n "${chosen[$stage]+x}" ] || return 0
+  deadline=${deadline_of[$stage]}
   if [ "$(date +%s)" -ge "$deadline" ]; then
     echo "== $label: skipped, the budget is spent"; failed+=("$label (no time)"); return
   fi
@@ -172,32 +195,33 @@ bench_stage() {  # $1: label, $2: -k expression, $3: seconds to keep for the lat
   [ -s "$json" ] && parts+=("$json") && report
 }
 if [ "$benchmarks_ok" = 1 ]; then
-  bench_stage "train and eval, batch 128, float32 and tf32" "$device and 128 and (float32 or tf32) and (train_step or test_eval)" 460
-  bench_stage "time to 99% over seeds, float32, as shipped" "$device and accuracy and float32 and shipped" 375
-  bench_stage "time to 99% over seeds, float32, fastest settings" "$device and accuracy and float32 and fastest" 320
-  bench_stage "train and eval, batch 1024, float32 and tf32" "$device and 1024 and (float32 or tf32) and (train_step or test_eval)" 285
-  bench_stage "latency, one image per call, and the float32 matmul peak" "$device and (latency or peak)" 260
-  bench_stage "cold start: compile from empty and warm caches, break-even" "$device and cold_start" 230
-  bench_stage "peak memory, each variant in its own process" "$device and memory" 205
-  bench_stage "train, bf16" "$device and bf16 and train_step" 185
-  bench_stage "accuracy runs, bf16, as shipped" "$device and accuracy and bf16 and shipped" 170
-  bench_stage "data-parallel scaling (2 or more GPUs)" "$device and scaling" 165
+  bench_stage b128 "train and eval, batch 128, float32 and tf32" "$device and 128 and (float32 or tf32) and (train_step or test_eval)"
+  bench_stage accuracy "time to 99% over seeds, float32, as shipped" "$device and accuracy and float32 and shipped"
+  bench_stage fastest "time to 99% over seeds, float32, fastest settings" "$device and accuracy and float32 and fastest"
+  bench_stage b1024 "train and eval, batch 1024, float32 and tf32" "$device and 1024 and (float32 or tf32) and (train_step or test_eval)"
+  bench_stage latency "latency, one image per call, and the float32 matmul peak" "$device and (latency or peak)"
+  bench_stage cold "cold start: compile from empty and warm caches, break-even" "$device and cold_start"
+  bench_stage memory "peak memory, each variant in its own process" "$device and memory"
+  bench_stage bf16 "train, bf16" "$device and bf16 and train_step"
+  bench_stage bf16-accuracy "accuracy runs, bf16, as shipped" "$device and accuracy and bf16 and shipped"
+  bench_stage scaling "data-parallel scaling (2 or more GPUs)" "$device and scaling"
 fi
 
 # --- 5. the trainers' default runs ----------------------------------------------------------------------
 trainer() {  # $1: label, then the command's arguments
   local label="$1"; shift
-  local left=$((end - repro_keep - $(date +%s)))
+  local left=$((deadline_of[trainers] - $(date +%s)))
   if [ "$left" -le 0 ]; then echo "== $label: skipped, the budget is spent"; failed+=("$label (no time)"); return; fi
   echo "== $label: $*"
   timeout "$left" "$PY" -m "$@" --device "$device" --out-dir "$work/$label" "${train_opts[@]}" --quiet || failed+=("$label")
 }
-trainer jax mnist_jax.train
-trainer torch_eager mnist_torch.train
-if [ "$device" = cuda ]; then
-  trainer torch_cudagraph mnist_torch.train --mode cuda-graphs
-fi
-"$PY" - "$work" "$out_dir/$name-trainers.json" <<'EOF'
+if [ -n "${chosen[trainers]+x}" ]; then
+  trainer jax mnist_jax.train
+  trainer torch_eager mnist_torch.train
+  if [ "$device" = cuda ]; then
+    trainer torch_cudagraph mnist_torch.train --mode cuda-graphs
+  fi
+  "$PY" - "$work" "$out_dir/$name-trainers.json" <<'EOF'
 import json, pathlib, sys
 work, target = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 runs = {p.parent.name: json.loads(p.read_text()) for p in sorted(work.glob("*/metrics.json"))}
@@ -207,16 +231,18 @@ for label, m in runs.items():
     print(f"{label}: {len(e)} epochs, {100 * m['test_accuracy']:.2f}%, {sum(r['seconds'] for r in e) / len(e):.3f} s/epoch, "
           f"compile {m['compile_seconds']}, on {m['device']}")
 EOF
+fi
 
 # --- 6. reproducibility: each trainer twice with the same flags, bytes compared -------------------------
-# The budget's last repro_keep seconds (about 100 s on a GPU; at least 60 s even when earlier steps ran
-# over): what the README's "Reproducibility" says about the GPU.
-repro_opts=(--epochs 2 --train-size 6400)
-[ "$dry_run" = 1 ] && repro_opts=(--epochs 1 --train-size 1280)
-echo "== reproducibility: each trainer twice, ${repro_opts[*]}"
-repro_left=$((end - $(date +%s))); [ "$repro_left" -ge 60 ] || repro_left=60
-timeout "$repro_left" "$PY" -m benchmarks.reproducibility "$out_dir/$name-repro.json" --device "$device" "${repro_opts[@]}" \
-  || failed+=("reproducibility")
+# What the README's "Reproducibility" says about the GPU; the pairs done are written as they finish.
+if [ -n "${chosen[repro]+x}" ]; then
+  repro_opts=(--epochs 2 --train-size 6400)
+  [ "$dry_run" = 1 ] && repro_opts=(--epochs 1 --train-size 1280)
+  echo "== reproducibility: each trainer twice, ${repro_opts[*]}"
+  repro_left=$((deadline_of[repro] - $(date +%s))); [ "$repro_left" -ge 60 ] || repro_left=60
+  timeout "$repro_left" "$PY" -m benchmarks.reproducibility "$out_dir/$name-repro.json" --device "$device" "${repro_opts[@]}" \
+    || failed+=("reproducibility")
+fi
 
 [ -s "$work/report.md" ] && cat "$work/report.md"  # written after the last benchmark stage
 echo "gpu_run: done in $(($(date +%s) - start))s; wrote $(cd "$out_dir" && ls | tr '\n' ' ')"

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
                                          f"{100 * r['test_accuracy'][0]:.2f}% / {100 * r['test_accuracy'][1]:.2f}%, "
                                          f"{r['seconds_per_epoch'][0]:.3f} / {r['seconds_per_epoch'][1]:.3f} s/epoch")
             print(f"reproducibility {label} on {args.device}: {verdict}", flush=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
+            args.out.write_text(json.dumps(results, indent=1) + "\n")  # after each pair: a run cut short keeps those done
     if any("error" in r for r in results.values()):  # runs that differ are a finding, recorded above; a crash is a failure
         sys.exit(1)
 

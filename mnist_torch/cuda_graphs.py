@@ -87,6 +87,9 @@ class CapturedStep:
         if device.type != "cuda":
             raise ValueError(f"CUDA graphs need the training data on a CUDA device, got {device}; use eager or compiled steps")
         self.idx = torch.zeros(batch_size, dtype=torch.long, device=device)  # static: replays read the indices here
+        # The graph holds raw addresses, not references: the data and state it reads must live as long as it does,
+        # or the caching allocator hands their memory to the next tensor and replays read garbage.
+        self.train, self.state = train, state
 
         def run() -> Metrics:
             return train_step(state, (train.images[self.idx], train.labels[self.idx]))
