@@ -46,6 +46,8 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry_run=1 ;;
     --allow-dirty) allow_dirty=1 ;;
+    --commit|--budget|--stages|--name)
+      [ $# -ge 2 ] && [ -n "$2" ] && [[ "$2" != --* ]] || { echo "error: $1 needs a value; $usage" >&2; exit 2; } ;;&
     --commit) shift; commit="${1:-}"; [[ "$commit" =~ ^[0-9a-f]{7,40}$ ]] || { echo "error: --commit takes a commit's hex SHA, got '$commit'" >&2; exit 2; } ;;
     --budget) shift; budget="${1:-}" ;;
     --stages) shift; stages_arg="${1:-}" ;;
@@ -58,7 +60,9 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$out_dir" ] || { echo "error: OUT_DIR is missing; $usage" >&2; exit 2; }
 [ -n "$budget" ] || budget=$([ "$dry_run" = 1 ] && echo 3600 || echo 540)  # a dry run is never cut short
-[[ "$budget" =~ ^[0-9]+$ ]] && [ "$budget" -ge 60 ] || { echo "error: --budget takes whole seconds >= 60, got '$budget'; $usage" >&2; exit 2; }
+# Digits without a leading zero (bash reads 0600 as octal), 60 s to 1 000 000 s.
+[[ "$budget" =~ ^[1-9][0-9]{1,6}$ ]] && [ "$budget" -ge 60 ] && [ "$budget" -le 1000000 ] \
+  || { echo "error: --budget takes whole seconds from 60 to 1000000, written without a leading zero, got '$budget'; $usage" >&2; exit 2; }
 declare -A chosen=()
 for stage in ${stages_arg//,/ }; do
   [ -n "${SHARE[$stage]+x}" ] || { echo "error: --stages: unknown stage '$stage'; expected a comma-separated list from: ${STAGES[*]}" >&2; exit 2; }
@@ -69,8 +73,15 @@ done
 [[ -z "$name" || "$name" =~ ^[A-Za-z0-9._-]+$ ]] || { echo "error: --name takes letters, digits, '.', '_' and '-', got '$name'" >&2; exit 2; }
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
-mkdir -p "$out_dir" || { echo "error: cannot create OUT_DIR $out_dir" >&2; exit 2; }
+# Never overwrite results: OUT_DIR must be new or empty, and writable, before anything runs.
+if [ -e "$out_dir" ] || [ -L "$out_dir" ]; then
+  [ -d "$out_dir" ] || { echo "error: OUT_DIR $out_dir exists and is not a folder; give a new or empty folder" >&2; exit 2; }
+  [ -z "$(ls -A "$out_dir" 2>/dev/null)" ] || { echo "error: OUT_DIR $out_dir already holds files (an earlier run's?); give a new or empty folder, so that no result is overwritten" >&2; exit 2; }
+fi
+mkdir -p "$out_dir" 2>/dev/null || { echo "error: cannot create OUT_DIR $out_dir; give a folder you can write to" >&2; exit 2; }
 out_dir="$(cd "$out_dir" && pwd)"
+probe="$out_dir/.gpu_run-write-test"
+{ : >"$probe" && rm -f "$probe"; } 2>/dev/null || { echo "error: cannot write into OUT_DIR $out_dir; give a folder you can write to" >&2; exit 2; }
 cd "$repo"
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 # The suite runs PyTorch and JAX in one process: JAX would take 75% of the GPU's memory up front.
@@ -78,6 +89,22 @@ export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.5}"
 PY="${PYTHON:-python3}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
+child=""
+stop() {  # $1: the signal's name, $2: the exit status
+  # `timeout` leads its own process group and passes the signal to all of it (pytest and its trainers).
+  [ -n "$child" ] && kill -TERM "$child" 2>/dev/null && wait "$child" 2>/dev/null
+  echo "gpu_run: stopped by $1; what the finished steps measured is in ${out_dir}; the step that was running is lost" >&2
+  exit "$2"
+}
+trap 'stop SIGINT 130' INT
+trap 'stop SIGTERM 143' TERM
+bounded() {  # $1: seconds, then the command: run it under timeout, in the background, and wait for it
+  local seconds="$1"; shift
+  timeout "$seconds" "$@" & child=$!
+  wait "$child"; local status=$?
+  child=""
+  return "$status"
+}
 
 # --- 0. provenance and load -----------------------------------------------------------------------------
 [ -n "$commit" ] && export MNIST_BENCH_COMMIT="$commit"
@@ -169,7 +196,7 @@ fi
 # --- 3. the GPU tests ---------------------------------------------------------------------------------
 if [ -n "${chosen[gpu-tests]+x}" ]; then
   echo "== pytest -m gpu (the trainers' own GPU runs are step 5)"
-  timeout $((deadline_of[gpu-tests] - $(date +%s) + 60)) "$PY" -m pytest -m gpu tests -q -p no:cacheprovider \
+  bounded $((deadline_of[gpu-tests] - $(date +%s) + 60)) "$PY" -m pytest -m gpu tests -q -p no:cacheprovider \
     -k "not test_trainers_train_on_the_gpu" || failed+=("pytest -m gpu")
 fi
 
@@ -189,7 +216,7 @@ bench_stage() {  # $1: the stage's name in STAGES, $2: label, $3: -k expression
     echo "== $label: skipped, the budget is spent"; failed+=("$label (no time)"); return
   fi
   echo "== $label (until $((deadline - start))s of ${budget}s)"
-  timeout $((deadline - $(date +%s) + 120)) "$PY" -m pytest benchmarks --benchmark-only -q -p no:cacheprovider \
+  bounded $((deadline - $(date +%s) + 120)) "$PY" -m pytest benchmarks --benchmark-only -q -p no:cacheprovider \
     --benchmark-json "$json" --bench-deadline "$deadline" "${bench_opts[@]}" "${bench_provenance[@]}" -k "$expr" -W ignore::UserWarning \
     || failed+=("$label")
   [ -s "$json" ] && parts+=("$json") && report
@@ -213,7 +240,7 @@ trainer() {  # $1: label, then the command's arguments
   local left=$((deadline_of[trainers] - $(date +%s)))
   if [ "$left" -le 0 ]; then echo "== $label: skipped, the budget is spent"; failed+=("$label (no time)"); return; fi
   echo "== $label: $*"
-  timeout "$left" "$PY" -m "$@" --device "$device" --out-dir "$work/$label" "${train_opts[@]}" --quiet || failed+=("$label")
+  bounded "$left" "$PY" -m "$@" --device "$device" --out-dir "$work/$label" "${train_opts[@]}" --quiet || failed+=("$label")
 }
 if [ -n "${chosen[trainers]+x}" ]; then
   trainer jax mnist_jax.train
@@ -240,7 +267,7 @@ if [ -n "${chosen[repro]+x}" ]; then
   [ "$dry_run" = 1 ] && repro_opts=(--epochs 1 --train-size 1280)
   echo "== reproducibility: each trainer twice, ${repro_opts[*]}"
   repro_left=$((deadline_of[repro] - $(date +%s))); [ "$repro_left" -ge 60 ] || repro_left=60
-  timeout "$repro_left" "$PY" -m benchmarks.reproducibility "$out_dir/$name-repro.json" --device "$device" "${repro_opts[@]}" \
+  bounded "$repro_left" "$PY" -m benchmarks.reproducibility "$out_dir/$name-repro.json" --device "$device" "${repro_opts[@]}" \
     || failed+=("reproducibility")
 fi
 

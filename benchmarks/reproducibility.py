@@ -82,6 +82,20 @@ def compare_twice(command: list[str], env: dict[str, str], work: Path, device: s
     }
 
 
+def unwritable(out: Path) -> str | None:
+    """Why the results could not be written to `out`, or None: checked first, so that no training is lost."""
+    parent = out.parent if str(out.parent) else Path(".")
+    if out.is_dir():
+        return f"{out} is a folder; give a file name for the JSON results, e.g. {out / 'repro.json'}"
+    if out.exists() and not out.is_file():
+        return f"{out} is not a regular file; give a file name for the JSON results"
+    if not parent.is_dir():
+        return f"the folder {parent} does not exist; create it or give another path for the JSON results"
+    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        return f"cannot write {out}; give a path you can write to"
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.reproducibility", description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="where to write the JSON results")
@@ -89,6 +103,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train-size", type=int, default=6400)
     args = parser.parse_args(argv)
+    problem = unwritable(args.out)
+    if problem:  # before minutes of training, not after them
+        parser.exit(2, f"error: {problem}\n")
     results = {}
     with tempfile.TemporaryDirectory() as work:
         for label, (command, env) in cases(args.device).items():
