@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -24,15 +26,40 @@ _HIT = "/jax/compilation_cache/cache_hits"
 _MISS = "/jax/compilation_cache/cache_misses"
 
 
+def cache_dir_problem(directory: Path) -> str | None:
+    """Why the cache cannot be written in `directory`, or None. It creates the folder (as JAX would) and one
+    empty file in it, then removes the file: a trial write, so that root on a read-only file system, where
+    permission bits say nothing, is caught as well."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write-test-", dir=directory)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        return err.strerror or type(err).__name__
+    return None
+
+
 def use_compilation_cache() -> Path | None:
-    """Cache every later compilation on disk; returns the folder, or None when the user turned the cache off.
+    """Cache every later compilation on disk; returns the folder, or None when the user turned the cache off
+    or it cannot be written.
 
     Must run before this process compiles anything: JAX decides once, at its first compilation,
     whether the cache is in use (`count_cache_lookups` then sees neither hits nor misses).
+
+    A folder that cannot be written (read-only, not a folder, on a full disk) is not an error: the cache only
+    saves compile seconds. One note on stderr names it and why, and the run goes on without the persistent
+    cache (JAX would otherwise warn at every compilation, two lines each).
     """
     if not jax.config.jax_enable_compilation_cache:
         return None
     directory = Path(jax.config.jax_compilation_cache_dir or DEFAULT_CACHE_DIR)
+    if (problem := cache_dir_problem(directory)) is not None:
+        print(f"note: the compilation cache folder {directory} cannot be written ({problem}); running without the "
+              f"persistent compilation cache (set JAX_COMPILATION_CACHE_DIR to a writable folder, or "
+              f"JAX_ENABLE_COMPILATION_CACHE=false to silence this)", file=sys.stderr, flush=True)
+        jax.config.update("jax_enable_compilation_cache", False)
+        return None
     jax.config.update("jax_compilation_cache_dir", str(directory))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # ours take 0.1-5 s: cache them all
     return directory

@@ -16,8 +16,10 @@ from typing import Sequence
 if __name__ == "__main__":
     # Check the command line before the imports below load JAX and PyTorch (seconds, 1 GB): a bad flag or a
     # path that cannot work then fails at once, with argparse's usage and one error line (exit status 2).
+    from mnist_torch import interrupts
     from mnist_torch.cli import check_command_line
 
+    interrupts.install("python -m mnist_jax.evaluate")  # Ctrl-C or SIGTERM from here on: one line, exit 130 / 143
     check_command_line("evaluate", "jax", sys.argv[1:])
 
 import jax

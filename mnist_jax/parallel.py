@@ -14,18 +14,31 @@ run on N devices takes the same SGD steps, apart from the order in which float32
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
+import os
+import signal
 import socket
 import sys
+import tempfile
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import jax
 import numpy as np
+from jax._src import distributed as jax_distributed
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mnist_torch.config import DeviceUnavailable, DistributedError, TrainConfig
 from mnist_torch.files import first_line
-from mnist_torch.parallel import LOST_PEER_SIGNS
+from mnist_torch.parallel import (
+    LOST_PEER_SIGNS,
+    exit_on_interrupt,
+    first_difference,
+    run_settings,
+)
 
 #: The mesh's one axis: the batch is split along it.
 DATA_AXIS = "data"
@@ -42,16 +55,22 @@ def start_processes(config: TrainConfig) -> None:
     jax.distributed ends a process whose start-up timed out with a fatal log and a stack trace, not an
     exception, so the other processes first wait for the coordinator to listen (`wait_for_coordinator`)
     and say in one line when it never does. Process 0, waiting for processes that never start, gets
-    JAX's own fatal error after --dist-timeout; it says first what it waits for.
+    JAX's own fatal error after --dist-timeout; it says first what it waits for. Once joined, the
+    processes compare their flags (`check_same_flags`), before anything is written or computed.
     """
     if config.num_processes == 1:
         return
+    # From here on SIGINT and SIGTERM stop this process at once, with one line, and skip jax.distributed's
+    # shutdown barrier (which the other processes would never reach); they then lose this one.
+    exit_on_interrupt(lambda signum: interrupted(config, signum), (signal.SIGINT, signal.SIGTERM))
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if config.process_id != 0:
         wait_for_coordinator(config)
-    elif not config.quiet:
-        print(f"process 0 of {config.num_processes}: waiting up to {config.dist_timeout} s at {config.coordinator} "
-              f"for the other {config.num_processes - 1}", file=sys.stderr, flush=True)
+    else:
+        hold_coordinator_port(config)  # a second process 0 stops here, at once
+        if not config.quiet:
+            print(f"process 0 of {config.num_processes}: waiting up to {config.dist_timeout} s at {config.coordinator} "
+                  f"for the other {config.num_processes - 1}", file=sys.stderr, flush=True)
     try:
         jax.distributed.initialize(
             config.coordinator, config.num_processes, config.process_id,
@@ -65,6 +84,93 @@ def start_processes(config: TrainConfig) -> None:
             f"{config.coordinator} within --dist-timeout {config.dist_timeout} s ({first_line(err)}); start all "
             f"{config.num_processes} processes with the same --coordinator and --num-processes, process 0 on that host"
         ) from None
+    check_same_flags(config)
+
+
+def hold_coordinator_port(config: TrainConfig) -> None:
+    """Process 0 only: hold, for the life of this process, a lock named after --coordinator's port on this
+    host, and refuse to start in one line when another process 0 holds it already.
+
+    Two processes started with --process-id 0 would both start a coordination service, and gRPC lets both
+    listen on the one port (SO_REUSEPORT): the other processes' connections are then dealt between them,
+    and each ends, after up to --dist-timeout, in a fatal error of jaxlib's with a C++ stack trace. The
+    lock makes the second one stop at once instead; the kernel releases it when the first one ends, however."""
+    port = config.coordinator.rsplit(":", 1)[1]
+    path = Path(tempfile.gettempdir()) / f"mnist_jax-coordinator-{port}.lock"
+    try:
+        handle = open(path, "a+")  # noqa: SIM115 - kept open (and locked) until this process ends
+    except OSError:  # another user's lock file, a read-only temp folder: no check, JAX's own behaviour
+        return
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise DistributedError(
+            f"process 0 of {config.num_processes}: another process 0 already coordinates a run at --coordinator "
+            f"{config.coordinator} on this host ({holder}); start one process with --process-id 0 and "
+            f"{'the other with 1' if config.num_processes == 2 else f'the others with 1 to {config.num_processes - 1}'}, "
+            "or stop that run"
+        ) from None
+    handle.truncate(0)
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    _held.append(handle)
+
+
+_held: list[Any] = []  # the lock file of `hold_coordinator_port`, open until this process ends
+
+
+def interrupted(config: TrainConfig, signum: int) -> str:
+    """The line a process of a several-process run prints when SIGINT or SIGTERM stops it (`exit_on_interrupt`)."""
+    return (f"error: process {config.process_id} of {config.num_processes} was interrupted ({signal.Signals(signum).name}); "
+            f"the other processes stop when they lose it; the checkpoint of the last finished epoch in {config.out_dir} "
+            f"is whole: start all {config.num_processes} processes again with --resume")
+
+
+def check_same_flags(config: TrainConfig) -> None:
+    """Before any step, before anything is written: every process's `run_settings` gathered in every
+    process; when they are not the same, every process stops naming the first difference
+    (`leave_together`: one line each, status 1, process 0 last).
+
+    The settings go through the key-value store of jax.distributed's coordination service (the client
+    `jax.distributed.initialize` made, which JAX keeps in `jax._src.distributed.global_state`): each
+    process publishes its own under its --process-id and reads everyone's. Not an all-gather on the
+    devices (`multihost_utils.process_allgather`): that would compile a program before the trainer turns
+    on the persistent compilation cache, which JAX would then ignore for the whole run."""
+    if config.num_processes == 1:
+        return
+    client = jax_distributed.global_state.client
+    client.key_value_set(f"mnist/flags/{config.process_id}", json.dumps(run_settings(config)))
+    gathered = [json.loads(client.blocking_key_value_get(f"mnist/flags/{index}", 1000 * config.dist_timeout))
+                for index in range(config.num_processes)]
+    difference = first_difference(gathered, "process", "start every process of a run with the same flags")
+    if difference is not None:
+        leave_together(client, config, f"error: {difference}")
+
+
+#: Seconds process 0 waits, after the flags' check failed, for the others to have printed their line.
+LEAVE_WAIT = 10
+
+
+def leave_together(client: Any, config: TrainConfig, line: str) -> NoReturn:
+    """Every process prints `line` and exits with status 1, process 0 last.
+
+    Process 0 runs the coordination service: were it gone before another process had read the flags or
+    printed its line, that process's jax.distributed client would end it with a fatal error and a C++
+    stack trace instead. So each other process prints its line, then says so in the key-value store and
+    leaves; process 0 waits for them (at most LEAVE_WAIT seconds), then leaves too. Like the trainer's
+    `fail`, `os._exit` skips jax.distributed's shutdown barrier."""
+    print(line, file=sys.stderr, flush=True)
+    if config.process_id != 0:
+        client.key_value_set(f"mnist/left/{config.process_id}", "1")
+    else:
+        with contextlib.suppress(Exception):  # a process that never says so is waited for LEAVE_WAIT s at most
+            for index in range(1, config.num_processes):
+                client.blocking_key_value_get(f"mnist/left/{index}", 1000 * LEAVE_WAIT)
+        time.sleep(0.5)  # their os._exit, a few instructions after their key_value_set
+    os._exit(1)
 
 
 def wait_for_coordinator(config: TrainConfig) -> None:

@@ -4,8 +4,10 @@ Usage: python -m mnist_jax.predict IMAGE... [--checkpoint DIR] [--json]
 
 Read it side by side with `mnist_torch/predict.py`. Each picture (PNG or JPEG, any size, a
 light or dark background) is brought to MNIST's form by `mnist_torch.images.load_digit`,
-shared by both frameworks. Without --checkpoint, the model is the latest checkpoint of
-`python -m mnist_jax.train` in its default out-dir.
+shared by both frameworks. Each picture gets its own answer line, or its own error line on
+stderr when it holds no digit; the status is then 1, once every other picture is answered.
+Without --checkpoint, the model is the latest checkpoint of `python -m mnist_jax.train` in
+its default out-dir.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from typing import Sequence
 if __name__ == "__main__":
     # Check the command line before the imports below load JAX and PyTorch (seconds, 1 GB): a bad flag or a
     # path that cannot work then fails at once, with argparse's usage and one error line (exit status 2).
+    from mnist_torch import interrupts
     from mnist_torch.cli import check_command_line
 
+    interrupts.install("python -m mnist_jax.predict")  # Ctrl-C or SIGTERM from here on: one line, exit 130 / 143
     check_command_line("predict", "jax", sys.argv[1:])
 
 import jax
@@ -26,20 +30,26 @@ import numpy as np
 from mnist_jax.checkpoint import CheckpointError, load_params
 from mnist_jax.train import predict, resolve_device
 from mnist_torch.config import DeviceUnavailable, build_predict_parser, default_out_dir
-from mnist_torch.images import ImageError, load_digit
+from mnist_torch.images import load_digits
 from mnist_torch.report import format_predictions
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_predict_parser("jax").parse_args(argv)
-    try:
-        images = np.stack([load_digit(path) for path in args.images])[..., None]  # (N, 28, 28, 1): NHWC
-        device = resolve_device(args.device)
-        params = load_params(args.checkpoint or default_out_dir("jax"), device)
-    except (ImageError, CheckpointError, DeviceUnavailable) as err:
-        sys.exit(f"error: {err}")
-    probabilities = predict(params, jax.device_put(images, device))
-    print(format_predictions([str(p) for p in args.images], probabilities, args.json))
+    images, errors = load_digits(args.images)  # (N, 28, 28) for the pictures that have a digit
+    probabilities = np.zeros((0, 10), np.float32)
+    if len(images):
+        try:
+            device = resolve_device(args.device)
+            params = load_params(args.checkpoint or default_out_dir("jax"), device)
+        except (CheckpointError, DeviceUnavailable) as err:
+            sys.exit(f"error: {err}")
+        probabilities = predict(params, jax.device_put(images[..., None], device))  # (N, 28, 28, 1): NHWC
+    output = format_predictions([str(p) for p in args.images], probabilities, args.json, errors)
+    if output:
+        print(output, flush=True)
+    if errors:  # after every answer: one line each on stderr, exit status 1
+        sys.exit("\n".join(f"error: {message}" for message in errors.values()))
 
 
 if __name__ == "__main__":

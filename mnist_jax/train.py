@@ -29,8 +29,10 @@ from typing import Any, Callable, Iterator, NamedTuple, NoReturn, Sequence
 if __name__ == "__main__":
     # Check the command line before the imports below load JAX and PyTorch (seconds, 1 GB): a bad flag or a
     # path that cannot work then fails at once, with argparse's usage and one error line (exit status 2).
+    from mnist_torch import interrupts
     from mnist_torch.cli import check_command_line
 
+    interrupts.install("python -m mnist_jax.train")  # Ctrl-C or SIGTERM from here on: one line, exit 130 / 143
     check_command_line("train", "jax", sys.argv[1:])
 
 import flax
@@ -41,12 +43,13 @@ import optax
 from flax.training.train_state import TrainState
 from jax.sharding import Mesh
 
-from mnist_jax.checkpoint import CheckpointError, load_checkpoint, records_to_json, save_checkpoint
+from mnist_jax.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, records_to_json, save_checkpoint
 from mnist_jax.compilation_cache import count_cache_lookups, describe_lookups, use_compilation_cache
 from mnist_jax.data import DataError, Split, batch_order, load_mnist, num_batches
 from mnist_jax.model import CNN
 from mnist_jax.parallel import batch_sharded, describe, is_writer, lost_process, make_mesh, place, replicated, start_processes
 from mnist_jax.weights import WEIGHTS_FILE, export_weights
+from mnist_torch import interrupts
 from mnist_torch.config import (
     EVAL_BATCH_SIZE,
     DeviceUnavailable,
@@ -69,6 +72,11 @@ Batch = tuple[jax.Array, jax.Array]  # images (N, 28, 28, 1) float, labels (N,) 
 #: 2 993 img/s at batch 128) for ~2 s more compilation; more steps compile longer for little more speed.
 FUSED_STEPS = 16
 
+#: Chunks of FUSED_STEPS steps the CPU path lets JAX queue ahead of the one running. Two keep the device
+#: busy; without a bound the whole epoch was queued, and a Ctrl-C then waited for all of it (46 s at
+#: --train-size 25600 on 2 cores) before the process could exit.
+IN_FLIGHT = 2
+
 #: Compiler options of the training steps on the CPU. jaxlib 0.10's XLA:CPU hands convolutions, dots
 #: and reductions to YNNPACK fusions by default; for this network's backward pass (conv1 has one input
 #: channel) they ran a training step 1.6x slower than XLA's own Eigen kernels on 2 CPU cores, with the
@@ -82,8 +90,20 @@ COMPUTE_DTYPES = {"float32": jnp.float32, "bf16": jnp.bfloat16}
 Metrics = dict[str, jax.Array]
 
 
+def start_backends() -> None:
+    """Start JAX's backends, as the commands' first use of JAX does (`train`, `resolve_device`): a JAX_PLATFORMS
+    naming a platform this machine lacks (cuda without an NVIDIA GPU, tpu without libtpu, a misspelt name),
+    or a backend plugin that fails to start, is `DeviceUnavailable` with one line, not JAX's traceback."""
+    try:
+        jax.default_backend()
+    except (RuntimeError, AssertionError) as err:  # jaxlib 0.10 asserts when it skips every platform (cuda, no GPU)
+        raise DeviceUnavailable(_backend_failure(err)) from None
+
+
 def resolve_device(name: str) -> jax.Device:
-    """This process's first device of the kind asked for (in a several-process run, its own, not process 0's)."""
+    """This process's first device of the kind asked for (in a several-process run, its own, not process 0's);
+    JAX's backends failing to start is `DeviceUnavailable` (`start_backends`)."""
+    start_backends()
     if name == "auto":
         return jax.local_devices()[0]  # JAX's default backend: the GPU when one is usable
     if name == "cuda":
@@ -95,6 +115,20 @@ def resolve_device(name: str) -> jax.Device:
                 "use --device cpu or auto"
             ) from None
     return jax.local_devices(backend="cpu")[0]
+
+
+def _backend_failure(err: BaseException) -> str:
+    """The error line for JAX's backends failing to start (`resolve_device`): what, why in JAX's words, and what to set."""
+    reason = (str(err).strip().splitlines() or [""])[0].split(" (set JAX_PLATFORMS=")[0].split(" (you may need to")[0]
+    platforms = jax.config.jax_platforms
+    if platforms:
+        reason = reason or ("no NVIDIA GPU is visible, so JAX skipped cuda" if "cuda" in platforms or "gpu" in platforms
+                            else "JAX started none of them")
+        return (f"JAX_PLATFORMS={platforms} asks for a platform JAX cannot start on this machine ({reason}); expected "
+                f"platforms present here (cpu; cuda needs an NVIDIA GPU and `pip install -e .[cuda]`); unset "
+                f"JAX_PLATFORMS to let JAX choose, or set JAX_PLATFORMS=cpu")
+    return (f"JAX could not start its backends ({reason or type(err).__name__}); set JAX_PLATFORMS=cpu to skip a "
+            f"failing accelerator plugin, or reinstall it")
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
@@ -289,6 +323,8 @@ def train_epoch(state: TrainState, train: Split, config: TrainConfig, epoch: int
             idx = order[start : start + FUSED_STEPS]
             state, metrics = steps.fused(state, place((train.images[idx], train.labels[idx]), batch_sharded(mesh, stacked=True)))
             losses.append(metrics["loss"])
+            if len(losses) > IN_FLIGHT:  # queue at most IN_FLIGHT chunks: an interrupt then waits for those alone
+                losses[-1 - IN_FLIGHT].block_until_ready()
             for k in range(FUSED_STEPS):
                 progress.step(lambda chunk=metrics["loss"], k=k: float(chunk[k]))
         for idx in order[fused:]:
@@ -326,6 +362,32 @@ def compile_steps(
     return steps, time.perf_counter() - start, lookups
 
 
+class XlaFlagsError(DeviceUnavailable):
+    """An XLA_FLAGS that XLA would refuse when its backend starts (with a fatal log line); the message names the token."""
+
+
+def xla_flags_problem(value: str) -> str | None:
+    """What in an XLA_FLAGS value XLA would refuse, or None. XLA reads a value that does not start with ``-``
+    as the name of a file of flags, and takes any later word starting with ``-`` for a flag; one starting
+    with a single ``-`` it refuses. (A ``--`` flag XLA does not know is left to XLA, which names it.)"""
+    import shlex  # here: the one user of it
+
+    try:
+        words = shlex.split(value)
+    except ValueError:  # an unclosed quote: XLA splits on its own terms
+        words = value.split()
+    if not words:
+        return None
+    if not words[0].startswith("-") and not os.path.isfile(value.strip()):
+        return (f"XLA_FLAGS holds {words[0]!r}, which is neither an XLA flag nor a flag file that exists (XLA would "
+                f"read the whole value as a file name); expected flags starting with --, such as "
+                f"--xla_gpu_deterministic_ops=true; correct or unset XLA_FLAGS")
+    if bad := next((w for w in words if w.startswith("-") and not w.startswith("--")), None):
+        return (f"XLA_FLAGS holds {bad!r}, which XLA refuses: its flags start with two dashes; write "
+                f"it as -{bad}, or correct or unset XLA_FLAGS")
+    return None
+
+
 @contextlib.contextmanager
 def deterministic(enabled: bool = True) -> Iterator[None]:
     """Make two runs with the same flags compute the same bits: XLA's deterministic GPU ops.
@@ -334,14 +396,30 @@ def deterministic(enabled: bool = True) -> Iterator[None]:
     them, and some kernels accumulate with atomics; measured on an H100, two identical 2-epoch runs
     ended 93.43% and 95.24% apart without this, byte-identical with it (README, "Reproducibility").
     XLA reads XLA_FLAGS when its backend starts, so this acts in a fresh process (the command line's
-    case) and not in one that has used JAX already. An XLA_FLAGS that names the option wins. The
-    previous XLA_FLAGS comes back afterwards.
+    case) and not in one that has used JAX already. An XLA_FLAGS that names the option wins and is
+    left exactly as written. The previous XLA_FLAGS comes back afterwards.
+
+    An XLA_FLAGS that XLA would refuse (`xla_flags_problem`) is `XlaFlagsError`, naming the user's token,
+    whether or not the option would be added: appended to, it would fail in XLA with a misleading message.
+    An XLA_FLAGS naming a file of flags (XLA's other form) is left as written, since nothing can be appended
+    to a file name; a note on stderr says so unless the file names the option.
 
     `enabled=False` (--nondeterministic) leaves XLA_FLAGS alone: XLA's default, autotuning and atomics
     allowed, its fastest on a GPU; on the CPU nothing changes.
     """
     before = os.environ.get("XLA_FLAGS")
-    if enabled and "xla_gpu_deterministic_ops" not in (before or ""):
+    if before is not None and (problem := xla_flags_problem(before)) is not None:
+        raise XlaFlagsError(problem)
+    flag_file = Path(before.strip()) if before and before.strip() and not before.strip().startswith("-") else None
+    if enabled and flag_file is not None:
+        try:
+            named = "xla_gpu_deterministic_ops" in flag_file.read_text(errors="replace")
+        except OSError:  # unreadable: XLA will say so when it starts
+            named = False
+        if not named:
+            print(f"note: XLA_FLAGS names the flag file {flag_file}, to which nothing can be added: GPU runs are "
+                  f"deterministic only if it sets --xla_gpu_deterministic_ops=true", file=sys.stderr, flush=True)
+    elif enabled and "xla_gpu_deterministic_ops" not in (before or ""):
         os.environ["XLA_FLAGS"] = f"{before or ''} --xla_gpu_deterministic_ops=true".strip()
     try:
         yield
@@ -355,6 +433,7 @@ def deterministic(enabled: bool = True) -> Iterator[None]:
 def train(config: TrainConfig) -> list[EpochRecord]:
     with deterministic(not config.nondeterministic):
         start_processes(config)  # jax.distributed, before any backend starts; nothing for one process
+        start_backends()  # JAX_PLATFORMS naming an absent platform: one line
         writer = is_writer()  # process 0 writes the run's files; every process computes every step
         with out_dir_lock(config.out_dir, "python -m mnist_jax.train") if writer else contextlib.nullcontext():
             return _train(config, writer)
@@ -367,6 +446,7 @@ def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
     per_device_batch(config.batch_size, mesh.size, f"{mesh.size} devices")
     if not writer:  # one progress bar and one report per run: process 0's
         config = dataclasses.replace(config, quiet=True)
+    interrupts.now("while loading the MNIST data")
     data = load_mnist(config.data_dir)
     train_host = Split(data.train.images[: config.train_size], data.train.labels[: config.train_size])
     # An accelerator keeps the training set resident (each device gathers its share of every batch);
@@ -378,8 +458,10 @@ def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
     records: list[EpochRecord] = []
     if config.resume:
         state, records = load_checkpoint(config.out_dir, state, config)  # restored onto the same devices
+        interrupts.kept(f"the checkpoint after epoch {len(records)} in {checkpoint_path(config.out_dir)}")
         if not config.quiet:
             print(f"resumed from {config.out_dir} after epoch {len(records)}", flush=True)
+    interrupts.now("during compilation")
     steps, compile_seconds, lookups = compile_steps(state, train_split, test_split, config.batch_size, device, mesh)
     if not config.quiet:
         print(f"compiled train and eval steps ({steps.describe()}, {describe_mesh(mesh)}) in {compile_seconds:.2f}s "
@@ -395,6 +477,7 @@ def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
     for epoch in range(len(records) + 1, config.epochs + 1):
         if stopped_at(config, [r.test_accuracy for r in records]) is not None:
             break  # --stop-at-accuracy reached, by this run or by the one it resumes: every process takes the same decision
+        interrupts.now(f"during epoch {epoch}/{config.epochs}")
         start = time.perf_counter()
         state, losses = train_epoch(state, train_split, config, epoch, steps, mesh)
         seconds = time.perf_counter() - start
@@ -406,10 +489,14 @@ def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
         test_loss, test_accuracy = evaluate(state.params, test_split)
         records.append(EpochRecord(epoch, float(losses.mean()), test_loss, test_accuracy, seconds, images_per_epoch / seconds))
         if writer:
-            save_checkpoint(config.out_dir, state, records, config)
+            interrupts.now("while writing the checkpoint")
+            with interrupts.deferred():  # a checkpoint begun is finished; then the interrupt acts
+                path = save_checkpoint(config.out_dir, state, records, config)
+                interrupts.kept(f"the checkpoint after epoch {epoch} in {path}")
         if not config.quiet:
             print(format_epoch(records[-1], config.epochs), flush=True)
     stopped = stopped_at(config, [r.test_accuracy for r in records])
+    interrupts.now("after the last epoch, while writing metrics.json, the weights and the plots")
     predictions = predict(state.params, test_split.images).argmax(axis=1)  # a computation on every process's devices
 
     if writer:
@@ -446,7 +533,10 @@ def fail(message: str, config: TrainConfig) -> NoReturn:
 def main(argv: Sequence[str] | None = None) -> None:
     config = parse_config("jax", argv)
     try:
-        train(config)
+        with interrupts.catching():
+            train(config)
+    except interrupts.Interrupted as err:  # the out-dir's lock is released and no partial file is left
+        interrupts.report(err, interrupts.resume_command("mnist_jax.train", sys.argv[1:] if argv is None else argv))
     except (DataError, DeviceUnavailable, DistributedError, CheckpointError, Diverged, OutDirBusy) as err:
         fail(f"error: {err}", config)
     except OSError as err:  # the out-dir's disk is full, read-only, or not a folder

@@ -21,8 +21,9 @@ import errno
 import functools
 import os
 import stat
+import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from mnist_torch.config import (
     DEFAULT_DATA_DIR,
@@ -58,16 +59,27 @@ def folder_problem(path: Path) -> str | None:
     return None
 
 
+#: What a path that is neither a folder nor a regular file is, for messages (`stat.S_IS*` tests).
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a FIFO, a named pipe"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
 def file_problem(path: Path) -> str | None:
-    """What makes `path` unusable as a file to read, or None."""
+    """What makes `path` unusable as a file to read, or None. It only stats the path, never opens it: a FIFO
+    or a device file is refused as not a regular file (opening a FIFO to read would wait for a writer)."""
     try:
         status = _stat(path)
     except OSError as err:
         return f"cannot be read ({err.strerror})"
     if status is None:
-        return "does not exist"
+        return "does not exist" if not os.path.islink(path) else f"is a symlink to {os.readlink(path)}, which does not exist"
     if stat.S_ISDIR(status.st_mode):
         return "is a folder, not a file"
+    if not stat.S_ISREG(status.st_mode):
+        kind = next((name for test, name in _SPECIAL_FILES if test(status.st_mode)), "a special file")
+        return f"is not a regular file (it is {kind})"
     if not os.access(path, os.R_OK):
         return "is not readable"
     return None
@@ -88,6 +100,9 @@ def out_dir_problem(path: Path) -> str | None:
                 return f"cannot be used ({err.strerror})"
             status = None
         if status is None:
+            if os.path.islink(candidate):  # a dangling symlink: mkdir would fail on its name (EEXIST), not create it
+                what = "is" if candidate == path else f"cannot be created: {candidate} is"
+                return f"{what} a symlink to {os.readlink(candidate)}, which does not exist (create that folder, or remove the link)"
             missing.append(candidate.name)
             continue
         if not stat.S_ISDIR(status.st_mode):
@@ -116,7 +131,7 @@ def _data_dir_problems(path: Path) -> list[str]:
     problem = folder_problem(path)
     if problem is None:
         return []
-    return [f"{path} {problem}; expected the folder holding MNIST/raw/*.gz (the repository's is {DEFAULT_DATA_DIR})"]
+    return [f"{path} {problem}; expected the folder holding MNIST/raw/*.gz (the default is {DEFAULT_DATA_DIR})"]
 
 
 def check_train(framework: str, argv: Sequence[str] | None = None) -> TrainConfig:
@@ -165,8 +180,27 @@ CHECKS: dict[str, Callable[[str, Sequence[str] | None], TrainConfig | argparse.N
 }
 
 
+def jax_environment_problem(environ: Mapping[str, str] = os.environ) -> str | None:
+    """What in the environment keeps JAX from starting, for the one error line, or None.
+
+    JAX_NUM_CPU_DEVICES (which --devices' help recommends) must be a whole number of at least 1: JAX itself
+    fails with a traceback on a non-number at ``import jax`` and on 0 when its CPU backend starts, and takes
+    a negative number as "not set", which is not what the user asked for.
+    """
+    value = environ.get("JAX_NUM_CPU_DEVICES")
+    if value is not None and not (value.strip().isdecimal() and int(value) >= 1):
+        return (f"JAX_NUM_CPU_DEVICES={value!r} is not a number of CPU devices; expected a whole number of at "
+                f"least 1 (JAX_NUM_CPU_DEVICES=2 makes 2 CPU devices); set it so, or unset it for one CPU device")
+    return None
+
+
 def check_command_line(command: str, framework: str, argv: Sequence[str] | None = None) -> TrainConfig | argparse.Namespace:
     """Check ``python -m mnist_<framework>.<command> ARGV`` (default: sys.argv[1:]) without importing PyTorch
-    or JAX: return what it parses to, or exit with status 2 and one error line (0 after --help)."""
-    return CHECKS[command](framework, argv)
+    or JAX: return what it parses to, or exit with status 2 and one error line (0 after --help). For JAX's
+    commands, an environment JAX cannot start with (`jax_environment_problem`) then exits with status 1 and
+    one error line: it is not the command line's fault."""
+    parsed = CHECKS[command](framework, argv)
+    if framework == "jax" and (problem := jax_environment_problem()) is not None:
+        sys.exit(f"error: {problem}")
+    return parsed
 

@@ -19,6 +19,11 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
+if __name__ == "__main__":  # before matplotlib loads: Ctrl-C or SIGTERM from here on is one line, exit 130 / 143
+    from mnist_torch import interrupts
+
+    interrupts.install("python -m mnist_torch.compare")
+
 from mnist_torch.plots import plot_curves, save_figure
 
 #: The per-epoch fields compare plots, each a finite number (``epoch`` a whole one).

@@ -20,9 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
-#: The repository's data folder: the default for ``--data-dir``. Defined here rather than in
-#: `mnist_torch.data` (which imports it from here) so that the command line needs no PyTorch.
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+#: Where an installed copy (a wheel, ``pip install .``) carries the four MNIST .gz files: pyproject.toml maps the
+#: repository's data/MNIST into the package as ``mnist_torch/_data/MNIST/raw/``. A checkout has no such folder.
+PACKAGED_DATA_DIR = Path(__file__).resolve().parent / "_data"
+
+#: The repository's data folder in a checkout (editable installs included), the package's own copy in an
+#: installed wheel: the default for ``--data-dir``, a folder holding MNIST/raw/*.gz either way. The package's
+#: copy, like any read-only folder, is extracted into the user cache instead (`mnist_torch.data.extraction_dir`). Defined here
+#: rather than in `mnist_torch.data` (which imports it from here) so that the command line needs no PyTorch.
+DEFAULT_DATA_DIR = PACKAGED_DATA_DIR if (PACKAGED_DATA_DIR / "MNIST").is_dir() else Path(__file__).resolve().parent.parent / "data"
 
 #: Images in MNIST's training set: the most --train-size (and so --batch-size) can be. `mnist_torch.data`
 #: imports it from here, for the same reason.

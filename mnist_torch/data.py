@@ -6,12 +6,20 @@ draw their batch order from `epoch_permutation`. The four original IDX files shi
 the repository gzipped (``data/MNIST/raw/*.gz``); they are verified against the
 published SHA-256 digests on every load, so a model is never trained on partial or
 altered data, and nothing is ever downloaded.
+
+Where the files are (`extraction_dir`): the .gz are read from ``--data-dir``'s MNIST/raw (by default the
+repository's data/ in a checkout, the package's own copy in an installed wheel, see
+`mnist_torch.config.DEFAULT_DATA_DIR`), and extracted beside them when that folder is writable. An
+installed package's copy is never written into (``pip uninstall`` would leave 55 MB behind), nor is a
+read-only folder (a read-only checkout): those are extracted once into the user cache,
+``$XDG_CACHE_HOME/mnist_jax_torch/MNIST/raw`` (``~/.cache/...``), verified like any other.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +29,11 @@ import numpy as np
 import torch
 from torchvision.datasets import MNIST
 
-from mnist_torch.config import DEFAULT_DATA_DIR, NUM_TRAIN  # defined with the command line, which needs no torch
+from mnist_torch.config import (  # defined with the command line, which needs no torch
+    DEFAULT_DATA_DIR,
+    NUM_TRAIN,
+    PACKAGED_DATA_DIR,
+)
 from mnist_torch.files import write_atomically
 
 #: Mean and standard deviation of the training pixels scaled to [0, 1]; the measured
@@ -41,7 +53,14 @@ IDX_FILES: dict[str, tuple[str, int]] = {
     "t10k-labels-idx1-ubyte": ("ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", 10_008),
 }
 
-RESTORE_HINT = "restore it with `git checkout -- data/` or rebuild it with `python data/rebuild_mnist.py`"
+#: The fix for a missing or damaged .gz: in a checkout, restore the repository's; in an installed package,
+#: reinstall it (it has no git and no data/rebuild_mnist.py).
+RESTORE_HINT = (
+    "reinstall mnist-jax-torch (`pip install --force-reinstall --no-deps` with the wheel or folder it came from) "
+    "or pass --data-dir a folder holding MNIST/raw/*.gz"
+    if DEFAULT_DATA_DIR == PACKAGED_DATA_DIR
+    else "restore it with `git checkout -- data/` or rebuild it with `python data/rebuild_mnist.py`"
+)
 
 
 class DataError(RuntimeError):
@@ -64,6 +83,24 @@ class MNISTData:
 def raw_dir(data_dir: Path | str) -> Path:
     """Where torchvision's ``MNIST(root=data_dir)`` looks for the IDX files."""
     return Path(data_dir) / "MNIST" / "raw"
+
+
+def user_cache_dir() -> Path:
+    """The data folder that receives the extracted files of a folder that must not or cannot be written:
+    ``$XDG_CACHE_HOME/mnist_jax_torch`` (``~/.cache/mnist_jax_torch`` when XDG_CACHE_HOME is unset, empty or
+    relative, as the XDG specification says)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(base) if os.path.isabs(base) else Path.home() / ".cache") / "mnist_jax_torch"
+
+
+def extraction_dir(data_dir: Path | str) -> Path:
+    """The data folder whose MNIST/raw receives the IDX files extracted from `data_dir`'s .gz: `data_dir`
+    itself when its MNIST/raw is writable; `user_cache_dir()` for an installed package's own copy (never
+    written into) and for a folder that is read-only."""
+    folder = raw_dir(data_dir)
+    if Path(data_dir).resolve() == PACKAGED_DATA_DIR or not os.access(folder, os.W_OK | os.X_OK):
+        return user_cache_dir()
+    return Path(data_dir)
 
 
 def sha256_of(path: Path) -> str:
@@ -89,23 +126,27 @@ def _extract(gz_path: Path, target: Path) -> None:
 def ensure_verified(data_dir: Path | str = DEFAULT_DATA_DIR) -> Path:
     """Make sure the four IDX files are present and byte-identical to the originals.
 
-    A missing uncompressed file is extracted from its committed ``.gz``; a file whose
+    A missing uncompressed file is extracted from its committed ``.gz``, into the folder
+    `extraction_dir` names (unless all four are already beside the .gz); a file whose
     digest differs is reported, never replaced silently, so the user sees what happened.
-    Returns the raw folder.
+    Returns the raw folder that holds the verified IDX files.
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(
             f"--data-dir {data_dir} is not a directory; expected the folder holding MNIST/raw/*.gz "
-            f"(the repository's is {DEFAULT_DATA_DIR})"
+            f"(the default is {DEFAULT_DATA_DIR})"
         )
-    folder = raw_dir(data_dir)
+    gz_folder = raw_dir(data_dir)
+    extracted = all((gz_folder / name).exists() for name in IDX_FILES)
+    folder = gz_folder if extracted else raw_dir(extraction_dir(data_dir))
     for name, (expected, size) in IDX_FILES.items():
         path = folder / name
         if not path.exists():
-            gz_path = path.with_name(name + ".gz")
+            gz_path = gz_folder / (name + ".gz")
             if not gz_path.exists():
                 raise DataError(f"{gz_path} is missing (expected the gzipped MNIST original, SHA-256 of its contents {expected}); {RESTORE_HINT}")
+            _writable(folder, gz_folder)
             _extract(gz_path, path)
             source = gz_path
         else:
@@ -114,12 +155,27 @@ def ensure_verified(data_dir: Path | str = DEFAULT_DATA_DIR) -> Path:
         if actual != expected:
             got = f"{path.stat().st_size} bytes, SHA-256 {actual}"
             if source == path:
-                fix = f"delete it to re-extract it from {name}.gz, or {RESTORE_HINT}"
+                gz_name = f"{name}.gz" if folder == gz_folder else str(gz_folder / f"{name}.gz")
+                fix = f"delete it to re-extract it from {gz_name}, or {RESTORE_HINT}"
             else:
                 path.unlink()
                 fix = RESTORE_HINT
             raise DataError(f"{source} does not hold the original {name} (expected {size} bytes, SHA-256 {expected}; got {got}); {fix}")
     return folder
+
+
+def _writable(folder: Path, source: Path) -> None:
+    """Create `folder`, where .gz files of `source` are about to be extracted, or say in one line why it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        problem = None if os.access(folder, os.W_OK | os.X_OK) else "it is not writable"
+    except OSError as err:
+        problem = f"it cannot be created ({err.strerror})"
+    if problem is not None:
+        raise DataError(
+            f"cannot extract MNIST into {folder}: {problem} (expected a writable folder for the 55 MB of IDX files "
+            f"of {source}); set XDG_CACHE_HOME to a writable folder, or pass --data-dir a writable folder holding MNIST/raw/*.gz"
+        )
 
 
 def normalize(pixels: torch.Tensor) -> torch.Tensor:
@@ -135,8 +191,8 @@ def load_split(data_dir: Path | str, train: bool) -> Split:
 
 def load_mnist(data_dir: Path | str = DEFAULT_DATA_DIR) -> MNISTData:
     """Verified, normalized MNIST: 60 000 training and 10 000 test images."""
-    ensure_verified(data_dir)
-    return MNISTData(train=load_split(data_dir, train=True), test=load_split(data_dir, train=False))
+    root = ensure_verified(data_dir).parent.parent  # data_dir, or the folder its files were extracted into
+    return MNISTData(train=load_split(root, train=True), test=load_split(root, train=False))
 
 
 def epoch_permutation(seed: int, epoch: int, num_examples: int = NUM_TRAIN) -> np.ndarray:

@@ -16,10 +16,15 @@ SGD steps, apart from the order in which float32 sums are added.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime
 import os
 import signal
-from typing import NamedTuple
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -49,11 +54,14 @@ def start_processes(config: TrainConfig, device_type: str) -> World:
 
     Every rank waits at most ``--dist-timeout`` seconds for the others at the rendezvous, and gloo
     bounds each collective by the same, so a rank whose peer vanished stops instead of hanging. When one
-    rank fails, torchrun stops the others with SIGTERM: each then says so in one line (`stopped`).
+    rank fails, torchrun stops the others with SIGTERM: each then says so in one line (`stopped`); SIGINT
+    stops a rank at once with one line (`exit_on_interrupt`). Once joined, the ranks compare their flags
+    (`check_same_flags`) before anything is written or computed.
     """
     world = launched_world()
     if world.size == 1:
         return world
+    exit_on_interrupt(lambda signum: interrupted(world, config), (signal.SIGINT,))  # SIGTERM: `stopped`, below
     if device_type == "cuda":
         torch.cuda.set_device(world.local_rank)  # one GPU per process, before NCCL starts
     try:
@@ -66,6 +74,7 @@ def start_processes(config: TrainConfig, device_type: str) -> World:
             f"--nnodes, --nproc-per-node and --master-addr/--master-port"
         ) from None
     signal.signal(signal.SIGTERM, lambda *_: stopped(world, config))
+    check_same_flags(config, world)
     return world
 
 
@@ -76,6 +85,95 @@ def stopped(world: World, config: TrainConfig) -> None:
         f"report names the rank that did; the checkpoint of the last finished epoch in {config.out_dir} is whole: "
         "run the same torchrun command again with --resume"
     )
+
+
+def interrupted(world: World, config: TrainConfig) -> str:
+    """The line a rank of a several-process run prints when SIGINT stops it (`exit_on_interrupt`)."""
+    return (f"error: rank {world.rank} of {world.size} was interrupted (SIGINT); the other ranks stop too; the checkpoint "
+            f"of the last finished epoch in {config.out_dir} is whole: run the same torchrun command again with --resume")
+
+
+def exit_on_interrupt(line: Callable[[int], str], signums: Sequence[int]) -> None:
+    """In a several-process run (either framework), make each of `signums` (SIGINT, ...) stop this process at
+    once: print `line(signum)` on stderr and exit with status 128 + signum (130 for SIGINT), without a
+    traceback and without the engine's clean-up. This replaces, for these signals and in several-process runs
+    alone, the handler of `mnist_torch.interrupts` (which unwinds the run to the trainer's top level).
+
+    Python turns SIGINT into a KeyboardInterrupt only when the main thread next runs Python code, which a
+    process waiting for its peers (jax.distributed's start-up, a collective) may not do for minutes, and a
+    JAX process would then wait up to --dist-timeout at jax.distributed's shutdown barrier, which the
+    other processes never reach. So the signal's C handler writes its number to a pipe
+    (`signal.set_wakeup_fd`) and a thread waiting on that pipe leaves with `os._exit`; the other processes
+    then lose this one and stop with their own "lost another process" line. Call from the main thread."""
+    if threading.current_thread() is not threading.main_thread():  # signals are the main thread's (a run in a test's thread)
+        return
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end)  # every signal with a Python handler is written here as it arrives
+    for signum in signums:
+        signal.signal(signum, lambda *_: None)  # a Python handler, so that the signal is written; the thread acts
+
+    def watch() -> None:
+        while True:
+            for signum in os.read(read_end, 64):  # other signals keep their own handlers
+                if signum in signums:
+                    print(line(signum), file=sys.stderr, flush=True)
+                    with contextlib.suppress(Exception):
+                        sys.stdout.flush()
+                    os._exit(128 + signum)
+
+    threading.Thread(target=watch, name="exit-on-interrupt", daemon=True).start()
+
+
+#: TrainConfig fields that may differ between the processes of one run, left out of `check_same_flags`:
+#: the process's own id; paths, which name the same folders differently on different machines (the data
+#: folder is each machine's own; process 0 alone writes the out-dir, though --resume reads it everywhere);
+#: --quiet, which only process 0's output obeys; and --dist-timeout, each process's own patience. The
+#: coordinator is not compared either: processes that reached each other agree on it. Every other field
+#: decides the SGD steps, the devices or when training stops, and must be the same in every process.
+PER_PROCESS_FIELDS = frozenset({"process_id", "out_dir", "data_dir", "quiet", "dist_timeout", "coordinator"})
+
+
+def run_settings(config: TrainConfig) -> dict[str, Any]:
+    """The fields of `config` that every process of a data-parallel run must share (`PER_PROCESS_FIELDS`
+    aside), as JSON values, in the dataclass's order."""
+    return {f.name: value for f, value in zip(dataclasses.fields(config), config.to_json().values())
+            if f.name not in PER_PROCESS_FIELDS}
+
+
+def _as_flag(name: str, value: Any) -> str:
+    flag = "--" + name.replace("_", "-")
+    if value is None or value is False:
+        return f"no {flag}"
+    return flag if value is True else f"{flag} {value}"
+
+
+def first_difference(settings: Sequence[dict[str, Any]], who: str, again: str) -> str | None:
+    """The first way in which the processes' `run_settings` (indexed by process or rank; `who` names one)
+    differ from process 0's, as one line, or None when they agree: the lowest process, the first field."""
+    for index, theirs in enumerate(settings[1:], start=1):
+        for name, value in settings[0].items():
+            if theirs.get(name) != value:
+                return (f"{who} {index} was started with {_as_flag(name, theirs.get(name))}, {who} 0 with "
+                        f"{_as_flag(name, value)}; {again}")
+    return None
+
+
+def check_same_flags(config: TrainConfig, world: World) -> None:
+    """Before any step: every rank's `run_settings` gathered in every rank (`all_gather_object`), and a
+    DistributedError in every rank, naming the first difference, when they are not the same. torchrun
+    gives every worker of a node the same arguments, but each node's torchrun is started on its own."""
+    if world.size == 1:
+        return
+    gathered: list[Any] = [None] * world.size
+    dist.all_gather_object(gathered, run_settings(config))
+    difference = first_difference(gathered, "rank", "start the torchrun of every node with the same flags")
+    if difference is not None:
+        # Every rank leaves here with this line. The first to exit makes torchrun SIGTERM the others: they are
+        # leaving already, and must not say instead that they were stopped (`stopped`).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        dist.destroy_process_group()
+        raise DistributedError(difference)
 
 
 def data_parallel(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:

@@ -10,7 +10,7 @@ import json
 import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -89,18 +89,24 @@ def top_k(probabilities: np.ndarray, k: int = 3) -> list[tuple[int, float]]:
     return [(int(d), float(probabilities[d])) for d in order]
 
 
-def format_predictions(names: Sequence[str], probabilities: np.ndarray, as_json: bool) -> str:
-    """``digit.png: 7  (7 99.1%, 1 0.5%, 2 0.2%)`` per image, or a JSON list for machines."""
-    ranked = [top_k(p) for p in probabilities]
+def format_predictions(names: Sequence[str], probabilities: np.ndarray, as_json: bool,
+                       errors: Mapping[int, str] | None = None) -> str:
+    """``digit.png: 7  (7 99.1%, 1 0.5%, 2 0.2%)`` per image, or a JSON list for machines. ``errors`` holds the
+    pictures that could not be read, by position in ``names`` (``probabilities`` has a row for each of the others,
+    in order): text leaves them out (the command reports them on stderr), JSON gives each ``{"image", "error"}``."""
+    errors = errors or {}
+    answered = [i for i in range(len(names)) if i not in errors]
+    ranked = dict(zip(answered, (top_k(p) for p in probabilities)))
     if as_json:
         return json.dumps([
-            {"image": str(name), "digit": top[0][0],
-             "top3": [{"digit": d, "probability": finite_or_none(round(q, 6))} for d, q in top]}
-            for name, top in zip(names, ranked)
+            {"image": str(name), "error": errors[i]} if i in errors else
+            {"image": str(name), "digit": ranked[i][0][0],
+             "top3": [{"digit": d, "probability": finite_or_none(round(q, 6))} for d, q in ranked[i]]}
+            for i, name in enumerate(names)
         ], allow_nan=False)
     return "\n".join(
-        f"{name}: {top[0][0]}  ({', '.join(f'{d} {100 * q:.1f}%' for d, q in top)})"
-        for name, top in zip(names, ranked)
+        f"{names[i]}: {top[0][0]}  ({', '.join(f'{d} {100 * q:.1f}%' for d, q in top)})"
+        for i, top in ranked.items()
     )
 
 

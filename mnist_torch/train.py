@@ -25,8 +25,10 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 if __name__ == "__main__":
     # Check the command line before the imports below load PyTorch (seconds, about 1 GB): a bad flag or a
     # path that cannot work then fails at once, with argparse's usage and one error line (exit status 2).
+    from mnist_torch import interrupts
     from mnist_torch.cli import check_command_line
 
+    interrupts.install("python -m mnist_torch.train")  # Ctrl-C or SIGTERM from here on: one line, exit 130 / 143
     check_command_line("train", "torch", sys.argv[1:])
 
 import numpy as np
@@ -34,7 +36,8 @@ import torch
 import torchvision
 from torch.nn import functional as F
 
-from mnist_torch.checkpoint import CheckpointError, load_checkpoint, records_to_json, save_checkpoint
+from mnist_torch import interrupts
+from mnist_torch.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, records_to_json, save_checkpoint
 from mnist_torch.config import (
     EVAL_BATCH_SIZE,
     DeviceUnavailable,
@@ -47,7 +50,7 @@ from mnist_torch.config import (
 from mnist_torch.cuda_graphs import CapturedStep, warm_up
 from mnist_torch.data import DataError, Split, batch_order, load_mnist, num_batches
 from mnist_torch.divergence import Diverged, check_epoch, kept
-from mnist_torch.files import OutDirBusy, out_dir_lock, write_failure
+from mnist_torch.files import OutDirBusy, first_line, out_dir_lock, write_failure
 from mnist_torch.model import CNN
 from mnist_torch.parallel import (
     World,
@@ -187,6 +190,38 @@ PREPARED = {"compile": "compiled the train step with torch.compile", "cuda-graph
 Step = Callable[[torch.Tensor], Metrics]
 
 
+#: How long ago a zero-byte file in Inductor's cache must have been written to be taken for one left by an
+#: interrupted compilation, not one a compiler (of another run) is writing now.
+STALE_SECONDS = 60
+
+
+def repair_inductor_cache() -> list[Path]:
+    """Remove the zero-byte ``.so`` and ``.o`` files from Inductor's cache (TORCHINDUCTOR_CACHE_DIR, or its
+    default folder), saying so in one line on stderr; returns them.
+
+    Inductor builds each compiled kernel straight into its cache under its final name, and skips the build
+    of a file that exists: a compilation interrupted (Ctrl-C, SIGTERM) while the C++ compiler writes one
+    leaves an empty ``.so`` (or ``.o``) there, and every later compilation that needs it failed with an
+    ``InductorError: ... file too short`` of about 90 lines. Removed, it is rebuilt by the next compilation.
+    """
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    root = Path(cache_dir())
+    now = time.time()
+    damaged = []
+    for path in (p for p in root.rglob("*.*o") if p.suffix in (".so", ".o")):
+        with contextlib.suppress(OSError):
+            status = path.stat()
+            if status.st_size == 0 and now - status.st_mtime > STALE_SECONDS:
+                path.unlink()
+                damaged.append(path)
+    if damaged:
+        print(f"note: removed {len(damaged)} empty compiled kernel file{'s' if len(damaged) > 1 else ''} (.so, .o) that an "
+              f"interrupted compilation left in Inductor's cache {root}; this compilation rebuilds what it needs",
+              file=sys.stderr, flush=True)
+    return damaged
+
+
 def compile_step(state: TrainState, train: Split, config: TrainConfig, world: World) -> tuple[TrainState, Step, float | None]:
     """The training step of PyTorch's execution mode `config.mode` on this rank's slice of each batch, and
     the seconds spent preparing it.
@@ -203,6 +238,7 @@ def compile_step(state: TrainState, train: Split, config: TrainConfig, world: Wo
         return state, captured, captured.capture_seconds
     forward = data_parallel(state.model, world, train.images.device)
     if mode == "compile":
+        repair_inductor_cache()
         forward = torch.compile(forward)
     state = state._replace(forward=None if forward is state.model else forward)
     first = torch.arange(config.batch_size // world.size, device=train.images.device)
@@ -262,6 +298,7 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
     writer = is_writer(world)
     if not writer:  # one progress bar and one report per run: process 0's
         config = dataclasses.replace(config, quiet=True)
+    interrupts.now("while loading the MNIST data")
     data = load_mnist(config.data_dir)
     train_split = Split(data.train.images[: config.train_size].to(device), data.train.labels[: config.train_size].to(device))
     test_split = Split(data.test.images.to(device), data.test.labels.to(device))  # every rank evaluates all of it
@@ -269,8 +306,10 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
     records: list[EpochRecord] = []
     if config.resume:
         state, records = load_checkpoint(config.out_dir, state, config)
+        interrupts.kept(f"the checkpoint after epoch {len(records)} in {checkpoint_path(config.out_dir)}")
         if not config.quiet:
             print(f"resumed from {config.out_dir} after epoch {len(records)}", flush=True)
+    interrupts.now("during compilation" if config.mode == "compile" else "while preparing the train step")
     state, step, compile_seconds = compile_step(state, train_split, config, world)
     if not config.quiet and compile_seconds is not None:
         print(f"{PREPARED[config.mode]} in {compile_seconds:.2f}s", flush=True)
@@ -284,6 +323,7 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
     for epoch in range(len(records) + 1, config.epochs + 1):
         if stopped_at(config, [r.test_accuracy for r in records]) is not None:
             break  # --stop-at-accuracy reached, by this run or by the one it resumes: every rank takes the same decision
+        interrupts.now(f"during epoch {epoch}/{config.epochs}")
         start = time.perf_counter()
         losses = train_epoch(state, train_split, config, epoch, step, world)
         seconds = time.perf_counter() - start
@@ -295,10 +335,14 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
         test_loss, test_accuracy = evaluate(state.model, test_split)
         records.append(EpochRecord(epoch, float(losses.mean()), test_loss, test_accuracy, seconds, images_per_epoch / seconds))
         if writer:
-            save_checkpoint(config.out_dir, state, records, config)
+            interrupts.now("while writing the checkpoint")
+            with interrupts.deferred():  # a checkpoint begun is finished; then the interrupt acts
+                path = save_checkpoint(config.out_dir, state, records, config)
+                interrupts.kept(f"the checkpoint after epoch {epoch} in {path}")
         if not config.quiet:
             print(format_epoch(records[-1], config.epochs), flush=True)
     stopped = stopped_at(config, [r.test_accuracy for r in records])
+    interrupts.now("after the last epoch, while writing metrics.json, the weights and the plots")
 
     if writer:
         path = metrics_file(stopped=stopped)
@@ -320,12 +364,20 @@ def describe_device(device: torch.device, world: World) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     config = parse_config("torch", argv)
     try:
-        train(config)
+        with interrupts.catching():
+            train(config)
+    except interrupts.Interrupted as err:  # the out-dir's lock is released and no partial file is left
+        interrupts.report(err, interrupts.resume_command("mnist_torch.train", sys.argv[1:] if argv is None else argv))
     except (DataError, DeviceUnavailable, DistributedError, CheckpointError, Diverged, OutDirBusy) as err:
         sys.exit(f"error: {err}")
     except OSError as err:  # the out-dir's disk is full, read-only, or not a folder
         sys.exit(f"error: {write_failure(err, config.out_dir)}")
     except Exception as err:
+        if "file too short" in str(err):  # a kernel in Inductor's cache damaged otherwise than repair_inductor_cache sees
+            from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+            sys.exit(f"error: torch.compile read a damaged compiled kernel from Inductor's cache ({first_line(err)}); "
+                     f"remove the folder {cache_dir()} (a cache: it is rebuilt) and run again")
         if (lost := lost_process(err, launched_world(), config)) is None:
             raise
         sys.exit(f"error: {lost}")

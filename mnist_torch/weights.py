@@ -6,18 +6,21 @@ converts on the way in and out with `mnist_jax.port` (see `mnist_jax/weights.py`
 safetensors holds plain arrays and nothing executable, so a file from anywhere is safe to load.
 
 `read_weights` and `write_weights` work on NumPy arrays and are shared by both frameworks:
-the names and shapes are checked once, here, against the reference model.
+the names, shapes and dtypes are checked once, here, against the reference model (integer and
+boolean tensors are refused; float16, bfloat16 and float64 ones are converted to float32, with a note).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.numpy import load_file, save
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save
 
+from mnist_torch.cli import file_problem
 from mnist_torch.divergence import non_finite
 from mnist_torch.files import write_atomically
 from mnist_torch.model import CNN
@@ -42,13 +45,45 @@ def write_weights(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     return write_atomically(path, lambda partial: partial.write_bytes(payload))
 
 
+#: safetensors' names of the floating-point dtypes that `read_weights` converts to float32, with a note.
+CONVERTED_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F64": "float64"}
+#: safetensors' dtype names as NumPy and PyTorch spell them, for messages (others are shown lower-cased).
+_DTYPE_NAMES = {"BOOL": "bool", "F32": "float32", **CONVERTED_DTYPES,
+                **{f"{kind}{bits}": f"{name}{bits}" for kind, name in (("I", "int"), ("U", "uint")) for bits in (8, 16, 32, 64)}}
+
+
+def _load_float32(path: Path) -> dict[str, np.ndarray]:
+    """The file's tensors as float32 arrays. Integer and boolean tensors (or any other non-float) are refused,
+    naming them: cast to float they would evaluate to a plausible-looking 9.80%. float16, bfloat16 and float64
+    ones are converted, with one note on stderr, since they hold weights in another precision."""
+    with safe_open(str(path), framework="pt") as file:
+        names = file.keys()  # a safe_open handle: not a dict, not iterable
+        dtypes = {name: file.get_slice(name).get_dtype() for name in names}
+        refused = [f"{name} ({_DTYPE_NAMES.get(dtype, dtype.lower())})" for name, dtype in sorted(dtypes.items())
+                   if dtype != "F32" and dtype not in CONVERTED_DTYPES]
+        if refused:
+            shown = ", ".join(refused[:3]) + (f" and {len(refused) - 3} more" if len(refused) > 3 else "")
+            raise WeightsError(
+                f"{path} holds tensors that are not floating-point weights: {shown}; expected float32 (float16, "
+                f"bfloat16 and float64 are converted); export them with this project (a training run writes "
+                f"<out-dir>/{WEIGHTS_FILE})"
+            )
+        tensors = {name: file.get_tensor(name) for name in names}
+    if converted := sorted({CONVERTED_DTYPES[dtype] for dtype in dtypes.values() if dtype in CONVERTED_DTYPES}):
+        count = sum(dtype in CONVERTED_DTYPES for dtype in dtypes.values())
+        print(f"note: {path} holds {' and '.join(converted)} weights ({count} of {len(dtypes)} tensors); "
+              f"converted to float32", file=sys.stderr, flush=True)
+    return {name: tensor.to(torch.float32).numpy() for name, tensor in tensors.items()}
+
+
 def read_weights(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of a safetensors file, checked against the CNN's names and shapes, all finite."""
+    """The arrays of a safetensors file, float32 (`_load_float32`), checked against the CNN's names and
+    shapes, all finite. A path that is not a regular file (a FIFO, a device) is refused without opening it."""
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path} does not exist; export weights with a training run (it writes <out-dir>/{WEIGHTS_FILE})")
+    if (problem := file_problem(path)) is not None:
+        raise WeightsError(f"{path} {problem}; export weights with a training run (it writes <out-dir>/{WEIGHTS_FILE})")
     try:
-        arrays = load_file(str(path))
+        arrays = _load_float32(path)
     except (SafetensorError, OSError, ValueError) as err:
         raise WeightsError(f"{path} is not a safetensors file ({err}); pass a {WEIGHTS_FILE} written by a training run") from None
     expected = expected_shapes()

@@ -1,0 +1,141 @@
+"""Ctrl-C (SIGINT) and SIGTERM in every command: one line on stderr, exit status 130 / 143, nothing half-written.
+
+Shared by both frameworks' commands; like `mnist_torch.cli` it imports only the standard library, so a
+command calls `install` from its ``if __name__ == "__main__":`` block, before PyTorch or JAX load.
+
+From `install` on, either signal stops the command with one line saying what was interrupted and exits
+with 128 + the signal's number. Outside `catching` (the imports, and the read-only commands throughout)
+the handler says so itself and raises SystemExit: every file is written atomically
+(`mnist_torch.files.write_atomically`), so unwinding leaves no partial file and every complete file whole.
+Inside `catching` (a trainer's run) it raises `Interrupted` instead, which unwinds the run (its out-dir
+lock is released, partial files removed) up to the command's top level; that says what is kept and how
+to resume (`report`). A checkpoint being written when the signal comes is finished first (`deferred`).
+After the first signal, further ones are ignored, so that a second Ctrl-C cannot break the cleanup.
+
+Called in-process (tests, benchmarks) without `install`, nothing changes: Ctrl-C is Python's KeyboardInterrupt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import sys
+import warnings
+from typing import Iterator, NoReturn, Sequence
+
+#: The signals handled, each exiting with 128 + its number (130, 143), as a shell reports them.
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived while a command was `catching` it; a KeyboardInterrupt, so that code
+    cleaning up after Ctrl-C cleans up after SIGTERM too."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+
+class _State:
+    command = "the command"  # as the user typed it, for the messages
+    moment: str | None = None  # what the command is doing, as in "interrupted <moment>", when it says
+    kept: str | None = None  # what a trainer has kept so far, as in "kept <kept>"
+    catching = False
+    deferring = False
+    pending: int | None = None  # a signal that came while `deferred`
+    installed = False
+
+
+_state = _State()
+
+
+def _handler(signum: int, frame: object) -> None:
+    for other in SIGNALS:  # the first signal decides; the cleanup that follows runs to its end
+        signal.signal(other, signal.SIG_IGN)
+    # and it says nothing but the one line: a library's warning about the exception unwinding through it
+    # (PyTorch's anomaly mode, on while torch.compile traces the backward pass, prints the forward's stack)
+    warnings.simplefilter("ignore")
+    if _state.deferring:
+        _state.pending = signum
+        return
+    if _state.catching:
+        raise Interrupted(signum)
+    during = f" {_state.moment}" if _state.moment else ""
+    print(f"interrupted{during} ({signal.Signals(signum).name}): {_state.command} stopped before it finished; "
+          f"it left no half-written file", file=sys.stderr, flush=True)
+    raise SystemExit(128 + signum)
+
+
+def install(command: str) -> None:
+    """Handle SIGINT and SIGTERM from now on in this process; `command` names it in the line printed."""
+    _state.command = command
+    _state.installed = True
+    for signum in SIGNALS:
+        signal.signal(signum, _handler)
+
+
+@contextlib.contextmanager
+def catching() -> Iterator[None]:
+    """Within the block, a signal raises `Interrupted` for the command's top level to `report`."""
+    before, _state.catching = _state.catching, True
+    try:
+        yield
+    finally:
+        _state.catching = before
+
+
+def now(what: str) -> None:
+    """Name what the command does from now on, for the line of an interrupt: "during epoch 3/10", "while writing the checkpoint"."""
+    _state.moment = what
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Finish the block (a checkpoint being written) before acting on a signal that comes during it."""
+    if not _state.installed or _state.deferring:
+        yield
+        return
+    _state.deferring = True
+    try:
+        yield
+    finally:
+        _state.deferring = False
+    if _state.pending is not None:
+        signum, _state.pending = _state.pending, None
+        if _state.catching:
+            raise Interrupted(signum)
+        _handler(signum, None)
+
+
+def kept(what: str | None) -> None:
+    """Record what an interrupt now leaves behind, e.g. "the checkpoint after epoch 2 in runs/torch/checkpoint.pt"."""
+    _state.kept = what
+
+
+def resume_command(module: str, argv: Sequence[str]) -> str:
+    """The command line that continues a run started with `argv`: the same flags, plus --resume."""
+    args = list(argv)
+    return shlex.join(["python", "-m", module, *args, *([] if "--resume" in args else ["--resume"])])
+
+
+def report(err: Interrupted, resume: str | None) -> NoReturn:
+    """Print the one line for an interrupted trainer and exit with 128 + the signal's number. `resume` is
+    the command that continues the run, given when a checkpoint was kept.
+
+    Called once the run has unwound (its lock released, its partial files removed, its complete files
+    closed), it exits at once (`os._exit`), without waiting for work a framework still has queued: JAX's
+    dispatched steps (seconds on a busy CPU) whose results nobody will read."""
+    sys.stdout.flush()
+    name = signal.Signals(err.signum).name
+    if _state.kept is None:
+        after = "no epoch was complete, so nothing was kept; run the same command again to start afresh"
+    else:
+        after = f"kept {_state.kept}" + (f"; continue with: {resume}" if resume else "")
+    print(f"interrupted {_state.moment or 'during start-up'} ({name}); {after}", file=sys.stderr, flush=True)
+    os._exit(err.exit_status)
