@@ -54,14 +54,15 @@ def start_processes(config: TrainConfig, device_type: str) -> World:
 
     Every rank waits at most ``--dist-timeout`` seconds for the others at the rendezvous, and gloo
     bounds each collective by the same, so a rank whose peer vanished stops instead of hanging. When one
-    rank fails, torchrun stops the others with SIGTERM: each then says so in one line (`stopped`); SIGINT
-    stops a rank at once with one line (`exit_on_interrupt`). Once joined, the ranks compare their flags
+    rank fails, torchrun stops the others with SIGTERM: each then says so in one line (`stopped`), as SIGINT
+    does (`interrupted`); both stop the rank at once (`exit_on_interrupt`). Once joined, the ranks compare their flags
     (`check_same_flags`) before anything is written or computed.
     """
     world = launched_world()
     if world.size == 1:
         return world
-    exit_on_interrupt(lambda signum: interrupted(world, config), (signal.SIGINT,))  # SIGTERM: `stopped`, below
+    exit_on_interrupt(lambda signum: (interrupted if signum == signal.SIGINT else stopped)(world, config),
+                      (signal.SIGINT, signal.SIGTERM))
     if device_type == "cuda":
         torch.cuda.set_device(world.local_rank)  # one GPU per process, before NCCL starts
     try:
@@ -73,18 +74,17 @@ def start_processes(config: TrainConfig, device_type: str) -> World:
             f"{config.dist_timeout} s ({first_line(err)}); start it with torchrun, every node with the same "
             f"--nnodes, --nproc-per-node and --master-addr/--master-port"
         ) from None
-    signal.signal(signal.SIGTERM, lambda *_: stopped(world, config))
     check_same_flags(config, world)
     return world
 
 
-def stopped(world: World, config: TrainConfig) -> None:
-    """SIGTERM's handler in a several-process run: stop this rank with one line instead of dying silently."""
-    raise DistributedError(
-        f"rank {world.rank} of {world.size} was stopped (SIGTERM): torchrun stops every rank when one fails, and its "
-        f"report names the rank that did; the checkpoint of the last finished epoch in {config.out_dir} is whole: "
-        "run the same torchrun command again with --resume"
-    )
+def stopped(world: World, config: TrainConfig) -> str:
+    """The line a rank of a several-process run prints when SIGTERM stops it (`exit_on_interrupt`): torchrun's
+    way of stopping the other ranks when one fails. Said by the watcher thread, not raised in the main thread,
+    whose unwinding may be inside a collective or autograd's engine when the signal comes."""
+    return (f"error: rank {world.rank} of {world.size} was stopped (SIGTERM): torchrun stops every rank when one fails, and its "
+            f"report names the rank that did; the checkpoint of the last finished epoch in {config.out_dir} is whole: "
+            "run the same torchrun command again with --resume")
 
 
 def interrupted(world: World, config: TrainConfig) -> str:
@@ -116,13 +116,22 @@ def exit_on_interrupt(line: Callable[[int], str], signums: Sequence[int]) -> Non
     def watch() -> None:
         while True:
             for signum in os.read(read_end, 64):  # other signals keep their own handlers
-                if signum in signums:
+                if signum in signums and last_word():  # else the main thread is ending the process with its own line
                     print(line(signum), file=sys.stderr, flush=True)
                     with contextlib.suppress(Exception):
                         sys.stdout.flush()
                     os._exit(128 + signum)
 
     threading.Thread(target=watch, name="exit-on-interrupt", daemon=True).start()
+
+
+_LAST_WORD = threading.Lock()
+
+
+def last_word() -> bool:
+    """True for the first caller alone: a process of a several-process run ends with one line, from its main
+    thread (an error, a lost peer) or from its signal watcher (`exit_on_interrupt`), whichever comes first."""
+    return _LAST_WORD.acquire(blocking=False)
 
 
 #: TrainConfig fields that may differ between the processes of one run, left out of `check_same_flags`:

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple, Sequence
@@ -59,6 +60,7 @@ from mnist_torch.parallel import (
     finish,
     global_mean,
     is_writer,
+    last_word,
     launched_world,
     local_columns,
     lost_process,
@@ -369,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except interrupts.Interrupted as err:  # the out-dir's lock is released and no partial file is left
         interrupts.report(err, interrupts.resume_command("mnist_torch.train", sys.argv[1:] if argv is None else argv))
     except (DataError, DeviceUnavailable, DistributedError, CheckpointError, Diverged, OutDirBusy) as err:
-        sys.exit(f"error: {err}")
+        say_last(f"error: {err}")
     except OSError as err:  # the out-dir's disk is full, read-only, or not a folder
         sys.exit(f"error: {write_failure(err, config.out_dir)}")
     except Exception as err:
@@ -380,7 +382,15 @@ def main(argv: Sequence[str] | None = None) -> None:
                      f"remove the folder {cache_dir()} (a cache: it is rebuilt) and run again")
         if (lost := lost_process(err, launched_world(), config)) is None:
             raise
-        sys.exit(f"error: {lost}")
+        say_last(f"error: {lost}")
+
+
+def say_last(line: str) -> None:
+    """Exit with `line` (status 1), unless a signal's line is being said (`mnist_torch.parallel.last_word`):
+    then wait the moment it takes that one to end the process, so that a rank says one line, not two."""
+    if not last_word():
+        threading.Event().wait()
+    sys.exit(line)
 
 
 if __name__ == "__main__":
