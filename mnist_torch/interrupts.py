@@ -5,8 +5,8 @@ command calls `install` from its ``if __name__ == "__main__":`` block, before Py
 
 From `install` on, either signal stops the command with one line saying what was interrupted and exits
 with 128 + the signal's number. Outside `catching` (the imports, and the read-only commands throughout)
-the handler says so itself and raises SystemExit: every file is written atomically
-(`mnist_torch.files.write_atomically`), so unwinding leaves no partial file and every complete file whole.
+the handler says so itself and exits at once (`os._exit`): every file is written atomically
+(`mnist_torch.files.write_atomically`), so every complete file is whole and none is half-written.
 Inside `catching` (a trainer's run) it raises `Interrupted` instead, which unwinds the run (its out-dir
 lock is released, partial files removed) up to the command's top level; that says what is kept and how
 to resume (`report`). A checkpoint being written when the signal comes is finished first (`deferred`).
@@ -69,7 +69,10 @@ def _handler(signum: int, frame: object) -> None:
     during = f" {_state.moment}" if _state.moment else ""
     print(f"interrupted{during} ({signal.Signals(signum).name}): {_state.command} stopped before it finished; "
           f"it left no half-written file", file=sys.stderr, flush=True)
-    raise SystemExit(128 + signum)
+    # Exit here rather than raise SystemExit: raised inside a library (an import's plugin discovery, PIL's
+    # decoders), it can be swallowed by a broad except and the command would run on after saying it stopped.
+    sys.stdout.flush()
+    os._exit(128 + signum)
 
 
 def install(command: str) -> None:
