@@ -60,7 +60,7 @@ def trained_run(tmp_path_factory):
     (100 SGD steps, about 90% test accuracy), trained once per session and shared by the tool tests."""
     from mnist_jax import train as jax_train
     from mnist_torch import train as torch_train
-    from mnist_torch.config import TrainConfig
+    from mnist_common.config import TrainConfig
 
     trainers = {"torch": torch_train, "jax": jax_train}
     runs = {}

@@ -152,7 +152,7 @@ def _torch_process(variant: str, device: str, steps: int) -> dict[str, Any]:
     from torch._dynamo.utils import counters
 
     from mnist_torch import train as torch_train
-    from mnist_torch.config import TrainConfig
+    from mnist_common.config import TrainConfig
     from mnist_torch.cuda_graphs import CapturedStep
     from mnist_torch.data import batch_order, load_mnist
 
@@ -218,7 +218,7 @@ def _jax_process(device: str, steps: int) -> dict[str, Any]:
     from mnist_jax import train as jax_train
     from mnist_jax.compilation_cache import count_cache_lookups, use_compilation_cache
     from mnist_jax.data import batch_order, load_mnist
-    from mnist_torch.config import TrainConfig
+    from mnist_common.config import TrainConfig
 
     cache_dir = use_compilation_cache()  # JAX_COMPILATION_CACHE_DIR, and every compilation cached
     dev = jax.devices("gpu" if device == "cuda" else "cpu")[0]

@@ -20,7 +20,7 @@ import torch
 from mnist_jax import train as jax_train
 from mnist_jax.data import Split as JaxSplit
 from mnist_torch import train as torch_train
-from mnist_torch.config import TrainConfig
+from mnist_common.config import TrainConfig
 from mnist_torch.cuda_graphs import CapturedStep
 from mnist_torch.data import MNISTData, batch_order
 

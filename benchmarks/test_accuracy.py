@@ -27,7 +27,7 @@ import pytest
 from benchmarks.conditions import REPO, LoadMeter, thread_environment
 from benchmarks.conftest import environment, skip_precision_not_run_on
 from benchmarks.stats import mean_and_spread
-from mnist_torch.report import ORIGINAL_ACCURACY
+from mnist_common.report import ORIGINAL_ACCURACY
 
 #: Each framework's trainer in each of its execution modes: the command's module and flags.
 TRAINERS = {

@@ -4,7 +4,7 @@ Read it side by side with `mnist_torch/checkpoint.py`: the same functions. The f
 difference: the JAX state is a pytree, so it is saved as flax's msgpack of its state dict
 (params, optax state, step) and restored into the structure of a freshly created state, whose
 shapes and dtypes the saved arrays must match. msgpack holds data only: reading it runs no code.
-Both frameworks' files are written atomically behind a SHA-256 header (`mnist_torch.files`), so a
+Both frameworks' files are written atomically behind a SHA-256 header (`mnist_common.files`), so a
 run killed mid-write leaves the previous checkpoint whole, and a damaged file is refused.
 """
 
@@ -20,23 +20,20 @@ import numpy as np
 from flax import serialization
 from flax.training.train_state import TrainState
 
-from mnist_torch.checkpoint import (  # noqa: F401  (re-exported: one set of rules and messages)
-    FRAMEWORKS,
+from mnist_common.checkpoint import (
     RESUME_FIX,
-    CheckpointError,
     check_contents,
     check_finite,
     check_resumable,
-    missing,
+    read_payload,
     records_from_json,
     records_to_json,
-    refused,
     train_fix,
     unreadable,
 )
-from mnist_torch.config import TrainConfig
-from mnist_torch.files import CheckedFileError, checked_bytes, read_checked, write_atomically
-from mnist_torch.report import EpochRecord
+from mnist_common.config import TrainConfig
+from mnist_common.files import checked_bytes, write_atomically
+from mnist_common.report import EpochRecord
 
 #: The file inside a run's out-dir.
 CHECKPOINT_FILE = "checkpoint.msgpack"
@@ -62,12 +59,7 @@ def host_arrays(tree: Any) -> Any:
 def _read(out_dir: Path, fix: str) -> dict[str, Any]:
     """The checkpoint's meta (epoch, records, config) and its state as nested dicts of NumPy arrays."""
     path = checkpoint_path(out_dir)
-    if not path.is_file():
-        raise missing(Path(out_dir), path, fix)
-    try:
-        payload = read_checked(path, "jax", FRAMEWORKS)
-    except CheckedFileError as err:
-        raise refused(err) from None
+    payload = read_payload(out_dir, path, "jax", fix)
     try:
         saved = serialization.msgpack_restore(payload)
         saved = {**json.loads(saved["meta"]), "state": saved["state"]}

@@ -16,20 +16,22 @@ from typing import Sequence
 if __name__ == "__main__":
     # Check the command line before the imports below load JAX and PyTorch (seconds, 1 GB): a bad flag or a
     # path that cannot work then fails at once, with argparse's usage and one error line (exit status 2).
-    from mnist_torch import interrupts
-    from mnist_torch.cli import check_command_line
+    from mnist_common import interrupts
+    from mnist_common.cli import check_command_line
 
     interrupts.install("python -m mnist_jax.evaluate")  # Ctrl-C or SIGTERM from here on: one line, exit 130 / 143
     check_command_line("evaluate", "jax", sys.argv[1:])
 
 import jax
 
-from mnist_jax.checkpoint import CheckpointError, checkpoint_path, load_params
+from mnist_common.checkpoint import CheckpointError
+from mnist_jax.checkpoint import checkpoint_path, load_params
 from mnist_jax.data import DataError, Split, load_mnist
 from mnist_jax.train import evaluate, resolve_device
-from mnist_jax.weights import WeightsError, load_weights
-from mnist_torch.config import DeviceUnavailable, default_out_dir, parse_evaluate_args
-from mnist_torch.report import format_evaluation
+from mnist_common.weights import WeightsError
+from mnist_jax.weights import load_weights
+from mnist_common.config import DeviceUnavailable, default_out_dir, parse_evaluate_args
+from mnist_common.report import format_evaluation
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -31,9 +31,9 @@ import numpy as np
 from jax._src import distributed as jax_distributed
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from mnist_torch.config import DeviceUnavailable, DistributedError, TrainConfig
-from mnist_torch.files import first_line
-from mnist_torch.parallel import (
+from mnist_common.config import DeviceUnavailable, DistributedError, TrainConfig
+from mnist_common.files import first_line
+from mnist_common.parallel import (
     LOST_PEER_SIGNS,
     exit_on_interrupt,
     first_difference,

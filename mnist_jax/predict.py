@@ -3,7 +3,7 @@
 Usage: python -m mnist_jax.predict IMAGE... [--checkpoint DIR] [--json]
 
 Read it side by side with `mnist_torch/predict.py`. Each picture (PNG or JPEG, any size, a
-light or dark background) is brought to MNIST's form by `mnist_torch.images.load_digit`,
+light or dark background) is brought to MNIST's form by `mnist_common.images.load_digit`,
 shared by both frameworks. Each picture gets its own answer line, or its own error line on
 stderr when it holds no digit; the status is then 1, once every other picture is answered.
 Without --checkpoint, the model is the latest checkpoint of `python -m mnist_jax.train` in
@@ -18,8 +18,8 @@ from typing import Sequence
 if __name__ == "__main__":
     # Check the command line before the imports below load JAX and PyTorch (seconds, 1 GB): a bad flag or a
     # path that cannot work then fails at once, with argparse's usage and one error line (exit status 2).
-    from mnist_torch import interrupts
-    from mnist_torch.cli import check_command_line
+    from mnist_common import interrupts
+    from mnist_common.cli import check_command_line
 
     interrupts.install("python -m mnist_jax.predict")  # Ctrl-C or SIGTERM from here on: one line, exit 130 / 143
     check_command_line("predict", "jax", sys.argv[1:])
@@ -27,11 +27,12 @@ if __name__ == "__main__":
 import jax
 import numpy as np
 
-from mnist_jax.checkpoint import CheckpointError, load_params
+from mnist_common.checkpoint import CheckpointError
+from mnist_jax.checkpoint import load_params
 from mnist_jax.train import predict, resolve_device
-from mnist_torch.config import DeviceUnavailable, build_predict_parser, default_out_dir
-from mnist_torch.images import load_digits
-from mnist_torch.report import format_predictions
+from mnist_common.config import DeviceUnavailable, build_predict_parser, default_out_dir
+from mnist_common.images import load_digits
+from mnist_common.report import format_predictions
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -29,8 +29,8 @@ from typing import Any, Callable, Iterator, NamedTuple, NoReturn, Sequence
 if __name__ == "__main__":
     # Check the command line before the imports below load JAX and PyTorch (seconds, 1 GB): a bad flag or a
     # path that cannot work then fails at once, with argparse's usage and one error line (exit status 2).
-    from mnist_torch import interrupts
-    from mnist_torch.cli import check_command_line
+    from mnist_common import interrupts
+    from mnist_common.cli import check_command_line
 
     interrupts.install("python -m mnist_jax.train")  # Ctrl-C or SIGTERM from here on: one line, exit 130 / 143
     check_command_line("train", "jax", sys.argv[1:])
@@ -43,14 +43,16 @@ import optax
 from flax.training.train_state import TrainState
 from jax.sharding import Mesh
 
-from mnist_jax.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, records_to_json, save_checkpoint
+from mnist_common.checkpoint import CheckpointError, records_to_json
+from mnist_jax.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from mnist_jax.compilation_cache import count_cache_lookups, describe_lookups, use_compilation_cache
 from mnist_jax.data import DataError, Split, batch_order, load_mnist, num_batches
 from mnist_jax.model import CNN
 from mnist_jax.parallel import batch_sharded, describe, is_writer, lost_process, make_mesh, place, replicated, start_processes
-from mnist_jax.weights import WEIGHTS_FILE, export_weights
-from mnist_torch import interrupts
-from mnist_torch.config import (
+from mnist_common.weights import WEIGHTS_FILE
+from mnist_jax.weights import export_weights
+from mnist_common import interrupts
+from mnist_common.config import (
     EVAL_BATCH_SIZE,
     DeviceUnavailable,
     DistributedError,
@@ -59,11 +61,11 @@ from mnist_torch.config import (
     per_device_batch,
     stopped_at,
 )
-from mnist_torch.divergence import Diverged, check_epoch, kept
-from mnist_torch.files import OutDirBusy, out_dir_lock, write_failure
-from mnist_torch.plots import write_plots
-from mnist_torch.progress import EpochProgress, progress_enabled
-from mnist_torch.report import EpochRecord, format_epoch, write_metrics
+from mnist_common.divergence import Diverged, check_epoch, kept
+from mnist_common.files import OutDirBusy, out_dir_lock, write_failure
+from mnist_common.plots import write_plots
+from mnist_common.progress import EpochProgress, progress_enabled
+from mnist_common.report import EpochRecord, format_epoch, write_metrics
 
 Batch = tuple[jax.Array, jax.Array]  # images (N, 28, 28, 1) float, labels (N,) int
 

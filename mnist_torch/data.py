@@ -9,7 +9,7 @@ altered data, and nothing is ever downloaded.
 
 Where the files are (`extraction_dir`): the .gz are read from ``--data-dir``'s MNIST/raw (by default the
 repository's data/ in a checkout, the package's own copy in an installed wheel, see
-`mnist_torch.config.DEFAULT_DATA_DIR`), and extracted beside them when that folder is writable. An
+`mnist_common.config.DEFAULT_DATA_DIR`), and extracted beside them when that folder is writable. An
 installed package's copy is never written into (``pip uninstall`` would leave 55 MB behind), nor is a
 read-only folder (a read-only checkout): those are extracted once into the user cache,
 ``$XDG_CACHE_HOME/mnist_jax_torch/MNIST/raw`` (``~/.cache/...``), verified like any other.
@@ -29,21 +29,19 @@ import numpy as np
 import torch
 from torchvision.datasets import MNIST
 
-from mnist_torch.config import (  # defined with the command line, which needs no torch
+from mnist_common.errors import ProjectError
+from mnist_common.config import (  # noqa: F401  (re-exported: defined where no framework is imported)
     DEFAULT_DATA_DIR,
+    IMAGE_SHAPE,
+    MNIST_MEAN,
+    MNIST_STD,
+    NUM_CLASSES,
+    NUM_TEST,
     NUM_TRAIN,
     PACKAGED_DATA_DIR,
 )
-from mnist_torch.files import write_atomically
+from mnist_common.files import write_atomically
 
-#: Mean and standard deviation of the training pixels scaled to [0, 1]; the measured
-#: mean is 0.1306604762738429, the origin of the customary ``Normalize((0.1307,), (0.3081,))``.
-MNIST_MEAN = 0.1307
-MNIST_STD = 0.3081
-
-IMAGE_SHAPE = (28, 28)
-NUM_CLASSES = 10
-NUM_TEST = 10_000
 
 #: Published SHA-256 digests and sizes of the four uncompressed originals.
 IDX_FILES: dict[str, tuple[str, int]] = {
@@ -63,7 +61,7 @@ RESTORE_HINT = (
 )
 
 
-class DataError(RuntimeError):
+class DataError(ProjectError, RuntimeError):
     """The MNIST files are missing or are not the published originals."""
 
 

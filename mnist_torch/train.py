@@ -26,8 +26,8 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 if __name__ == "__main__":
     # Check the command line before the imports below load PyTorch (seconds, about 1 GB): a bad flag or a
     # path that cannot work then fails at once, with argparse's usage and one error line (exit status 2).
-    from mnist_torch import interrupts
-    from mnist_torch.cli import check_command_line
+    from mnist_common import interrupts
+    from mnist_common.cli import check_command_line
 
     interrupts.install("python -m mnist_torch.train")  # Ctrl-C or SIGTERM from here on: one line, exit 130 / 143
     check_command_line("train", "torch", sys.argv[1:])
@@ -37,9 +37,10 @@ import torch
 import torchvision
 from torch.nn import functional as F
 
-from mnist_torch import interrupts
-from mnist_torch.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, records_to_json, save_checkpoint
-from mnist_torch.config import (
+from mnist_common import interrupts
+from mnist_common.checkpoint import CheckpointError, records_to_json
+from mnist_torch.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from mnist_common.config import (
     EVAL_BATCH_SIZE,
     DeviceUnavailable,
     DistributedError,
@@ -50,9 +51,10 @@ from mnist_torch.config import (
 )
 from mnist_torch.cuda_graphs import CapturedStep, warm_up
 from mnist_torch.data import DataError, Split, batch_order, load_mnist, num_batches
-from mnist_torch.divergence import Diverged, check_epoch, kept
-from mnist_torch.files import OutDirBusy, first_line, out_dir_lock, write_failure
+from mnist_common.divergence import Diverged, check_epoch, kept
+from mnist_common.files import OutDirBusy, first_line, out_dir_lock, write_failure
 from mnist_torch.model import CNN
+from mnist_common.parallel import last_word
 from mnist_torch.parallel import (
     World,
     data_parallel,
@@ -60,16 +62,16 @@ from mnist_torch.parallel import (
     finish,
     global_mean,
     is_writer,
-    last_word,
     launched_world,
     local_columns,
     lost_process,
     start_processes,
 )
-from mnist_torch.plots import write_plots
-from mnist_torch.progress import EpochProgress, progress_enabled
-from mnist_torch.report import EpochRecord, format_epoch, write_metrics
-from mnist_torch.weights import WEIGHTS_FILE, export_weights
+from mnist_common.plots import write_plots
+from mnist_common.progress import EpochProgress, progress_enabled
+from mnist_common.report import EpochRecord, format_epoch, write_metrics
+from mnist_common.weights import WEIGHTS_FILE
+from mnist_torch.weights import export_weights
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images (N, 1, 28, 28) float, labels (N,) int64
 Metrics = dict[str, torch.Tensor]
@@ -387,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def say_last(line: str) -> None:
     """Exit with `line` (status 1), unless, in a several-process run, a signal's line is being said
-    (`mnist_torch.parallel.last_word`): then wait the moment it takes that one to end the process, so that
+    (`mnist_common.parallel.last_word`): then wait the moment it takes that one to end the process, so that
     a rank says one line, not two. One process (and a test calling `main` again and again) just exits."""
     if launched_world().size > 1 and not last_word():
         threading.Event().wait()

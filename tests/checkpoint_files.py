@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from mnist_torch.checkpoint import FRAMEWORKS
-from mnist_torch.files import checked_bytes, read_checked
+from mnist_common.checkpoint import FRAMEWORKS
+from mnist_common.files import checked_bytes, read_checked
 
 
 def read_torch_checkpoint(path: Path) -> dict[str, Any]:

@@ -23,9 +23,10 @@ from mnist_jax import train as jax_train
 from mnist_jax.model import CNN as JaxCNN
 from mnist_jax.port import params_from_torch
 from mnist_torch import train as torch_train
-from mnist_torch.config import TrainConfig
+from mnist_common.config import TrainConfig
 from mnist_torch.data import batch_indices
-from mnist_torch.weights import WEIGHTS_FILE, load_weights
+from mnist_common.weights import WEIGHTS_FILE
+from mnist_torch.weights import load_weights
 from tests.numerics import relative_error
 
 LOGITS_BOUND = 2e-2

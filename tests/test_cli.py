@@ -13,7 +13,7 @@ import torch
 
 from mnist_jax import train as jax_train
 from mnist_torch import train as torch_train
-from mnist_torch.config import TrainConfig, parse_config
+from mnist_common.config import TrainConfig, parse_config
 
 FRAMEWORKS = ["torch", "jax"]
 TRAINERS = {"torch": torch_train, "jax": jax_train}

@@ -1,4 +1,4 @@
-"""`python -m mnist_torch.compare` refuses anything that is not a trainer's metrics.json with one line, and warns
+"""`python -m mnist_common.compare` refuses anything that is not a trainer's metrics.json with one line, and warns
 when the runs it is asked to overlay were not trained alike."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from mnist_torch import compare
+from mnist_common import compare
 
 #: A trainer's metrics.json as `report.write_metrics` writes it, shortened to what the cases below change.
 VALID = {
@@ -136,7 +136,7 @@ def test_a_malformed_metrics_file_is_refused_with_one_line(content, expected, tm
 
 def test_the_command_line_prints_one_error_line_and_exits_1(tmp_path):
     (tmp_path / "metrics.json").write_text(replaced("test_loss", "NaN"))
-    done = subprocess.run([sys.executable, "-m", "mnist_torch.compare", str(tmp_path / "metrics.json"), "--out",
+    done = subprocess.run([sys.executable, "-m", "mnist_common.compare", str(tmp_path / "metrics.json"), "--out",
                            str(tmp_path / "c.png")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.splitlines() == [f"error: {tmp_path / 'metrics.json'} is not a trainer's metrics.json (it holds "
@@ -149,7 +149,7 @@ def test_a_usage_error_exits_2(capsys):
         compare.main([])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
-        "python -m mnist_torch.compare: error: the following arguments are required: metrics")
+        "python -m mnist_common.compare: error: the following arguments are required: metrics")
 
 
 @pytest.mark.parametrize("where", ["under a file", "a directory"])

@@ -41,7 +41,7 @@ from mnist_jax.checkpoint import CHECKPOINT_FILE as JAX_CHECKPOINT
 from mnist_torch.checkpoint import CHECKPOINT_FILE as TORCH_CHECKPOINT
 from mnist_jax import train as jax_train
 from mnist_torch import train as torch_train
-from mnist_torch.config import DeviceUnavailable, DistributedError, parse_config, per_device_batch
+from mnist_common.config import DeviceUnavailable, DistributedError, parse_config, per_device_batch
 from tests.numerics import relative_error
 
 #: 20 SGD steps: 2 epochs of 10 batches of 128, at a learning rate where the trajectory is stable (docstring).

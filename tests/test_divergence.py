@@ -24,10 +24,10 @@ from mnist_jax.port import params_from_torch
 from mnist_torch import evaluate as torch_evaluate
 from mnist_torch import predict as torch_predict
 from mnist_torch import train as torch_train
-from mnist_torch.config import TrainConfig
+from mnist_common.config import TrainConfig
 from mnist_torch.data import Split as TorchSplit
-from mnist_torch.report import EpochRecord, format_evaluation, format_predictions
-from mnist_torch.weights import WEIGHTS_FILE, read_weights, write_weights
+from mnist_common.report import EpochRecord, format_evaluation, format_predictions
+from mnist_common.weights import WEIGHTS_FILE, read_weights, write_weights
 from tests.checkpoint_files import read_torch_checkpoint, write_torch_checkpoint
 
 FRAMEWORKS = ["torch", "jax"]

@@ -6,7 +6,7 @@ dangling symlinks. The commands run for real, in subprocesses, on real MNIST; th
 are marked e2e, the ones refused before the imports (milliseconds) stay in the default run.
 
 The only stderr lines tolerated besides the one line are argparse's usage block above a command-line error
-(exit status 2), which every refusal of a flag or path prints (`mnist_torch.cli`).
+(exit status 2), which every refusal of a flag or path prints (`mnist_common.cli`).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from safetensors.torch import save_file
 
 from mnist_jax import compilation_cache
 from mnist_jax.train import XlaFlagsError, deterministic
-from mnist_torch.cli import check_command_line
+from mnist_common.cli import check_command_line
 from mnist_torch.data import MNIST_MEAN, MNIST_STD
 from mnist_torch.model import CNN
-from mnist_torch.weights import WeightsError, read_weights
+from mnist_common.weights import WeightsError, read_weights
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMEWORKS = ["torch", "jax"]

@@ -2,7 +2,7 @@
 `predict` either parse to a valid run or are refused with argparse's usage and exactly one ``error:``
 line, exit status 2, never a traceback; and `python -m ...` refuses them before importing PyTorch or JAX.
 
-The properties run the real parsers and path checks in-process (`mnist_torch.cli.check_command_line`,
+The properties run the real parsers and path checks in-process (`mnist_common.cli.check_command_line`,
 what each command's ``__main__`` block calls): hundreds of command lines in seconds, none of them
 trained. A few subprocess tests then run the real commands.
 """
@@ -28,8 +28,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mnist_torch.cli import check_command_line, out_dir_problem
-from mnist_torch.config import (
+from mnist_common.cli import check_command_line, out_dir_problem
+from mnist_common.config import (
     DEVICES,
     MAX_EPOCHS,
     MAX_SEED,

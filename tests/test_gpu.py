@@ -14,7 +14,7 @@ import torch
 
 from mnist_jax import train as jax_train
 from mnist_torch import train as torch_train
-from mnist_torch.config import TrainConfig
+from mnist_common.config import TrainConfig
 from mnist_torch.cuda_graphs import CapturedStep
 from tests.numerics import relative_error
 

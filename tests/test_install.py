@@ -28,7 +28,7 @@ from typing import Iterator
 
 import pytest
 
-from mnist_torch.config import PACKAGED_DATA_DIR
+from mnist_common.config import PACKAGED_DATA_DIR
 from mnist_torch.data import (
     DEFAULT_DATA_DIR,
     IDX_FILES,
@@ -43,7 +43,7 @@ from mnist_torch.data import (
 REPO = Path(__file__).resolve().parent.parent
 GZ_FILES = sorted(f"{name}.gz" for name in IDX_FILES)
 #: Where the wheel carries the .gz files (pyproject.toml's [tool.setuptools.package-dir]).
-GZ_IN_WHEEL = "mnist_torch/_data/MNIST/raw/"
+GZ_IN_WHEEL = "mnist_common/_data/MNIST/raw/"
 
 
 def _tree_mode(root: Path, writable: bool) -> None:
@@ -164,11 +164,11 @@ SHADOW_CHECK = """
 import sys
 from pathlib import Path
 import mnist_jax, mnist_torch
-from mnist_torch.config import DEFAULT_DATA_DIR
+from mnist_common.config import DEFAULT_DATA_DIR
 site = Path(sys.argv[1]).resolve()
 for package in (mnist_jax, mnist_torch):
     assert Path(package.__file__).resolve().is_relative_to(site), package.__file__
-assert DEFAULT_DATA_DIR == site / "mnist_torch" / "_data", DEFAULT_DATA_DIR
+assert DEFAULT_DATA_DIR == site / "mnist_common" / "_data", DEFAULT_DATA_DIR
 """
 
 
@@ -202,7 +202,7 @@ def test_installed_wheel_trains_and_evaluates_from_any_folder(wheel, tmp_path):
     assert result["total"] == 10_000 and result["test_accuracy"] > 0.3
     for framework in ("torch", "jax"):  # the default --data-dir: the package's own copy
         metrics = json.loads((work / "runs" / framework / "metrics.json").read_text())
-        assert Path(metrics["config"]["data_dir"]) == site.resolve() / "mnist_torch" / "_data"
+        assert Path(metrics["config"]["data_dir"]) == site.resolve() / "mnist_common" / "_data"
     cached = raw_dir(cache / "mnist_jax_torch")
     assert {p.name: sha256_of(p) for p in cached.iterdir()} == {name: digest for name, (digest, _) in IDX_FILES.items()}
     assert sorted(str(p.relative_to(site)) for p in site.rglob("*") if "__pycache__" not in p.parts) == installed

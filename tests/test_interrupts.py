@@ -1,6 +1,6 @@
 """Ctrl-C (SIGINT) and SIGTERM sent to the real commands: one line, exit 130 / 143, a clean out-dir, and a resume that completes.
 
-`mnist_torch.interrupts` turns either signal into one line on stderr saying what was interrupted, what is
+`mnist_common.interrupts` turns either signal into one line on stderr saying what was interrupted, what is
 kept and the command that continues the run, and exits with 128 + the signal's number, after the run has
 released its out-dir's lock and removed its partial files. These tests send real signals to real
 ``python -m`` processes at moments read from their output (after an epoch's line: mid-epoch; after the
@@ -28,7 +28,7 @@ import pytest
 
 from mnist_jax.checkpoint import CHECKPOINT_FILE as JAX_CHECKPOINT
 from mnist_torch.checkpoint import CHECKPOINT_FILE as TORCH_CHECKPOINT
-from mnist_torch.files import LOCK_FILE
+from mnist_common.files import LOCK_FILE
 
 pytestmark = pytest.mark.e2e
 

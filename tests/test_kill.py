@@ -1,6 +1,6 @@
 """SIGKILL a training run at random moments and mid-write, resume it each time, and get the uninterrupted run's bytes.
 
-What a killed run may leave is decided by `mnist_torch.files`: every file is written to
+What a killed run may leave is decided by `mnist_common.files`: every file is written to
 ``<name>.partial`` and renamed once whole, and the next run removes the partial files under its
 out-dir lock. So a run killed anywhere, then resumed (`--resume` when a checkpoint exists, as a user
 would), must end with the same weights, byte for byte, and the same metrics apart from timings as a

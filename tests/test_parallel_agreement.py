@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from mnist_torch.config import DistributedError, TrainConfig, parse_config
-from mnist_torch.parallel import PER_PROCESS_FIELDS, first_difference, run_settings
+from mnist_common.config import DistributedError, TrainConfig, parse_config
+from mnist_common.parallel import PER_PROCESS_FIELDS, first_difference, run_settings
 from tests.test_data_parallel import assert_stopped_in_one_line, free_port
 
 pytestmark = pytest.mark.e2e

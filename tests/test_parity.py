@@ -19,7 +19,7 @@ from mnist_jax import train as jax_train
 from mnist_jax.model import CNN as JaxCNN
 from mnist_jax.port import params_from_torch, params_to_torch
 from mnist_torch import train as torch_train
-from mnist_torch.config import TrainConfig
+from mnist_common.config import TrainConfig
 from mnist_torch.data import batch_indices
 from mnist_torch.model import CNN as TorchCNN
 from tests.numerics import relative_error

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_torch import compare
-from mnist_torch.plots import CONFUSION_FILE, CURVES_FILE, MISCLASSIFIED_FILE, confusion_matrix
-from mnist_torch.progress import EpochProgress, progress_enabled
+from mnist_common import compare
+from mnist_common.plots import CONFUSION_FILE, CURVES_FILE, MISCLASSIFIED_FILE, confusion_matrix
+from mnist_common.progress import EpochProgress, progress_enabled
 
 FRAMEWORKS = ["torch", "jax"]
 

@@ -23,7 +23,7 @@ from mnist_torch import predict as torch_predict
 from mnist_torch import train as torch_train
 from mnist_torch.checkpoint import load_model
 from mnist_torch.data import MNIST_MEAN, MNIST_STD
-from mnist_torch.images import MAX_PIXELS, ImageError, load_digit, read_grayscale
+from mnist_common.images import MAX_PIXELS, ImageError, load_digit, read_grayscale
 
 FRAMEWORKS = ["torch", "jax"]
 PREDICTORS = {"torch": torch_predict, "jax": jax_predict}

@@ -21,7 +21,7 @@ from PIL import Image
 from mnist_torch import train as torch_train
 from mnist_torch.checkpoint import load_model
 from mnist_torch.data import MNIST_MEAN, MNIST_STD
-from mnist_torch.images import ImageError, load_digit
+from mnist_common.images import ImageError, load_digit
 
 COUNT = 20
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,9 +12,9 @@ from mnist_jax import checkpoint as jax_checkpoint
 from mnist_jax import train as jax_train
 from mnist_torch import train as torch_train
 from mnist_torch import checkpoint as torch_checkpoint
-from mnist_torch.config import TrainConfig
-from mnist_torch.report import EpochRecord
-from mnist_torch.weights import WEIGHTS_FILE, read_weights
+from mnist_common.config import TrainConfig
+from mnist_common.report import EpochRecord
+from mnist_common.weights import WEIGHTS_FILE, read_weights
 
 FRAMEWORKS = ["torch", "jax"]
 TRAINERS = {"torch": torch_train, "jax": jax_train}

@@ -12,7 +12,7 @@ import torch
 
 from mnist_jax import train as jax_train
 from mnist_torch import train as torch_train
-from mnist_torch.config import TrainConfig
+from mnist_common.config import TrainConfig
 from mnist_torch.cuda_graphs import warm_up
 from mnist_torch.data import batch_order
 from tests.numerics import relative_error

@@ -20,8 +20,8 @@ from mnist_jax import checkpoint as jax_checkpoint
 from mnist_jax import train as jax_train
 from mnist_torch import checkpoint as torch_checkpoint
 from mnist_torch import train as torch_train
-from mnist_torch.config import TrainConfig, stopped_at
-from mnist_torch.weights import WEIGHTS_FILE
+from mnist_common.config import TrainConfig, stopped_at
+from mnist_common.weights import WEIGHTS_FILE
 
 FRAMEWORKS = ["torch", "jax"]
 TRAINERS = {"torch": torch_train, "jax": jax_train}

@@ -1,6 +1,6 @@
 """Checkpoints that are cut short, damaged, edited, foreign or plain: one line each, from every command that reads one.
 
-Every byte of a checkpoint is covered by the SHA-256 in its header (`mnist_torch.files.checked_bytes`),
+Every byte of a checkpoint is covered by the SHA-256 in its header (`mnist_common.files.checked_bytes`),
 so a flipped byte anywhere is refused, never resumed; a file of the other framework, or a plain
 ``torch.save`` / flax msgpack file, is named as such. `--resume` refuses before touching the out-dir;
 `evaluate` and `predict` refuse before computing anything.

@@ -14,7 +14,7 @@ from mnist_jax import weights as jax_weights
 from mnist_torch import evaluate as torch_evaluate
 from mnist_torch import weights as torch_weights
 from mnist_torch.model import CNN as TorchCNN
-from mnist_torch.weights import WEIGHTS_FILE, WeightsError, expected_shapes, read_weights
+from mnist_common.weights import EXPECTED_SHAPES, WEIGHTS_FILE, WeightsError, read_weights
 
 FRAMEWORKS = ["torch", "jax"]
 EVALUATORS = {"torch": torch_evaluate, "jax": jax_evaluate}
@@ -50,8 +50,9 @@ def test_a_file_holds_torch_layout_and_round_trips_bit_exactly(tmp_path):
     torch.manual_seed(3)
     model = TorchCNN()
     torch_weights.export_weights(model, tmp_path / "a.safetensors")
-    assert {k: v.shape for k, v in read_weights(tmp_path / "a.safetensors").items()} == expected_shapes()
-    assert expected_shapes()["conv1.weight"] == (32, 1, 3, 3)  # OIHW, PyTorch's layout
+    assert {k: v.shape for k, v in read_weights(tmp_path / "a.safetensors").items()} == EXPECTED_SHAPES
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == EXPECTED_SHAPES  # the table is the model's
+    assert EXPECTED_SHAPES["conv1.weight"] == (32, 1, 3, 3)  # OIHW, PyTorch's layout
 
     params = jax_weights.load_weights(tmp_path / "a.safetensors", jax.devices("cpu")[0])
     assert params["conv1"]["kernel"].shape == (3, 3, 1, 32)  # HWIO inside JAX

@@ -6,9 +6,9 @@ or JAX (3-5 seconds and about 1 GB): a mistyped flag, a flag value out of range 
 work is refused at once, with argparse's usage and one ``error:`` line naming the flag, the value and
 what is wrong (exit status 2), and nothing is imported, created or written.
 
-Values are checked by the parsers of `mnist_torch.config`; this module adds the paths, which it only
+Values are checked by the parsers of `mnist_common.config`; this module adds the paths, which it only
 looks at: an --out-dir is created by the trainer itself, later, under its lock
-(`mnist_torch.files.out_dir_lock`). Like config, it imports only the standard library.
+(`mnist_common.files.out_dir_lock`). Like config, it imports only the standard library.
 
 The commands' ``main(argv)`` functions, which tests and other code call in-process, parse the same
 way but leave the paths to the loaders, whose errors (exit status 1) say the same in more detail.
@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from mnist_torch.config import (
+from mnist_common.config import (
     DEFAULT_DATA_DIR,
     TrainConfig,
     build_evaluate_parser,

@@ -1,7 +1,7 @@
 """The pictures of a run, drawn from NumPy arrays and metrics.json records, shared by both trainers.
 
 Framework-neutral, like `report.py`: both trainers pass their test-set predictions here, and
-`mnist_torch.compare` overlays two runs with the same `plot_curves`. Matplotlib's Agg
+`mnist_common.compare` overlays two runs with the same `plot_curves`. Matplotlib's Agg
 backend draws without a display, so plotting works over SSH and in CI.
 Every file is written atomically, as `report.write_metrics` does.
 """
@@ -20,8 +20,8 @@ matplotlib.use("Agg")  # no display needed; must precede pyplot's import
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mnist_torch.data import MNIST_MEAN, MNIST_STD, NUM_CLASSES  # noqa: E402
-from mnist_torch.files import write_atomically  # noqa: E402
+from mnist_common.config import MNIST_MEAN, MNIST_STD, NUM_CLASSES  # noqa: E402
+from mnist_common.files import write_atomically  # noqa: E402
 
 CURVES_FILE = "curves.png"
 CONFUSION_FILE = "confusion.png"
@@ -41,7 +41,7 @@ def save_figure(fig: plt.Figure, path: Path) -> Path:
 def plot_curves(runs: Mapping[str, Epochs]) -> plt.Figure:
     """Train and test loss (left) and test accuracy (right) per epoch, one colour per run.
 
-    One run for a trainer's own ``curves.png``; several, labelled, for `mnist_torch.compare`.
+    One run for a trainer's own ``curves.png``; several, labelled, for `mnist_common.compare`.
     """
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
     for i, (name, epochs) in enumerate(runs.items()):

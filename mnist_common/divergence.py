@@ -16,8 +16,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from mnist_common.errors import ProjectError
 
-class Diverged(RuntimeError):
+
+class Diverged(ProjectError, RuntimeError):
     """The loss or a parameter became NaN or infinite; the message says where and what to change."""
 
     def __init__(self, epoch: int, step: int, steps: int, what: str, lr: float, kept: str):

@@ -1,6 +1,6 @@
 """Overlay the curves of two (or more) runs from their metrics.json files, in one figure.
 
-Usage: python -m mnist_torch.compare runs/torch/metrics.json runs/jax/metrics.json [--out compare.png]
+Usage: python -m mnist_common.compare runs/torch/metrics.json runs/jax/metrics.json [--out compare.png]
 
 Framework-neutral: it reads only metrics.json, whose schema both trainers share (`report.write_metrics`).
 The files may come from anyone, so each is checked before it is plotted: anything that is not a trainer's
@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 if __name__ == "__main__":  # before matplotlib loads: Ctrl-C or SIGTERM from here on is one line, exit 130 / 143
-    from mnist_torch import interrupts
+    from mnist_common import interrupts
 
-    interrupts.install("python -m mnist_torch.compare")
+    interrupts.install("python -m mnist_common.compare")
 
-from mnist_torch.plots import plot_curves, save_figure
+from mnist_common.errors import ProjectError
+from mnist_common.plots import plot_curves, save_figure
 
 #: The per-epoch fields compare plots, each a finite number (``epoch`` a whole one).
 EPOCH_FIELDS = ("epoch", "train_loss", "test_loss", "test_accuracy")
@@ -42,7 +43,7 @@ _EXPECTED = "pass the metrics.json that `python -m mnist_torch.train` or `python
 _NOT_RECORDED = object()
 
 
-class MetricsError(ValueError):
+class MetricsError(ProjectError, ValueError):
     """The file is not a trainer's metrics.json; the message names it, what is wrong and what was expected."""
 
 
@@ -210,7 +211,7 @@ def mismatch(runs: Sequence[tuple[Path, dict[str, Any]]]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mnist_torch.compare", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m mnist_common.compare", description=__doc__.splitlines()[0])
     parser.add_argument("metrics", nargs="+", type=Path, help="metrics.json files, e.g. runs/torch/metrics.json runs/jax/metrics.json")
     parser.add_argument("--out", type=Path, default=Path("compare.png"), help="the PNG to write")
     args = parser.parse_args(argv)

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from mnist_torch.data import IMAGE_SHAPE, MNIST_MEAN, MNIST_STD
+from mnist_common.errors import ProjectError
+from mnist_common.config import IMAGE_SHAPE, MNIST_MEAN, MNIST_STD
 
 #: The box MNIST fitted each digit into, inside the 28x28 frame.
 DIGIT_BOX = 20
@@ -85,7 +86,7 @@ _NO_DIGIT_ADVICE = ("pass a picture of one digit, dark on light paper or light o
                     "at least a tenth of the picture's height")
 
 
-class ImageError(RuntimeError):
+class ImageError(ProjectError, RuntimeError):
     """The file is not an image with a digit in it; the message says which file and why."""
 
 

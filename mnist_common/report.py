@@ -14,9 +14,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from mnist_torch.config import TrainConfig
-from mnist_torch.divergence import finite_or_none
-from mnist_torch.files import write_atomically
+from mnist_common.config import TrainConfig
+from mnist_common.divergence import finite_or_none
+from mnist_common.files import write_atomically
 
 #: The original notebook's accuracy on the 10 000 test images, the bar to clear.
 ORIGINAL_ACCURACY = 0.9876
@@ -57,12 +57,12 @@ def write_metrics(
     ``compile_seconds`` is the one-off cost kept out of the epoch times (XLA compilation
     for JAX; None for eager PyTorch, which compiles nothing). ``compilation_cache`` says where
     JAX's persistent cache is and how many of the compilations it served (None for PyTorch).
-    ``diverged`` is where a run stopped on a non-finite loss or parameter (`mnist_torch.divergence`);
+    ``diverged`` is where a run stopped on a non-finite loss or parameter (`mnist_common.divergence`);
     its epochs hold only the good ones, and test_accuracy is the last good one's (None if none).
     ``parallel`` says how many processes and devices trained (`describe` in each framework's `parallel`
     module); the images/s of every epoch are those of the whole run, all devices together.
     ``stopped_at_accuracy`` is the epoch after which --stop-at-accuracy ended the run before --epochs
-    (`mnist_torch.config.stopped_at`); None when it trained every epoch (or diverged).
+    (`mnist_common.config.stopped_at`); None when it trained every epoch (or diverged).
     The file is strict JSON: a NaN or infinity anywhere is an error, never a bare ``NaN``.
     """
     assert config.out_dir is not None

@@ -1,12 +1,12 @@
 """Ctrl-C (SIGINT) and SIGTERM in every command: one line on stderr, exit status 130 / 143, nothing half-written.
 
-Shared by both frameworks' commands; like `mnist_torch.cli` it imports only the standard library, so a
+Shared by both frameworks' commands; like `mnist_common.cli` it imports only the standard library, so a
 command calls `install` from its ``if __name__ == "__main__":`` block, before PyTorch or JAX load.
 
 From `install` on, either signal stops the command with one line saying what was interrupted and exits
 with 128 + the signal's number. Outside `catching` (the imports, and the read-only commands throughout)
 the handler says so itself and exits at once (`os._exit`): every file is written atomically
-(`mnist_torch.files.write_atomically`), so every complete file is whole and none is half-written.
+(`mnist_common.files.write_atomically`), so every complete file is whole and none is half-written.
 Inside `catching` (a trainer's run) it raises `Interrupted` instead, which unwinds the run (its out-dir
 lock is released, partial files removed) up to the command's top level; that says what is kept and how
 to resume (`report`). A checkpoint being written when the signal comes is finished first (`deferred`).

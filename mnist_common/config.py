@@ -4,7 +4,7 @@ Defined once here so that `python -m mnist_torch.train` and `python -m mnist_jax
 can never drift apart: same flags, same defaults, same validation messages.
 
 This module imports nothing but the standard library, and must stay so: every command checks its
-flags with these parsers before it imports PyTorch or JAX (`mnist_torch.cli`), so that a mistyped
+flags with these parsers before it imports PyTorch or JAX (`mnist_common.cli`), so that a mistyped
 flag fails in a fraction of a second instead of after seconds of imports. Each parser refuses a bad
 value with argparse's usage and exactly one ``error:`` line (exit status 2), whatever the value.
 """
@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
+from mnist_common.errors import ProjectError
+
 #: Where an installed copy (a wheel, ``pip install .``) carries the four MNIST .gz files: pyproject.toml maps the
-#: repository's data/MNIST into the package as ``mnist_torch/_data/MNIST/raw/``. A checkout has no such folder.
+#: repository's data/MNIST into the package as ``mnist_common/_data/MNIST/raw/``. A checkout has no such folder.
 PACKAGED_DATA_DIR = Path(__file__).resolve().parent / "_data"
 
 #: The repository's data folder in a checkout (editable installs included), the package's own copy in an
@@ -33,6 +35,15 @@ DEFAULT_DATA_DIR = PACKAGED_DATA_DIR if (PACKAGED_DATA_DIR / "MNIST").is_dir() e
 #: Images in MNIST's training set: the most --train-size (and so --batch-size) can be. `mnist_torch.data`
 #: imports it from here, for the same reason.
 NUM_TRAIN = 60_000
+
+#: Mean and standard deviation of the training pixels scaled to [0, 1]; the measured
+#: mean is 0.1306604762738429, the origin of the customary ``Normalize((0.1307,), (0.3081,))``.
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+
+IMAGE_SHAPE = (28, 28)
+NUM_CLASSES = 10
+NUM_TEST = 10_000
 
 #: The most --epochs accepts. Far beyond any useful run (the default run reaches 99% in 3 epochs; 10 000
 #: epochs are about two days on a 2-core CPU, 17 minutes on an H200), so anything larger is a typo.
@@ -66,11 +77,11 @@ DIST_TIMEOUT = 300
 EVAL_BATCH_SIZE = 1000
 
 
-class DeviceUnavailable(RuntimeError):
+class DeviceUnavailable(ProjectError, RuntimeError):
     """The --device asked for is not present; the message says what to pass instead."""
 
 
-class DistributedError(RuntimeError):
+class DistributedError(ProjectError, RuntimeError):
     """A data-parallel run that cannot start, or that lost one of its processes; the message says what to do."""
 
 
@@ -222,7 +233,7 @@ def _accuracy(text: str) -> float:
 
 def _path(text: str) -> Path:
     """A path flag's value, refused when no file could have that name. The filesystem is not looked at
-    here (see `mnist_torch.cli`); an empty value is refused because Path("") is the current folder, so
+    here (see `mnist_common.cli`); an empty value is refused because Path("") is the current folder, so
     ``--out-dir ""`` would write a run's files into whatever folder the command ran in."""
     if not text:
         raise argparse.ArgumentTypeError("expected a path, got an empty string")
@@ -252,7 +263,7 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser(framework: str) -> argparse.ArgumentParser:
     """``python -m mnist_<framework>.train``'s flags, the same for both trainers (JAX has no --mode).
-    Each help line says what the flag accepts; values are checked here, paths in `mnist_torch.cli`."""
+    Each help line says what the flag accepts; values are checked here, paths in `mnist_common.cli`."""
     d = TrainConfig()
     parser = Parser(
         prog=f"python -m mnist_{framework}.train",
@@ -339,7 +350,7 @@ def build_parser(framework: str) -> argparse.ArgumentParser:
 
 def parse_config(framework: str, argv: Sequence[str] | None = None) -> TrainConfig:
     """The training run that `argv` (default: sys.argv[1:]) asks for; exits with status 2 and one
-    argparse error line for a bad value. Looks at no file: `mnist_torch.cli` checks the paths."""
+    argparse error line for a bad value. Looks at no file: `mnist_common.cli` checks the paths."""
     parser = build_parser(framework)
     args = parser.parse_args(argv)
     if args.batch_size > args.train_size:
@@ -397,7 +408,7 @@ def build_evaluate_parser(framework: str) -> argparse.ArgumentParser:
 
 def parse_evaluate_args(framework: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
     """`evaluate`'s arguments; exits with status 2 and one argparse error line for a bad value or both
-    model sources at once. Looks at no file: `mnist_torch.cli` checks the paths."""
+    model sources at once. Looks at no file: `mnist_common.cli` checks the paths."""
     parser = build_evaluate_parser(framework)
     args = parser.parse_args(argv)
     if args.weights is not None and args.checkpoint is not None:

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
+from mnist_common.errors import ProjectError
+
 
 def write_atomically(path: Path | str, write: Callable[[Path], None]) -> Path:
     """Call ``write(partial_path)``, then rename the result to ``path``; on failure, remove the partial file."""
@@ -40,7 +42,7 @@ CHECKED_VERSION = b"1"
 _HEADER_LIMIT = 200
 
 
-class CheckedFileError(ValueError):
+class CheckedFileError(ProjectError, ValueError):
     """A checksummed file that is not whole, not ours or not of the expected kind; the message says which."""
 
 
@@ -89,7 +91,7 @@ def read_checked(path: Path, kind: str, kinds: dict[str, str]) -> bytes:
 LOCK_FILE = ".lock"
 
 
-class OutDirBusy(RuntimeError):
+class OutDirBusy(ProjectError, RuntimeError):
     """Another live process is writing the out-dir; the message names it."""
 
 
