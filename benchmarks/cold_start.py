@@ -15,13 +15,13 @@ What one process measures, at batch 128, float32, on real MNIST batches already 
   the second, so compile_s is the wall time of those two training steps less two steady compiled steps.
   One plain eager step runs before them, so that PyTorch's lazy first-call set-up (thread pools, oneDNN
   primitives), which eager pays too, is not counted as compilation. torch_cudagraph, the whole step
-  captured as a CUDA graph (`mnist_torch.cuda_graphs.CapturedStep`): its capture seconds, which include
+  captured as a CUDA graph (`mnist_torch.steps.CapturedStep`): its capture seconds, which include
   the three warm-up steps it runs and undoes (they train nothing). A graph has no on-disk cache, so its
-  warm figure is a second cold one. jax_jit, the jitted `mnist_jax.train.train_step`: lower + compile
+  warm figure is a second cold one. jax_jit, the jitted `mnist_jax.steps.train_step`: lower + compile
   (`compile_train`, as `runners.jax_round` does), nothing else.
 * ``compiled_step_s`` and ``eager_step_s``: the median of N synchronized steps (`jax.block_until_ready`,
   `torch.cuda.synchronize`) of the compiled path and of its framework's eager path, after warm-up.
-  PyTorch eager is `mnist_torch.train.train_step` on the plain model. JAX eager is the same
+  PyTorch eager is `mnist_torch.steps.train_step` on the plain model. JAX eager is the same
   `train_step` run op by op under `jax.disable_jit()`: flax and optax run under it unchanged (every
   operation dispatched on its own, each primitive compiled once, on first use), and the process checks
   that the jitted step's cache did not grow, i.e. that nothing compiled the step as a whole.
@@ -54,12 +54,14 @@ PRECISION = "float32"
 #: Untimed steps before the N timed ones of each path (the compiled path's compiling calls come first).
 WARMUP_STEPS = 2
 #: Pairs of processes (cold, warm) per compiled path in a full run; a smoke run (--bench-dry-run) runs one.
-#: Two on the CPU: there a pair takes about a minute (a cold torch.compile alone ~25-35 s on 2 cores, and
-#: JAX's eager steps compile each primitive on first use), and three would take the test past 4 minutes.
+#: Two on the CPU: there a pair is slow (a cold torch.compile, and JAX's eager steps compile each primitive
+#: on first use), and three would make the test too long for the suite (measured: benchmarks/RESULTS.md,
+#: 'Design measurements').
 REPEATS = {"cpu": 2, "cuda": 3}
 #: Timed steps per path and process: full run, smoke run.
 STEPS = {"full": 20, "smoke": 2}
-#: Seconds one process may take: a cold torch.compile takes ~25 s on a 2-core CPU.
+#: Seconds one process may take: well above a cold torch.compile on a small CPU (measured:
+#: benchmarks/RESULTS.md, 'Design measurements').
 PROCESS_TIMEOUT_S = 600
 
 
@@ -151,9 +153,10 @@ def _torch_process(variant: str, device: str, steps: int) -> dict[str, Any]:
     import torch
     from torch._dynamo.utils import counters
 
+    from mnist_torch import steps as torch_steps
     from mnist_torch import train as torch_train
     from mnist_common.config import TrainConfig
-    from mnist_torch.cuda_graphs import CapturedStep
+    from mnist_torch.steps import CapturedStep
     from mnist_torch.data import batch_order, load_mnist
 
     # runners.precision("float32"): full float32 matmuls and convolutions (no TF32 on an NVIDIA GPU), as JAX below.
@@ -167,7 +170,7 @@ def _torch_process(variant: str, device: str, steps: int) -> dict[str, Any]:
 
     def eager_step(state):
         def step(k: int) -> None:
-            torch_train.train_step(state, batches[k % len(batches)])
+            torch_steps.train_step(state, batches[k % len(batches)])
             sync()
         return step
 
@@ -192,7 +195,7 @@ def _torch_process(variant: str, device: str, steps: int) -> dict[str, Any]:
                                     for name, n in counters[group].items() if "cache" in name}
     elif variant == "torch_cudagraph":
         train = torch_train.Split(data.train.images.to(dev), data.train.labels.to(dev))
-        captured = CapturedStep(torch_train.train_step, state, train, BATCH_SIZE)
+        captured = CapturedStep(torch_steps.train_step, state, train, BATCH_SIZE)
         order = torch.from_numpy(idx).to(dev)
 
         def replay(k: int) -> None:
@@ -215,6 +218,7 @@ def _jax_process(device: str, steps: int) -> dict[str, Any]:
 
     jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_default_matmul_precision", "float32")  # runners.precision("float32"): no TF32, as PyTorch above
+    from mnist_jax import steps as jax_steps
     from mnist_jax import train as jax_train
     from mnist_jax.compilation_cache import count_cache_lookups, use_compilation_cache
     from mnist_jax.data import batch_order, load_mnist
@@ -232,7 +236,7 @@ def _jax_process(device: str, steps: int) -> dict[str, Any]:
 
     with count_cache_lookups() as lookups:
         start = time.perf_counter()
-        compiled = jax_train.compile_train(jax_train.train_step.lower(state, batches[0]), dev.platform)
+        compiled = jax_steps.compile_train(jax_steps.train_step.lower(state, batches[0]), dev.platform)
         compile_s = time.perf_counter() - start
     holder = {"compiled": state, "eager": eager_state}
 
@@ -242,21 +246,21 @@ def _jax_process(device: str, steps: int) -> dict[str, Any]:
 
     def eager_step(k: int) -> None:
         with jax.disable_jit():  # op by op: jax.jit functions run their Python body
-            holder["eager"], _ = jax_train.train_step(holder["eager"], batches[k % len(batches)])
+            holder["eager"], _ = jax_steps.train_step(holder["eager"], batches[k % len(batches)])
         jax.block_until_ready(holder["eager"])
 
     for k in range(WARMUP_STEPS):
         compiled_step(k)
     compiled_step_s = _median_step(compiled_step, WARMUP_STEPS, steps)
 
-    jitted_before = jax_train.train_step._cache_size()
+    jitted_before = jax_steps.train_step._cache_size()
     start = time.perf_counter()
     eager_step(0)  # compiles each primitive on first use: eager's own warm-up
     eager_first_s = time.perf_counter() - start
     for k in range(1, WARMUP_STEPS):
         eager_step(k)
     eager_step_s = _median_step(eager_step, WARMUP_STEPS, steps)
-    if jax_train.train_step._cache_size() != jitted_before:
+    if jax_steps.train_step._cache_size() != jitted_before:
         raise RuntimeError("the JAX eager step compiled the jitted train_step: jax.disable_jit() did not take effect")
     return {
         "compile_s": compile_s, "compiled_step_s": compiled_step_s, "eager_step_s": eager_step_s,

@@ -27,9 +27,10 @@
 # NAME-trainers.json (the trainers' metrics.json files), NAME-repro.json (step 6) and NAME.log (everything printed).
 # NAME defaults to the GPU's model, e.g. h100; a dry run's is dry-run. --budget (default 540 s; a dry
 # run's 3600 s) bounds steps 3-6 together, so that the command fits one 10-minute call on a lent machine
-# (about 20 s of imports come before it). --stages (default: all) names the steps to run, comma-separated,
-# from: STAGES below. The budget is shared among the chosen ones in proportion to what each takes on an
-# H200 (SHARE): all of them want about 950 s, so a short lease runs them in two calls, e.g.
+# with the imports before it (measured: benchmarks/RESULTS.md, 'Design measurements'). --stages (default:
+# all) names the steps to run, comma-separated, from: STAGES below. The budget is shared among the chosen
+# ones in proportion to what each takes on an H200 (SHARE): all of them want about 950 s (SHARE's sum), so
+# a short lease runs them in two calls, e.g.
 # --stages gpu-tests,b128,accuracy,fastest,b1024 then the rest, and merges the two NAME.json files with
 # python -m benchmarks.report. A stage that ends early leaves its time to the next.
 # --dry-run runs every step on the CPU with one tiny round per benchmark and one-epoch trainings

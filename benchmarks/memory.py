@@ -35,7 +35,8 @@ CPU_NOTE = ("on the CPU there is no allocator peak that tells variants apart "
 CUDA_NOTE = ("peak since the process started: the round's data on the device, model, optimizer state, the steps' "
              "temporaries and any compilation or autotuning scratch, over building the round and running it twice"
              "; JAX without preallocation (XLA_PYTHON_CLIENT_PREALLOCATE=false)")
-#: Seconds one process may take: a torch.compile round compiles for ~25 s on a 2-core CPU.
+#: Seconds one process may take: well above a torch.compile round's compilation on a small CPU (measured:
+#: benchmarks/RESULTS.md, 'Design measurements').
 PROCESS_TIMEOUT_S = 600
 
 

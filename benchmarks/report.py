@@ -7,16 +7,23 @@ DIR/NAME.json. Every figure carries its 95% interval where its rounds allow one;
 (from rounds that ran side by side, `benchmarks.stats`) and compare each variant with PyTorch eager on
 the same device, mode, batch size and precision; goals are judged on the interval's lower end.
 Results from a dirty tree, or from a commit this repository does not know, are shown as such.
+
+`python -m benchmarks.report --readme` rewrites, in place, the generated blocks of README.md and
+docs/benchmarks.md from the committed benchmarks/results/NAME.json: between `<!-- results:NAME begin -->`
+and `<!-- results:NAME end -->` the headline table with the settings it was measured under, between
+`<!-- report:NAME begin -->` and `<!-- report:NAME end -->` the whole report. With `--check` it writes
+nothing and exits 1 naming each block that differs from what the committed results give.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import matplotlib
 
@@ -58,11 +65,15 @@ def read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ReportError(f"cannot read {path} ({err}); expected the file written by "
-                          f"`pytest benchmarks --benchmark-only --benchmark-json {path}`") from None
+        raise ReportError(
+            f"cannot read {path} ({err}); expected the file written by "
+            f"`pytest benchmarks --benchmark-only --benchmark-json {path}`"
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks", []), list):
-        raise ReportError(f"{path} is JSON but not pytest-benchmark's (no list under \"benchmarks\"); expected the file "
-                          f"written by `pytest benchmarks --benchmark-only --benchmark-json {path}`")
+        raise ReportError(
+            f'{path} is JSON but not pytest-benchmark\'s (no list under "benchmarks"); expected the file '
+            f"written by `pytest benchmarks --benchmark-only --benchmark-json {path}`"
+        )
     return data
 
 
@@ -86,8 +97,10 @@ def rows_of(data: dict, source: str) -> tuple[list[dict], str]:
         raise ReportError(f"{source} holds no benchmark results with extra_info; was it run with --benchmark-disable?")
     required = ("variant", "mode", "device")
     if broken := next((r for r in rows if any(k not in r for k in required)), None):
-        raise ReportError(f"{source}: a result lacks {', '.join(k for k in required if k not in broken)}; "
-                          "it was not written by this project's benchmarks")
+        raise ReportError(
+            f"{source}: a result lacks {', '.join(k for k in required if k not in broken)}; "
+            "it was not written by this project's benchmarks"
+        )
     return rows, data.get("datetime", "")
 
 
@@ -117,7 +130,13 @@ def speed_ratio(fast: dict, slow: dict) -> dict:
     (results recorded before the rounds were paired) the ratio of the two medians, marked unpaired."""
     if fast.get("round_seconds") and slow.get("round_seconds"):
         return stats.paired_speed_ratio(fast["round_seconds"], slow["round_seconds"])
-    return {"ratio": fast["images_per_s"] / slow["images_per_s"], "low": None, "high": None, "pairs": 0, "unpaired": True}
+    return {
+        "ratio": fast["images_per_s"] / slow["images_per_s"],
+        "low": None,
+        "high": None,
+        "pairs": 0,
+        "unpaired": True,
+    }
 
 
 def load_mark(row: dict) -> str:
@@ -139,8 +158,8 @@ def throughput_table(rows: list[dict]) -> str:
     base = {throughput_key(r): r for r in runs if r["variant"] == BASELINE and "images_per_s" in r}
     peaks = {r["device"]: r for r in rows if r["mode"] == "peak" and "gflops" in r}
     lines = [
-        "| mode | variant | device | batch | precision | images/s, median [95% interval] | rounds | vs PyTorch eager, paired "
-        "[95% interval] | GFLOP/s (of matmul peak) | compile s | other processes, cores |",
+        "| mode | variant | device | batch | precision | images/s, median [95% interval] | rounds | "
+        "vs PyTorch eager, paired [95% interval] | GFLOP/s (of matmul peak) | compile s | other processes, cores |",
         "|---|---|---|---:|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in sorted(runs, key=lambda r: (*throughput_key(r), -r.get("images_per_s", -1))):
@@ -151,12 +170,20 @@ def throughput_table(rows: list[dict]) -> str:
         b = base.get(throughput_key(r))
         ratio = ratio_text(speed_ratio(r, b)) if b else "n/a"
         rate = with_interval(r["images_per_s"], r.get("images_per_s_low"), r.get("images_per_s_high"))
-        lines.append(f"{head} {rate} | {r.get('rounds', 'n/a')} | {ratio} | {gflops(r, peaks.get(r['device']))} | "
-                     f"{seconds(r['compile_seconds'])} | {load_mark(r)} |")
+        lines.append(
+            f"{head} {rate} | {r.get('rounds', 'n/a')} | {ratio} | {gflops(r, peaks.get(r['device']))} | "
+            f"{seconds(r['compile_seconds'])} | {load_mark(r)} |"
+        )
     if peaks:
         lines.append("")
-        lines.append("Matmul peak (one float32 torch.mm, measured in this run): " + "; ".join(
-            f"{d} {with_interval(p['gflops'], p.get('gflops_low'), p.get('gflops_high'))} GFLOP/s" for d, p in sorted(peaks.items())) + ".")
+        lines.append(
+            "Matmul peak (one float32 torch.mm, measured in this run): "
+            + "; ".join(
+                f"{d} {with_interval(p['gflops'], p.get('gflops_low'), p.get('gflops_high'))} GFLOP/s"
+                for d, p in sorted(peaks.items())
+            )
+            + "."
+        )
     return "\n".join(lines + settings_lines(runs))
 
 
@@ -166,8 +193,10 @@ def settings_lines(runs: list[dict]) -> list[str]:
     for device in sorted({r["device"] for r in runs}):
         r = next(x for x in runs if x["device"] == device)
         threads = f"{r['threads']} threads for both frameworks" if "threads" in r else "threads not recorded"
-        lines.append(f"Settings, {device}: {threads}; {r.get('settings', 'autotuning and determinism not recorded')}; "
-                     "every variant warmed up alike, then timed in interleaved rounds.")
+        lines.append(
+            f"Settings, {device}: {threads}; {r.get('settings', 'autotuning and determinism not recorded')}; "
+            "every variant warmed up alike, then timed in interleaved rounds."
+        )
     return [""] + lines if lines else []
 
 
@@ -181,9 +210,15 @@ def goal_lines(rows: list[dict]) -> str:
             if len(pair) < 2:
                 continue
             summary = speed_ratio(pair[fast], pair[slow])
-            lines.append(f"- {mode} {device} batch {key[2]} {key[3]}: {fast} >= {goal:g}x {slow}: {ratio_text(summary)}, "
-                         f"{stats.verdict(summary, goal)}")
-    return "Goals (met only when the paired ratio's whole 95% interval clears the goal):\n" + "\n".join(lines) if lines else ""
+            lines.append(
+                f"- {mode} {device} batch {key[2]} {key[3]}: {fast} >= {goal:g}x {slow}: {ratio_text(summary)}, "
+                f"{stats.verdict(summary, goal)}"
+            )
+    return (
+        "Goals (met only when the paired ratio's whole 95% interval clears the goal):\n" + "\n".join(lines)
+        if lines
+        else ""
+    )
 
 
 def gflops(row: dict, peak: dict | None) -> str:
@@ -201,15 +236,18 @@ def latency_table(rows: list[dict]) -> str:
         return ""
     base = {r["device"]: r for r in runs if r["variant"] == BASELINE}
     lines = [
-        "| latency, 1 image per call | device | p50 ms [95% interval] | p99 ms | calls | speed vs PyTorch eager, paired blocks | compile s |",
+        "| latency, 1 image per call | device | p50 ms [95% interval] | p99 ms | calls | "
+        "speed vs PyTorch eager, paired blocks | compile s |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in sorted(runs, key=lambda r: (r["device"], r["latency_p50_ms"])):
         b = base.get(r["device"])
         ratio = ratio_text(speed_ratio(r, b)) if b else "n/a"
         p50 = with_interval(r["latency_p50_ms"], r.get("latency_p50_low_ms"), r.get("latency_p50_high_ms"), ".3f")
-        lines.append(f"| {r['variant']} | {r['device']} | {p50} | {r['latency_p99_ms']:.3f} | {r.get('calls', 'n/a')} | "
-                     f"{ratio} | {seconds(r['compile_seconds'])} |")
+        lines.append(
+            f"| {r['variant']} | {r['device']} | {p50} | {r['latency_p99_ms']:.3f} | {r.get('calls', 'n/a')} | "
+            f"{ratio} | {seconds(r['compile_seconds'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -228,24 +266,38 @@ def accuracy_table(rows: list[dict]) -> str:
     if any("seeds_run" not in r for r in runs):
         return legacy_accuracy_table(runs)
     lines = [
-        "| trainer | device | precision | settings | seeds reaching 99% | time to 99%, s, of those seeds: mean (min-max) | first epoch at 99% | "
+        "| trainer | device | precision | settings | seeds reaching 99% | "
+        "time to 99%, s, of those seeds: mean (min-max) | first epoch at 99% | "
         "final accuracy: mean ± sd (full runs) | s/epoch | compile s | original project |",
         "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in sorted(runs, key=lambda r: (r["device"], r["precision"], r["setting"] != "shipped", r["variant"])):
         final = r["final_accuracy"]
-        final_text = "none" if final["mean"] is None else (
-            f"{100 * final['mean']:.2f}%" + (f" ± {100 * final['std']:.2f}" if final["std"] is not None else "") + f" (n={final['n']})")
+        final_text = (
+            "none"
+            if final["mean"] is None
+            else (
+                f"{100 * final['mean']:.2f}%"
+                + (f" ± {100 * final['std']:.2f}" if final["std"] is not None else "")
+                + f" (n={final['n']})"
+            )
+        )
         planned = f" of {r['seeds_planned']} planned" if r["seeds_run"] < r["seeds_planned"] else ""
         lines.append(
-            f"| {r['variant']} | {r['device']} | {r['precision']} | {r['setting']} | {r['reached_99']}/{r['seeds_run']}{planned} | "
+            f"| {r['variant']} | {r['device']} | {r['precision']} | {r['setting']} | "
+            f"{r['reached_99']}/{r['seeds_run']}{planned} | "
             f"{spread(r['time_to_99'], '.2f')} | {spread(r['first_epoch_at_99'], '.1f')} | {final_text} | "
-            f"{spread(r['seconds_per_epoch'], '.3f')} | {spread(r['compile_seconds'], '.2f')} | {100 * r['original_accuracy']:.2f}% |"
+            f"{spread(r['seconds_per_epoch'], '.3f')} | {spread(r['compile_seconds'], '.2f')} | "
+            f"{100 * r['original_accuracy']:.2f}% |"
         )
-    lines += ["", "Settings: shipped = each trainer's defaults in a fresh process (deterministic: PyTorch's deterministic "
-              "algorithms, XLA's deterministic GPU ops); fastest = `--nondeterministic` (cuDNN and XLA autotuning, atomics "
-              "allowed). Seed 0 trains every epoch (the final accuracy); the other seeds stop at their first epoch at >= 99%. "
-              "Time to 99% counts the training seconds of the epochs up to it, not start-up, compilation or evaluation."]
+    lines += [
+        "",
+        "Settings: shipped = each trainer's defaults in a fresh process (deterministic: PyTorch's deterministic "
+        "algorithms, XLA's deterministic GPU ops); fastest = `--nondeterministic` (cuDNN and XLA autotuning, atomics "
+        "allowed). Seed 0 trains every epoch (the final accuracy); the other seeds stop at their first epoch at "
+        ">= 99%. Time to 99% counts the training seconds of the epochs up to it, not start-up, compilation or "
+        "evaluation.",
+    ]
     return "\n".join(lines)
 
 
@@ -258,29 +310,53 @@ def legacy_accuracy_table(runs: list[dict]) -> str:
     ]
     for r in sorted(runs, key=lambda r: (r["device"], r["precision"], r["variant"])):
         t99 = f"{r['time_to_99_s']:.2f}" if r.get("time_to_99_s") is not None else "not reached"
-        lines.append(f"| {r['variant']} | {r['device']} | {r['precision']} | {r['epochs']} | {100 * r['test_accuracy']:.2f}% | "
-                     f"{t99} | {r['train_seconds'] / r['epochs']:.3f} | {seconds(r['compile_seconds'])} | "
-                     f"{100 * r['original_accuracy']:.2f}% |")
+        lines.append(
+            f"| {r['variant']} | {r['device']} | {r['precision']} | {r['epochs']} | {100 * r['test_accuracy']:.2f}% | "
+            f"{t99} | {r['train_seconds'] / r['epochs']:.3f} | {seconds(r['compile_seconds'])} | "
+            f"{100 * r['original_accuracy']:.2f}% |"
+        )
     return "\n".join(lines)
 
 
 #: The README's headline columns, per device: each trainer as a user runs it, and the suite's variant of its step.
 HEADLINE = {
-    "cpu": [("PyTorch eager", "torch_eager", BASELINE), ("PyTorch `--mode compile`", "torch_compile", "torch_compile"),
-            ("JAX", "jax", JAX_TRAINER_PATH["cpu"])],
-    "cuda": [("PyTorch eager", "torch_eager", BASELINE), ("PyTorch `--mode cuda-graphs`", "torch_cudagraph", "torch_cudagraph"),
-             ("JAX", "jax", JAX_TRAINER_PATH["cuda"])],
+    "cpu": [
+        ("PyTorch eager", "torch_eager", BASELINE),
+        ("PyTorch `--mode compile`", "torch_compile", "torch_compile"),
+        ("JAX", "jax", JAX_TRAINER_PATH["cpu"]),
+    ],
+    "cuda": [
+        ("PyTorch eager", "torch_eager", BASELINE),
+        ("PyTorch `--mode cuda-graphs`", "torch_cudagraph", "torch_cudagraph"),
+        ("JAX", "jax", JAX_TRAINER_PATH["cuda"]),
+    ],
 }
 
 
 def headline_table(rows: list[dict], device: str) -> str:
     """The README's headline: time to 99% over seeds as shipped, the final accuracy, and the training step's
     paired speed at batch 128 float32, one column per trainer; empty without the accuracy runs."""
-    accuracy = {r["variant"]: r for r in rows if r["mode"] == "accuracy" and r["device"] == device and r.get("setting") == "shipped"
-                and r["precision"] == "float32" and "seeds_run" in r}
-    steps = {r["variant"]: r for r in rows if r["mode"] == "train" and r["device"] == device and r["batch_size"] == 128
-             and r["precision"] == "float32" and "images_per_s" in r}
-    cold = {r["variant"]: r for r in rows if r["mode"] == "cold_start" and r["device"] == device and r.get("cold_compile_s")}
+    accuracy = {
+        r["variant"]: r
+        for r in rows
+        if r["mode"] == "accuracy"
+        and r["device"] == device
+        and r.get("setting") == "shipped"
+        and r["precision"] == "float32"
+        and "seeds_run" in r
+    }
+    steps = {
+        r["variant"]: r
+        for r in rows
+        if r["mode"] == "train"
+        and r["device"] == device
+        and r["batch_size"] == 128
+        and r["precision"] == "float32"
+        and "images_per_s" in r
+    }
+    cold = {
+        r["variant"]: r for r in rows if r["mode"] == "cold_start" and r["device"] == device and r.get("cold_compile_s")
+    }
     columns = [c for c in HEADLINE[device] if c[1] in accuracy]
     if not columns:
         return ""
@@ -290,7 +366,11 @@ def headline_table(rows: list[dict], device: str) -> str:
 
     def final(name: str, trainer: str, step: str) -> str:
         f = accuracy[trainer]["final_accuracy"]
-        return "none" if f["mean"] is None else f"{100 * f['mean']:.2f}%" + (f" ± {100 * f['std']:.2f}" if f["std"] is not None else "")
+        return (
+            "none"
+            if f["mean"] is None
+            else f"{100 * f['mean']:.2f}%" + (f" ± {100 * f['std']:.2f}" if f["std"] is not None else "")
+        )
 
     def speed(name: str, trainer: str, step: str) -> str:
         if step not in steps:
@@ -305,21 +385,37 @@ def headline_table(rows: list[dict], device: str) -> str:
         if variant not in cold:
             return "none (eager)" if trainer == BASELINE else "not measured"
         c = cold[variant]
-        return f"{stats.median_interval(c['cold_compile_s'])[0]:.2f} s cold, {stats.median_interval(c['warm_compile_s'])[0]:.2f} s warm"
+        cold_s, warm_s = stats.median_interval(c["cold_compile_s"])[0], stats.median_interval(c["warm_compile_s"])[0]
+        return f"{cold_s:.2f} s cold, {warm_s:.2f} s warm"
 
-    seeds = {r["seeds_run"] for r in accuracy.values()}
+    seeds = sorted({r["seeds_run"] for r in accuracy.values()})
+    each = f"{'/'.join(map(str, seeds))} seed{'' if seeds == [1] else 's'} each"
     lines = [
-        f"| {'/'.join(map(str, sorted(seeds)))} seeds each, {device}, float32, as shipped | " + " | ".join(c[0] for c in columns) + " |",
+        f"| {each}, {device}, float32, as shipped | " + " | ".join(c[0] for c in columns) + " |",
         "|---|" + "---:|" * len(columns),
-        row("seeds reaching 99% within 10 epochs", lambda n, t, s: f"{accuracy[t]['reached_99']}/{accuracy[t]['seeds_run']}"),
-        row("time to 99%, s, over the seeds that reach it: mean (min-max)", lambda n, t, s: spread(accuracy[t]["time_to_99"], ".1f")),
+        row(
+            "seeds reaching 99% within 10 epochs",
+            lambda n, t, s: f"{accuracy[t]['reached_99']}/{accuracy[t]['seeds_run']}",
+        ),
+        row(
+            "time to 99%, s, over the seeds that reach it: mean (min-max)",
+            lambda n, t, s: spread(accuracy[t]["time_to_99"], ".1f"),
+        ),
         row("first epoch at >= 99%: mean (min-max)", lambda n, t, s: spread(accuracy[t]["first_epoch_at_99"], ".1f")),
         row("test accuracy after 10 epochs (seed 0)", final),
         row("seconds per epoch: mean (min-max)", lambda n, t, s: spread(accuracy[t]["seconds_per_epoch"], ".1f")),
         row("training step, images/s at batch 128 [95% interval] (paired speed vs eager)", speed),
-        row("the trainer's one-off compilation in these runs, s: mean (min-max)",
-            lambda n, t, s: "none (eager)" if accuracy[t]["compile_seconds"]["n"] == 0 else spread(accuracy[t]["compile_seconds"], ".1f")),
-        row("compiling one training step (`torch.compile`, `jax.jit`), fresh processes: empty / warm caches", compiling),
+        row(
+            "the trainer's one-off compilation in these runs, s: mean (min-max)",
+            lambda n, t, s: (
+                "none (eager)"
+                if accuracy[t]["compile_seconds"]["n"] == 0
+                else spread(accuracy[t]["compile_seconds"], ".1f")
+            ),
+        ),
+        row(
+            "compiling one training step (`torch.compile`, `jax.jit`), fresh processes: empty / warm caches", compiling
+        ),
     ]
     return "\n".join(lines)
 
@@ -333,21 +429,26 @@ def cold_start_table(rows: list[dict]) -> str:
         return "never" if value is None else f"{value:,}"
 
     lines = [
-        "| compiled path, batch 128 | device | compile s, empty caches: median (min-max) | from a warm cache | step ms, compiled | "
-        "step ms, own eager | break-even steps vs own eager: cold / warm | vs PyTorch eager: cold / warm |",
+        "| compiled path, batch 128 | device | compile s, empty caches: median (min-max) | from a warm cache | "
+        "step ms, compiled | step ms, own eager | break-even steps vs own eager: cold / warm | "
+        "vs PyTorch eager: cold / warm |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in sorted(runs, key=lambda r: (r["device"], r["variant"])):
         cold, warm = stats.mean_and_spread(r["cold_compile_s"]), stats.mean_and_spread(r["warm_compile_s"])
         cold_median, _, _ = stats.median_interval(r["cold_compile_s"])
         warm_median, _, _ = stats.median_interval(r["warm_compile_s"])
-        vs_torch = (f"{steps(r.get('break_even_cold_vs_torch_eager'))} / {steps(r.get('break_even_warm_vs_torch_eager'))}"
-                    if r["framework"] == "jax" else "(same)")
+        vs_torch = (
+            f"{steps(r.get('break_even_cold_vs_torch_eager'))} / {steps(r.get('break_even_warm_vs_torch_eager'))}"
+            if r["framework"] == "jax"
+            else "(same)"
+        )
         lines.append(
             f"| {r['variant']} | {r['device']} | {cold_median:.2f} ({cold['min']:.2f}-{cold['max']:.2f}) | "
             f"{warm_median:.2f} ({warm['min']:.2f}-{warm['max']:.2f}) | {1000 * r['compiled_step_s']:.2f} | "
             f"{1000 * r['eager_step_s']:.2f} ({r['eager_variant']}) | {steps(r['break_even_cold_steps'])} / "
-            f"{steps(r['break_even_warm_steps'])} | {vs_torch} |")
+            f"{steps(r['break_even_warm_steps'])} | {vs_torch} |"
+        )
     return "\n".join(lines)
 
 
@@ -355,13 +456,21 @@ def memory_table(rows: list[dict]) -> str:
     runs = [r for r in rows if r["mode"] == "memory"]
     if not runs:
         return ""
-    lines = ["| peak device memory, each variant in its own process | mode | device | batch | MiB | measured by |",
-             "|---|---|---|---:|---:|---|"]
+    lines = [
+        "| peak device memory, each variant in its own process | mode | device | batch | MiB | measured by |",
+        "|---|---|---|---:|---:|---|",
+    ]
     for r in sorted(runs, key=lambda r: (r["device"], r["measured_mode"], r["batch_size"], r["variant"])):
         value = r.get("peak_memory_bytes")
-        shown = f"{value / 2**20:,.0f}" if value is not None else f"not measured: {r.get('memory_note', 'no reason recorded')}"
-        lines.append(f"| {r['variant']} | {r['measured_mode']} | {r['device']} | {r['batch_size']} | {shown} | "
-                     f"{r.get('memory_measure', '')} |")
+        shown = (
+            f"{value / 2**20:,.0f}"
+            if value is not None
+            else f"not measured: {r.get('memory_note', 'no reason recorded')}"
+        )
+        lines.append(
+            f"| {r['variant']} | {r['measured_mode']} | {r['device']} | {r['batch_size']} | {shown} | "
+            f"{r.get('memory_measure', '')} |"
+        )
     return "\n".join(lines)
 
 
@@ -372,7 +481,8 @@ def scaling_table(rows: list[dict]) -> str:
         return ""
     one = {(r["device"], r["framework"]): r["images_per_s"] for r in runs if r["devices"] == 1}
     lines = [
-        "| data parallel, global batch 128 | device | processes | devices | threads per device | images/s | speed-up | efficiency |",
+        "| data parallel, global batch 128 | device | processes | devices | threads per device | images/s | speed-up | "
+        "efficiency |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in sorted(runs, key=lambda r: (r["device"], r["framework"] != "torch", r["devices"], r["variant"])):
@@ -380,8 +490,10 @@ def scaling_table(rows: list[dict]) -> str:
         speedup = f"{r['images_per_s'] / base:.2f}x" if base else "n/a"
         efficiency = f"{100 * r['images_per_s'] / (base * r['devices']):.0f}%" if base else "n/a"
         threads = r.get("threads_per_device") or "all"
-        lines.append(f"| {r['variant']} | {r['device']} | {r['processes']} | {r['devices']} | {threads} | "
-                     f"{r['images_per_s']:,.0f} | {speedup} | {efficiency} |")
+        lines.append(
+            f"| {r['variant']} | {r['device']} | {r['processes']} | {r['devices']} | {threads} | "
+            f"{r['images_per_s']:,.0f} | {speedup} | {efficiency} |"
+        )
     lines.append("")
     lines.append("Scaling rows are one run each (the median of its epochs after the first), without an interval.")
     return "\n".join(lines)
@@ -389,39 +501,46 @@ def scaling_table(rows: list[dict]) -> str:
 
 def known_commit(commit: str) -> bool:
     try:
-        done = subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=REPO, capture_output=True, timeout=30)
+        done = subprocess.run(
+            ["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=REPO, capture_output=True, timeout=30
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0
 
 
-def provenance_line(rows: list[dict]) -> str:
-    """Where the figures come from: the commit and whether the tree was clean, or why that is unknown."""
+def provenance_line(rows: list[dict], verify: bool = True) -> str:
+    """Where the figures come from: the commit and whether the tree was clean, or why that is unknown.
+    `verify=False` (the generated blocks of the README) does not ask git whether it knows the commit, so the
+    text is the same in a copy without git metadata."""
     commits = sorted({(r.get("commit"), r.get("dirty"), r.get("commit_source")) for r in rows}, key=str)
     parts = []
     for commit, dirty, source in commits:
         if commit is None:
-            parts.append("**provenance unknown** (no commit recorded: results from before the benchmarks recorded it, "
-                         "or a copy without git metadata)")
+            parts.append(
+                "**provenance unknown** (no commit recorded: results from before the benchmarks recorded it, "
+                "or a copy without git metadata)"
+            )
         elif dirty:
             parts.append(f"commit {commit[:12]}, **DIRTY tree** (the code measured differs from the commit)")
         elif source and source != "git":
             parts.append(f"commit {commit[:12]} {source}")
-        elif not known_commit(commit):
+        elif verify and not known_commit(commit):
             parts.append(f"commit {commit[:12]}, **foreign**: not in this repository")
         else:
             parts.append(f"commit {commit[:12]}, clean tree")
     return "Provenance: " + "; ".join(parts) + "."
 
 
-def environment_line(rows: list[dict], when: str) -> str:
+def environment_line(rows: list[dict], when: str, verify: bool = True) -> str:
     r = rows[0]
     devices = sorted({f"{x['device']}: {x['device_name']}" for x in rows if "device_name" in x})
     cpus = sorted({x["cpu_name"] for x in rows if x.get("cpu_name") and x["device"] == "cuda"})
     line = (
         f"Measured {when[:10]} on {'; '.join(devices)}{' (host CPU: ' + '; '.join(cpus) + ')' if cpus else ''}. "
-        f"torch {r.get('torch')}, jax {r.get('jax')} (jaxlib {r.get('jaxlib')}), flax {r.get('flax')}, optax {r.get('optax')}, "
-        f"Python {r.get('python')}. {provenance_line(rows)}"
+        f"torch {r.get('torch')}, jax {r.get('jax')} (jaxlib {r.get('jaxlib')}), flax {r.get('flax')}, "
+        f"optax {r.get('optax')}, "
+        f"Python {r.get('python')}. {provenance_line(rows, verify)}"
     )
     if any(x.get("dry_run") for x in rows):
         line = "**DRY RUN** (`--bench-dry-run`: two tiny rounds per variant; the figures mean nothing). " + line
@@ -431,7 +550,10 @@ def environment_line(rows: list[dict], when: str) -> str:
 
 
 #: Colour families: PyTorch's variants in oranges and reds, JAX's in blues and greens.
-PALETTE = {"torch": ["#b2182b", "#e6550d", "#fd8d3c", "#fdae6b"], "jax": ["#08519c", "#3182bd", "#31a354", "#74c476", "#6baed6"]}
+PALETTE = {
+    "torch": ["#b2182b", "#e6550d", "#fd8d3c", "#fdae6b"],
+    "jax": ["#08519c", "#3182bd", "#31a354", "#74c476", "#6baed6"],
+}
 
 
 def variant_colours(variants: list[str]) -> dict[str, str]:
@@ -464,9 +586,22 @@ def bar_chart(rows: list[dict], path: Path, title: str) -> None:
                 not_run.append((j + i * width, variant))
                 continue
             low, high = r.get("images_per_s_low"), r.get("images_per_s_high")
-            err = [[r["images_per_s"] - low], [high - r["images_per_s"]]] if low is not None and high is not None else None
-            ax.bar(j + i * width, r["images_per_s"], width, color=colours[variant], yerr=err, capsize=2, ecolor="black",
-                   hatch="//" if r.get("loaded") else None, label=None if variant in labelled else variant)
+            err = (
+                [[r["images_per_s"] - low], [high - r["images_per_s"]]]
+                if low is not None and high is not None
+                else None
+            )
+            ax.bar(
+                j + i * width,
+                r["images_per_s"],
+                width,
+                color=colours[variant],
+                yerr=err,
+                capsize=2,
+                ecolor="black",
+                hatch="//" if r.get("loaded") else None,
+                label=None if variant in labelled else variant,
+            )
             labelled.add(variant)
     ax.set_yscale("log")
     bottom = min(r["images_per_s"] for r in rated) / 3
@@ -484,29 +619,146 @@ def bar_chart(rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def build(documents: list[dict], source: str) -> tuple[dict, list[dict], str]:
+def build(documents: list[dict], source: str, verify: bool = True) -> tuple[dict, list[dict], str]:
     data = merge(documents)
     rows, when = rows_of(data, source)
     headlines = [headline_table(rows, device) for device in sorted({r["device"] for r in rows} & set(HEADLINE))]
-    sections = [environment_line(rows, when), *headlines, throughput_table(rows), goal_lines(rows), latency_table(rows),
-                accuracy_table(rows), cold_start_table(rows), memory_table(rows), scaling_table(rows)]
+    sections = [
+        environment_line(rows, when, verify),
+        *headlines,
+        throughput_table(rows),
+        goal_lines(rows),
+        latency_table(rows),
+        accuracy_table(rows),
+        cold_start_table(rows),
+        memory_table(rows),
+        scaling_table(rows),
+    ]
     return data, rows, "\n\n".join(s for s in sections if s) + "\n"
+
+
+#: The files whose generated blocks `--readme` rewrites, relative to the repository.
+GENERATED_FILES = ("README.md", "docs/benchmarks.md")
+RESULTS_DIR = Path("benchmarks") / "results"
+#: A generated block: its kind (results: the headline table and its settings; report: the whole report), the
+#: stem of the committed JSON it comes from, and what stands between its markers.
+BLOCK = re.compile(
+    r"(?P<begin><!-- (?P<kind>results|report):(?P<name>[\w.-]+) begin -->\n)(?P<body>.*?)"
+    r"(?P<end><!-- (?P=kind):(?P=name) end -->)",
+    re.S,
+)
+
+
+def headline_settings(rows: list[dict], when: str) -> str:
+    """What the README states beside a headline table: machine, date, versions, commit, threads, precision,
+    determinism and autotuning, and the command that measured it."""
+    r = next((x for x in rows if x["mode"] == "train" and "threads" in x), rows[0])
+    threads = f"{r['threads']} threads for each framework" if "threads" in r else "threads not recorded"
+    return (
+        f"{environment_line(rows, when, verify=False)} Measured by the benchmark suite (`benchmarks/`). "
+        "The accuracy rows: each trainer as a user runs it, in its own process, with its shipped settings "
+        "(deterministic, float32), seed 0 for all 10 epochs and the other seeds until their first epoch at "
+        ">= 99%. The training-step "
+        f"row: {threads}, float32, {r.get('settings', 'autotuning and determinism not recorded')}; paired, "
+        "interleaved rounds with a 95% interval on every figure and ratio."
+    )
+
+
+def generated_block(kind: str, name: str, root: Path) -> str:
+    """The Markdown that belongs between a block's markers, from root/benchmarks/results/NAME.json."""
+    path = root / RESULTS_DIR / f"{name}.json"
+    if not path.is_file():
+        raise ReportError(f"a block names {kind}:{name}, but there is no {RESULTS_DIR / (name + '.json')}")
+    data, rows, markdown = build([read_json(path)], str(RESULTS_DIR / path.name), verify=False)
+    if kind == "report":
+        return markdown
+    tables = [headline_table(rows, device) for device in sorted({r["device"] for r in rows} & set(HEADLINE))]
+    if not any(tables):
+        raise ReportError(
+            f"{RESULTS_DIR / path.name} holds no accuracy runs, so it has no headline table; "
+            f"use a report:{name} block for it"
+        )
+    return "\n\n".join([*filter(None, tables), headline_settings(rows, data.get("datetime", ""))]) + "\n"
+
+
+def refresh(text: str, root: Path) -> tuple[str, list[str]]:
+    """`text` with every generated block rewritten from the committed results, and the blocks that changed."""
+    stale: list[str] = []
+
+    def redo(m: re.Match) -> str:
+        body = generated_block(m["kind"], m["name"], root)
+        if body != m["body"]:
+            stale.append(f"{m['kind']}:{m['name']}")
+        return m["begin"] + body + m["end"]
+
+    return BLOCK.sub(redo, text), stale
+
+
+def refresh_files(root: Path, check: bool) -> list[str]:
+    """Rewrite (or, with check, only compare) the generated blocks of GENERATED_FILES; returns 'FILE: block' for
+    each block that differed."""
+    stale = []
+    for name in GENERATED_FILES:
+        path = root / name
+        text = path.read_text()
+        new, changed = refresh(text, root)
+        stale += [f"{name}: {block}" for block in changed]
+        if changed and not check:
+            path.write_text(new)
+    return stale
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="pytest-benchmark JSON -> Markdown tables and a PNG bar chart")
-    parser.add_argument("results", type=Path, nargs="+", help="the file(s) from --benchmark-json")
-    parser.add_argument("--out-dir", type=Path, default=None, help="where the .md and .png go (default: beside the first JSON)")
-    parser.add_argument("--name", default=None, help="file name stem of what is written (default: the first JSON's stem)")
+    parser.add_argument("results", type=Path, nargs="*", help="the file(s) from --benchmark-json")
+    parser.add_argument(
+        "--readme",
+        action="store_true",
+        help=f"rewrite the generated tables of {' and '.join(GENERATED_FILES)} from the committed "
+        "benchmarks/results/*.json, in place",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="with --readme: write nothing; exit 1 naming each generated table that differs from "
+        "what the committed results give",
+    )
+    parser.add_argument(
+        "--out-dir", type=Path, default=None, help="where the .md and .png go (default: beside the first JSON)"
+    )
+    parser.add_argument(
+        "--name", default=None, help="file name stem of what is written (default: the first JSON's stem)"
+    )
     parser.add_argument("--title", default="PyTorch vs JAX, MNIST CNN: throughput (higher is better)")
     args = parser.parse_args(argv)
+    if args.readme:
+        if args.results:
+            parser.error("--readme reads the committed benchmarks/results/*.json; give it no result files")
+        try:
+            stale = refresh_files(REPO, args.check)
+        except (ReportError, OSError) as err:
+            sys.exit(f"error: {err}")
+        if args.check and stale:
+            print("\n".join(f"stale: {s}" for s in stale), file=sys.stderr)
+            sys.exit(
+                f"error: {len(stale)} generated table(s) differ from the committed results; "
+                "run `python -m benchmarks.report --readme`"
+            )
+        print("\n".join(f"rewrote: {s}" for s in stale) or "every generated table is up to date")
+        return
+    if args.check:
+        parser.error("--check goes with --readme")
+    if not args.results:
+        parser.error("give the file(s) from --benchmark-json, or --readme")
     try:
         data, rows, markdown = build([read_json(path) for path in args.results], " + ".join(map(str, args.results)))
     except ReportError as err:
         sys.exit(f"error: {err}")
     except (KeyError, TypeError, ValueError, ZeroDivisionError) as err:
-        sys.exit(f"error: {' + '.join(map(str, args.results))} has a result this report cannot read ({type(err).__name__}: "
-                 f"{err}); expected files written by this project's `pytest benchmarks --benchmark-only --benchmark-json`")
+        sys.exit(
+            f"error: {' + '.join(map(str, args.results))} has a result this report cannot read ({type(err).__name__}: "
+            f"{err}); expected files written by this project's `pytest benchmarks --benchmark-only --benchmark-json`"
+        )
     out_dir = args.out_dir or args.results[0].parent
     name = args.name or args.results[0].stem
     out_dir.mkdir(parents=True, exist_ok=True)

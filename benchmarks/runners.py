@@ -17,11 +17,13 @@ import jax
 import numpy as np
 import torch
 
+from mnist_jax import steps as jax_steps
 from mnist_jax import train as jax_train
 from mnist_jax.data import Split as JaxSplit
+from mnist_torch import steps as torch_steps
 from mnist_torch import train as torch_train
 from mnist_common.config import TrainConfig
-from mnist_torch.cuda_graphs import CapturedStep
+from mnist_torch.steps import CapturedStep
 from mnist_torch.data import MNISTData, batch_order
 
 #: torch_cudagraph: the whole step replayed as a CUDA graph (`--mode cuda-graphs`, GPU only);
@@ -151,7 +153,7 @@ def torch_round(variant: str, mode: str, data: MNISTData, device: str, batch_siz
         # The captured step gathers its batch from the resident training set, like the trainer's.
         train = torch_train.Split(data.train.images.to(dev), data.train.labels.to(dev))
         start = time.perf_counter()
-        step = CapturedStep(torch_train.train_step, state, train, batch_size)
+        step = CapturedStep(torch_steps.train_step, state, train, batch_size)
         capture_seconds = time.perf_counter() - start
         order = torch.from_numpy(idx).to(dev)
 
@@ -167,14 +169,14 @@ def torch_round(variant: str, mode: str, data: MNISTData, device: str, batch_siz
 
         def run() -> None:
             for batch in batches:
-                torch_train.train_step(state, batch)
+                torch_steps.train_step(state, batch)
             sync()
     else:
         model.eval()
 
         def run() -> None:
             for batch in batches:
-                torch_train.eval_step(model, batch)
+                torch_steps.eval_step(model, batch)
             sync()
 
     # torch.compile compiles lazily, on the first call, and may specialize again on the second: both calls
@@ -198,14 +200,14 @@ def jax_round(
         params = state.params
         step_batches = [(images[i], labels[i]) for i in range(len(idx))]
         start = time.perf_counter()
-        step = jax_train.eval_step.lower(params, step_batches[0]).compile()
+        step = jax_steps.eval_step.lower(params, step_batches[0]).compile()
 
         def run() -> None:
             jax.block_until_ready([step(params, b) for b in step_batches])
     elif variant == "jax_jit":
         step_batches = [(images[i], labels[i]) for i in range(len(idx))]
         start = time.perf_counter()
-        step = jax_train.compile_train(jax_train.train_step.lower(state, step_batches[0]), platform)
+        step = jax_steps.compile_train(jax_steps.train_step.lower(state, step_batches[0]), platform)
 
         def run() -> None:
             s = holder["state"]
@@ -214,13 +216,13 @@ def jax_round(
             holder["state"] = jax.block_until_ready(s)
     elif variant == "jax_scan_unrolled":
         # The CPU trainer's path: FUSED_STEPS unrolled steps per call, one call per chunk of the round.
-        k = min(jax_train.FUSED_STEPS, len(idx))
+        k = min(jax_steps.FUSED_STEPS, len(idx))
         if len(idx) % k:
             raise ValueError(f"jax_scan_unrolled: a round of {len(idx)} steps does not divide into calls of {k} steps; "
                              f"the leftover steps would go untimed while their images counted: use a multiple of {k}")
         chunks = [(images[i : i + k], labels[i : i + k]) for i in range(0, len(idx) - k + 1, k)]
         start = time.perf_counter()
-        steps = jax_train.compile_train(jax_train.train_steps.lower(state, chunks[0], unroll=True), platform)
+        steps = jax_steps.compile_train(jax_steps.train_steps.lower(state, chunks[0], unroll=True), platform)
 
         def run() -> None:
             s = holder["state"]
@@ -232,14 +234,14 @@ def jax_round(
         resident = jax.device_put((data.images, data.labels), dev)
         order = jax.device_put(idx.astype(np.int32), dev)
         start = time.perf_counter()
-        steps = jax_train.compile_train(jax_train.train_epoch_steps.lower(state, resident, order), platform)
+        steps = jax_steps.compile_train(jax_steps.train_epoch_steps.lower(state, resident, order), platform)
 
         def run() -> None:
             s, _ = steps(holder["state"], resident, order)
             holder["state"] = jax.block_until_ready(s)
     else:
         start = time.perf_counter()
-        steps = jax_train.compile_train(jax_train.train_steps.lower(state, (images, labels), unroll=False), platform)
+        steps = jax_steps.compile_train(jax_steps.train_steps.lower(state, (images, labels), unroll=False), platform)
 
         def run() -> None:
             s, _ = steps(holder["state"], (images, labels))

@@ -6,9 +6,10 @@ a warm on-disk cache (``warm_compile_s``), each in its own fresh process; the st
 compiled path and of its framework's eager path; and the break-even, the training steps after which
 compiling has paid for itself (None: never). Every process runs with the same thread count for both
 frameworks (the CPU cores of the affinity mask). A full run repeats each cold/warm pair
-`cold_start.REPEATS` times (3 on a GPU, 2 on the CPU, which keeps the CPU test under ~4 minutes), a dry
-run once, with 2 timed steps instead of 20. The whole measurement is timed once (`benchmark.pedantic`,
-one round). Nothing here asserts a speed: only that the figures are real and the caches did their part.
+`cold_start.REPEATS` times (3 on a GPU, 2 on the CPU, which keeps the CPU test short; measured:
+benchmarks/RESULTS.md, 'Design measurements'), a dry run once, with 2 timed steps instead of 20. The
+whole measurement is timed once (`benchmark.pedantic`, one round). Nothing here asserts a speed: only
+that the figures are real and the caches did their part.
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ ROLLED_LOOPS = ("jax_scan", "jax_epoch")
 #: Timed seconds each variant should get, and the fewest and most rounds it gets to fill them.
 ROUND_BUDGET_S = {"cpu": 10.0, "cuda": 3.0}
 MIN_ROUNDS, MAX_ROUNDS = 10, 40
-#: A variant whose MIN_ROUNDS would take longer than this (the rolled loops on the CPU, 10-60 s a round)
+#: A variant whose MIN_ROUNDS would take longer than this (the rolled loops on the CPU; measured:
+#: benchmarks/RESULTS.md, 'Design measurements')
 #: gets as many rounds as fit in it, at least one, and its row says how many: the suite stays runnable.
 SLOW_VARIANT_CAP_S = {"cpu": 30.0, "cuda": 20.0}
 SMOKE_ROUNDS = 2

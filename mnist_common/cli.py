@@ -2,9 +2,10 @@
 
 ``python -m mnist_<framework>.<train|evaluate|predict>`` calls `check_command_line` from an
 ``if __name__ == "__main__":`` block at the top of its module, above the imports that load PyTorch
-or JAX (3-5 seconds and about 1 GB): a mistyped flag, a flag value out of range or a path that cannot
-work is refused at once, with argparse's usage and one ``error:`` line naming the flag, the value and
-what is wrong (exit status 2), and nothing is imported, created or written.
+or JAX (seconds, and a GB of memory; measured: benchmarks/RESULTS.md, 'Design measurements'): a mistyped
+flag, a flag value out of range or a path that cannot work is refused at once, with argparse's usage and
+one ``error:`` line naming the flag, the value and what is wrong (exit status 2), and nothing is imported,
+created or written.
 
 Values are checked by the parsers of `mnist_common.config`; this module adds the paths, which it only
 looks at: an --out-dir is created by the trainer itself, later, under its lock

@@ -222,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             metrics = read_metrics(path)
             read.append((path, metrics))
             runs[run_label(metrics, path, set(runs))] = metrics["epochs"]
-    except MetricsError as err:
+    except ProjectError as err:  # the project's own errors (MetricsError): their message is the whole line
         sys.exit(f"error: {_one_line(str(err))}")
     warning = mismatch(read)
     if warning:

@@ -45,8 +45,9 @@ IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
 NUM_TEST = 10_000
 
-#: The most --epochs accepts. Far beyond any useful run (the default run reaches 99% in 3 epochs; 10 000
-#: epochs are about two days on a 2-core CPU, 17 minutes on an H200), so anything larger is a typo.
+#: The most --epochs accepts. Far beyond any useful run (the default run reaches 99% in a few epochs, and
+#: 10 000 epochs take days on a CPU), so anything larger is a typo (measured: benchmarks/RESULTS.md,
+#: 'Design measurements').
 MAX_EPOCHS = 10_000
 
 #: The largest --seed: 2**32 - 1, a seed every generator involved takes (jax.random.key refuses seeds of

@@ -13,7 +13,7 @@ import hashlib
 import os
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import IO, Callable, Iterator
 
 from mnist_common.errors import ProjectError
 
@@ -85,6 +85,43 @@ def read_checked(path: Path, kind: str, kinds: dict[str, str]) -> bytes:
     return payload
 
 
+# --- one process per lock -----------------------------------------------------------------------------
+
+
+def try_lock(path: Path | str) -> tuple[IO[str], None] | tuple[None, str]:
+    """Take the kernel's exclusive lock (``flock``) on ``path`` without waiting.
+
+    ``(the open file, None)`` when taken: the lock lasts while that file stays open, and the kernel drops it
+    when its process ends however (SIGKILL included), so a leftover file is stale by construction and is
+    taken over. ``(None, holder)`` when another live process holds it: ``holder`` is what that process wrote
+    with `record_holder` ("another process" when it wrote nothing). Opening the file may raise `OSError`.
+    Used by `out_dir_lock` and by `mnist_jax.parallel.hold_coordinator_port`.
+    """
+    while True:
+        handle = open(path, "a+")  # kept open (and locked) by the caller: no `with`
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            return None, holder
+        try:  # the file may have been removed by the holder between our open and our flock: lock the live one
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                return handle, None
+        except FileNotFoundError:
+            pass
+        handle.close()
+
+
+def record_holder(handle: IO[str], holder: str) -> None:
+    """Write, in a lock file taken with `try_lock`, who holds it: the text a refused process's message names."""
+    handle.seek(0)
+    handle.truncate()
+    handle.write(holder)
+    handle.flush()
+
+
 # --- one run per out-dir -------------------------------------------------------------------------------
 
 #: The lock file inside an out-dir while a trainer writes there.
@@ -99,34 +136,19 @@ class OutDirBusy(ProjectError, RuntimeError):
 def out_dir_lock(out_dir: Path, command: str) -> Iterator[None]:
     """Hold ``<out_dir>/.lock`` while a run writes there, so that a second run is refused instead of mixing files.
 
-    The lock is the kernel's (``flock``), not the file's existence: a run killed with SIGKILL holds nothing
-    any more, so its leftover file is stale by construction and the next run takes it over. The file
-    records the holder's pid and command for the message a refused run prints; it is removed on exit.
+    The lock is the kernel's (``flock``, `try_lock`), not the file's existence: a run killed with SIGKILL
+    holds nothing any more, so its leftover file is stale by construction and the next run takes it over.
+    The file records the holder's pid and command for the message a refused run prints; it is removed on exit.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / LOCK_FILE
-    while True:
-        handle = open(path, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise OutDirBusy(f"{out_dir} is being written by a run still going ({holder}); "
-                             f"wait for it to end, or pass another --out-dir") from None
-        try:  # the file may have been removed by the holder between our open and our flock: lock the live one
-            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        handle.close()
+    handle, holder = try_lock(path)
+    if handle is None:
+        raise OutDirBusy(f"{out_dir} is being written by a run still going ({holder}); "
+                         f"wait for it to end, or pass another --out-dir")
     try:
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}, {command}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        handle.flush()
+        record_holder(handle, f"pid {os.getpid()}, {command}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         remove_partial_files(out_dir)
         yield
     finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -108,6 +109,16 @@ def format_predictions(names: Sequence[str], probabilities: np.ndarray, as_json:
         f"{names[i]}: {top[0][0]}  ({', '.join(f'{d} {100 * q:.1f}%' for d, q in top)})"
         for i, top in ranked.items()
     )
+
+
+def say_predictions(paths: Sequence[object], probabilities: np.ndarray, as_json: bool, errors: Mapping[int, str]) -> None:
+    """What ``python -m mnist_<framework>.predict`` ends with: the answers (`format_predictions`) on stdout,
+    then, once every picture is answered, one error line each on stderr for the others, exit status 1."""
+    output = format_predictions([str(p) for p in paths], probabilities, as_json, errors)
+    if output:
+        print(output, flush=True)
+    if errors:
+        sys.exit("\n".join(f"error: {message}" for message in errors.values()))
 
 
 def format_evaluation(framework: str, source: str, device: str, loss: float, correct: int, total: int, as_json: bool) -> str:

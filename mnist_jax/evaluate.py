@@ -10,6 +10,7 @@ function (see tests/test_weights.py).
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Sequence
 
@@ -20,22 +21,23 @@ if __name__ == "__main__":
     from mnist_common.cli import check_command_line
 
     interrupts.install("python -m mnist_jax.evaluate")  # Ctrl-C or SIGTERM from here on: one line, exit 130 / 143
-    check_command_line("evaluate", "jax", sys.argv[1:])
+    CHECKED = check_command_line("evaluate", "jax", sys.argv[1:])  # parsed once: main runs what was checked
 
 import jax
 
-from mnist_common.checkpoint import CheckpointError
 from mnist_jax.checkpoint import checkpoint_path, load_params
-from mnist_jax.data import DataError, Split, load_mnist
+from mnist_jax.data import Split, load_mnist
 from mnist_jax.train import evaluate, resolve_device
-from mnist_common.weights import WeightsError
 from mnist_jax.weights import load_weights
-from mnist_common.config import DeviceUnavailable, default_out_dir, parse_evaluate_args
+from mnist_common.config import default_out_dir, parse_evaluate_args
+from mnist_common.errors import ProjectError
 from mnist_common.report import format_evaluation
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_evaluate_args("jax", argv)
+def main(argv: Sequence[str] | None = None, checked: argparse.Namespace | None = None) -> None:
+    """Run the command on ``argv`` (default: sys.argv[1:]), or on `checked`, the command line the
+    ``__main__`` block already parsed and checked before the framework's imports."""
+    args = checked or parse_evaluate_args("jax", argv)
     try:
         device = resolve_device(args.device)
         if args.weights is not None:
@@ -44,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             out_dir = args.checkpoint or default_out_dir("jax")
             source, params = checkpoint_path(out_dir), load_params(out_dir, device)
         test = load_mnist(args.data_dir).test
-    except (DataError, DeviceUnavailable, CheckpointError, WeightsError) as err:
+    except ProjectError as err:  # the project's own errors: their message is the whole line
         sys.exit(f"error: {err}")
     loss, accuracy = evaluate(params, Split(*jax.device_put(tuple(test), device)))
     total = len(test.labels)
@@ -52,4 +54,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(checked=CHECKED)

@@ -52,8 +52,9 @@ def avg_pool_2x2(x: jax.Array) -> jax.Array:
     """2x2 average pooling with stride 2, `F.avg_pool2d(x, 2)`, with its gradient written out.
 
     The forward pass is Flax's `nn.avg_pool`. Its automatic gradient is a padded reduce-window,
-    which cost training steps 5-15% on 2 CPU cores; the 2x2 windows do not overlap, so the exact
-    gradient is each output's cotangent spread evenly over its window (benchmarks/RESULTS.md).
+    which made training steps slower on the CPU (see benchmarks/RESULTS.md, "Design measurements");
+    the 2x2 windows do not overlap, so the exact gradient is each output's cotangent spread evenly
+    over its window (benchmarks/RESULTS.md, "Pooling: the gradient written out").
     tests/test_model.py checks it equals the automatic one.
     """
     return nn.avg_pool(x, (2, 2), strides=(2, 2))
@@ -75,8 +76,9 @@ def relu(x: jax.Array) -> jax.Array:
 
     `nn.relu` is `max(x, 0)`, and XLA:CPU's YNNPACK fusions (jaxlib 0.10's default for inference)
     compute it with the processor's max instruction, which returns 0 for a NaN: weights holding a
-    NaN then gave finite logits (93.63% "accuracy") where PyTorch gives NaN. Adding `0 * x` (0 for
-    every finite x, NaN for a NaN) keeps the NaN, at no measurable cost; the value and the gradient
+    NaN then gave finite logits (and a plausible "accuracy", see benchmarks/RESULTS.md, "Design
+    measurements") where PyTorch gives NaN. Adding `0 * x` (0 for every finite x, NaN for a NaN)
+    keeps the NaN, at no measurable cost; the value and the gradient
     are otherwise relu's, bit for bit. An infinite activation becomes NaN instead of staying
     infinite: non-finite either way. tests/test_divergence.py plants a NaN in every layer.
     """

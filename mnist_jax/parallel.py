@@ -15,7 +15,6 @@ run on N devices takes the same SGD steps, apart from the order in which float32
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import signal
@@ -32,7 +31,7 @@ from jax._src import distributed as jax_distributed
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mnist_common.config import DeviceUnavailable, DistributedError, TrainConfig
-from mnist_common.files import first_line
+from mnist_common.files import first_line, record_holder, try_lock
 from mnist_common.parallel import (
     LOST_PEER_SIGNS,
     exit_on_interrupt,
@@ -98,24 +97,17 @@ def hold_coordinator_port(config: TrainConfig) -> None:
     port = config.coordinator.rsplit(":", 1)[1]
     path = Path(tempfile.gettempdir()) / f"mnist_jax-coordinator-{port}.lock"
     try:
-        handle = open(path, "a+")  # noqa: SIM115 - kept open (and locked) until this process ends
+        handle, holder = try_lock(path)  # kept open (and locked) until this process ends
     except OSError:  # another user's lock file, a read-only temp folder: no check, JAX's own behaviour
         return
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
-        handle.close()
+    if handle is None:
         raise DistributedError(
             f"process 0 of {config.num_processes}: another process 0 already coordinates a run at --coordinator "
             f"{config.coordinator} on this host ({holder}); start one process with --process-id 0 and "
             f"{'the other with 1' if config.num_processes == 2 else f'the others with 1 to {config.num_processes - 1}'}, "
             "or stop that run"
-        ) from None
-    handle.truncate(0)
-    handle.write(f"pid {os.getpid()}")
-    handle.flush()
+        )
+    record_holder(handle, f"pid {os.getpid()}")
     _held.append(handle)
 
 

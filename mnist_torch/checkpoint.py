@@ -41,8 +41,8 @@ from mnist_common.files import checked_bytes, write_atomically
 from mnist_common.report import EpochRecord
 from mnist_torch.model import CNN
 
-if TYPE_CHECKING:  # the trainer imports this module
-    from mnist_torch.train import TrainState
+if TYPE_CHECKING:  # annotations only
+    from mnist_torch.steps import TrainState
 
 #: The file inside a run's out-dir.
 CHECKPOINT_FILE = "checkpoint.pt"

@@ -9,6 +9,7 @@ PyTorch's layout, and the two models compute the same function (see tests/test_w
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Sequence
 
@@ -19,20 +20,21 @@ if __name__ == "__main__":
     from mnist_common.cli import check_command_line
 
     interrupts.install("python -m mnist_torch.evaluate")  # Ctrl-C or SIGTERM from here on: one line, exit 130 / 143
-    check_command_line("evaluate", "torch", sys.argv[1:])
+    CHECKED = check_command_line("evaluate", "torch", sys.argv[1:])  # parsed once: main runs what was checked
 
-from mnist_common.checkpoint import CheckpointError
 from mnist_torch.checkpoint import checkpoint_path, load_model
-from mnist_common.config import DeviceUnavailable, default_out_dir, parse_evaluate_args
-from mnist_torch.data import DataError, Split, load_mnist
+from mnist_common.config import default_out_dir, parse_evaluate_args
+from mnist_common.errors import ProjectError
+from mnist_torch.data import Split, load_mnist
 from mnist_common.report import format_evaluation
 from mnist_torch.train import evaluate, resolve_device
-from mnist_common.weights import WeightsError
 from mnist_torch.weights import load_weights
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_evaluate_args("torch", argv)
+def main(argv: Sequence[str] | None = None, checked: argparse.Namespace | None = None) -> None:
+    """Run the command on ``argv`` (default: sys.argv[1:]), or on `checked`, the command line the
+    ``__main__`` block already parsed and checked before the framework's imports."""
+    args = checked or parse_evaluate_args("torch", argv)
     try:
         device = resolve_device(args.device)
         if args.weights is not None:
@@ -41,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             out_dir = args.checkpoint or default_out_dir("torch")
             source, model = checkpoint_path(out_dir), load_model(out_dir, device)
         test = load_mnist(args.data_dir).test
-    except (DataError, DeviceUnavailable, CheckpointError, WeightsError) as err:
+    except ProjectError as err:  # the project's own errors: their message is the whole line
         sys.exit(f"error: {err}")
     loss, accuracy = evaluate(model, Split(test.images.to(device), test.labels.to(device)))
     total = len(test.labels)
@@ -49,4 +51,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(checked=CHECKED)

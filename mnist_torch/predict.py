@@ -12,6 +12,7 @@ its default out-dir.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Sequence
 
@@ -22,36 +23,34 @@ if __name__ == "__main__":
     from mnist_common.cli import check_command_line
 
     interrupts.install("python -m mnist_torch.predict")  # Ctrl-C or SIGTERM from here on: one line, exit 130 / 143
-    check_command_line("predict", "torch", sys.argv[1:])
+    CHECKED = check_command_line("predict", "torch", sys.argv[1:])  # parsed once: main runs what was checked
 
 import numpy as np
 import torch
 
-from mnist_common.checkpoint import CheckpointError
 from mnist_torch.checkpoint import load_model
-from mnist_common.config import DeviceUnavailable, build_predict_parser, default_out_dir
+from mnist_common.config import build_predict_parser, default_out_dir
+from mnist_common.errors import ProjectError
 from mnist_common.images import load_digits
-from mnist_common.report import format_predictions
+from mnist_common.report import say_predictions
 from mnist_torch.train import predict, resolve_device
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = build_predict_parser("torch").parse_args(argv)
+def main(argv: Sequence[str] | None = None, checked: argparse.Namespace | None = None) -> None:
+    """Run the command on ``argv`` (default: sys.argv[1:]), or on `checked`, the command line the
+    ``__main__`` block already parsed and checked before the framework's imports."""
+    args = checked or build_predict_parser("torch").parse_args(argv)
     images, errors = load_digits(args.images)  # (N, 28, 28) for the pictures that have a digit
     probabilities = np.zeros((0, 10), np.float32)
     if len(images):
         try:
             device = resolve_device(args.device)
             model = load_model(args.checkpoint or default_out_dir("torch"), device)
-        except (CheckpointError, DeviceUnavailable) as err:
+        except ProjectError as err:  # the project's own errors: their message is the whole line
             sys.exit(f"error: {err}")
         probabilities = predict(model, torch.from_numpy(images[:, None]).to(device))  # (N, 1, 28, 28): NCHW
-    output = format_predictions([str(p) for p in args.images], probabilities, args.json, errors)
-    if output:
-        print(output, flush=True)
-    if errors:  # after every answer: one line each on stderr, exit status 1
-        sys.exit("\n".join(f"error: {message}" for message in errors.values()))
+    say_predictions(args.images, probabilities, args.json, errors)
 
 
 if __name__ == "__main__":
-    main()
+    main(checked=CHECKED)

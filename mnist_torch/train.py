@@ -8,8 +8,9 @@ from it), weights.safetensors, and the plots curves.png, confusion.png, misclass
 Data parallel: ``torchrun --nproc-per-node N -m mnist_torch.train`` trains on N processes with
 DistributedDataParallel (`mnist_torch.parallel`); every global batch is split among them.
 
-Read it side by side with `mnist_jax/train.py`: the same functions in the same order,
-with only the framework differences between them.
+Read it side by side with `mnist_jax/train.py`: the same public names in the same order
+(tests/test_architecture.py), with only the framework differences between them; the training
+step and its execution modes are in `mnist_torch/steps.py`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple, Sequence
+from typing import Iterator, NoReturn, Sequence
 
 if __name__ == "__main__":
     # Check the command line before the imports below load PyTorch (seconds, about 1 GB): a bad flag or a
@@ -30,7 +31,7 @@ if __name__ == "__main__":
     from mnist_common.cli import check_command_line
 
     interrupts.install("python -m mnist_torch.train")  # Ctrl-C or SIGTERM from here on: one line, exit 130 / 143
-    check_command_line("train", "torch", sys.argv[1:])
+    CHECKED = check_command_line("train", "torch", sys.argv[1:])  # parsed once: main runs what was checked
 
 import numpy as np
 import torch
@@ -38,26 +39,21 @@ import torchvision
 from torch.nn import functional as F
 
 from mnist_common import interrupts
-from mnist_common.checkpoint import CheckpointError, records_to_json
-from mnist_torch.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
-from mnist_common.config import (
-    EVAL_BATCH_SIZE,
-    DeviceUnavailable,
-    DistributedError,
-    TrainConfig,
-    parse_config,
-    per_device_batch,
-    stopped_at,
-)
-from mnist_torch.cuda_graphs import CapturedStep, warm_up
-from mnist_torch.data import DataError, Split, batch_order, load_mnist, num_batches
+from mnist_common.checkpoint import records_to_json
+from mnist_common.config import EVAL_BATCH_SIZE, DeviceUnavailable, DistributedError, TrainConfig, parse_config, per_device_batch, stopped_at
 from mnist_common.divergence import Diverged, check_epoch, kept
-from mnist_common.files import OutDirBusy, first_line, out_dir_lock, write_failure
-from mnist_torch.model import CNN
+from mnist_common.errors import ProjectError
+from mnist_common.files import first_line, out_dir_lock, write_failure
 from mnist_common.parallel import last_word
+from mnist_common.plots import write_plots
+from mnist_common.progress import EpochProgress, progress_enabled
+from mnist_common.report import EpochRecord, format_epoch, write_metrics
+from mnist_common.weights import WEIGHTS_FILE
+from mnist_torch.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from mnist_torch.data import Split, batch_order, load_mnist, num_batches
+from mnist_torch.model import CNN
 from mnist_torch.parallel import (
     World,
-    data_parallel,
     describe,
     finish,
     global_mean,
@@ -67,30 +63,11 @@ from mnist_torch.parallel import (
     lost_process,
     start_processes,
 )
-from mnist_common.plots import write_plots
-from mnist_common.progress import EpochProgress, progress_enabled
-from mnist_common.report import EpochRecord, format_epoch, write_metrics
-from mnist_common.weights import WEIGHTS_FILE
+from mnist_torch.steps import PREPARED, Steps, TrainState, compile_steps, eval_step
 from mnist_torch.weights import export_weights
-
-Batch = tuple[torch.Tensor, torch.Tensor]  # images (N, 1, 28, 28) float, labels (N,) int64
-Metrics = dict[str, torch.Tensor]
-
 
 #: --precision's compute dtype of the training steps (the parameters stay float32).
 COMPUTE_DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16}
-
-
-class TrainState(NamedTuple):
-    """The model and optimizer that `train_step` updates in place, the dtype the step computes in, and
-    the callable that runs the model's forward pass in training: the model itself, its
-    DistributedDataParallel wrapper under torchrun, either through `torch.compile` with --mode compile.
-    Evaluation, checkpoints and weights always use the plain `model`."""
-
-    model: CNN
-    optimizer: torch.optim.SGD
-    compute_dtype: torch.dtype = torch.float32
-    forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # None: the model
 
 
 def resolve_device(name: str) -> torch.device:
@@ -137,34 +114,6 @@ def create_state(seed: int, config: TrainConfig, device: torch.device) -> TrainS
     return TrainState(model, optimizer, COMPUTE_DTYPES[config.precision])
 
 
-def train_step(state: TrainState, batch: Batch) -> Metrics:
-    """One SGD step on one batch, updating the model in place; returns the batch's mean loss (still on the device).
-
-    In bf16 the forward pass runs under autocast, and so the backward pass in bfloat16 too; autocast
-    computes the cross-entropy in float32, and the gradients reach the float32 weights as float32.
-    """
-    images, labels = batch
-    state.optimizer.zero_grad(set_to_none=True)
-    mixed = state.compute_dtype != torch.float32
-    with torch.autocast(images.device.type, dtype=state.compute_dtype, enabled=mixed):
-        forward = state.model if state.forward is None else state.forward
-        loss = F.cross_entropy(forward(images), labels)
-    loss.backward()
-    state.optimizer.step()
-    return {"loss": loss.detach()}
-
-
-@torch.no_grad()
-def eval_step(model: CNN, batch: Batch) -> Metrics:
-    """Summed loss and correct count of one batch, so that batches of any size add up exactly."""
-    images, labels = batch
-    logits = model(images)
-    return {
-        "loss_sum": F.cross_entropy(logits, labels, reduction="sum"),
-        "correct": (logits.argmax(dim=1) == labels).sum(),
-    }
-
-
 def evaluate(model: CNN, split: Split) -> tuple[float, float]:
     """Mean cross-entropy and accuracy over a whole split."""
     model.eval()
@@ -187,89 +136,30 @@ def predict(model: CNN, images: torch.Tensor) -> np.ndarray:
     return torch.cat(probabilities).cpu().numpy()
 
 
-#: What compile_step did, for the line the trainer prints.
-PREPARED = {"compile": "compiled the train step with torch.compile", "cuda-graphs": "captured the train step as a CUDA graph"}
-
-#: A training step ready to run on one batch's indices into the resident training set.
-Step = Callable[[torch.Tensor], Metrics]
-
-
-#: How long ago a zero-byte file in Inductor's cache must have been written to be taken for one left by an
-#: interrupted compilation, not one a compiler (of another run) is writing now.
-STALE_SECONDS = 60
+def epoch_order(config: TrainConfig, epoch: int, num_examples: int, world: World) -> np.ndarray:
+    """The epoch's batches in the shared order (`batch_order`), as one (steps, batch) array: this rank's
+    slice of every batch under torchrun."""
+    return local_columns(batch_order(config.seed, epoch, num_examples, config.batch_size), world)
 
 
-def repair_inductor_cache() -> list[Path]:
-    """Remove the zero-byte ``.so`` and ``.o`` files from Inductor's cache (TORCHINDUCTOR_CACHE_DIR, or its
-    default folder), saying so in one line on stderr; returns them.
+def train_epoch(state: TrainState, train: Split, config: TrainConfig, epoch: int, steps: Steps, world: World) -> tuple[TrainState, np.ndarray]:
+    """One pass in the shared batch order; returns the state (updated in place) and every step's loss, on the host, once the device has finished.
 
-    Inductor builds each compiled kernel straight into its cache under its final name, and skips the build
-    of a file that exists: a compilation interrupted (Ctrl-C, SIGTERM) while the C++ compiler writes one
-    leaves an empty ``.so`` (or ``.o``) there, and every later compilation that needs it failed with an
-    ``InductorError: ... file too short`` of about 90 lines. Removed, it is rebuilt by the next compilation.
+    `steps.calls` cuts the epoch into the calls of the prepared step (`mnist_torch.steps.Steps`), one
+    SGD step each. The epoch's batch order goes to the device once, as one (steps, batch) index tensor,
+    and each step gathers its batch there. The losses stay on the device until the epoch ends, then are
+    averaged over the ranks into the global batches' losses, and the progress bar (a terminal only)
+    reads the latest one every few steps, not every step.
     """
-    from torch._inductor.runtime.cache_dir_utils import cache_dir
-
-    root = Path(cache_dir())
-    now = time.time()
-    damaged = []
-    for path in (p for p in root.rglob("*.*o") if p.suffix in (".so", ".o")):
-        with contextlib.suppress(OSError):
-            status = path.stat()
-            if status.st_size == 0 and now - status.st_mtime > STALE_SECONDS:
-                path.unlink()
-                damaged.append(path)
-    if damaged:
-        print(f"note: removed {len(damaged)} empty compiled kernel file{'s' if len(damaged) > 1 else ''} (.so, .o) that an "
-              f"interrupted compilation left in Inductor's cache {root}; this compilation rebuilds what it needs",
-              file=sys.stderr, flush=True)
-    return damaged
-
-
-def compile_step(state: TrainState, train: Split, config: TrainConfig, world: World) -> tuple[TrainState, Step, float | None]:
-    """The training step of PyTorch's execution mode `config.mode` on this rank's slice of each batch, and
-    the seconds spent preparing it.
-
-    eager: `train_step` as it is (nothing to prepare, None). compile: the forward pass through
-    `torch.compile`, compiled now on one real batch, whose update is then undone, so that the
-    compilation is timed apart from the epochs. cuda-graphs: the whole step captured as a CUDA graph
-    (`mnist_torch.cuda_graphs`). Every mode computes the same SGD steps in the same order. Under
-    torchrun the forward pass goes through DistributedDataParallel, which averages the gradients.
-    """
-    mode = config.mode or "eager"
-    if mode == "cuda-graphs":
-        captured = CapturedStep(train_step, state, train, config.batch_size)
-        return state, captured, captured.capture_seconds
-    forward = data_parallel(state.model, world, train.images.device)
-    if mode == "compile":
-        repair_inductor_cache()
-        forward = torch.compile(forward)
-    state = state._replace(forward=None if forward is state.model else forward)
-    first = torch.arange(config.batch_size // world.size, device=train.images.device)
-
-    def step(idx: torch.Tensor) -> Metrics:
-        return train_step(state, (train.images[idx], train.labels[idx]))
-
-    return state, step, warm_up(lambda: step(first), state, steps=1) if mode == "compile" else None
-
-
-def train_epoch(state: TrainState, train: Split, config: TrainConfig, epoch: int, step: Step, world: World) -> np.ndarray:
-    """One pass in the shared batch order; returns every step's loss, on the host, once the device has finished.
-
-    The epoch's batch order (this rank's slice of every batch, under torchrun) goes to the device
-    once, as one (steps, batch) index tensor, and each step gathers its batch there. The losses stay
-    on the device until the epoch ends, then are averaged over the ranks into the global batches'
-    losses, and the progress bar (a terminal only) reads the latest one every few steps, not every step.
-    """
-    order = batch_order(config.seed, epoch, len(train.labels), config.batch_size)
-    order = torch.from_numpy(local_columns(order, world)).to(train.images.device)
-    losses = []
+    order = torch.from_numpy(epoch_order(config, epoch, len(train.labels), world)).to(train.images.device)
+    losses: list[torch.Tensor] = []
     with EpochProgress(len(order), epoch, config.epochs, config.batch_size, progress_enabled(config.quiet)) as progress:
-        for idx in order:
-            loss = step(idx)["loss"]
+        for rows in steps.calls(order):
+            state, loss = steps(state, rows)
             losses.append(loss)
-            progress.step(loss.item)
-    return global_mean(torch.stack(losses), world).cpu().numpy()
+            for k in range(len(rows)):
+                progress.step(lambda loss=loss, k=k: float(loss[k]))
+    return state, global_mean(torch.cat(losses), world).cpu().numpy()
 
 
 def params_finite(model: CNN) -> bool:
@@ -314,7 +204,7 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
         if not config.quiet:
             print(f"resumed from {config.out_dir} after epoch {len(records)}", flush=True)
     interrupts.now("during compilation" if config.mode == "compile" else "while preparing the train step")
-    state, step, compile_seconds = compile_step(state, train_split, config, world)
+    state, steps, compile_seconds = compile_steps(state, train_split, config, world)
     if not config.quiet and compile_seconds is not None:
         print(f"{PREPARED[config.mode]} in {compile_seconds:.2f}s", flush=True)
     images_per_epoch = num_batches(config.train_size, config.batch_size) * config.batch_size
@@ -329,7 +219,7 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
             break  # --stop-at-accuracy reached, by this run or by the one it resumes: every rank takes the same decision
         interrupts.now(f"during epoch {epoch}/{config.epochs}")
         start = time.perf_counter()
-        losses = train_epoch(state, train_split, config, epoch, step, world)
+        state, losses = train_epoch(state, train_split, config, epoch, steps, world)
         seconds = time.perf_counter() - start
         try:
             check_epoch(epoch, losses, params_finite(state.model), config.lr, kept(config.out_dir, records[-1].epoch if records else None))
@@ -365,15 +255,26 @@ def describe_device(device: torch.device, world: World) -> str:
     return str(device) if world.size == 1 else f"{world.size} processes ({torch.distributed.get_backend()}), {device.type}"
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    config = parse_config("torch", argv)
+def fail(message: str) -> NoReturn:
+    """Exit with `message` (status 1), unless, in a several-process run, a signal's line is being said
+    (`mnist_common.parallel.last_word`): then wait the moment it takes that one to end the process, so that
+    a rank says one line, not two. One process (and a test calling `main` again and again) just exits."""
+    if launched_world().size > 1 and not last_word():
+        threading.Event().wait()
+    sys.exit(message)
+
+
+def main(argv: Sequence[str] | None = None, checked: TrainConfig | None = None) -> None:
+    """Run the command on ``argv`` (default: sys.argv[1:]), or on `checked`, the command line the
+    ``__main__`` block already parsed and checked before the framework's imports."""
+    config = checked or parse_config("torch", argv)
     try:
         with interrupts.catching():
             train(config)
     except interrupts.Interrupted as err:  # the out-dir's lock is released and no partial file is left
         interrupts.report(err, interrupts.resume_command("mnist_torch.train", sys.argv[1:] if argv is None else argv))
-    except (DataError, DeviceUnavailable, DistributedError, CheckpointError, Diverged, OutDirBusy) as err:
-        say_last(f"error: {err}")
+    except ProjectError as err:  # the project's own errors: their message is the whole line
+        fail(f"error: {err}")
     except OSError as err:  # the out-dir's disk is full, read-only, or not a folder
         sys.exit(f"error: {write_failure(err, config.out_dir)}")
     except Exception as err:
@@ -384,17 +285,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                      f"remove the folder {cache_dir()} (a cache: it is rebuilt) and run again")
         if (lost := lost_process(err, launched_world(), config)) is None:
             raise
-        say_last(f"error: {lost}")
-
-
-def say_last(line: str) -> None:
-    """Exit with `line` (status 1), unless, in a several-process run, a signal's line is being said
-    (`mnist_common.parallel.last_word`): then wait the moment it takes that one to end the process, so that
-    a rank says one line, not two. One process (and a test calling `main` again and again) just exits."""
-    if launched_world().size > 1 and not last_word():
-        threading.Event().wait()
-    sys.exit(line)
+        fail(f"error: {lost}")
 
 
 if __name__ == "__main__":
-    main()
+    main(checked=CHECKED)

@@ -138,13 +138,30 @@ def test_gflops_against_the_measured_matmul_peak(tmp_path, capsys):
     assert "Matmul peak (one float32 torch.mm, measured in this run): cpu 548 [540-550] GFLOP/s." in markdown
 
 
-@pytest.mark.parametrize("content, expected", [
+MALFORMED = [
     ("{not json", "cannot read"),
     ("[1, 2]", "not pytest-benchmark's"),
     (json.dumps({"benchmarks": [{"extra_info": {}}]}), "holds no benchmark results"),
     (json.dumps({"benchmarks": [{"extra_info": {"variant": "jax_jit"}}]}), "lacks mode, device"),
     (json.dumps({"benchmarks": [{"extra_info": {"variant": "jax", "mode": "accuracy", "device": "cpu"}}]}), "cannot read ("),
-])
+]
+
+
+@pytest.mark.parametrize("content, expected", MALFORMED)
+def test_malformed_input_is_refused_with_one_line_in_process(tmp_path, content, expected, capsys):
+    """`report.main` ends with the one ``error:`` line Python prints (exit status 1), nothing else, no output file."""
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(SystemExit) as exit_info:
+        report.main([str(path)])
+    message = exit_info.value.code
+    assert isinstance(message, str) and message.startswith("error: ") and "\n" not in message, message
+    assert expected in message, message
+    assert capsys.readouterr() == ("", "") and sorted(p.name for p in tmp_path.iterdir()) == ["bad.json"]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("content, expected", MALFORMED)
 def test_malformed_input_is_one_line(tmp_path, content, expected):
     path = tmp_path / "bad.json"
     path.write_text(content)

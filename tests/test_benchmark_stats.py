@@ -114,13 +114,14 @@ def test_provenance_names_the_commit_and_a_dirty_tree_is_refused_in_one_line():
 def test_the_unrolled_variant_refuses_a_round_whose_steps_do_not_divide(mnist, jax_mnist):
     """Leftover steps would go untimed while their images counted in images/s: refused before compiling."""
     from benchmarks.runners import jax_round
-    from mnist_jax.train import FUSED_STEPS
+    from mnist_jax.steps import FUSED_STEPS
 
     steps = FUSED_STEPS + 1
     with pytest.raises(ValueError, match=f"a round of {steps} steps does not divide into calls of {FUSED_STEPS} steps"):
         jax_round("jax_scan_unrolled", "train", jax_mnist.train, "cpu", 8, 8 * steps, mnist, "float32")
 
 
+@pytest.mark.e2e
 def test_bench_threads_out_of_range_is_one_usage_line():
     done = subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "--collect-only", "-q", "-p", "no:cacheprovider",
                            "--bench-threads", "99"], cwd=conditions.REPO, capture_output=True, text=True, timeout=300)

@@ -19,6 +19,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from mnist_jax import steps as jax_steps
 from mnist_jax import train as jax_train
 from mnist_jax.model import CNN as JaxCNN
 from mnist_jax.port import params_from_torch
@@ -68,7 +69,7 @@ def test_bf16_gradients_stay_within_the_stated_bounds(trained_model, mnist, jax_
 
     def torch_grads(dtype: torch.dtype):
         trained_model.zero_grad()
-        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):  # as torch_train.train_step does
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):  # as mnist_torch.steps.train_step does
             loss = F.cross_entropy(trained_model(images), labels)
         assert loss.dtype == torch.float32
         loss.backward()
@@ -76,7 +77,7 @@ def test_bf16_gradients_stay_within_the_stated_bounds(trained_model, mnist, jax_
 
     expected = torch_grads(torch.float32)
     params = params_from_torch(trained_model.state_dict())["params"]
-    _, jax_bf16 = jax_train.loss_and_grads(params, (jax_mnist.train.images[idx], jax_mnist.train.labels[idx]),
+    _, jax_bf16 = jax_steps.loss_and_grads(params, (jax_mnist.train.images[idx], jax_mnist.train.labels[idx]),
                                            JaxCNN(dtype=jnp.bfloat16).apply)
     for actual in (torch_grads(torch.bfloat16), jax_bf16):
         errors = jax.tree.map(relative_norm_error, expected, actual)
@@ -84,6 +85,7 @@ def test_bf16_gradients_stay_within_the_stated_bounds(trained_model, mnist, jax_
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(jax_bf16))  # float32 gradients for float32 weights
 
 
+@pytest.mark.e2e  # a longer real run: 100 SGD steps in bfloat16, which the CPU computes slowly
 @pytest.mark.parametrize("framework", TRAINERS)
 def test_bf16_training_learns_like_float32(framework, tmp_path):
     """The same short run as tests/test_cli.py's float32 one (100 steps, about 90% there), in bf16."""

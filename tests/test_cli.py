@@ -64,6 +64,31 @@ def test_cuda_without_gpu_is_refused_by_both():
             trainer.main(["--device", "cuda", "--epochs", "1"])
 
 
+def assert_learned(metrics: dict, framework: str, config: TrainConfig) -> None:
+    """metrics.json of two epochs over the first 6 400 real images (100 SGD steps): the model clearly learned."""
+    assert metrics["framework"] == framework
+    assert metrics["config"] == config.to_json()
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+    assert set(metrics["epochs"][0]) == {"epoch", "train_loss", "test_loss", "test_accuracy", "seconds", "images_per_s"}
+    first, last = metrics["epochs"]
+    assert last["train_loss"] < 0.5 * first["train_loss"] and last["train_loss"] < 1.0
+    assert metrics["test_accuracy"] == last["test_accuracy"] > 0.85  # chance is 0.10; measured 0.906 (torch)
+    assert last["images_per_s"] == pytest.approx(6400 / last["seconds"], rel=1e-6)
+    assert (metrics["compile_seconds"] is None) == (framework == "torch")
+    assert (metrics["compilation_cache"] is None) == (framework == "torch")
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_the_shared_short_run_learns_and_writes_metrics(framework, trained_run):
+    """conftest's `trained_run`, the same two epochs trained in this process (with --quiet): what the e2e test
+    below checks of the real command's metrics.json, without a training run of its own."""
+    out_dir = trained_run(framework)
+    mode = "eager" if framework == "torch" else None  # PyTorch's --mode; JAX has one mode, compiled
+    config = TrainConfig(epochs=2, train_size=6400, out_dir=out_dir, mode=mode, quiet=True)
+    assert_learned(json.loads((out_dir / "metrics.json").read_text()), framework, config)
+
+
+@pytest.mark.e2e
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_short_real_training_learns_and_writes_metrics(framework, tmp_path):
     """Two epochs over the first 6 400 real images (100 SGD steps): the model must clearly learn."""
@@ -76,20 +101,12 @@ def test_short_real_training_learns_and_writes_metrics(framework, tmp_path):
     assert [line.split()[1] for line in lines if line.startswith("epoch")] == ["1/2", "2/2"]
     assert "train loss" in lines[-2] and "img/s" in lines[-2]
 
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["framework"] == framework
     mode = "eager" if framework == "torch" else None  # PyTorch's --mode; JAX has one mode, compiled
-    assert metrics["config"] == TrainConfig(epochs=2, train_size=6400, out_dir=tmp_path, mode=mode).to_json()
-    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
-    assert set(metrics["epochs"][0]) == {"epoch", "train_loss", "test_loss", "test_accuracy", "seconds", "images_per_s"}
-    first, last = metrics["epochs"]
-    assert last["train_loss"] < 0.5 * first["train_loss"] and last["train_loss"] < 1.0
-    assert metrics["test_accuracy"] == last["test_accuracy"] > 0.85  # chance is 0.10; measured 0.906 (torch)
-    assert last["images_per_s"] == pytest.approx(6400 / last["seconds"], rel=1e-6)
-    assert (metrics["compile_seconds"] is None) == (framework == "torch")
-    assert (metrics["compilation_cache"] is None) == (framework == "torch")
+    config = TrainConfig(epochs=2, train_size=6400, out_dir=tmp_path, mode=mode)
+    assert_learned(json.loads((tmp_path / "metrics.json").read_text()), framework, config)
 
 
+@pytest.mark.e2e
 def test_second_jax_run_loads_its_compiled_steps_from_the_persistent_cache(tmp_path):
     """`python -m mnist_jax.train` keeps its compiled steps in JAX's persistent cache: a second run compiles nothing."""
     env = {**os.environ, "JAX_ENABLE_COMPILATION_CACHE": "true", "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla")}

@@ -134,6 +134,7 @@ def test_a_malformed_metrics_file_is_refused_with_one_line(content, expected, tm
     assert not (tmp_path / "c.png").exists()
 
 
+@pytest.mark.e2e
 def test_the_command_line_prints_one_error_line_and_exits_1(tmp_path):
     (tmp_path / "metrics.json").write_text(replaced("test_loss", "NaN"))
     done = subprocess.run([sys.executable, "-m", "mnist_common.compare", str(tmp_path / "metrics.json"), "--out",

@@ -20,6 +20,9 @@ chaotically: 7e-3 relative after 20 steps and 0.19 after 30, for JAX on 2 device
 same day. That measures the trajectory's sensitivity, not the arithmetic, so the test stays where
 the trajectory is stable. The 2-process JAX run compiles the 2-device run's program and matched it
 bit for bit.
+
+The runs in subprocesses are marked e2e (`pytest -m e2e`, as .ci/run runs them); the checks behind them
+(`make_mesh`, `per_device_batch`, `local_columns`) are tested in-process in the default run.
 """
 
 from __future__ import annotations
@@ -141,11 +144,13 @@ def one_device(tmp_path_factory) -> dict[str, Path]:
     return runs
 
 
+@pytest.mark.e2e
 def test_jax_two_devices_in_one_process_train_like_one(one_device, tmp_path):
     run(trainer("jax", tmp_path, "--devices", "2"), env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
     assert_same_run("jax", one_device["jax"], tmp_path, processes=1, devices=2)
 
 
+@pytest.mark.e2e
 def test_jax_two_processes_survive_a_lost_process_and_resume_to_the_same_weights(one_device, tmp_path):
     first = jax_processes(tmp_path)
     wait_for(tmp_path / JAX_CHECKPOINT, first)
@@ -164,6 +169,7 @@ def test_jax_two_processes_survive_a_lost_process_and_resume_to_the_same_weights
     assert_same_run("jax", one_device["jax"], tmp_path, processes=2, devices=2)
 
 
+@pytest.mark.e2e
 def test_torchrun_survives_a_lost_rank_and_resumes_to_the_same_weights(one_device, tmp_path):
     launcher = subprocess.Popen(torchrun(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(tmp_path / TORCH_CHECKPOINT, [launcher])
@@ -180,6 +186,7 @@ def test_torchrun_survives_a_lost_rank_and_resumes_to_the_same_weights(one_devic
     assert_same_run("torch", one_device["torch"], tmp_path, processes=2, devices=2)
 
 
+@pytest.mark.e2e
 def test_a_process_without_its_coordinator_stops_in_one_line(tmp_path):
     """JAX's process 1 with no process 0, PyTorch's rank 1 with no rank 0 (launched as torchrun would)."""
     port = free_port()

@@ -63,6 +63,7 @@ def test_a_diverging_run_stops_in_one_line_and_records_it(framework, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]  # no NaN checkpoint, weights or plots
 
 
+@pytest.mark.e2e  # a second real run of each trainer (in JAX, compiling its steps costs more than the run itself)
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_a_diverging_run_leaves_the_last_good_files_untouched(framework, trained_run, tmp_path):
     out_dir = tmp_path / "run"

@@ -2,8 +2,9 @@
 
 JAX_PLATFORMS naming an absent platform, a bad JAX_NUM_CPU_DEVICES, a malformed XLA_FLAGS, a compilation
 cache folder that cannot be written, weights of the wrong dtype, and paths that are FIFOs, device files or
-dangling symlinks. The commands run for real, in subprocesses, on real MNIST; those that start PyTorch or JAX
-are marked e2e, the ones refused before the imports (milliseconds) stay in the default run.
+dangling symlinks. The commands run for real, in subprocesses, on real MNIST, marked e2e (`pytest -m e2e`, as
+.ci/run runs them); the refusals that come before the imports are also checked in-process in the default run,
+through `mnist_common.cli.check_command_line`, what each command's ``__main__`` calls first.
 
 The only stderr lines tolerated besides the one line are argparse's usage block above a command-line error
 (exit status 2), which every refusal of a flag or path prints (`mnist_common.cli`).
@@ -24,7 +25,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from mnist_jax import compilation_cache
-from mnist_jax.train import XlaFlagsError, deterministic
+from mnist_jax.steps import XlaFlagsError
+from mnist_jax.train import deterministic
 from mnist_common.cli import check_command_line
 from mnist_torch.data import MNIST_MEAN, MNIST_STD
 from mnist_torch.model import CNN
@@ -55,6 +57,24 @@ def argparse_line(result: subprocess.CompletedProcess) -> str:
     assert lines[0].startswith("usage: ") and all(line.startswith(" ") for line in lines[1:-1]), result.stderr
     assert ": error: " in lines[-1] and "Traceback" not in result.stderr, result.stderr
     return lines[-1]
+
+
+def refused_in_process(capsys, command: str, framework: str, *args: object) -> str:
+    """`argparse_line` of `check_command_line` refusing ``python -m mnist_<framework>.<command> ARGS``, in-process."""
+    with pytest.raises(SystemExit) as exit_info:
+        check_command_line(command, framework, [str(arg) for arg in args])
+    out, err = capsys.readouterr()
+    return argparse_line(subprocess.CompletedProcess([], exit_info.value.code, out, err))
+
+
+def jax_environment_refusal(capsys, command: str, *args: object) -> str:
+    """The one ``error:`` line (exit status 1) `check_command_line` ends a JAX command with, in-process."""
+    with pytest.raises(SystemExit) as exit_info:
+        check_command_line(command, "jax", [str(arg) for arg in args])
+    message = exit_info.value.code  # a string: Python prints it on stderr and exits with status 1
+    assert isinstance(message, str) and message.startswith("error: ") and "\n" not in message, message
+    assert capsys.readouterr() == ("", "")
+    return message
 
 
 @pytest.fixture(scope="module")
@@ -95,12 +115,29 @@ def test_jax_platforms_absent_is_one_line(command, platforms, tmp_path, digit_pn
 # --- 2. JAX_NUM_CPU_DEVICES, refused before JAX is imported ------------------------------------------------------------
 
 @pytest.mark.parametrize("value", ["abc", "0", "-1", "", "1.5"])
+def test_bad_jax_num_cpu_devices_is_refused_by_the_check_in_process(value, monkeypatch, capsys):
+    monkeypatch.setenv("JAX_NUM_CPU_DEVICES", value)
+    line = jax_environment_refusal(capsys, "evaluate")
+    assert f"JAX_NUM_CPU_DEVICES={value!r}" in line and "whole number of at least 1" in line
+
+
+@pytest.mark.parametrize("command", ["train", "predict"])
+def test_bad_jax_num_cpu_devices_is_refused_for_every_jax_command_in_process(command, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("JAX_NUM_CPU_DEVICES", "abc")
+    args = [REPO / "docs" / "seven.png"] if command == "predict" else ["--out-dir", tmp_path / "out"]
+    assert "JAX_NUM_CPU_DEVICES='abc'" in jax_environment_refusal(capsys, command, *args)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "", "1.5"])
 def test_bad_jax_num_cpu_devices_is_one_line_before_jax_starts(value):
     result = run("mnist_jax.evaluate", env={"JAX_NUM_CPU_DEVICES": value}, timeout=60)
     line = one_line(result)
     assert f"JAX_NUM_CPU_DEVICES={value!r}" in line and "whole number of at least 1" in line
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("command", ["train", "predict"])
 def test_bad_jax_num_cpu_devices_is_refused_by_every_jax_command(command, digit_png, tmp_path):
     args = [digit_png] if command == "predict" else ["--out-dir", tmp_path / "out"]
@@ -249,6 +286,27 @@ def test_float16_weights_evaluate_with_one_note(tmp_path):
 # --- 6. FIFOs, device files, dangling symlinks, refused up front -----------------------------------------------------
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_fifos_devices_and_dangling_symlinks_are_refused_by_the_check_in_process(framework, tmp_path, capsys):
+    """What the e2e tests below run as real commands: a FIFO (only stat'ed: opened, it would wait for a writer), a
+    device file and dangling symlinks, refused by the command-line check with argparse's usage and one line."""
+    fifo = tmp_path / "digit.png"
+    os.mkfifo(fifo)
+    line = refused_in_process(capsys, "predict", framework, fifo)
+    assert f"argument IMAGE: {fifo} is not a regular file (it is a FIFO, a named pipe)" in line
+    for path, kind in [(fifo, "a FIFO, a named pipe"), (Path("/dev/null"), "a character device")]:
+        line = refused_in_process(capsys, "evaluate", framework, "--weights", path)
+        assert f"argument --weights: {path} is not a regular file (it is {kind})" in line
+    link = tmp_path / "out"
+    link.symlink_to(tmp_path / "gone")
+    for out_dir in (link, link / "run"):
+        line = refused_in_process(capsys, "train", framework, "--out-dir", out_dir)
+        assert f"argument --out-dir: {out_dir} " in line
+        assert f"a symlink to {tmp_path / 'gone'}, which does not exist" in line
+    assert not (tmp_path / "gone").exists()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_predict_refuses_a_fifo_without_opening_it(framework, tmp_path):
     fifo = tmp_path / "digit.png"
     os.mkfifo(fifo)
@@ -256,6 +314,7 @@ def test_predict_refuses_a_fifo_without_opening_it(framework, tmp_path):
     assert f"argument IMAGE: {fifo} is not a regular file (it is a FIFO, a named pipe)" in line
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 @pytest.mark.parametrize("special, kind", [("fifo", "a FIFO, a named pipe"), ("/dev/null", "a character device")])
 def test_evaluate_refuses_a_fifo_or_device_as_weights(framework, special, kind, tmp_path):
@@ -272,6 +331,7 @@ def test_read_weights_refuses_a_fifo_in_process(tmp_path):
         read_weights(tmp_path / "w.safetensors")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 @pytest.mark.parametrize("below", [False, True])
 def test_dangling_symlink_out_dir_is_refused_up_front(framework, below, tmp_path):

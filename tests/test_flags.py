@@ -4,7 +4,7 @@ line, exit status 2, never a traceback; and `python -m ...` refuses them before 
 
 The properties run the real parsers and path checks in-process (`mnist_common.cli.check_command_line`,
 what each command's ``__main__`` block calls): hundreds of command lines in seconds, none of them
-trained. A few subprocess tests then run the real commands.
+trained. A few subprocess tests then run the real commands (marked e2e: `pytest -m e2e`, as .ci/run runs them).
 """
 
 from __future__ import annotations
@@ -430,6 +430,7 @@ def python_m(module: str, *argv: str, cwd: Path = REPO) -> tuple[subprocess.Comp
     return result, imported, seconds
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "command, argv, message",
     [
@@ -448,6 +449,7 @@ def test_commands_refuse_bad_flags_before_importing_torch_or_jax(framework, comm
     print(f"python -m mnist_{framework}.{command} {' '.join(argv)}: {seconds:.2f}s")
 
 
+@pytest.mark.e2e
 def test_real_argv_with_a_newline_or_an_unwritable_out_dir_is_one_line_and_creates_nothing(tmp_path):
     (tmp_path / "file").write_text("")
     result, imported, _ = python_m("mnist_torch.train", "--out-dir", "file/run", cwd=tmp_path)
@@ -460,6 +462,7 @@ def test_real_argv_with_a_newline_or_an_unwritable_out_dir_is_one_line_and_creat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
+@pytest.mark.e2e
 def test_valid_command_lines_pass_the_check_and_reach_the_command(tmp_path):
     """The ``__main__`` check lets a good command line through to main(), which imports the framework and runs:
     here as far as the empty checkpoint folder, whose own one-line error (exit status 1) is the command's."""

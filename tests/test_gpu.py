@@ -12,10 +12,12 @@ import jax
 import pytest
 import torch
 
+from mnist_jax import steps as jax_steps
 from mnist_jax import train as jax_train
+from mnist_torch import steps as torch_steps
 from mnist_torch import train as torch_train
 from mnist_common.config import TrainConfig
-from mnist_torch.cuda_graphs import CapturedStep
+from mnist_torch.steps import CapturedStep
 from tests.numerics import relative_error
 
 STEPS = 20
@@ -51,9 +53,9 @@ def test_cuda_graph_steps_equal_eager_steps(mnist, precision, bound):
     idx = torch.from_numpy(order()).to(cuda).long()
 
     eager = torch_train.create_state(0, config, cuda)
-    eager_losses = [torch_train.train_step(eager, (train.images[i], train.labels[i]))["loss"].item() for i in idx]
+    eager_losses = [torch_steps.train_step(eager, (train.images[i], train.labels[i]))["loss"].item() for i in idx]
     graphed = torch_train.create_state(0, config, cuda)
-    step = CapturedStep(torch_train.train_step, graphed, train, config.batch_size)
+    step = CapturedStep(torch_steps.train_step, graphed, train, config.batch_size)
     graph_losses = [step(i)["loss"].item() for i in idx]
 
     assert relative_error(eager_losses, graph_losses) < bound
@@ -69,10 +71,10 @@ def test_cuda_graph_keeps_what_it_reads_alive(mnist):
     idx = torch.from_numpy(order(5)).to(cuda).long()
     resident = torch_train.Split(mnist.train.images.to(cuda), mnist.train.labels.to(cuda))
     eager = torch_train.create_state(0, CONFIG, cuda)
-    eager_losses = [torch_train.train_step(eager, (resident.images[i], resident.labels[i]))["loss"].item() for i in idx]
+    eager_losses = [torch_steps.train_step(eager, (resident.images[i], resident.labels[i]))["loss"].item() for i in idx]
 
     graphed = torch_train.create_state(0, CONFIG, cuda)
-    step = CapturedStep(torch_train.train_step, graphed, torch_train.Split(resident.images.clone(), resident.labels.clone()),
+    step = CapturedStep(torch_steps.train_step, graphed, torch_train.Split(resident.images.clone(), resident.labels.clone()),
                         CONFIG.batch_size)
     clutter = [torch.full_like(resident.images, -1.0), torch.full_like(resident.labels, -1)]  # reuses any freed blocks
     graph_losses = [step(i)["loss"].item() for i in idx]
@@ -82,14 +84,14 @@ def test_cuda_graph_keeps_what_it_reads_alive(mnist):
 
 def test_jax_epoch_scan_equals_per_step_jit_on_the_gpu(jax_mnist):
     device = jax_gpu()
-    assert jax_train.epoch_per_call(device)
+    assert jax_steps.epoch_per_call(device)
     with jax.default_matmul_precision("float32"):
         train = jax.device_put((jax_mnist.train.images, jax_mnist.train.labels), device)
         idx = order()
-        scanned, metrics = jax_train.train_epoch_steps(jax.device_put(jax_train.create_state(0, CONFIG), device), train, idx)
+        scanned, metrics = jax_steps.train_epoch_steps(jax.device_put(jax_train.create_state(0, CONFIG), device), train, idx)
         state, losses = jax.device_put(jax_train.create_state(0, CONFIG), device), []
         for i in idx:
-            state, m = jax_train.train_step(state, (train[0][i], train[1][i]))
+            state, m = jax_steps.train_step(state, (train[0][i], train[1][i]))
             losses.append(float(m["loss"]))
     assert relative_error(losses, metrics["loss"]) < 1e-4
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(scanned.params), strict=True):

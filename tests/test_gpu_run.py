@@ -16,6 +16,9 @@ from benchmarks.conditions import REPO
 
 SCRIPT = REPO / "benchmarks" / "gpu_run.sh"
 
+#: Every test here runs the script or a command in a subprocess, for its exit status and its one line.
+pytestmark = pytest.mark.e2e
+
 
 def gpu_run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)

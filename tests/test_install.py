@@ -133,7 +133,7 @@ def wheel(tmp_path_factory) -> Path:
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
-    for package in ("mnist_torch", "mnist_jax"):
+    for package in ("mnist_common", "mnist_torch", "mnist_jax"):
         shutil.copytree(REPO / package, source / package, ignore=skip)
     raw_dir(source / "data").mkdir(parents=True)
     for name in GZ_FILES:
@@ -156,7 +156,7 @@ def test_wheel_carries_the_gz_files_once(wheel):
         assert data == [GZ_IN_WHEEL + name for name in GZ_FILES]
         for name in GZ_FILES:
             assert archive.read(GZ_IN_WHEEL + name) == (raw_dir(REPO / "data") / name).read_bytes()
-    (metadata,) = {name.split("/")[0] for name in names} - {"mnist_torch", "mnist_jax"}  # no tests, no data/ script
+    (metadata,) = {name.split("/")[0] for name in names} - {"mnist_common", "mnist_torch", "mnist_jax"}  # no tests, no data/ script
     assert metadata.startswith("mnist_jax_torch-") and metadata.endswith(".dist-info")
 
 

@@ -8,9 +8,9 @@ run never killed, and with no stray file. Half the kills land at a random moment
 other half wait for a ``.partial`` file (a checkpoint's, or once the epochs are done the weights',
 metrics' or plots') to appear and kill while it is being written (a kill that leaves the partial file
 behind proves it landed mid-write; the test counts those).
-The default run kills each trainer twice on a small run, once at a random moment and once mid-write
-(each kill costs a process start: about 10 s; three kills each did not fit the default run's ~10
-minutes once the data-parallel tests came); `-m slow` kills each 20 times on a larger one.
+The end-to-end run (`pytest -m e2e`, as .ci/run runs it) kills each trainer twice on a small run, once at
+a random moment and once mid-write (each kill costs a process start: about 10 s); `-m slow` kills each 20
+times on a larger one.
 """
 
 from __future__ import annotations
@@ -120,6 +120,7 @@ def check_killed_run(framework: str, tmp_path: Path, flags: list[str], kills: in
     return counts
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("framework", ["torch", "jax"])
 def test_killed_twice_then_resumed_equals_an_uninterrupted_run(framework, tmp_path):
     counts = check_killed_run(framework, tmp_path, ["--epochs", "2", "--train-size", "1280"], kills=2)
@@ -134,6 +135,7 @@ def test_killed_twenty_times_then_resumed_equals_an_uninterrupted_run(framework,
     assert counts["left_partial"] >= 1  # at least one kill provably landed inside a write
 
 
+@pytest.mark.e2e
 def test_the_lock_names_the_live_run_and_a_killed_runs_lock_does_not_block(tmp_path):
     """Two runs on one out-dir: the second is refused in one line naming the first; once the first is
     killed (its lock file left behind), a new run takes the out-dir over."""

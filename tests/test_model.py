@@ -12,6 +12,7 @@ import optax
 import pytest
 import torch
 
+from mnist_jax import steps as jax_steps
 from mnist_jax import train as jax_train
 from mnist_jax.model import CNN as JaxCNN
 from mnist_jax.model import avg_pool_2x2
@@ -73,13 +74,13 @@ def test_train_step_rejects_bad_batches_with_the_expected_shape(jax_variables):
     state = jax_train.TrainState.create(apply_fn=JaxCNN().apply, params=jax_variables["params"], tx=optax.sgd(0.1))
     labels = jnp.zeros(4, jnp.int32)
     with pytest.raises(ValueError, match=r"\(N, 28, 28, 1\).*got shape \(4, 28, 28\)"):
-        jax_train.train_step(state, (jnp.zeros((4, 28, 28)), labels))
+        jax_steps.train_step(state, (jnp.zeros((4, 28, 28)), labels))
     with pytest.raises(ValueError, match=r"floating point, got shape \(4, 28, 28, 1\) uint8"):
-        jax_train.train_step(state, (jnp.zeros((4, 28, 28, 1), jnp.uint8), labels))
+        jax_steps.train_step(state, (jnp.zeros((4, 28, 28, 1), jnp.uint8), labels))
     with pytest.raises(ValueError, match=r"labels must be integer class indices of shape \(4,\).*got shape \(4,\) float32"):
-        jax_train.train_step(state, (jnp.zeros((4, 28, 28, 1)), jnp.zeros(4)))
+        jax_steps.train_step(state, (jnp.zeros((4, 28, 28, 1)), jnp.zeros(4)))
     with pytest.raises(ValueError, match=r"labels must be integer class indices of shape \(4,\).*got shape \(4, 10\)"):
-        jax_train.eval_step(state.params, (jnp.zeros((4, 28, 28, 1)), jnp.zeros((4, 10), jnp.int32)))
+        jax_steps.eval_step(state.params, (jnp.zeros((4, 28, 28, 1)), jnp.zeros((4, 10), jnp.int32)))
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])

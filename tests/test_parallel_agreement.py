@@ -5,6 +5,8 @@ Real processes on the CPU, as in tests/test_data_parallel.py: two JAX processes 
 line and no traceback; a SIGINT to one of two training JAX processes stops it with one line and status
 130, and the other with its "lost another process" line. PyTorch's check runs in two real gloo processes
 (torchrun gives every worker the same argv, so its workers are started here directly, with different configs).
+Those are marked e2e (`pytest -m e2e`); the rule they apply (`run_settings`, `first_difference`) is tested
+in-process in the default run.
 
 The bounds are generous: on the 2-core CI machine, shared with other jobs, importing the trainer alone
 has taken 20 s. What must be quick is measured from the moment that matters (a signal sent, a peer
@@ -26,7 +28,6 @@ from mnist_common.config import DistributedError, TrainConfig, parse_config
 from mnist_common.parallel import PER_PROCESS_FIELDS, first_difference, run_settings
 from tests.test_data_parallel import assert_stopped_in_one_line, free_port
 
-pytestmark = pytest.mark.e2e
 
 #: One tiny epoch: the runs that must stop before training never reach it anyway.
 FLAGS = ["--epochs", "1", "--train-size", "256", "--batch-size", "128", "--quiet", "--dist-timeout", "60"]
@@ -54,6 +55,7 @@ def test_run_settings_leave_out_the_per_process_fields_alone():
         "process 1 was started with --resume, process 0 with no --resume; same flags"
 
 
+@pytest.mark.e2e
 def test_jax_processes_with_different_flags_stop_in_one_line(tmp_path):
     coordinator = f"localhost:{free_port()}"
     start = time.monotonic()
@@ -68,6 +70,7 @@ def test_jax_processes_with_different_flags_stop_in_one_line(tmp_path):
     assert not tmp_path.exists() or not any(tmp_path.iterdir())  # nothing written: the check comes first
 
 
+@pytest.mark.e2e
 def test_a_second_jax_process_0_stops_in_one_line_at_once(tmp_path):
     """Two processes started with --process-id 0: the second stops at once; the first, still waiting for a
     process 1, stops with its own one line on SIGINT."""
@@ -93,6 +96,7 @@ def test_a_second_jax_process_0_stops_in_one_line_at_once(tmp_path):
     assert_stopped_in_one_line(stderr, "error: process 0 of 2 was interrupted (SIGINT)")
 
 
+@pytest.mark.e2e
 def test_sigint_to_one_jax_process_stops_both(tmp_path):
     """SIGINT to process 1 during the epoch: it leaves at once (status 130, one line) without waiting at
     jax.distributed's shutdown barrier; process 0 loses it in its next collective and says so."""
@@ -137,6 +141,7 @@ def _torch_rank(rank: int, port: int, lrs: list[float], results: dict) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.e2e
 def test_torch_ranks_with_different_flags_stop_in_one_line():
     """Ranks that agree pass the check: every torchrun run of tests/test_data_parallel.py goes through it."""
     lrs = [0.1, 0.05]
@@ -155,6 +160,7 @@ def test_torch_ranks_with_different_flags_stop_in_one_line():
     print(expected)
 
 
+@pytest.mark.e2e
 def test_sigint_under_torchrun_stops_every_rank_in_one_line(tmp_path):
     """torchrun passes a SIGINT on to its workers (as a Ctrl-C in a terminal sends it to all of them); each
     prints one line and exits 130. torchrun itself then ends with status 1 and prints its own warnings and

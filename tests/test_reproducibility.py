@@ -2,7 +2,8 @@
 
 The first run is the session's shared `trained_run` (in this process, `train(TrainConfig(...))`), the
 second a fresh `python -m mnist_<framework>.train` with the same flags in its own process, so the
-determinism the trainers set for themselves (`make_deterministic`) is tested where users meet it.
+determinism the trainers set for themselves (`deterministic` in each `mnist_<framework>.train`) is tested
+where users meet it.
 On a GPU, benchmarks/gpu_run.sh measures the same with `benchmarks.reproducibility` (README, "Reproducibility").
 """
 
@@ -15,6 +16,7 @@ import pytest
 from benchmarks.reproducibility import train, without_timings
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("framework", ["torch", "jax"])
 def test_a_second_run_with_the_same_flags_gives_the_same_bytes(framework, trained_run, tmp_path):
     first = trained_run(framework)  # --epochs 2 --train-size 6400, the other flags at their defaults

@@ -27,6 +27,7 @@ def learning(metrics: dict) -> list[dict]:
     return [{k: v for k, v in e.items() if k not in ("seconds", "images_per_s")} for e in metrics["epochs"]]
 
 
+@pytest.mark.e2e  # two epochs of training of its own in each framework: a longer real run
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_stop_after_epoch_one_then_resume_equals_an_uninterrupted_run(framework, trained_run, tmp_path):
     uninterrupted = trained_run(framework)  # --epochs 2 in one go, same seed and data
@@ -56,8 +57,12 @@ def test_resume_without_a_checkpoint_is_one_line_saying_what_to_do(framework, tm
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_resume_refuses_other_hyperparameters_and_fewer_epochs(framework, trained_run):
+def test_resume_refuses_other_hyperparameters_and_fewer_epochs(framework, trained_run, monkeypatch, mnist, jax_mnist):
     out_dir = str(trained_run(framework))
+    # The trainer loads MNIST before it reads the checkpoint: here it gets this session's copy (conftest's `mnist`)
+    # instead of loading it again for each of the three runs; what is tested is the refusal, which follows.
+    session_data = {"torch": mnist, "jax": jax_mnist}[framework]
+    monkeypatch.setattr(TRAINERS[framework], "load_mnist", lambda data_dir: session_data)
     before = (trained_run(framework) / "metrics.json").read_text()
     with pytest.raises(SystemExit, match=r"^error: the checkpoint in .* was trained with --lr 0.1, this run asks for --lr 0.05; "
                                          r"pass --lr 0.1 to resume it, or drop --resume"):

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from mnist_jax import steps as jax_steps
 from mnist_jax import train as jax_train
+from mnist_torch import steps as torch_steps_module
 from mnist_torch import train as torch_train
 from mnist_common.config import TrainConfig
-from mnist_torch.cuda_graphs import warm_up
+from mnist_torch.steps import warm_up
 from mnist_torch.data import batch_order
 from tests.numerics import relative_error
 
@@ -35,10 +37,10 @@ def test_jax_whole_epoch_scan_equals_the_per_step_path(jax_mnist):
     order = jax_train.epoch_order(SMALL, 1, SMALL.train_size)
     assert order.shape == (12, 32) and order.dtype == np.int32
 
-    epoch_state, metrics = jax_train.train_epoch_steps(jax_train.create_state(0, SMALL), tuple(train), order)
+    epoch_state, metrics = jax_steps.train_epoch_steps(jax_train.create_state(0, SMALL), tuple(train), order)
     step_state, losses = jax_train.create_state(0, SMALL), []
     for idx in order:
-        step_state, m = jax_train.train_step(step_state, (train.images[idx], train.labels[idx]))
+        step_state, m = jax_steps.train_step(step_state, (train.images[idx], train.labels[idx]))
         losses.append(float(m["loss"]))
 
     assert relative_error(losses, metrics["loss"]) < 1e-5
@@ -48,17 +50,17 @@ def test_jax_whole_epoch_scan_equals_the_per_step_path(jax_mnist):
 
 
 def test_jax_trainer_picks_the_epoch_scan_on_accelerators_only():
-    assert not jax_train.epoch_per_call(jax.devices("cpu")[0])
-    assert jax_train.Steps(epoch=len).describe() == "a whole epoch per call"
-    assert jax_train.Steps(fused=len, single=len).describe() == f"{jax_train.FUSED_STEPS} unrolled steps per call"
-    assert jax_train.Steps(single=len).describe() == "one step per call"  # several CPU devices: `fuse_steps`
+    assert not jax_steps.epoch_per_call(jax.devices("cpu")[0])
+    assert jax_steps.Steps(epoch=len).describe() == "a whole epoch per call"
+    assert jax_steps.Steps(fused=len, single=len).describe() == f"{jax_steps.FUSED_STEPS} unrolled steps per call"
+    assert jax_steps.Steps(single=len).describe() == "one step per call"  # several CPU devices: `fuse_steps`
 
 
 def test_an_xla_without_the_cpu_options_compiles_without_them_and_says_so(jax_mnist, capsys):
     """The CPU compiler options tune one XLA version; a version that no longer knows one must still train."""
     state = jax_train.create_state(0, SMALL)
     batch = (jax_mnist.train.images[:32], jax_mnist.train.labels[:32])
-    compiled = jax_train.compile_train(jax_train.train_step.lower(state, batch), "cpu", {"xla_cpu_no_such_option": "1"})
+    compiled = jax_steps.compile_train(jax_steps.train_step.lower(state, batch), "cpu", {"xla_cpu_no_such_option": "1"})
     err = capsys.readouterr().err
     assert "does not accept the compiler options ['xla_cpu_no_such_option']; compiling the training steps without them" in err
     _, metrics = compiled(state, batch)
@@ -67,13 +69,13 @@ def test_an_xla_without_the_cpu_options_compiles_without_them_and_says_so(jax_mn
 
 def test_the_cpu_options_are_accepted_by_this_xla(jax_mnist, capsys):
     state = jax_train.create_state(0, SMALL)
-    jax_train.compile_train(jax_train.train_step.lower(state, (jax_mnist.train.images[:32], jax_mnist.train.labels[:32])), "cpu")
+    jax_steps.compile_train(jax_steps.train_step.lower(state, (jax_mnist.train.images[:32], jax_mnist.train.labels[:32])), "cpu")
     assert "does not accept" not in capsys.readouterr().err
 
 
 def torch_steps(state, mnist, steps: int, start: int = 0) -> list[float]:
     order = batch_order(SMALL.seed, 1, SMALL.train_size, SMALL.batch_size)[start : start + steps]
-    return [torch_train.train_step(state, (mnist.train.images[i], mnist.train.labels[i]))["loss"].item() for i in order]
+    return [torch_steps_module.train_step(state, (mnist.train.images[i], mnist.train.labels[i]))["loss"].item() for i in order]
 
 
 def assert_same_state(expected, actual) -> None:
@@ -104,6 +106,7 @@ def test_torch_warm_up_leaves_no_trace(mnist, trained_before):
     assert_same_state(plain, warmed)
 
 
+@pytest.mark.e2e  # a longer real run: Inductor compiles its C++ kernels first, tens of seconds on 2 cores
 def test_torch_compile_mode_trains_like_eager(tmp_path):
     """`--mode compile` runs the same SGD steps as eager (Inductor may fuse and reorder float32 sums:
     measured equal to the 4 decimals printed, losses within 1e-6 relative)."""

@@ -51,6 +51,7 @@ def test_stopped_at_is_the_epoch_that_reached_the_target_before_the_last():
     assert stopped_at(TrainConfig(epochs=3, stop_at_accuracy=1.0), [0.9999]) is None
 
 
+@pytest.mark.e2e  # longer real runs: three epochs and two resumes in each framework
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_a_reached_target_stops_the_run_writes_everything_and_resume_honours_it(framework, tmp_path, capsys):
     trainer = TRAINERS[framework]
@@ -85,6 +86,7 @@ def test_a_reached_target_stops_the_run_writes_everything_and_resume_honours_it(
     assert metrics(tmp_path)["stopped_at_accuracy"] is None
 
 
+@pytest.mark.e2e  # longer real runs: two runs of two epochs in each framework
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_nondeterministic_changes_nothing_on_the_cpu_and_no_target_runs_every_epoch(framework, tmp_path):
     trainer = TRAINERS[framework]

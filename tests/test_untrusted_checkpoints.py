@@ -80,8 +80,13 @@ def cases(framework: str, run: Path, other_run: Path) -> dict[str, tuple[bytes, 
 
 
 @pytest.mark.parametrize("framework", ["torch", "jax"])
-def test_every_damaged_or_foreign_checkpoint_is_refused_in_one_line(framework, trained_run, tmp_path):
+def test_every_damaged_or_foreign_checkpoint_is_refused_in_one_line(framework, trained_run, tmp_path, monkeypatch,
+                                                                    mnist, jax_mnist):
     run = trained_run(framework)
+    # The trainer loads MNIST before it reads the checkpoint: here it gets this session's copy (conftest's `mnist`)
+    # instead of loading it again for each of the 13 files; what is tested is the checkpoint's refusal, which follows.
+    session_data = {"torch": mnist, "jax": jax_mnist}[framework]
+    monkeypatch.setattr(TRAINERS[framework], "load_mnist", lambda data_dir: session_data)
     tried = 0
     for name, (data, expected) in cases(framework, run, trained_run(OTHER[framework])).items():
         out_dir = tmp_path / name.replace(" ", "-").replace("'", "")
@@ -111,6 +116,7 @@ def test_a_checkpoint_read_back_is_the_one_written(trained_run):
     assert set(payload["model"]) == set(CNN().state_dict())
 
 
+@pytest.mark.e2e  # trains a whole epoch (the third) before the write that fails
 @pytest.mark.parametrize("framework", ["torch", "jax"])
 def test_a_full_disk_while_saving_loses_nothing(framework, trained_run, tmp_path, monkeypatch):
     """ENOSPC while the checkpoint of epoch 3 is written: one line, and every file of epoch 2 as it was."""

@@ -1,0 +1,284 @@
+"""The JAX trainer's training steps: one SGD step, its compiled variants, and the choice among them.
+
+Three variants compute the same SGD steps in the same order: `train_step`, one step per compiled call;
+`train_steps`, FUSED_STEPS steps unrolled into one call (the CPU's path); `train_epoch_steps`, a whole
+epoch as one rolled `lax.scan` on the resident training set (an accelerator's path). `compile_steps`
+compiles the ones a run uses ahead of time, so that compilation is timed apart from training, and
+`Steps` is what `mnist_jax.train.train_epoch` calls. Also here: the start of JAX's backends and the
+XLA_FLAGS check (`start_backends`, `xla_flags_problem`), which the steps' compiler depends on.
+
+Read it side by side with `mnist_torch/steps.py`: `train_step`, `eval_step`, `Steps` and
+`compile_steps` correspond (tests/test_architecture.py).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from importlib.metadata import version
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax.training.train_state import TrainState
+from jax.sharding import Mesh
+
+from mnist_common.config import EVAL_BATCH_SIZE, DeviceUnavailable, TrainConfig
+from mnist_jax.compilation_cache import count_cache_lookups
+from mnist_jax.data import Split, num_batches
+from mnist_jax.model import CNN
+from mnist_jax.parallel import batch_sharded, place
+
+Batch = tuple[jax.Array, jax.Array]  # images (N, 28, 28, 1) float, labels (N,) int
+Metrics = dict[str, jax.Array]
+
+#: SGD steps fused into one compiled call on the CPU. Unrolled (no XLA while loop), they train faster
+#: than one call per step for a few seconds more compilation; more steps compile longer for little more
+#: speed (see benchmarks/RESULTS.md, "Design measurements").
+FUSED_STEPS = 16
+
+#: Calls (chunks of FUSED_STEPS steps, or single steps) the CPU path lets JAX queue ahead of the one
+#: running. Two keep the device busy; without a bound the whole epoch was queued, and a Ctrl-C then
+#: waited for all of it before the process could exit (see benchmarks/RESULTS.md, "Design measurements").
+IN_FLIGHT = 2
+
+#: Compiler options of the training steps on the CPU. jaxlib 0.10's XLA:CPU hands convolutions, dots
+#: and reductions to YNNPACK fusions by default; for this network's backward pass (conv1 has one input
+#: channel) they ran a training step slower than XLA's own Eigen kernels, with the same results (see
+#: benchmarks/RESULTS.md, "Design measurements"). The empty list turns those fusions off. Inference keeps
+#: them: there they were faster. Given to the CPU backend alone (`compile_train`): another backend, or an
+#: XLA that no longer knows the option, compiles without it.
+CPU_TRAIN_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """optax.sgd is torch.optim.SGD: trace = momentum * trace + grad (the first trace is the grad
+    itself, as in PyTorch), then params -= lr * trace. tests/test_parity.py checks both steps."""
+    return optax.sgd(config.lr, momentum=config.momentum)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean cross-entropy over the batch: torch.nn.CrossEntropyLoss(), in at least float32 (bfloat16 logits are widened)."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), labels).mean()
+
+
+def check_labels(images: jax.Array, labels: jax.Array) -> None:
+    """Trace-time check (shapes and dtypes are static), so a bad batch fails in Python, not in XLA."""
+    if labels.ndim != 1 or labels.shape[0] != images.shape[0] or not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(
+            f"labels must be integer class indices of shape ({images.shape[0]},) to match the images, "
+            f"got shape {tuple(labels.shape)} {labels.dtype}; use mnist_jax.data.load_mnist()"
+        )
+
+
+def loss_and_grads(params: Any, batch: Batch, apply_fn: Callable = CNN().apply) -> tuple[jax.Array, Any]:
+    """Mean cross-entropy of one batch and its gradient (float32, like the parameters); traced into the compiled steps below."""
+    images, labels = batch
+    check_labels(images, labels)
+    return jax.value_and_grad(lambda p: cross_entropy(apply_fn({"params": p}, images), labels))(params)
+
+
+def _train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+    loss, grads = loss_and_grads(state.params, batch, state.apply_fn)
+    return state.apply_gradients(grads=grads), {"loss": loss}
+
+
+#: One SGD step: (state, batch) -> (new state, {"loss"}). The old state's buffers are donated:
+#: XLA updates the parameters in place, and the caller must use only the returned state.
+train_step = jax.jit(_train_step, donate_argnums=0)
+
+
+def _train_steps(state: TrainState, batches: Batch, unroll: int | bool = 1) -> tuple[TrainState, Metrics]:
+    return jax.lax.scan(_train_step, state, batches, unroll=unroll)
+
+
+#: K SGD steps in one call: `lax.scan` over batches stacked on a leading axis, images (K, N, 28, 28, 1),
+#: labels (K, N); returns the state after the K steps and the K losses. One dispatch instead of K.
+#: `unroll=True` replaces XLA's while loop by K copies of the step: on XLA:CPU the backward convolutions
+#: inside a while loop run many times slower than the same convolutions outside one (benchmarks/RESULTS.md).
+train_steps = jax.jit(_train_steps, donate_argnums=0, static_argnames="unroll")
+
+
+def _train_epoch_steps(state: TrainState, data: Batch, order: jax.Array) -> tuple[TrainState, Metrics]:
+    images, labels = data
+
+    def step(state: TrainState, idx: jax.Array) -> tuple[TrainState, Metrics]:
+        return _train_step(state, (images[idx], labels[idx]))
+
+    return jax.lax.scan(step, state, order)
+
+
+#: A whole epoch in one call, the fastest path on a GPU: a rolled `lax.scan` over the rows of `order`
+#: (steps, batch), the epoch's batch order as one integer array, each batch gathered on the device
+#: from the resident training set `data` (images (N, 28, 28, 1), labels (N,)); returns the state after
+#: every step and the steps' losses. One dispatch and one small upload per epoch instead of one per
+#: batch. Not for the CPU: there the rolled loop is the trap `train_steps` documents.
+train_epoch_steps = jax.jit(_train_epoch_steps, donate_argnums=0)
+
+
+def compile_train(lowered: jax.stages.Lowered, platform: str, options: dict[str, Any] | None = None) -> jax.stages.Compiled:
+    """Compile a lowered training step for `platform` ("cpu", "gpu", ...) with that platform's options.
+
+    `options` defaults to CPU_TRAIN_COMPILER_OPTIONS on the CPU and none elsewhere. They tune one XLA
+    version's CPU backend; an XLA that does not know one of them must still train, so it compiles
+    without them and says so on stderr, instead of failing the run.
+    """
+    if options is None:
+        options = CPU_TRAIN_COMPILER_OPTIONS if platform == "cpu" else {}
+    if not options:
+        return lowered.compile()
+    try:
+        return lowered.compile(compiler_options=options)
+    except Exception as err:  # XLA's error type differs between versions; the message names the option
+        if not any(name in str(err) for name in options):
+            raise
+        print(f"note: this XLA ({platform}, jaxlib {version('jaxlib')}) does not accept the compiler options "
+              f"{sorted(options)}; compiling the training steps without them", file=sys.stderr, flush=True)
+        return lowered.compile()
+
+
+@jax.jit
+def eval_step(params: Any, batch: Batch) -> Metrics:
+    """Summed loss and correct count of one batch, so that batches of any size add up exactly."""
+    images, labels = batch
+    check_labels(images, labels)
+    logits = CNN().apply({"params": params}, images)
+    return {
+        "loss_sum": optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum(),
+        "correct": (logits.argmax(axis=1) == labels).sum(),
+    }
+
+
+@jax.jit
+def predict_step(params: Any, images: jax.Array) -> jax.Array:
+    """Class probabilities of one batch; compiled on first use, after training, so no epoch time includes it."""
+    return jax.nn.softmax(CNN().apply({"params": params}, images), axis=-1)
+
+
+class Steps(NamedTuple):
+    """The compiled training steps of one run, as `mnist_jax.train.train_epoch` calls them: a whole epoch
+    per call, or FUSED_STEPS at a time plus one at a time, or (several CPU devices) one at a time."""
+
+    epoch: Callable | None = None
+    fused: Callable | None = None
+    single: Callable | None = None
+
+    def describe(self) -> str:
+        if self.epoch is not None:
+            return "a whole epoch per call"
+        return f"{FUSED_STEPS} unrolled steps per call" if self.fused is not None else "one step per call"
+
+    def calls(self, order: np.ndarray) -> list[np.ndarray]:
+        """The epoch's (steps, batch) order cut into the rows of each call: all of them in one, or
+        FUSED_STEPS per call and the few left over one per call, or one per call."""
+        if self.epoch is not None:
+            return [order]
+        fused = len(order) - len(order) % FUSED_STEPS if self.fused is not None else 0
+        return [order[start : start + FUSED_STEPS] for start in range(0, fused, FUSED_STEPS)] + [
+            order[start : start + 1] for start in range(fused, len(order))]
+
+    def __call__(self, state: TrainState, train: Split, rows: np.ndarray, mesh: Mesh) -> tuple[TrainState, jax.Array]:
+        """Train on the batches `rows` (one of `calls`); returns the new state and their losses, still on the devices.
+
+        The whole-epoch call takes the resident training set and the order, split along its batch axis
+        (each device gathers its share of every batch); the others take the batches gathered in host
+        memory, each split among the devices."""
+        if self.epoch is not None:
+            state, metrics = self.epoch(state, tuple(train), place(rows, batch_sharded(mesh, stacked=True)))
+            return state, metrics["loss"]
+        if len(rows) > 1:
+            state, metrics = self.fused(state, place((train.images[rows], train.labels[rows]), batch_sharded(mesh, stacked=True)))
+            return state, metrics["loss"]
+        idx = rows[0]
+        state, metrics = self.single(state, place((train.images[idx], train.labels[idx]), batch_sharded(mesh)))
+        return state, metrics["loss"][None]
+
+
+def fuse_steps(mesh: Mesh) -> bool:
+    """Whether the CPU path fuses FUSED_STEPS steps per call: on one device only. Split over several, the
+    unrolled steps, each with its gradient all-reduce, ran slower per step than one step per call, while one
+    device gains from fusing (see benchmarks/RESULTS.md, "Design measurements")."""
+    return mesh.size == 1
+
+
+def epoch_per_call(device: jax.Device) -> bool:
+    """Whether the trainer runs a whole epoch per compiled call: on a GPU (or any accelerator), where
+    it is the fastest path, but not on the CPU, where the rolled loop is the trap `train_steps` documents."""
+    return device.platform != "cpu"
+
+
+def compile_steps(
+    state: TrainState, train: Split, test: Split, batch_size: int, device: jax.Device, mesh: Mesh
+) -> tuple[Steps, float, dict[str, int]]:
+    """Compile the train and eval steps for `device`'s platform and the arrays' places on `mesh` ahead of
+    time (or load them from the persistent compilation cache); `train` as `train_epoch` takes it.
+
+    Returns the compiled train steps, the seconds spent, and the cache's hits and misses among them.
+    """
+    start = time.perf_counter()
+    with count_cache_lookups() as lookups:
+        if epoch_per_call(device):
+            order = place(np.zeros((num_batches(len(train.labels), batch_size), batch_size), np.int32), batch_sharded(mesh, stacked=True))
+            steps = Steps(epoch=compile_train(train_epoch_steps.lower(state, tuple(train), order), device.platform))
+        else:
+            idx = np.arange(FUSED_STEPS * batch_size).reshape(FUSED_STEPS, batch_size) % len(train.labels)
+            batch = place((train.images[:batch_size], train.labels[:batch_size]), batch_sharded(mesh))
+            steps = Steps(single=compile_train(train_step.lower(state, batch), device.platform))
+            if fuse_steps(mesh):
+                chunk = place((train.images[idx], train.labels[idx]), batch_sharded(mesh, stacked=True))
+                steps = steps._replace(fused=compile_train(train_steps.lower(state, chunk, unroll=True), device.platform))
+        eval_step.lower(state.params, (test.images[:EVAL_BATCH_SIZE], test.labels[:EVAL_BATCH_SIZE])).compile()
+    return steps, time.perf_counter() - start, lookups
+
+
+def start_backends() -> None:
+    """Start JAX's backends, as the commands' first use of JAX does (`train`, `resolve_device`): a JAX_PLATFORMS
+    naming a platform this machine lacks (cuda without an NVIDIA GPU, tpu without libtpu, a misspelt name),
+    or a backend plugin that fails to start, is `DeviceUnavailable` with one line, not JAX's traceback."""
+    try:
+        jax.default_backend()
+    except (RuntimeError, AssertionError) as err:  # jaxlib 0.10 asserts when it skips every platform (cuda, no GPU)
+        raise DeviceUnavailable(_backend_failure(err)) from None
+
+
+def _backend_failure(err: BaseException) -> str:
+    """The error line for JAX's backends failing to start (`resolve_device`): what, why in JAX's words, and what to set."""
+    reason = (str(err).strip().splitlines() or [""])[0].split(" (set JAX_PLATFORMS=")[0].split(" (you may need to")[0]
+    platforms = jax.config.jax_platforms
+    if platforms:
+        reason = reason or ("no NVIDIA GPU is visible, so JAX skipped cuda" if "cuda" in platforms or "gpu" in platforms
+                            else "JAX started none of them")
+        return (f"JAX_PLATFORMS={platforms} asks for a platform JAX cannot start on this machine ({reason}); expected "
+                f"platforms present here (cpu; cuda needs an NVIDIA GPU and `pip install -e .[cuda]`); unset "
+                f"JAX_PLATFORMS to let JAX choose, or set JAX_PLATFORMS=cpu")
+    return (f"JAX could not start its backends ({reason or type(err).__name__}); set JAX_PLATFORMS=cpu to skip a "
+            f"failing accelerator plugin, or reinstall it")
+
+
+class XlaFlagsError(DeviceUnavailable):
+    """An XLA_FLAGS that XLA would refuse when its backend starts (with a fatal log line); the message names the token."""
+
+
+def xla_flags_problem(value: str) -> str | None:
+    """What in an XLA_FLAGS value XLA would refuse, or None. XLA reads a value that does not start with ``-``
+    as the name of a file of flags, and takes any later word starting with ``-`` for a flag; one starting
+    with a single ``-`` it refuses. (A ``--`` flag XLA does not know is left to XLA, which names it.)"""
+    import shlex  # here: the one user of it
+
+    try:
+        words = shlex.split(value)
+    except ValueError:  # an unclosed quote: XLA splits on its own terms
+        words = value.split()
+    if not words:
+        return None
+    if not words[0].startswith("-") and not os.path.isfile(value.strip()):
+        return (f"XLA_FLAGS holds {words[0]!r}, which is neither an XLA flag nor a flag file that exists (XLA would "
+                f"read the whole value as a file name); expected flags starting with --, such as "
+                f"--xla_gpu_deterministic_ops=true; correct or unset XLA_FLAGS")
+    if bad := next((w for w in words if w.startswith("-") and not w.startswith("--")), None):
+        return (f"XLA_FLAGS holds {bad!r}, which XLA refuses: its flags start with two dashes; write "
+                f"it as -{bad}, or correct or unset XLA_FLAGS")
+    return None

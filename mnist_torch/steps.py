@@ -1,0 +1,252 @@
+"""The PyTorch trainer's training step: one SGD step, the execution modes that run it, and the choice among them.
+
+`train_step` is the eager step. `compile_steps` prepares it in PyTorch's execution mode --mode: eager
+as it is, its forward pass through `torch.compile`, or the whole step captured as a CUDA graph
+(`CapturedStep`), and `Steps` is what `mnist_torch.train.train_epoch` calls. Every mode computes the
+same SGD steps in the same order. Also here: the state the steps update (`TrainState`), which the
+checkpoints save.
+
+Read it side by side with `mnist_jax/steps.py`: `train_step`, `eval_step`, `Steps` and
+`compile_steps` correspond (tests/test_architecture.py).
+
+CUDA graphs, PyTorch's fastest GPU path: the whole training step captured once and replayed per batch.
+Eager PyTorch launches some 40 small kernels per SGD step of this network, each with Python and
+dispatcher overhead on the host; at batch 128 an H100 finishes them faster than the host can issue
+them. A CUDA graph records the launches of one step (gather of the batch, forward, backward, SGD
+update) and replays them with one call, so the host cost is one launch per step. The price: every
+tensor the graph touches lives at a fixed address, so the batch indices are copied into a static
+buffer before each replay, and the parameters, gradients and momentum buffers are updated in place.
+
+`torch.optim.SGD` needs no `capturable=True` (it has no such flag): it keeps no step count or other
+state on the host, so its update captures as it is. It does create its momentum buffers on its first
+step, and a graph cannot allocate them later, hence the warm-up steps before capture; `snapshot` and
+`restore` then put the parameters and optimizer state back exactly as they were, so the run's first
+step is still its first step. The same pair lets `torch.compile` compile on a real batch without
+training on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import torch
+from torch.nn import functional as F
+
+from mnist_common.config import TrainConfig
+from mnist_torch.data import Split
+from mnist_torch.model import CNN
+from mnist_torch.parallel import World, data_parallel
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # images (N, 1, 28, 28) float, labels (N,) int64
+Metrics = dict[str, torch.Tensor]
+
+
+class TrainState(NamedTuple):
+    """The model and optimizer that `train_step` updates in place, the dtype the step computes in, and
+    the callable that runs the model's forward pass in training: the model itself, its
+    DistributedDataParallel wrapper under torchrun, either through `torch.compile` with --mode compile.
+    Evaluation, checkpoints and weights always use the plain `model`."""
+
+    model: CNN
+    optimizer: torch.optim.SGD
+    compute_dtype: torch.dtype = torch.float32
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # None: the model
+
+
+def train_step(state: TrainState, batch: Batch) -> Metrics:
+    """One SGD step on one batch, updating the model in place; returns the batch's mean loss (still on the device).
+
+    In bf16 the forward pass runs under autocast, and so the backward pass in bfloat16 too; autocast
+    computes the cross-entropy in float32, and the gradients reach the float32 weights as float32.
+    """
+    images, labels = batch
+    state.optimizer.zero_grad(set_to_none=True)
+    mixed = state.compute_dtype != torch.float32
+    with torch.autocast(images.device.type, dtype=state.compute_dtype, enabled=mixed):
+        forward = state.model if state.forward is None else state.forward
+        loss = F.cross_entropy(forward(images), labels)
+    loss.backward()
+    state.optimizer.step()
+    return {"loss": loss.detach()}
+
+
+@torch.no_grad()
+def eval_step(model: CNN, batch: Batch) -> Metrics:
+    """Summed loss and correct count of one batch, so that batches of any size add up exactly."""
+    images, labels = batch
+    logits = model(images)
+    return {
+        "loss_sum": F.cross_entropy(logits, labels, reduction="sum"),
+        "correct": (logits.argmax(dim=1) == labels).sum(),
+    }
+
+
+#: What compile_steps did, for the line the trainer prints.
+PREPARED = {"compile": "compiled the train step with torch.compile", "cuda-graphs": "captured the train step as a CUDA graph"}
+
+#: A training step ready to run on one batch's indices into the resident training set.
+Step = Callable[[torch.Tensor], Metrics]
+
+
+#: How long ago a zero-byte file in Inductor's cache must have been written to be taken for one left by an
+#: interrupted compilation, not one a compiler (of another run) is writing now.
+STALE_SECONDS = 60
+
+
+def repair_inductor_cache() -> list[Path]:
+    """Remove the zero-byte ``.so`` and ``.o`` files from Inductor's cache (TORCHINDUCTOR_CACHE_DIR, or its
+    default folder), saying so in one line on stderr; returns them.
+
+    Inductor builds each compiled kernel straight into its cache under its final name, and skips the build
+    of a file that exists: a compilation interrupted (Ctrl-C, SIGTERM) while the C++ compiler writes one
+    leaves an empty ``.so`` (or ``.o``) there, and every later compilation that needs it failed with an
+    ``InductorError: ... file too short`` of about 90 lines. Removed, it is rebuilt by the next compilation.
+    """
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    root = Path(cache_dir())
+    now = time.time()
+    damaged = []
+    for path in (p for p in root.rglob("*.*o") if p.suffix in (".so", ".o")):
+        with contextlib.suppress(OSError):
+            status = path.stat()
+            if status.st_size == 0 and now - status.st_mtime > STALE_SECONDS:
+                path.unlink()
+                damaged.append(path)
+    if damaged:
+        print(f"note: removed {len(damaged)} empty compiled kernel file{'s' if len(damaged) > 1 else ''} (.so, .o) that an "
+              f"interrupted compilation left in Inductor's cache {root}; this compilation rebuilds what it needs",
+              file=sys.stderr, flush=True)
+    return damaged
+
+
+class Steps(NamedTuple):
+    """The training step of one run, as `mnist_torch.train.train_epoch` calls it: one SGD step per call,
+    on one batch's indices into the resident training set (eager, compiled or a CUDA graph)."""
+
+    single: Step
+
+    def calls(self, order: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The epoch's (steps, batch) order cut into the rows of each call: one per call."""
+        return order.split(1)
+
+    def __call__(self, state: TrainState, rows: torch.Tensor) -> tuple[TrainState, torch.Tensor]:
+        """Train on the batch `rows` (one of `calls`), updating `state` in place; returns it and the loss, still on the device."""
+        return state, self.single(rows[0])["loss"][None]
+
+
+#: Steps run on a side stream before capture: they create SGD's momentum buffers, cuBLAS and cuDNN
+#: handles and workspaces, and autograd's lazily built state (PyTorch's own examples use three).
+WARMUP_STEPS = 3
+
+Snapshot = tuple[list[torch.Tensor], dict[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+def snapshot(state: TrainState) -> Snapshot:
+    """Copies of the model's parameters and buffers and of the optimizer's tensors (SGD: momentum buffers)."""
+    model = [t.detach().clone() for t in state.model.state_dict().values()]
+    optimizer = {p: {k: v.clone() for k, v in s.items() if torch.is_tensor(v)} for p, s in state.optimizer.state.items()}
+    return model, optimizer
+
+
+@torch.no_grad()
+def restore(state: TrainState, saved: Snapshot) -> None:
+    """Put `saved` back in place, into the very tensors a captured graph reads and writes.
+
+    Optimizer tensors created after the snapshot (the momentum buffers of a fresh run) are zeroed:
+    SGD's first step sets the buffer to the gradient, and with zero dampening the next steps compute
+    momentum * buffer + gradient, which for a zero buffer is that same gradient, bit for bit.
+    """
+    model, optimizer = saved
+    for tensor, copy in zip(state.model.state_dict().values(), model, strict=True):
+        tensor.copy_(copy)
+    for param, param_state in state.optimizer.state.items():
+        for key, value in param_state.items():
+            if not torch.is_tensor(value):
+                continue
+            if key in optimizer.get(param, {}):
+                value.copy_(optimizer[param][key])
+            else:
+                value.zero_()
+
+
+def warm_up(run: Callable[[], object], state: TrainState, steps: int) -> float:
+    """Run `steps` training steps for their side effects (compilation, allocation), then undo their
+    updates with `restore`; returns the seconds they took, once the device has finished."""
+    saved = snapshot(state)
+    start = time.perf_counter()
+    for _ in range(steps):
+        run()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    restore(state, saved)
+    return seconds
+
+
+class CapturedStep:
+    """One SGD step on the resident training set, captured as a CUDA graph: ``step(idx)`` trains on
+    the images ``train.images[idx]`` (idx: the batch's indices, on the GPU) and returns its loss.
+
+    `train_step` is the eager step to capture; the state is updated in place, as in eager mode.
+    """
+
+    def __init__(self, train_step: Callable[[TrainState, Batch], Metrics], state: TrainState, train: Split, batch_size: int):
+        device = train.images.device
+        if device.type != "cuda":
+            raise ValueError(f"CUDA graphs need the training data on a CUDA device, got {device}; use eager or compiled steps")
+        self.idx = torch.zeros(batch_size, dtype=torch.long, device=device)  # static: replays read the indices here
+        # The graph holds raw addresses, not references: the data and state it reads must live as long as it does,
+        # or the caching allocator hands their memory to the next tensor and replays read garbage.
+        self.train, self.state = train, state
+
+        def run() -> Metrics:
+            return train_step(state, (train.images[self.idx], train.labels[self.idx]))
+
+        start = time.perf_counter()
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):  # warm up off the default stream, as capture requires
+            warm_up(run, state, WARMUP_STEPS)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):  # records the kernels of one step; runs none of them
+            self.loss = run()["loss"]
+        torch.cuda.synchronize(device)
+        self.capture_seconds = time.perf_counter() - start
+
+    def __call__(self, idx: torch.Tensor) -> Metrics:
+        self.idx.copy_(idx)
+        self.graph.replay()
+        return {"loss": self.loss.clone()}  # the next replay overwrites self.loss
+
+
+def compile_steps(state: TrainState, train: Split, config: TrainConfig, world: World) -> tuple[TrainState, Steps, float | None]:
+    """The training step of PyTorch's execution mode `config.mode` on this rank's slice of each batch, and
+    the seconds spent preparing it.
+
+    eager: `train_step` as it is (nothing to prepare, None). compile: the forward pass through
+    `torch.compile`, compiled now on one real batch, whose update is then undone, so that the
+    compilation is timed apart from the epochs. cuda-graphs: the whole step captured as a CUDA graph
+    (`CapturedStep`). Every mode computes the same SGD steps in the same order. Under
+    torchrun the forward pass goes through DistributedDataParallel, which averages the gradients.
+    """
+    mode = config.mode or "eager"
+    if mode == "cuda-graphs":
+        captured = CapturedStep(train_step, state, train, config.batch_size)
+        return state, Steps(captured), captured.capture_seconds
+    forward = data_parallel(state.model, world, train.images.device)
+    if mode == "compile":
+        repair_inductor_cache()
+        forward = torch.compile(forward)
+    state = state._replace(forward=None if forward is state.model else forward)
+    first = torch.arange(config.batch_size // world.size, device=train.images.device)
+
+    def step(idx: torch.Tensor) -> Metrics:
+        return train_step(state, (train.images[idx], train.labels[idx]))
+
+    return state, Steps(step), warm_up(lambda: step(first), state, steps=1) if mode == "compile" else None

@@ -1,0 +1,147 @@
+"""The layout the two trainers keep: mirrored public names, no import cycle, a framework-free common package.
+
+Read from the source with `ast` (nothing is imported, so these run in well under a second), except the
+check that `mnist_common` loads no framework, which imports it in a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("mnist_common", "mnist_torch", "mnist_jax")
+FRAMEWORKS = ("torch", "torchvision", "jax", "jaxlib", "flax", "optax")
+
+#: The names both steps.py define, in this relative order: the eager/jitted step, the evaluation step, what
+#: `train_epoch` calls, and the function that prepares it. The rest of each steps.py is framework-specific
+#: (JAX's fused and whole-epoch variants and its compiler options; PyTorch's CUDA-graph capture).
+CORRESPONDING_STEPS = ["Batch", "Metrics", "train_step", "eval_step", "Steps", "compile_steps"]
+
+
+def public_names(path: Path) -> list[str]:
+    """The public names a module defines at its top level, in order: functions, classes and assigned names
+    (constants, type aliases), without imports and without names starting with ``_``."""
+    names = []
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found = [node.name]
+        elif isinstance(node, ast.Assign):
+            found = [t.id for t in node.targets if isinstance(t, ast.Name)]
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            found = [node.target.id]
+        else:
+            continue
+        names += [name for name in found if not name.startswith("_") and name not in names]
+    return names
+
+
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The project modules `path` imports, from every import statement anywhere in it: module level,
+    ``if TYPE_CHECKING:`` blocks, function bodies. ``from mnist_torch import data`` counts as mnist_torch.data."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module in PACKAGES:
+                found |= {f"{node.module}.{alias.name}" for alias in node.names}
+            else:
+                found.add(node.module)
+    return {name for name in found if name.split(".")[0] in PACKAGES}
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = {module_name(p): p for package in PACKAGES for p in sorted((ROOT / package).glob("*.py"))}
+    return {name: {m for m in imported_modules(path) if m in modules and m != name} for name, path in modules.items()}
+
+
+def test_the_two_train_modules_define_the_same_public_names_in_the_same_order():
+    torch_names = public_names(ROOT / "mnist_torch" / "train.py")
+    jax_names = public_names(ROOT / "mnist_jax" / "train.py")
+    assert torch_names == jax_names, (
+        "mnist_torch/train.py and mnist_jax/train.py no longer mirror each other: their public top-level names "
+        f"(in order) differ\n  torch only: {[n for n in torch_names if n not in jax_names]}\n"
+        f"  jax only:   {[n for n in jax_names if n not in torch_names]}\n"
+        f"  torch: {torch_names}\n  jax:   {jax_names}\n"
+        "keep framework-specific helpers in steps.py (or another module), or private (leading _)"
+    )
+    assert {"train_epoch", "train", "main"} <= set(torch_names)
+
+
+def test_the_two_steps_modules_define_the_corresponding_names_in_the_same_order():
+    for framework in ("torch", "jax"):
+        names = public_names(ROOT / f"mnist_{framework}" / "steps.py")
+        missing = [n for n in CORRESPONDING_STEPS if n not in names]
+        assert not missing, f"mnist_{framework}/steps.py no longer defines {missing}, which the other steps.py mirrors"
+        order = [n for n in names if n in CORRESPONDING_STEPS]
+        assert order == CORRESPONDING_STEPS, (
+            f"mnist_{framework}/steps.py defines the corresponding names in the order {order}, expected {CORRESPONDING_STEPS}")
+
+
+def test_no_import_cycle_among_the_project_modules():
+    graph = import_graph()
+    assert "mnist_torch.steps" in graph and "mnist_common.config" in graph, sorted(graph)
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    cycles = []
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for dependency in sorted(graph[module]):
+            if state.get(dependency) == 1:
+                cycles.append(path[path.index(dependency):] + [dependency] if dependency in path else [module, dependency])
+            elif dependency not in state:
+                visit(dependency, path + [dependency])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, "import cycles (every import statement counts, TYPE_CHECKING and function bodies too): " + "; ".join(
+        " -> ".join(cycle) for cycle in cycles)
+
+
+def test_nothing_below_a_trainer_imports_it():
+    graph = import_graph()
+    for framework in ("torch", "jax"):
+        importers = sorted(m for m, deps in graph.items() if f"mnist_{framework}.train" in deps)
+        allowed = {f"mnist_{framework}.evaluate", f"mnist_{framework}.predict"}
+        assert set(importers) <= allowed, f"mnist_{framework}.train is imported by {importers}; only {sorted(allowed)} may"
+
+
+def test_mnist_common_loads_no_framework():
+    modules = sorted(module_name(p) for p in (ROOT / "mnist_common").glob("*.py"))
+    code = (
+        "import importlib, json, runpy, sys\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        "sys.argv = ['python -m mnist_common.compare', '--help']\n"
+        "try:\n"
+        "    runpy.run_module('mnist_common.compare', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {FRAMEWORKS!r})))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert loaded == [], f"importing mnist_common ({', '.join(modules)}) and its compare --help loaded frameworks: {loaded}"
+
+
+def test_mnist_jax_imports_mnist_torch_only_for_the_data_loader():
+    uses = {}
+    for path in sorted((ROOT / "mnist_jax").glob("*.py")):
+        torch_modules = sorted(m for m in imported_modules(path) if m.split(".")[0] == "mnist_torch")
+        if torch_modules:
+            uses[f"mnist_jax/{path.name}"] = torch_modules
+    # mnist_jax/port.py converts to and from torch tensors with torch itself; were it to import mnist_torch,
+    # the weight port would be the one other allowed use.
+    assert uses == {"mnist_jax/data.py": ["mnist_torch.data"]}, (
+        f"mnist_jax's imports of mnist_torch drifted: {uses}; expected only mnist_jax/data.py -> mnist_torch.data "
+        "(the torchvision data loader)")
