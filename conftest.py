@@ -13,25 +13,36 @@ from mnist_torch import data as torch_data
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--bench-dry-run", action="store_true",
+        "--bench-dry-run",
+        action="store_true",
         help="benchmarks: every variant once, on two batches, timed and written to --benchmark-json like a real run "
         "(its figures mean nothing); `bash benchmarks/gpu_run.sh --dry-run` uses it",
     )
     parser.addoption(
-        "--bench-deadline", type=float, default=None, metavar="UNIX_SECONDS",
+        "--bench-deadline",
+        type=float,
+        default=None,
+        metavar="UNIX_SECONDS",
         help="benchmarks: skip, with the reason, every benchmark that would start after this time (time.time())",
     )
     parser.addoption(
-        "--bench-threads", type=int, default=None, metavar="N",
+        "--bench-threads",
+        type=int,
+        default=None,
+        metavar="N",
         help="benchmarks: threads for both frameworks (PyTorch's intra-op threads; XLA's CPU pool through the CPU "
         "affinity); default: every core this process may use",
     )
     parser.addoption(
-        "--bench-seeds", type=int, default=None, metavar="N",
+        "--bench-seeds",
+        type=int,
+        default=None,
+        metavar="N",
         help="benchmarks: seeds each trainer runs in the accuracy benchmark (default 10 on a GPU, 3 on the CPU)",
     )
     parser.addoption(
-        "--bench-allow-dirty", action="store_true",
+        "--bench-allow-dirty",
+        action="store_true",
         help="benchmarks: run even though the working tree differs from its commit (the results are marked dirty)",
     )
 
@@ -58,9 +69,9 @@ def jax_mnist(mnist: torch_data.MNISTData) -> jax_data.MNISTData:
 def trained_run(tmp_path_factory):
     """``trained_run("torch" | "jax")``: the out-dir of a real two-epoch run on the first 6 400 images
     (100 SGD steps, about 90% test accuracy), trained once per session and shared by the tool tests."""
+    from mnist_common.config import TrainConfig
     from mnist_jax import train as jax_train
     from mnist_torch import train as torch_train
-    from mnist_common.config import TrainConfig
 
     trainers = {"torch": torch_train, "jax": jax_train}
     runs = {}

@@ -39,8 +39,9 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from benchmarks.conditions import available_cores, run_json_process
 
@@ -84,13 +85,20 @@ def break_even(compile_s: float, eager_step_s: float, compiled_step_s: float) ->
     return max(0, math.ceil(compile_s / saved))
 
 
-def run_process(variant: str, device: str, cache_dir: Path, steps: int, timeout: float = PROCESS_TIMEOUT_S) -> dict[str, Any]:
+def run_process(
+    variant: str, device: str, cache_dir: Path, steps: int, timeout: float = PROCESS_TIMEOUT_S
+) -> dict[str, Any]:
     """One fresh measuring process on `cache_dir`; its JSON result, or conditions.ProcessError with its stderr."""
-    return run_json_process(["benchmarks.cold_start", variant, "--device", device, "--cache-dir", str(cache_dir), "--steps", str(steps)],
-                            cache_environment(cache_dir), timeout)
+    return run_json_process(
+        ["benchmarks.cold_start", variant, "--device", device, "--cache-dir", str(cache_dir), "--steps", str(steps)],
+        cache_environment(cache_dir),
+        timeout,
+    )
 
 
-def measure(variant: str, device: str, repeats: int, steps: int, work_dir: Path, torch_eager_step_s: float | None = None) -> dict[str, Any]:
+def measure(
+    variant: str, device: str, repeats: int, steps: int, work_dir: Path, torch_eager_step_s: float | None = None
+) -> dict[str, Any]:
     """The result row of one compiled path: `repeats` pairs of processes (cold on a new empty cache folder,
     then warm on the same folder). For jax_jit, `torch_eager_step_s` is PyTorch's eager step on the same
     device, measured by one more process when not given. Also returns the processes' own results under
@@ -130,8 +138,12 @@ def measure(variant: str, device: str, repeats: int, steps: int, work_dir: Path,
         "torch_eager_step_s": torch_eager_step_s,
         "break_even_cold_steps": break_even(compile_seconds, eager_step_s, compiled_step_s),
         "break_even_warm_steps": break_even(warm_median, eager_step_s, compiled_step_s),
-        "break_even_cold_vs_torch_eager": break_even(compile_seconds, torch_eager_step_s, compiled_step_s) if jax_row else None,
-        "break_even_warm_vs_torch_eager": break_even(warm_median, torch_eager_step_s, compiled_step_s) if jax_row else None,
+        "break_even_cold_vs_torch_eager": break_even(compile_seconds, torch_eager_step_s, compiled_step_s)
+        if jax_row
+        else None,
+        "break_even_warm_vs_torch_eager": break_even(warm_median, torch_eager_step_s, compiled_step_s)
+        if jax_row
+        else None,
         "processes": {"cold": cold, "warm": warm},
     }
 
@@ -153,11 +165,11 @@ def _torch_process(variant: str, device: str, steps: int) -> dict[str, Any]:
     import torch
     from torch._dynamo.utils import counters
 
+    from mnist_common.config import TrainConfig
     from mnist_torch import steps as torch_steps
     from mnist_torch import train as torch_train
-    from mnist_common.config import TrainConfig
-    from mnist_torch.steps import CapturedStep
     from mnist_torch.data import batch_order, load_mnist
+    from mnist_torch.steps import CapturedStep
 
     # runners.precision("float32"): full float32 matmuls and convolutions (no TF32 on an NVIDIA GPU), as JAX below.
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
@@ -172,15 +184,16 @@ def _torch_process(variant: str, device: str, steps: int) -> dict[str, Any]:
         def step(k: int) -> None:
             torch_steps.train_step(state, batches[k % len(batches)])
             sync()
+
         return step
 
-    eager = eager_step(torch_train.create_state(0, config, dev))
+    eager = eager_step(torch_steps.create_state(0, config, dev))
     start = time.perf_counter()
     eager(0)  # PyTorch's lazy first-call set-up, which eager pays too: not compilation
     eager_first_s = time.perf_counter() - start
     result: dict[str, Any] = {"eager_first_step_s": eager_first_s, "torch_threads": torch.get_num_threads()}
 
-    state = torch_train.create_state(0, config, dev)
+    state = torch_steps.create_state(0, config, dev)
     if variant == "torch_compile":
         state = state._replace(forward=torch.compile(state.model))
         compiled = eager_step(state)
@@ -190,9 +203,15 @@ def _torch_process(variant: str, device: str, steps: int) -> dict[str, Any]:
             compiled(k)
             calls.append(time.perf_counter() - start)
         compiled_step_s = _median_step(compiled, 2, steps)
-        result.update(compile_calls_s=calls, compile_s=sum(calls) - len(calls) * compiled_step_s, compiled_step_s=compiled_step_s)
-        result["cache_counters"] = {f"{group}.{name}": n for group in ("inductor", "aot_autograd")
-                                    for name, n in counters[group].items() if "cache" in name}
+        result.update(
+            compile_calls_s=calls, compile_s=sum(calls) - len(calls) * compiled_step_s, compiled_step_s=compiled_step_s
+        )
+        result["cache_counters"] = {
+            f"{group}.{name}": n
+            for group in ("inductor", "aot_autograd")
+            for name, n in counters[group].items()
+            if "cache" in name
+        }
     elif variant == "torch_cudagraph":
         train = torch_train.Split(data.train.images.to(dev), data.train.labels.to(dev))
         captured = CapturedStep(torch_steps.train_step, state, train, BATCH_SIZE)
@@ -217,12 +236,13 @@ def _jax_process(device: str, steps: int) -> dict[str, Any]:
     import jax
 
     jax.config.update("jax_enable_compilation_cache", True)
-    jax.config.update("jax_default_matmul_precision", "float32")  # runners.precision("float32"): no TF32, as PyTorch above
+    jax.config.update(
+        "jax_default_matmul_precision", "float32"
+    )  # runners.precision("float32"): no TF32, as PyTorch above
+    from mnist_common.config import TrainConfig
     from mnist_jax import steps as jax_steps
-    from mnist_jax import train as jax_train
     from mnist_jax.compilation_cache import count_cache_lookups, use_compilation_cache
     from mnist_jax.data import batch_order, load_mnist
-    from mnist_common.config import TrainConfig
 
     cache_dir = use_compilation_cache()  # JAX_COMPILATION_CACHE_DIR, and every compilation cached
     dev = jax.devices("gpu" if device == "cuda" else "cpu")[0]
@@ -230,8 +250,8 @@ def _jax_process(device: str, steps: int) -> dict[str, Any]:
     idx = batch_order(0, 1, len(data.train.labels), BATCH_SIZE)[: WARMUP_STEPS + steps + 2]
     batches = [jax.device_put((data.train.images[i], data.train.labels[i]), dev) for i in idx]
     config = TrainConfig(precision=PRECISION)
-    state = jax.device_put(jax_train.create_state(0, config), dev)
-    eager_state = jax.device_put(jax_train.create_state(0, config), dev)  # `state` is donated to the compiled step
+    state = jax.device_put(jax_steps.create_state(0, config), dev)
+    eager_state = jax.device_put(jax_steps.create_state(0, config), dev)  # `state` is donated to the compiled step
     jax.block_until_ready((batches, state, eager_state))
 
     with count_cache_lookups() as lookups:
@@ -263,8 +283,12 @@ def _jax_process(device: str, steps: int) -> dict[str, Any]:
     if jax_steps.train_step._cache_size() != jitted_before:
         raise RuntimeError("the JAX eager step compiled the jitted train_step: jax.disable_jit() did not take effect")
     return {
-        "compile_s": compile_s, "compiled_step_s": compiled_step_s, "eager_step_s": eager_step_s,
-        "eager_first_step_s": eager_first_s, "jax_cache_dir": str(cache_dir), "jax_cache_lookups": dict(lookups),
+        "compile_s": compile_s,
+        "compiled_step_s": compiled_step_s,
+        "eager_step_s": eager_step_s,
+        "eager_first_step_s": eager_first_s,
+        "jax_cache_dir": str(cache_dir),
+        "jax_cache_lookups": dict(lookups),
         "platform": dev.platform,
     }
 
@@ -273,8 +297,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cold_start", description=__doc__.split("\n\n")[0])
     parser.add_argument("variant", choices=CLI_VARIANTS)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--cache-dir", type=Path, required=True, help="the compilation caches' folder: new and empty for a cold start")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps of each path (their median is the step time)")
+    parser.add_argument(
+        "--cache-dir", type=Path, required=True, help="the compilation caches' folder: new and empty for a cold start"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=20, help="timed steps of each path (their median is the step time)"
+    )
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be at least 1")
@@ -287,8 +315,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         result = _jax_process(args.device, args.steps)
     else:
         result = _torch_process(args.variant, args.device, args.steps)
-    result.update(variant=args.variant, device=args.device, batch_size=BATCH_SIZE, precision=PRECISION, steps=args.steps,
-                  threads=int(os.environ["OMP_NUM_THREADS"]), affinity_cores=available_cores(), cache_dir=str(args.cache_dir))
+    result.update(
+        variant=args.variant,
+        device=args.device,
+        batch_size=BATCH_SIZE,
+        precision=PRECISION,
+        steps=args.steps,
+        threads=int(os.environ["OMP_NUM_THREADS"]),
+        affinity_cores=available_cores(),
+        cache_dir=str(args.cache_dir),
+    )
     print(json.dumps(result), flush=True)
 
 

@@ -82,7 +82,7 @@ class LoadMeter:
     processes took during it, in cores (all CPU time on the machine, from /proc/stat, less this process's
     and its finished children's). `record()` gives the fields every row carries."""
 
-    def __enter__(self) -> "LoadMeter":
+    def __enter__(self) -> LoadMeter:
         self.load_before = os.getloadavg()[0]
         self.start = time.monotonic()
         self.own_start = _own_cpu_seconds()
@@ -118,9 +118,11 @@ def load_warning() -> str | None:
     cores, load, others = os.cpu_count() or 1, os.getloadavg()[0], other_load_now()
     if load <= cores and others <= OTHER_LOAD_LIMIT:
         return None
-    return (f"warning: the machine is busy before the benchmarks start (1-minute load average {load:.2f} on {cores} "
-            f"cores; other processes use {others:.2f} cores): rows measured under load are marked in the report; "
-            "stop the other work and run again for clean figures")
+    return (
+        f"warning: the machine is busy before the benchmarks start (1-minute load average {load:.2f} on {cores} "
+        f"cores; other processes use {others:.2f} cores): rows measured under load are marked in the report; "
+        "stop the other work and run again for clean figures"
+    )
 
 
 def _git(*args: str) -> str | None:
@@ -136,8 +138,14 @@ def provenance() -> dict[str, Any]:
     commit = (_git("rev-parse", "HEAD") or "").strip() or None
     if commit is None:
         told = os.environ.get(COMMIT_VARIABLE) or None
-        return {"commit": told, "dirty": None, "changed_files": [],
-                "commit_source": f"as told by {COMMIT_VARIABLE} (no git metadata to check)" if told else "unknown: no git metadata"}
+        return {
+            "commit": told,
+            "dirty": None,
+            "changed_files": [],
+            "commit_source": f"as told by {COMMIT_VARIABLE} (no git metadata to check)"
+            if told
+            else "unknown: no git metadata",
+        }
     status = _git("status", "--porcelain") or ""
     changed = [line[3:] for line in status.splitlines()]
     return {"commit": commit, "dirty": bool(changed), "changed_files": changed[:20], "commit_source": "git"}
@@ -146,14 +154,18 @@ def provenance() -> dict[str, Any]:
 def dirty_refusal(info: dict[str, Any]) -> str | None:
     """Why benchmarks should not run from this tree (a one-line error), or None when they may."""
     if info["dirty"] is None and info["commit"] is None:
-        return ("error: cannot tell which commit these benchmarks would measure (no git metadata here); pass the "
-                f"commit this copy was made from ({COMMIT_VARIABLE}=SHA, gpu_run.sh --commit SHA) or --bench-allow-dirty "
-                "(gpu_run.sh --allow-dirty) to run anyway, marked as such")
+        return (
+            "error: cannot tell which commit these benchmarks would measure (no git metadata here); pass the "
+            f"commit this copy was made from ({COMMIT_VARIABLE}=SHA, gpu_run.sh --commit SHA) or --bench-allow-dirty "
+            "(gpu_run.sh --allow-dirty) to run anyway, marked as such"
+        )
     if info["dirty"]:
         shown = ", ".join(info["changed_files"][:5]) + (" ..." if len(info["changed_files"]) > 5 else "")
-        return (f"error: the working tree differs from commit {info['commit'][:12]} ({shown}), so the results could not be "
-                "traced to code; commit or stash first, or pass --bench-allow-dirty (gpu_run.sh --allow-dirty) to run "
-                "anyway, marked as dirty")
+        return (
+            f"error: the working tree differs from commit {info['commit'][:12]} ({shown}), so the results could not be "
+            "traced to code; commit or stash first, or pass --bench-allow-dirty (gpu_run.sh --allow-dirty) to run "
+            "anyway, marked as dirty"
+        )
     return None
 
 
@@ -178,9 +190,13 @@ def run_json_process(module_args: list[str], env: dict[str, str], timeout: float
         stderr = err.stderr.decode(errors="replace") if isinstance(err.stderr, bytes) else (err.stderr or "")
         raise ProcessError(f"`{shown}` ran past {timeout:.0f} s; its stderr ended:\n{last_lines(stderr)}") from None
     if proc.returncode != 0:
-        raise ProcessError(f"`{shown}` exited with status {proc.returncode}; its stderr ended:\n{last_lines(proc.stderr)}")
+        raise ProcessError(
+            f"`{shown}` exited with status {proc.returncode}; its stderr ended:\n{last_lines(proc.stderr)}"
+        )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if not lines:
-        raise ProcessError(f"`{shown}` printed no JSON result; stdout ended:\n{last_lines(proc.stdout)}\n"
-                           f"stderr ended:\n{last_lines(proc.stderr)}")
+        raise ProcessError(
+            f"`{shown}` printed no JSON result; stdout ended:\n{last_lines(proc.stdout)}\n"
+            f"stderr ended:\n{last_lines(proc.stderr)}"
+        )
     return json.loads(lines[-1])

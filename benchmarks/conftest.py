@@ -41,8 +41,10 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     warning = conditions.load_warning() if measuring(config) else None
     info = run_conditions()
-    lines = [f"benchmarks: {info['threads']} threads for both frameworks; commit {info['commit']} "
-             f"({'dirty' if info['dirty'] else 'clean' if info['dirty'] is False else info['commit_source']})"]
+    lines = [
+        f"benchmarks: {info['threads']} threads for both frameworks; commit {info['commit']} "
+        f"({'dirty' if info['dirty'] else 'clean' if info['dirty'] is False else info['commit_source']})"
+    ]
     return lines + ([warning] if warning else [])
 
 

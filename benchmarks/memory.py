@@ -22,7 +22,8 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from benchmarks.conditions import run_json_process
 
@@ -30,21 +31,42 @@ MEASURES = {
     "jax": "jax: device.memory_stats() peak_bytes_in_use, own process",
     "torch": "torch: torch.cuda.max_memory_allocated, own process",
 }
-CPU_NOTE = ("on the CPU there is no allocator peak that tells variants apart "
-            "(process RSS is dominated by the data set and both libraries)")
-CUDA_NOTE = ("peak since the process started: the round's data on the device, model, optimizer state, the steps' "
-             "temporaries and any compilation or autotuning scratch, over building the round and running it twice"
-             "; JAX without preallocation (XLA_PYTHON_CLIENT_PREALLOCATE=false)")
+CPU_NOTE = (
+    "on the CPU there is no allocator peak that tells variants apart "
+    "(process RSS is dominated by the data set and both libraries)"
+)
+CUDA_NOTE = (
+    "peak since the process started: the round's data on the device, model, optimizer state, the steps' "
+    "temporaries and any compilation or autotuning scratch, over building the round and running it twice"
+    "; JAX without preallocation (XLA_PYTHON_CLIENT_PREALLOCATE=false)"
+)
 #: Seconds one process may take: well above a torch.compile round's compilation on a small CPU (measured:
 #: benchmarks/RESULTS.md, 'Design measurements').
 PROCESS_TIMEOUT_S = 600
 
 
-def run_process(variant: str, mode: str, device: str, batch_size: int, precision_name: str, smoke: bool,
-                timeout: float = PROCESS_TIMEOUT_S) -> dict[str, Any]:
+def run_process(
+    variant: str,
+    mode: str,
+    device: str,
+    batch_size: int,
+    precision_name: str,
+    smoke: bool,
+    timeout: float = PROCESS_TIMEOUT_S,
+) -> dict[str, Any]:
     """One fresh measuring process; its JSON result, or conditions.ProcessError with its stderr's last lines.
     JAX without preallocation, so that its allocator's peak is what the variant used, not a pool."""
-    args = ["benchmarks.memory", variant, mode, "--device", device, "--batch-size", str(batch_size), "--precision", precision_name]
+    args = [
+        "benchmarks.memory",
+        variant,
+        mode,
+        "--device",
+        device,
+        "--batch-size",
+        str(batch_size),
+        "--precision",
+        precision_name,
+    ]
     return run_json_process(args + (["--smoke"] if smoke else []), {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}, timeout)
 
 
@@ -78,8 +100,13 @@ def _measure(variant: str, mode: str, device: str, batch_size: int, precision_na
         peak = stats.get("peak_bytes_in_use")
         note = CUDA_NOTE if peak is not None else "this JAX backend's memory_stats() reports no peak_bytes_in_use"
         peak = None if peak is None else int(peak)
-    return {"peak_memory_bytes": peak, "memory_measure": MEASURES[framework], "memory_note": note,
-            "images_per_round": round_.images, "steps_per_round": round_.steps}
+    return {
+        "peak_memory_bytes": peak,
+        "memory_measure": MEASURES[framework],
+        "memory_note": note,
+        "images_per_round": round_.images,
+        "steps_per_round": round_.steps,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -93,8 +120,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"  # before JAX starts its GPU client: what is used, not a pool
     result = _measure(args.variant, args.mode, args.device, args.batch_size, args.precision, args.smoke)
-    result.update(variant=args.variant, measured_mode=args.mode, device=args.device, batch_size=args.batch_size,
-                  precision=args.precision, smoke=args.smoke)
+    result.update(
+        variant=args.variant,
+        measured_mode=args.mode,
+        device=args.device,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        smoke=args.smoke,
+    )
     print(json.dumps(result), flush=True)
 
 

@@ -50,13 +50,28 @@ def cases(device: str) -> dict[str, tuple[list[str], dict[str, str]]]:
     return runs
 
 
-def train(command: list[str], env: dict[str, str], out_dir: Path, device: str, epochs: int, train_size: int) -> dict[str, Any]:
+def train(
+    command: list[str], env: dict[str, str], out_dir: Path, device: str, epochs: int, train_size: int
+) -> dict[str, Any]:
     """One training run; its weights' SHA-256, metrics.json and wall seconds (or the error it ended with)."""
-    argv = [sys.executable, "-m", *command, "--device", device, "--epochs", str(epochs), "--train-size", str(train_size),
-            "--out-dir", str(out_dir), "--quiet"]
+    argv = [
+        sys.executable,
+        "-m",
+        *command,
+        "--device",
+        device,
+        "--epochs",
+        str(epochs),
+        "--train-size",
+        str(train_size),
+        "--out-dir",
+        str(out_dir),
+        "--quiet",
+    ]
     start = time.perf_counter()
-    done = subprocess.run(argv, env={**os.environ, "JAX_ENABLE_COMPILATION_CACHE": "false", **env},
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        argv, env={**os.environ, "JAX_ENABLE_COMPILATION_CACHE": "false", **env}, capture_output=True, text=True
+    )
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         return {"error": (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1], "wall_seconds": seconds}
@@ -65,10 +80,18 @@ def train(command: list[str], env: dict[str, str], out_dir: Path, device: str, e
     return {"weights_sha256": hashlib.sha256(weights).hexdigest(), "metrics": metrics, "wall_seconds": seconds}
 
 
-def compare_twice(command: list[str], env: dict[str, str], work: Path, device: str, epochs: int, train_size: int) -> dict[str, Any]:
+def compare_twice(
+    command: list[str], env: dict[str, str], work: Path, device: str, epochs: int, train_size: int
+) -> dict[str, Any]:
     """Train twice with the same flags; say whether the weights' bytes and the non-timing metrics agree."""
     first, second = (train(command, env, work / f"run{i}", device, epochs, train_size) for i in (1, 2))
-    result: dict[str, Any] = {"command": " ".join(command), "env": env, "device": device, "epochs": epochs, "train_size": train_size}
+    result: dict[str, Any] = {
+        "command": " ".join(command),
+        "env": env,
+        "device": device,
+        "epochs": epochs,
+        "train_size": train_size,
+    }
     if "error" in first or "error" in second:
         return {**result, "error": first.get("error") or second.get("error")}
     return {
@@ -111,13 +134,19 @@ def main(argv: list[str] | None = None) -> None:
         for label, (command, env) in cases(args.device).items():
             results[label] = compare_twice(command, env, Path(work) / label, args.device, args.epochs, args.train_size)
             r = results[label]
-            verdict = r.get("error") or (f"weights {'identical' if r['weights_identical'] else 'DIFFER'}, metrics "
-                                         f"{'identical' if r['metrics_identical'] else 'DIFFER'} apart from timings, "
-                                         f"{100 * r['test_accuracy'][0]:.2f}% / {100 * r['test_accuracy'][1]:.2f}%, "
-                                         f"{r['seconds_per_epoch'][0]:.3f} / {r['seconds_per_epoch'][1]:.3f} s/epoch")
+            verdict = r.get("error") or (
+                f"weights {'identical' if r['weights_identical'] else 'DIFFER'}, metrics "
+                f"{'identical' if r['metrics_identical'] else 'DIFFER'} apart from timings, "
+                f"{100 * r['test_accuracy'][0]:.2f}% / {100 * r['test_accuracy'][1]:.2f}%, "
+                f"{r['seconds_per_epoch'][0]:.3f} / {r['seconds_per_epoch'][1]:.3f} s/epoch"
+            )
             print(f"reproducibility {label} on {args.device}: {verdict}", flush=True)
-            args.out.write_text(json.dumps(results, indent=1) + "\n")  # after each pair: a run cut short keeps those done
-    if any("error" in r for r in results.values()):  # runs that differ are a finding, recorded above; a crash is a failure
+            args.out.write_text(
+                json.dumps(results, indent=1) + "\n"
+            )  # after each pair: a run cut short keeps those done
+    if any(
+        "error" in r for r in results.values()
+    ):  # runs that differ are a finding, recorded above; a crash is a failure
         sys.exit(1)
 
 

@@ -10,28 +10,35 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import jax
 import numpy as np
 import torch
 
+from mnist_common.config import TrainConfig
 from mnist_jax import steps as jax_steps
-from mnist_jax import train as jax_train
 from mnist_jax.data import Split as JaxSplit
 from mnist_torch import steps as torch_steps
 from mnist_torch import train as torch_train
-from mnist_common.config import TrainConfig
-from mnist_torch.steps import CapturedStep
 from mnist_torch.data import MNISTData, batch_order
+from mnist_torch.steps import CapturedStep
 
 #: torch_cudagraph: the whole step replayed as a CUDA graph (`--mode cuda-graphs`, GPU only);
 #: jax_scan_unrolled: the CPU trainer's path, FUSED_STEPS unrolled steps per call; jax_epoch: the GPU
 #: trainer's path, a rolled scan over the round's batches gathered on the device from the resident set.
 #: Listed in the order they run: torch_compile, the slowest to compile, last, so that a time budget
 #: (benchmarks/gpu_run.sh) cuts it first.
-TRAIN_VARIANTS = ("torch_eager", "torch_cudagraph", "jax_epoch", "jax_jit", "jax_scan_unrolled", "jax_scan", "torch_compile")
+TRAIN_VARIANTS = (
+    "torch_eager",
+    "torch_cudagraph",
+    "jax_epoch",
+    "jax_jit",
+    "jax_scan_unrolled",
+    "jax_scan",
+    "torch_compile",
+)
 EVAL_VARIANTS = ("torch_eager", "jax_jit", "torch_compile")
 #: Images per timed round. CPU training: 16 steps at batch 128, 2 at batch 1024. A GPU runs a step in
 #: well under a millisecond, so its rounds are 8x longer, to keep timer and launch noise small.
@@ -94,9 +101,9 @@ def autotuned(device: str) -> Iterator[None]:
 #: What `autotuned` and the suite's process leave each framework, stated beside every throughput table.
 SETTINGS = {
     "cuda": "both autotuned (cuDNN benchmark mode on; XLA's GPU autotuner at its default level) and non-deterministic "
-            "(neither trainer's deterministic settings apply in the suite)",
+    "(neither trainer's deterministic settings apply in the suite)",
     "cpu": "no autotuning on either side (XLA:CPU and PyTorch's CPU kernels choose no kernel by timing; torch.compile "
-           "in its default mode); both deterministic on the CPU",
+    "in its default mode); both deterministic on the CPU",
 }
 
 
@@ -138,11 +145,13 @@ def _warm_up(run: Callable[[], None]) -> list[float]:
     return [_timed(run) for _ in range(WARMUP_ROUNDS)]
 
 
-def torch_round(variant: str, mode: str, data: MNISTData, device: str, batch_size: int, images: int, precision_name: str) -> Round:
+def torch_round(
+    variant: str, mode: str, data: MNISTData, device: str, batch_size: int, images: int, precision_name: str
+) -> Round:
     dev = torch.device(device)
     split = data.test if mode == "eval" else data.train
     idx = round_batches(data, batch_size, images, mode == "eval")
-    state = torch_train.create_state(0, train_config(precision_name), dev)
+    state = torch_steps.create_state(0, train_config(precision_name), dev)
     model = state.model
     if variant == "torch_compile":
         state = state._replace(forward=torch.compile(state.model))
@@ -186,13 +195,20 @@ def torch_round(variant: str, mode: str, data: MNISTData, device: str, batch_siz
 
 
 def jax_round(
-    variant: str, mode: str, data: JaxSplit, device: str, batch_size: int, images: int, mnist: MNISTData, precision_name: str
+    variant: str,
+    mode: str,
+    data: JaxSplit,
+    device: str,
+    batch_size: int,
+    images: int,
+    mnist: MNISTData,
+    precision_name: str,
 ) -> Round:
     """`data` is the JAX view of the split the mode uses; `mnist` only supplies the batch order."""
     dev = jax_device(device)
     idx = round_batches(mnist, batch_size, images, mode == "eval")
     images, labels = jax.device_put((data.images[idx], data.labels[idx]), dev)  # (steps, batch, ...)
-    state = jax.device_put(jax_train.create_state(0, train_config(precision_name)), dev)
+    state = jax.device_put(jax_steps.create_state(0, train_config(precision_name)), dev)
     holder = {"state": state}
 
     platform = dev.platform
@@ -218,8 +234,10 @@ def jax_round(
         # The CPU trainer's path: FUSED_STEPS unrolled steps per call, one call per chunk of the round.
         k = min(jax_steps.FUSED_STEPS, len(idx))
         if len(idx) % k:
-            raise ValueError(f"jax_scan_unrolled: a round of {len(idx)} steps does not divide into calls of {k} steps; "
-                             f"the leftover steps would go untimed while their images counted: use a multiple of {k}")
+            raise ValueError(
+                f"jax_scan_unrolled: a round of {len(idx)} steps does not divide into calls of {k} steps; "
+                f"the leftover steps would go untimed while their images counted: use a multiple of {k}"
+            )
         chunks = [(images[i : i + k], labels[i : i + k]) for i in range(0, len(idx) - k + 1, k)]
         start = time.perf_counter()
         steps = jax_steps.compile_train(jax_steps.train_steps.lower(state, chunks[0], unroll=True), platform)

@@ -11,7 +11,7 @@ interval's lower end clears it. Pure NumPy, no framework: the report and the tes
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -46,7 +46,9 @@ def rate_summary(round_seconds: Sequence[float], work: float) -> dict[str, float
     return {"median": middle, "low": low, "high": high, "rounds": len(rates)}
 
 
-def paired_speed_ratio(fast_seconds: Sequence[float | None], slow_seconds: Sequence[float | None]) -> dict[str, float | int | None]:
+def paired_speed_ratio(
+    fast_seconds: Sequence[float | None], slow_seconds: Sequence[float | None]
+) -> dict[str, float | int | None]:
     """How many times faster the first variant ran than the second, from rounds that ran side by side.
 
     The two lists hold the round times of one interleaved run, index i being the i-th cycle (None where a

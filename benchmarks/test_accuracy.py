@@ -55,13 +55,37 @@ def time_to_target(epochs: list[dict], target: float = TARGET) -> float | None:
     return None
 
 
-def train_once(variant: str, seed: int, full: bool, device: str, precision_name: str, setting: str, out_dir: Path,
-               smoke: bool, threads: int) -> dict:
+def train_once(
+    variant: str,
+    seed: int,
+    full: bool,
+    device: str,
+    precision_name: str,
+    setting: str,
+    out_dir: Path,
+    smoke: bool,
+    threads: int,
+) -> dict:
     """One run of the real command in its own process; what metrics.json says of it."""
     module, mode_flags = TRAINERS[variant]
-    argv = [sys.executable, "-m", module, *mode_flags, "--seed", str(seed), "--device", device, "--precision", precision_name,
-            "--out-dir", str(out_dir), "--quiet", *SETTINGS[setting], *(SMOKE_FLAGS if smoke else []),
-            *([] if full else ["--stop-at-accuracy", str(TARGET)])]
+    argv = [
+        sys.executable,
+        "-m",
+        module,
+        *mode_flags,
+        "--seed",
+        str(seed),
+        "--device",
+        device,
+        "--precision",
+        precision_name,
+        "--out-dir",
+        str(out_dir),
+        "--quiet",
+        *SETTINGS[setting],
+        *(SMOKE_FLAGS if smoke else []),
+        *([] if full else ["--stop-at-accuracy", str(TARGET)]),
+    ]
     # Compilation from empty caches on both sides: JAX's persistent cache is off for the whole session
     # (conftest.py), and PyTorch's on-disk Inductor and Triton caches are new for every run.
     cache_dir = out_dir.with_name(f"{out_dir.name}-caches")
@@ -73,9 +97,14 @@ def train_once(variant: str, seed: int, full: bool, device: str, precision_name:
     metrics = json.loads((out_dir / "metrics.json").read_text())
     epochs = metrics["epochs"]
     return {
-        "seed": seed, "full": full, "epochs_run": len(epochs), "curve": [e["test_accuracy"] for e in epochs],
-        "epoch_seconds": [e["seconds"] for e in epochs], "time_to_99_s": time_to_target(epochs),
-        "final_accuracy": metrics["test_accuracy"] if full else None, "compile_seconds": metrics["compile_seconds"],
+        "seed": seed,
+        "full": full,
+        "epochs_run": len(epochs),
+        "curve": [e["test_accuracy"] for e in epochs],
+        "epoch_seconds": [e["seconds"] for e in epochs],
+        "time_to_99_s": time_to_target(epochs),
+        "final_accuracy": metrics["test_accuracy"] if full else None,
+        "compile_seconds": metrics["compile_seconds"],
         "stopped_at_accuracy": metrics.get("stopped_at_accuracy"),
     }
 
@@ -84,13 +113,19 @@ def summarize(runs: list[dict]) -> dict:
     """The figures the report shows for one trainer: over every seed, and over the full runs."""
     reached = [r["time_to_99_s"] for r in runs if r["time_to_99_s"] is not None]
     finals = [r["final_accuracy"] for r in runs if r["final_accuracy"] is not None]
-    first_epochs = [next(i + 1 for i, a in enumerate(r["curve"]) if a >= TARGET) for r in runs if r["time_to_99_s"] is not None]
+    first_epochs = [
+        next(i + 1 for i, a in enumerate(r["curve"]) if a >= TARGET) for r in runs if r["time_to_99_s"] is not None
+    ]
     epoch_seconds = [s for r in runs for s in r["epoch_seconds"]]
     compiles = [r["compile_seconds"] for r in runs if r["compile_seconds"] is not None]
     return {
-        "seeds_run": len(runs), "reached_99": len(reached), "time_to_99": mean_and_spread(reached),
-        "first_epoch_at_99": mean_and_spread(first_epochs), "final_accuracy": mean_and_spread(finals),
-        "seconds_per_epoch": mean_and_spread(epoch_seconds), "compile_seconds": mean_and_spread(compiles),
+        "seeds_run": len(runs),
+        "reached_99": len(reached),
+        "time_to_99": mean_and_spread(reached),
+        "first_epoch_at_99": mean_and_spread(first_epochs),
+        "final_accuracy": mean_and_spread(finals),
+        "seconds_per_epoch": mean_and_spread(epoch_seconds),
+        "compile_seconds": mean_and_spread(compiles),
     }
 
 
@@ -99,8 +134,10 @@ def summarize(runs: list[dict]) -> dict:
 def test_accuracy(benchmark, precision_name, setting, device, smoke, tmp_path, request):
     skip_precision_not_run_on(device, precision_name)
     if setting == "fastest" and device == "cpu" and not smoke:
-        pytest.skip("on the CPU the trainers' deterministic settings change no kernel (tests/test_stop_and_settings.py: "
-                    "the same weights, bit for bit, with and without --nondeterministic), so this column is the shipped one")
+        pytest.skip(
+            "on the CPU the trainers' deterministic settings change no kernel (tests/test_stop_and_settings.py: "
+            "the same weights, bit for bit, with and without --nondeterministic), so this column is the shipped one"
+        )
     variants = [v for v in TRAINERS if v != "torch_cudagraph" or device == "cuda"]
     planned = SMOKE_SEEDS[setting] if smoke else request.config.getoption("bench_seeds") or DEFAULT_SEEDS[device]
     deadline = request.config.getoption("bench_deadline")
@@ -116,17 +153,32 @@ def test_accuracy(benchmark, precision_name, setting, device, smoke, tmp_path, r
             start = time.perf_counter()
             for variant in variants if seed % 2 == 0 else variants[::-1]:
                 out_dir = tmp_path / f"{variant}-{seed}"
-                runs[variant].append(train_once(variant, seed, seed == 0, device, precision_name, setting, out_dir, smoke, threads))
+                runs[variant].append(
+                    train_once(variant, seed, seed == 0, device, precision_name, setting, out_dir, smoke, threads)
+                )
             cycle_seconds.append(time.perf_counter() - start)
 
     benchmark.group = f"accuracy {device} {precision_name} {setting}"
     with LoadMeter() as meter:
         benchmark.pedantic(run_all, rounds=1, iterations=1)
-    rows = [{
-        "framework": v.split("_")[0], "variant": v, "mode": "accuracy", "device": device, "precision": precision_name,
-        "setting": setting, "setting_flags": SETTINGS[setting], "batch_size": 128, "seeds_planned": planned,
-        "runs": runs[v], **summarize(runs[v]), "original_accuracy": ORIGINAL_ACCURACY, **meter.record(),
-    } for v in variants]
+    rows = [
+        {
+            "framework": v.split("_")[0],
+            "variant": v,
+            "mode": "accuracy",
+            "device": device,
+            "precision": precision_name,
+            "setting": setting,
+            "setting_flags": SETTINGS[setting],
+            "batch_size": 128,
+            "seeds_planned": planned,
+            "runs": runs[v],
+            **summarize(runs[v]),
+            "original_accuracy": ORIGINAL_ACCURACY,
+            **meter.record(),
+        }
+        for v in variants
+    ]
     benchmark.extra_info.update(mode="accuracy", device=device, rows=rows, **environment(device))
     for v in variants:  # results, not timings: every planned run completed, the full one every epoch
         assert runs[v] and runs[v][0]["epochs_run"] == (1 if smoke else 10), runs[v][0]

@@ -27,9 +27,23 @@ from benchmarks.conftest import environment
 _TORCH_EAGER_STEP_S: dict[tuple[str, int], float] = {}
 
 ROW_KEYS = (
-    "framework", "variant", "mode", "device", "batch_size", "precision", "compile_seconds", "cold_compile_s", "warm_compile_s",
-    "compiled_step_s", "eager_step_s", "eager_variant", "torch_eager_step_s", "break_even_cold_steps", "break_even_warm_steps",
-    "break_even_cold_vs_torch_eager", "break_even_warm_vs_torch_eager",
+    "framework",
+    "variant",
+    "mode",
+    "device",
+    "batch_size",
+    "precision",
+    "compile_seconds",
+    "cold_compile_s",
+    "warm_compile_s",
+    "compiled_step_s",
+    "eager_step_s",
+    "eager_variant",
+    "torch_eager_step_s",
+    "break_even_cold_steps",
+    "break_even_warm_steps",
+    "break_even_cold_vs_torch_eager",
+    "break_even_warm_vs_torch_eager",
 )
 
 
@@ -41,15 +55,20 @@ def check_caches(variant: str, processes: dict) -> None:
     """The cold processes compiled from nothing and the warm ones loaded from the cache (a CUDA graph has none)."""
     if variant == "jax_jit":
         for run in processes["cold"]:
-            assert run["jax_cache_lookups"]["hits"] == 0 and run["jax_cache_lookups"]["misses"] >= 1, run["jax_cache_lookups"]
+            assert run["jax_cache_lookups"]["hits"] == 0 and run["jax_cache_lookups"]["misses"] >= 1, run[
+                "jax_cache_lookups"
+            ]
         for run in processes["warm"]:
-            assert run["jax_cache_lookups"]["hits"] >= 1, f"the warm JAX process did not load from the cache: {run['jax_cache_lookups']}"
+            assert run["jax_cache_lookups"]["hits"] >= 1, (
+                f"the warm JAX process did not load from the cache: {run['jax_cache_lookups']}"
+            )
     elif variant == "torch_compile":
         for run in processes["cold"]:
             assert not any(name.endswith("_hit") for name in run["cache_counters"]), run["cache_counters"]
         for run in processes["warm"]:
             assert run["cache_counters"].get("inductor.fxgraph_cache_hit", 0) >= 1, (
-                f"the warm torch.compile process did not load from Inductor's cache: {run['cache_counters']}")
+                f"the warm torch.compile process did not load from Inductor's cache: {run['cache_counters']}"
+            )
 
 
 @pytest.mark.parametrize("variant", cold_start.COMPILED_VARIANTS)
@@ -62,7 +81,9 @@ def test_cold_start(benchmark, variant, device, smoke, tmp_path):
     results = {}
 
     def measure() -> None:
-        results["row"] = cold_start.measure(variant, device, repeats, steps, tmp_path, _TORCH_EAGER_STEP_S.get((device, steps)))
+        results["row"] = cold_start.measure(
+            variant, device, repeats, steps, tmp_path, _TORCH_EAGER_STEP_S.get((device, steps))
+        )
 
     benchmark.group = f"cold start {device} batch {cold_start.BATCH_SIZE} {cold_start.PRECISION}"
     try:
@@ -80,7 +101,12 @@ def test_cold_start(benchmark, variant, device, smoke, tmp_path):
     assert all(positive(s) for s in row["cold_compile_s"] + row["warm_compile_s"]), row
     for key in ("compile_seconds", "compiled_step_s", "eager_step_s", "torch_eager_step_s"):
         assert positive(row[key]), (key, row[key])
-    for key in ("break_even_cold_steps", "break_even_warm_steps", "break_even_cold_vs_torch_eager", "break_even_warm_vs_torch_eager"):
+    for key in (
+        "break_even_cold_steps",
+        "break_even_warm_steps",
+        "break_even_cold_vs_torch_eager",
+        "break_even_warm_vs_torch_eager",
+    ):
         assert row[key] is None or (isinstance(row[key], int) and row[key] >= 0), (key, row[key])
     if framework == "torch":
         assert row["break_even_cold_vs_torch_eager"] is None and row["break_even_warm_vs_torch_eager"] is None

@@ -1,7 +1,7 @@
 """Inference latency of one image, as a user calling ``predict`` in a loop sees it: p50 and p99.
 
 Each timed call takes one normalized image as a NumPy array on the host, moves it to the device, runs
-the library's ``predict`` (`mnist_torch.train.predict`, `mnist_jax.train.predict`: the model and the
+the library's ``predict`` (`mnist_torch.steps.predict`, `mnist_jax.steps.predict`: the model and the
 softmax) and returns the ten probabilities on the host, so it pays every transfer, dispatch and
 synchronization a real call pays. Per framework its modes for inference: PyTorch eager and
 ``torch.compile``, JAX's jitted step. The first call (the compilation) and the same warm-up for every
@@ -21,9 +21,9 @@ from benchmarks.conditions import LoadMeter
 from benchmarks.conftest import environment
 from benchmarks.runners import jax_device
 from benchmarks.stats import interleaved_schedule, median_interval
-from mnist_jax import train as jax_train
+from mnist_jax import steps as jax_steps
 from mnist_jax.port import params_from_torch
-from mnist_torch import train as torch_train
+from mnist_torch import steps as torch_steps
 from mnist_torch.model import CNN
 
 LATENCY_VARIANTS = ("torch_eager", "torch_compile", "jax_jit")
@@ -41,9 +41,9 @@ def one_image_predictor(variant: str, device: str):
     if variant == "jax_jit":
         target = jax_device(device)
         params = jax.device_put(params_from_torch(model.state_dict())["params"], target)  # the same weights
-        return lambda image: jax_train.predict(params, jax.device_put(image, target))
+        return lambda image: jax_steps.predict(params, jax.device_put(image, target))
     forward = torch.compile(model) if variant == "torch_compile" else model
-    return lambda image: torch_train.predict(forward, torch.from_numpy(image).to(device))
+    return lambda image: torch_steps.predict(forward, torch.from_numpy(image).to(device))
 
 
 def test_latency(benchmark, device, mnist, jax_mnist, smoke):
@@ -78,14 +78,24 @@ def test_latency(benchmark, device, mnist, jax_mnist, smoke):
     for variant in LATENCY_VARIANTS:
         every = np.concatenate(calls[variant])
         p50, low, high = median_interval(every)
-        rows.append({
-            "framework": variant.split("_")[0], "variant": variant, "mode": "latency", "device": device, "batch_size": 1,
-            "precision": "float32", "compile_seconds": compile_seconds[variant],
-            "latency_p50_ms": 1000 * p50, "latency_p50_low_ms": None if low is None else 1000 * low,
-            "latency_p50_high_ms": None if high is None else 1000 * high,
-            "latency_p99_ms": 1000 * float(np.percentile(every, 99)), "calls": int(every.size),
-            # One value per block: the block's median call, so that the report can pair blocks that ran side by side.
-            "round_seconds": [float(np.median(b)) for b in calls[variant]], "images_per_s": 1 / p50,
-            **meter.record(),
-        })
+        rows.append(
+            {
+                "framework": variant.split("_")[0],
+                "variant": variant,
+                "mode": "latency",
+                "device": device,
+                "batch_size": 1,
+                "precision": "float32",
+                "compile_seconds": compile_seconds[variant],
+                "latency_p50_ms": 1000 * p50,
+                "latency_p50_low_ms": None if low is None else 1000 * low,
+                "latency_p50_high_ms": None if high is None else 1000 * high,
+                "latency_p99_ms": 1000 * float(np.percentile(every, 99)),
+                "calls": int(every.size),
+                # One value per block: the block's median call, so that the report can pair blocks that ran side by side.
+                "round_seconds": [float(np.median(b)) for b in calls[variant]],
+                "images_per_s": 1 / p50,
+                **meter.record(),
+            }
+        )
     benchmark.extra_info.update(mode="latency", device=device, rows=rows, **environment(device))

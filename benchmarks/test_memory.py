@@ -37,8 +37,10 @@ def test_memory(benchmark, variant, measured_mode, batch_size, device, smoke):
     if device == "cpu" and not smoke:
         pytest.skip(memory.CPU_NOTE)
     if device == "cpu" and (variant not in DRY_RUN_VARIANTS or measured_mode != "train" or batch_size != 128):
-        pytest.skip("the CPU's dry run checks the measuring process on one variant per framework (train, batch 128): "
-                    "a CPU figure would mean nothing, and each process costs seconds of start-up")
+        pytest.skip(
+            "the CPU's dry run checks the measuring process on one variant per framework (train, batch 128): "
+            "a CPU figure would mean nothing, and each process costs seconds of start-up"
+        )
     framework = variant.split("_")[0]
     results = {}
 
@@ -52,11 +54,23 @@ def test_memory(benchmark, variant, measured_mode, batch_size, device, smoke):
         pytest.fail(str(err), pytrace=False)
     process = results["process"]
     benchmark.extra_info.update(
-        framework=framework, variant=variant, mode="memory", measured_mode=measured_mode, device=device,
-        batch_size=batch_size, precision=PRECISION, peak_memory_bytes=process["peak_memory_bytes"],
-        memory_measure=process["memory_measure"], memory_note=process["memory_note"], **environment(device),
+        framework=framework,
+        variant=variant,
+        mode="memory",
+        measured_mode=measured_mode,
+        device=device,
+        batch_size=batch_size,
+        precision=PRECISION,
+        peak_memory_bytes=process["peak_memory_bytes"],
+        memory_measure=process["memory_measure"],
+        memory_note=process["memory_note"],
+        **environment(device),
     )
-    assert process["variant"] == variant and process["measured_mode"] == measured_mode and process["batch_size"] == batch_size
+    assert (
+        process["variant"] == variant
+        and process["measured_mode"] == measured_mode
+        and process["batch_size"] == batch_size
+    )
     assert process["memory_measure"] == memory.MEASURES[framework]
     if device == "cpu":
         assert process["peak_memory_bytes"] is None and process["memory_note"] == memory.CPU_NOTE

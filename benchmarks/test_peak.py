@@ -31,8 +31,16 @@ def test_matmul_peak(benchmark, device, smoke):
                 torch.cuda.synchronize()
 
         benchmark.group = f"peak {device} float32"
-        benchmark.extra_info.update(framework="torch", variant="sgemm", mode="peak", device=device, batch_size=n,
-                                    precision="float32", compile_seconds=None, **environment(device))
+        benchmark.extra_info.update(
+            framework="torch",
+            variant="sgemm",
+            mode="peak",
+            device=device,
+            batch_size=n,
+            precision="float32",
+            compile_seconds=None,
+            **environment(device),
+        )
         benchmark.pedantic(matmul, rounds=2 if smoke else 20, iterations=1)
     if not benchmark.disabled:
         rate = rate_summary(benchmark.stats.stats.data, 2 * n**3 / 1e9)

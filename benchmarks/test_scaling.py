@@ -28,8 +28,7 @@ import pytest
 from benchmarks.conftest import environment
 
 #: One thread per process and per device on the CPU (see the docstring).
-ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-              "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"}
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"}
 #: (variant, processes, devices per process).
 ROWS = [("torch_ddp", 1, 1), ("torch_ddp", 2, 1), ("jax_devices", 1, 1), ("jax_devices", 1, 2), ("jax_processes", 2, 1)]
 EPOCHS, TRAIN_SIZE = 3, 12_800  # 100 steps per epoch at batch 128
@@ -47,17 +46,33 @@ def commands(variant: str, processes: int, devices: int, device: str, flags: lis
     if variant == "torch_ddp":
         if processes == 1:
             return [[sys.executable, "-m", "mnist_torch.train", *flags]]
-        return [[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
-                 "-m", "mnist_torch.train", *flags]]
+        return [
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc-per-node",
+                str(processes),
+                "-m",
+                "mnist_torch.train",
+                *flags,
+            ]
+        ]
     jax = [sys.executable, "-m", "mnist_jax.train", *flags, "--devices", str(devices)]
     if processes == 1:
         return [jax]
     coordinator = f"localhost:{free_port()}"
-    return [[*jax, "--num-processes", str(processes), "--process-id", str(i), "--coordinator", coordinator] for i in range(processes)]
+    return [
+        [*jax, "--num-processes", str(processes), "--process-id", str(i), "--coordinator", coordinator]
+        for i in range(processes)
+    ]
 
 
 def run_processes(argvs: list[list[str]], env: dict[str, str]) -> None:
-    running = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for argv in argvs]
+    running = [
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for argv in argvs
+    ]
     outputs = [p.communicate(timeout=1200) for p in running]
     for p, (_, stderr) in zip(running, outputs):
         assert p.returncode == 0, stderr[-3000:]
@@ -74,17 +89,38 @@ def test_scaling(benchmark, variant, processes, devices, device, smoke, tmp_path
     if device == "cuda" and visible_gpus() < 2:
         pytest.skip(f"data-parallel rows need 2 or more GPUs; this machine has {visible_gpus()}")
     epochs, train_size = (SMOKE_EPOCHS, SMOKE_TRAIN_SIZE) if smoke else (EPOCHS, TRAIN_SIZE)
-    flags = ["--epochs", str(epochs), "--train-size", str(train_size), "--device", device, "--quiet", "--out-dir", str(tmp_path)]
+    flags = [
+        "--epochs",
+        str(epochs),
+        "--train-size",
+        str(train_size),
+        "--device",
+        device,
+        "--quiet",
+        "--out-dir",
+        str(tmp_path),
+    ]
     env = {**os.environ, **(ONE_THREAD if device == "cpu" else {})}
     if variant == "jax_devices" and device == "cpu":
         env["XLA_FLAGS"] += f" --xla_force_host_platform_device_count={devices}"
     benchmark.group = f"scaling {device} batch 128 float32"
-    benchmark.pedantic(run_processes, args=(commands(variant, processes, devices, device, flags), env), rounds=1, iterations=1)
+    benchmark.pedantic(
+        run_processes, args=(commands(variant, processes, devices, device, flags), env), rounds=1, iterations=1
+    )
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["parallel"] == {"processes": processes, "devices": processes * devices}  # the run that was asked for
     rates = [e["images_per_s"] for e in metrics["epochs"][1:]]
     benchmark.extra_info.update(
-        framework=variant.split("_")[0], variant=variant, mode="scaling", device=device, batch_size=128, precision="float32",
-        processes=processes, devices=processes * devices, images_per_s=statistics.median(rates),
-        threads_per_device=1 if device == "cpu" else None, test_accuracy=metrics["test_accuracy"], **environment(device),
+        framework=variant.split("_")[0],
+        variant=variant,
+        mode="scaling",
+        device=device,
+        batch_size=128,
+        precision="float32",
+        processes=processes,
+        devices=processes * devices,
+        images_per_s=statistics.median(rates),
+        threads_per_device=1 if device == "cpu" else None,
+        test_accuracy=metrics["test_accuracy"],
+        **environment(device),
     )

@@ -55,8 +55,10 @@ def not_run_reason(variant: str, device: str, batch_size: int, smoke: bool) -> s
     if variant == "torch_cudagraph" and device != "cuda":
         return "CUDA graphs exist on NVIDIA GPUs only (`python -m mnist_torch.train --mode cuda-graphs`)"
     if device == "cpu" and variant in ROLLED_LOOPS and batch_size > 128:
-        return ("a rolled loop on XLA:CPU: 30-60 s per round at batch 1024 (the trap in benchmarks/RESULTS.md), "
-                "measured at batch 128 only")
+        return (
+            "a rolled loop on XLA:CPU: 30-60 s per round at batch 1024 (the trap in benchmarks/RESULTS.md), "
+            "measured at batch 128 only"
+        )
     return None
 
 
@@ -95,8 +97,14 @@ def run_comparison(benchmark, mode, device, batch_size, precision_name, mnist, j
     load = whole.record()
     rows = []
     for variant in variants:
-        row = {"framework": variant.split("_")[0], "variant": variant, "mode": mode, "device": device,
-               "batch_size": batch_size, "precision": precision_name}
+        row = {
+            "framework": variant.split("_")[0],
+            "variant": variant,
+            "mode": mode,
+            "device": device,
+            "batch_size": batch_size,
+            "precision": precision_name,
+        }
         if variant in skipped:
             rows.append({**row, "not_run": skipped[variant]})
             continue
@@ -104,15 +112,27 @@ def run_comparison(benchmark, mode, device, batch_size, precision_name, mnist, j
         timed = [s for s in seconds[variant] if s is not None]
         rate = rate_summary(timed, round_.images)
         other_cores = other_seconds[variant] / sum(timed)
-        rows.append({
-            **row, "compile_seconds": round_.compile_seconds, "warmup_seconds": round_.warmup_seconds,
-            "images_per_round": round_.images, "steps_per_round": round_.steps, "round_seconds": seconds[variant],
-            "rounds": len(timed), "images_per_s": rate["median"], "images_per_s_low": rate["low"],
-            "images_per_s_high": rate["high"], "load_before": load["load_before"], "load_after": load["load_after"],
-            "other_processes_cores": round(other_cores, 3), "loaded": loaded(other_cores),
-        })
-    benchmark.extra_info.update(mode=mode, device=device, batch_size=batch_size, precision=precision_name,
-                                rows=rows, **environment(device))
+        rows.append(
+            {
+                **row,
+                "compile_seconds": round_.compile_seconds,
+                "warmup_seconds": round_.warmup_seconds,
+                "images_per_round": round_.images,
+                "steps_per_round": round_.steps,
+                "round_seconds": seconds[variant],
+                "rounds": len(timed),
+                "images_per_s": rate["median"],
+                "images_per_s_low": rate["low"],
+                "images_per_s_high": rate["high"],
+                "load_before": load["load_before"],
+                "load_after": load["load_after"],
+                "other_processes_cores": round(other_cores, 3),
+                "loaded": loaded(other_cores),
+            }
+        )
+    benchmark.extra_info.update(
+        mode=mode, device=device, batch_size=batch_size, precision=precision_name, rows=rows, **environment(device)
+    )
 
 
 @pytest.mark.parametrize("precision_name", ["float32", "tf32", "bf16"])

@@ -51,7 +51,9 @@ def refused(err: CheckedFileError) -> CheckpointError:
 
 
 def unreadable(path: Path, err: Exception) -> CheckpointError:
-    return CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}: {first_line(err)}); {DISCARD_FIX}")
+    return CheckpointError(
+        f"{path} is not a readable checkpoint ({type(err).__name__}: {first_line(err)}); {DISCARD_FIX}"
+    )
 
 
 def check_finite(path: Path, arrays: dict[str, Any]) -> None:
@@ -107,5 +109,6 @@ def check_contents(path: Path, saved: Any, state_keys: set[str] = frozenset({"mo
     """Refuse a whole, checksummed file that still lacks what a checkpoint holds (another version's, or hand-made)."""
     lacking = sorted((CHECKPOINT_KEYS | state_keys) - set(saved)) if isinstance(saved, dict) else ["everything"]
     if lacking:
-        raise CheckpointError(f"{path} is not a training checkpoint of this version (it lacks {', '.join(lacking)}); "
-                              f"{DISCARD_FIX}")
+        raise CheckpointError(
+            f"{path} is not a training checkpoint of this version (it lacks {', '.join(lacking)}); {DISCARD_FIX}"
+        )

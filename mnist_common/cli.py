@@ -23,8 +23,8 @@ import functools
 import os
 import stat
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 from mnist_common.config import (
     DEFAULT_DATA_DIR,
@@ -62,7 +62,9 @@ def folder_problem(path: Path) -> str | None:
 
 #: What a path that is neither a folder nor a regular file is, for messages (`stat.S_IS*` tests).
 _SPECIAL_FILES = (
-    (stat.S_ISFIFO, "a FIFO, a named pipe"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO, a named pipe"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
     (stat.S_ISSOCK, "a socket"),
 )
 
@@ -75,7 +77,11 @@ def file_problem(path: Path) -> str | None:
     except OSError as err:
         return f"cannot be read ({err.strerror})"
     if status is None:
-        return "does not exist" if not os.path.islink(path) else f"is a symlink to {os.readlink(path)}, which does not exist"
+        return (
+            "does not exist"
+            if not os.path.islink(path)
+            else f"is a symlink to {os.readlink(path)}, which does not exist"
+        )
     if stat.S_ISDIR(status.st_mode):
         return "is a folder, not a file"
     if not stat.S_ISREG(status.st_mode):
@@ -107,7 +113,11 @@ def out_dir_problem(path: Path) -> str | None:
             missing.append(candidate.name)
             continue
         if not stat.S_ISDIR(status.st_mode):
-            return "is a file, not a folder" if candidate == path else f"cannot be created: {candidate} is a file, not a folder"
+            return (
+                "is a file, not a folder"
+                if candidate == path
+                else f"cannot be created: {candidate} is a file, not a folder"
+            )
         if not os.access(candidate, os.W_OK | os.X_OK):
             return "is not writable" if candidate == path else f"cannot be created: {candidate} is not writable"
         if candidate != path:
@@ -177,7 +187,9 @@ def check_predict(framework: str, argv: Sequence[str] | None = None) -> argparse
 
 #: The check of each command's command line.
 CHECKS: dict[str, Callable[[str, Sequence[str] | None], TrainConfig | argparse.Namespace]] = {
-    "train": check_train, "evaluate": check_evaluate, "predict": check_predict,
+    "train": check_train,
+    "evaluate": check_evaluate,
+    "predict": check_predict,
 }
 
 
@@ -190,12 +202,16 @@ def jax_environment_problem(environ: Mapping[str, str] = os.environ) -> str | No
     """
     value = environ.get("JAX_NUM_CPU_DEVICES")
     if value is not None and not (value.strip().isdecimal() and int(value) >= 1):
-        return (f"JAX_NUM_CPU_DEVICES={value!r} is not a number of CPU devices; expected a whole number of at "
-                f"least 1 (JAX_NUM_CPU_DEVICES=2 makes 2 CPU devices); set it so, or unset it for one CPU device")
+        return (
+            f"JAX_NUM_CPU_DEVICES={value!r} is not a number of CPU devices; expected a whole number of at "
+            f"least 1 (JAX_NUM_CPU_DEVICES=2 makes 2 CPU devices); set it so, or unset it for one CPU device"
+        )
     return None
 
 
-def check_command_line(command: str, framework: str, argv: Sequence[str] | None = None) -> TrainConfig | argparse.Namespace:
+def check_command_line(
+    command: str, framework: str, argv: Sequence[str] | None = None
+) -> TrainConfig | argparse.Namespace:
     """Check ``python -m mnist_<framework>.<command> ARGV`` (default: sys.argv[1:]) without importing PyTorch
     or JAX: return what it parses to, or exit with status 2 and one error line (0 after --help). For JAX's
     commands, an environment JAX cannot start with (`jax_environment_problem`) then exits with status 1 and
@@ -204,4 +220,3 @@ def check_command_line(command: str, framework: str, argv: Sequence[str] | None 
     if framework == "jax" and (problem := jax_environment_problem()) is not None:
         sys.exit(f"error: {problem}")
     return parsed
-

@@ -16,8 +16,9 @@ import math
 import os
 import stat
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import Any, NoReturn
 
 if __name__ == "__main__":  # before matplotlib loads: Ctrl-C or SIGTERM from here on is one line, exit 130 / 143
     from mnist_common import interrupts
@@ -104,8 +105,9 @@ def _parse(path: Path, data: bytes) -> Any:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise _not_metrics(path, f"byte 0x{data[err.start]:02x} at offset {err.start} is not UTF-8 text, "
-                                 f"expected JSON") from None
+        raise _not_metrics(
+            path, f"byte 0x{data[err.start]:02x} at offset {err.start} is not UTF-8 text, expected JSON"
+        ) from None
     try:
         return json.loads(text, parse_constant=_refuse_constant)
     except MetricsError as err:
@@ -113,8 +115,11 @@ def _parse(path: Path, data: bytes) -> Any:
     except json.JSONDecodeError as err:
         raise _not_metrics(path, f"it is not JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
     except ValueError:  # an integer longer than Python converts (sys.get_int_max_str_digits)
-        raise _not_metrics(path, f"it holds an integer of more than {sys.get_int_max_str_digits()} digits, "
-                                 f"expected numbers a float can hold") from None
+        raise _not_metrics(
+            path,
+            f"it holds an integer of more than {sys.get_int_max_str_digits()} digits, "
+            f"expected numbers a float can hold",
+        ) from None
     except RecursionError:
         raise _not_metrics(path, "it nests lists or objects too deeply to read, expected a JSON object") from None
 
@@ -150,8 +155,11 @@ def _check_epochs(path: Path, epochs: Any, diverged: Any) -> None:
             if number is None:
                 raise _not_metrics(path, f"{where} is {_describe(value)}, expected a finite number")
             if field == "epoch" and (not isinstance(value, int) or number <= previous):
-                raise _not_metrics(path, f"{where} is {_describe(value)}, expected a whole number above {previous} "
-                                         f"(epochs count from 1, in order)")
+                raise _not_metrics(
+                    path,
+                    f"{where} is {_describe(value)}, expected a whole number above {previous} "
+                    f"(epochs count from 1, in order)",
+                )
             if field.endswith("_loss") and number < 0:
                 raise _not_metrics(path, f"{where} is {_describe(value)}, expected a cross-entropy loss (0 or more)")
             if field == "test_accuracy" and not 0 <= number <= 1:
@@ -172,8 +180,9 @@ def read_metrics(path: Path | str) -> dict[str, Any]:
     if not (isinstance(framework, str) and framework.strip()):
         raise _not_metrics(path, f'"framework" is {_describe(framework)}, expected a name such as "torch" or "jax"')
     if not isinstance(metrics.get("config", {}), dict):
-        raise _not_metrics(path, f'"config" is {_describe(metrics["config"])}, expected an object of the run\'s '
-                                 f"settings")
+        raise _not_metrics(
+            path, f'"config" is {_describe(metrics["config"])}, expected an object of the run\'s settings'
+        )
     return metrics
 
 
@@ -193,6 +202,7 @@ def mismatch(runs: Sequence[tuple[Path, dict[str, Any]]]) -> str | None:
     """One line naming the settings (`COMPARABLE_SETTINGS`, and the number of epochs) in which the runs differ, each
     with every file's value; None when they agree. Curves of unlike runs differ for reasons other than the
     framework, so whoever compares them is told."""
+
     def value(metrics: dict[str, Any], key: str) -> Any:
         if key == "epochs":
             return len(metrics["epochs"])
@@ -206,13 +216,17 @@ def mismatch(runs: Sequence[tuple[Path, dict[str, Any]]]) -> str | None:
             differing.append(f"{key} ({', '.join(f'{_describe(v)} in {path}' for v, (path, _) in zip(values, runs))})")
     if not differing:
         return None
-    return (f"these runs differ in {'; '.join(differing)}: their curves are plotted together as asked, but do not "
-            f"compare like with like")
+    return (
+        f"these runs differ in {'; '.join(differing)}: their curves are plotted together as asked, but do not "
+        f"compare like with like"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mnist_common.compare", description=__doc__.splitlines()[0])
-    parser.add_argument("metrics", nargs="+", type=Path, help="metrics.json files, e.g. runs/torch/metrics.json runs/jax/metrics.json")
+    parser.add_argument(
+        "metrics", nargs="+", type=Path, help="metrics.json files, e.g. runs/torch/metrics.json runs/jax/metrics.json"
+    )
     parser.add_argument("--out", type=Path, default=Path("compare.png"), help="the PNG to write")
     args = parser.parse_args(argv)
     runs: dict[str, Any] = {}
@@ -227,6 +241,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     warning = mismatch(read)
     if warning:
         print(f"warning: {_one_line(warning)}", file=sys.stderr)
+
     def unwritable(why: object) -> str:
         return _one_line(f"error: cannot write {args.out} ({why}); pass --out a PNG path in a writable folder")
 

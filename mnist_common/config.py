@@ -16,9 +16,10 @@ import dataclasses
 import math
 import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NoReturn, Sequence
+from typing import NoReturn
 
 from mnist_common.errors import ProjectError
 
@@ -30,7 +31,9 @@ PACKAGED_DATA_DIR = Path(__file__).resolve().parent / "_data"
 #: installed wheel: the default for ``--data-dir``, a folder holding MNIST/raw/*.gz either way. The package's
 #: copy, like any read-only folder, is extracted into the user cache instead (`mnist_torch.data.extraction_dir`). Defined here
 #: rather than in `mnist_torch.data` (which imports it from here) so that the command line needs no PyTorch.
-DEFAULT_DATA_DIR = PACKAGED_DATA_DIR if (PACKAGED_DATA_DIR / "MNIST").is_dir() else Path(__file__).resolve().parent.parent / "data"
+DEFAULT_DATA_DIR = (
+    PACKAGED_DATA_DIR if (PACKAGED_DATA_DIR / "MNIST").is_dir() else Path(__file__).resolve().parent.parent / "data"
+)
 
 #: Images in MNIST's training set: the most --train-size (and so --batch-size) can be. `mnist_torch.data`
 #: imports it from here, for the same reason.
@@ -122,7 +125,9 @@ class TrainConfig:
     process_id: int = 0
     coordinator: str | None = None  # HOST:PORT of process 0
     dist_timeout: int = DIST_TIMEOUT
-    stop_at_accuracy: float | None = None  # stop after the first epoch whose test accuracy reaches it (None: every epoch)
+    stop_at_accuracy: float | None = (
+        None  # stop after the first epoch whose test accuracy reaches it (None: every epoch)
+    )
     nondeterministic: bool = False  # skip the trainers' deterministic settings (`deterministic` in both train.py)
 
     def to_json(self) -> dict:
@@ -171,9 +176,13 @@ def _bounded_int(low: int, high: int, limit: str) -> Callable[[str], int]:
         except ValueError:
             digits = re.fullmatch(r"\s*([+-]?)(\d+)\s*", text)  # a number too long for int() (over 4300 digits)
             if digits and digits[1] == "-":
-                raise argparse.ArgumentTypeError(f"expected {below}, got a negative {len(digits[2])}-digit number") from None
+                raise argparse.ArgumentTypeError(
+                    f"expected {below}, got a negative {len(digits[2])}-digit number"
+                ) from None
             if digits:
-                raise argparse.ArgumentTypeError(f"expected at most {high} ({limit}), got a {len(digits[2])}-digit number") from None
+                raise argparse.ArgumentTypeError(
+                    f"expected at most {high} ({limit}), got a {len(digits[2])}-digit number"
+                ) from None
             raise argparse.ArgumentTypeError(f"expected {below}, got {_quoted(text)}") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"expected {below}, got {_shown(text)}")
@@ -197,7 +206,9 @@ def _coordinator(text: str) -> str:
     """--coordinator: HOST:PORT of process 0 (an IPv6 address in brackets), the port 1 to 65535."""
     match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(\d{1,5})", text)
     if not match or not 1 <= int(match[2]) <= 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT of process 0 (such as localhost:12355), got {_quoted(text)}")
+        raise argparse.ArgumentTypeError(
+            f"expected HOST:PORT of process 0 (such as localhost:12355), got {_quoted(text)}"
+        )
     return text
 
 
@@ -243,7 +254,9 @@ def _path(text: str) -> Path:
     try:
         os.fsencode(text)
     except UnicodeError:
-        raise argparse.ArgumentTypeError(f"expected a path, got {_quoted(text)}, which is no valid file name here") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a path, got {_quoted(text)}, which is no valid file name here"
+        ) from None
     return Path(text)
 
 
@@ -271,12 +284,16 @@ def build_parser(framework: str) -> argparse.ArgumentParser:
         description=f"Train the MNIST CNN with {'PyTorch' if framework == 'torch' else 'JAX'} on the shipped real MNIST.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--epochs", type=_epochs, default=d.epochs, help=f"passes over the training set: 1 to {MAX_EPOCHS}")
+    parser.add_argument(
+        "--epochs", type=_epochs, default=d.epochs, help=f"passes over the training set: 1 to {MAX_EPOCHS}"
+    )
     parser.add_argument(
         "--batch-size", type=_batch_size, default=d.batch_size, help="images per SGD step: 1 to --train-size"
     )
     parser.add_argument(
-        "--lr", type=_positive_float, default=d.lr,
+        "--lr",
+        type=_positive_float,
+        default=d.lr,
         help="SGD learning rate: any positive finite number (one so large that training diverges is reported at "
         "the step where it does, and nothing of that epoch is saved)",
     )
@@ -284,66 +301,94 @@ def build_parser(framework: str) -> argparse.ArgumentParser:
         "--momentum", type=_momentum, default=d.momentum, help="SGD momentum (PyTorch convention): 0 <= momentum < 1"
     )
     parser.add_argument(
-        "--seed", type=_seed, default=d.seed, help=f"seeds initialization and the batch order: 0 to {MAX_SEED} (2**32 - 1)"
+        "--seed",
+        type=_seed,
+        default=d.seed,
+        help=f"seeds initialization and the batch order: 0 to {MAX_SEED} (2**32 - 1)",
     )
     parser.add_argument("--device", choices=DEVICES, default=d.device, help="auto: cuda when a GPU is present")
     parser.add_argument(
-        "--precision", choices=PRECISIONS, default=d.precision,
+        "--precision",
+        choices=PRECISIONS,
+        default=d.precision,
         help="training compute precision; bf16: bfloat16 activations and gradients, float32 weights (mixed precision)",
     )
+    parser.add_argument("--data-dir", type=_path, default=d.data_dir, help="folder holding MNIST/raw/*.gz; must exist")
     parser.add_argument(
-        "--data-dir", type=_path, default=d.data_dir, help="folder holding MNIST/raw/*.gz; must exist"
-    )
-    parser.add_argument(
-        "--out-dir", type=_path, default=None,
+        "--out-dir",
+        type=_path,
+        default=None,
         help=f"where metrics.json, plots, the checkpoint and weights.safetensors go (default: runs/{framework}); "
         "a folder, or a path whose nearest existing folder is writable (the trainer creates it)",
     )
     parser.add_argument(
-        "--train-size", type=_train_size, default=d.train_size,
+        "--train-size",
+        type=_train_size,
+        default=d.train_size,
         help=f"use only the first N training images (quick runs): 1 to {NUM_TRAIN}, at least --batch-size",
     )
     if framework == "torch":
         parser.add_argument(
-            "--mode", choices=TORCH_MODES, default="eager",
+            "--mode",
+            choices=TORCH_MODES,
+            default="eager",
             help="how PyTorch runs the training step: eager, the forward pass through torch.compile, "
             "or the whole step captured once as a CUDA graph and replayed (GPU only); the same SGD steps in every mode",
         )
     if framework == "jax":
         parser.add_argument(
-            "--devices", type=_devices, default=d.devices,
+            "--devices",
+            type=_devices,
+            default=d.devices,
             help="data parallelism: devices of this process to train on (each global batch is split among them), "
             "1 to as many as JAX sees; on the CPU, JAX_NUM_CPU_DEVICES=N makes N devices",
         )
         parser.add_argument(
-            "--num-processes", type=_devices, default=d.num_processes,
+            "--num-processes",
+            type=_devices,
+            default=d.num_processes,
             help="processes of one data-parallel run (jax.distributed), each started with the same flags and its own "
             "--process-id; 1: no other process",
         )
-        parser.add_argument("--process-id", type=_process_id, default=d.process_id, help="this process: 0 to --num-processes - 1")
         parser.add_argument(
-            "--coordinator", type=_coordinator, default=None, metavar="HOST:PORT",
+            "--process-id", type=_process_id, default=d.process_id, help="this process: 0 to --num-processes - 1"
+        )
+        parser.add_argument(
+            "--coordinator",
+            type=_coordinator,
+            default=None,
+            metavar="HOST:PORT",
             help="where process 0 listens for the others (needed with --num-processes 2 or more)",
         )
     parser.add_argument(
-        "--dist-timeout", type=_dist_timeout, default=d.dist_timeout, metavar="SECONDS",
+        "--dist-timeout",
+        type=_dist_timeout,
+        default=d.dist_timeout,
+        metavar="SECONDS",
         help="data-parallel runs: how long a process waits for the others to start (and, where the engine allows, "
         "inside a collective) before it stops with an error instead of hanging",
     )
     parser.add_argument(
-        "--stop-at-accuracy", type=_accuracy, default=None, metavar="ACC",
+        "--stop-at-accuracy",
+        type=_accuracy,
+        default=None,
+        metavar="ACC",
         help="stop after the first epoch whose test accuracy is >= ACC, a fraction in (0, 1] (0.99 for 99%%); "
         "everything is written as after a full run, and metrics.json's stopped_at_accuracy names that epoch; "
         "None: train every --epochs",
     )
     parser.add_argument(
-        "--nondeterministic", action="store_true",
+        "--nondeterministic",
+        action="store_true",
         help="skip the deterministic settings and let each framework autotune its kernels (cuDNN benchmark, XLA's "
         "default): faster on a GPU, but not bit-reproducible there; changes nothing on the CPU",
     )
-    parser.add_argument("--quiet", action="store_true", help="print only the final result (no progress bar, no epoch lines)")
     parser.add_argument(
-        "--resume", action="store_true",
+        "--quiet", action="store_true", help="print only the final result (no progress bar, no epoch lines)"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
         help="continue from the last completed epoch of the checkpoint in --out-dir (same batch size, lr, momentum, seed, train size)",
     )
     return parser
@@ -355,24 +400,35 @@ def parse_config(framework: str, argv: Sequence[str] | None = None) -> TrainConf
     parser = build_parser(framework)
     args = parser.parse_args(argv)
     if args.batch_size > args.train_size:
-        parser.error(f"argument --batch-size: {args.batch_size} is larger than --train-size {args.train_size}; lower it")
+        parser.error(
+            f"argument --batch-size: {args.batch_size} is larger than --train-size {args.train_size}; lower it"
+        )
     if framework == "jax":
         if args.num_processes > 1 and args.coordinator is None:
-            parser.error(f"argument --num-processes: {args.num_processes} processes need --coordinator HOST:PORT, "
-                         "where process 0 listens (such as localhost:12355)")
+            parser.error(
+                f"argument --num-processes: {args.num_processes} processes need --coordinator HOST:PORT, "
+                "where process 0 listens (such as localhost:12355)"
+            )
         if args.num_processes == 1 and (args.coordinator is not None or args.process_id != 0):
-            parser.error("argument --coordinator/--process-id: only for runs of several processes; "
-                         "add --num-processes N (N >= 2), or drop them")
+            parser.error(
+                "argument --coordinator/--process-id: only for runs of several processes; "
+                "add --num-processes N (N >= 2), or drop them"
+            )
         if args.process_id >= args.num_processes:
-            parser.error(f"argument --process-id: {args.process_id} is not below --num-processes {args.num_processes}; "
-                         f"pass 0 to {args.num_processes - 1}")
+            parser.error(
+                f"argument --process-id: {args.process_id} is not below --num-processes {args.num_processes}; "
+                f"pass 0 to {args.num_processes - 1}"
+            )
     out_dir = args.out_dir if args.out_dir is not None else default_out_dir(framework)
     return TrainConfig(**{**vars(args), "out_dir": out_dir})
 
 
 def _add_model_source(parser: argparse.ArgumentParser, framework: str) -> None:
     parser.add_argument(
-        "--checkpoint", type=_path, default=None, metavar="DIR",
+        "--checkpoint",
+        type=_path,
+        default=None,
+        metavar="DIR",
         help=f"a training run's --out-dir holding its checkpoint; must exist (default: {default_out_dir(framework)})",
     )
     parser.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda when a GPU is present")
@@ -386,7 +442,9 @@ def build_predict_parser(framework: str) -> argparse.ArgumentParser:
         description="Name the digit in each picture (PNG or JPEG, any size, light or dark background) with a trained CNN.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("images", nargs="+", type=_path, metavar="IMAGE", help="pictures of one digit each; each must exist")
+    parser.add_argument(
+        "images", nargs="+", type=_path, metavar="IMAGE", help="pictures of one digit each; each must exist"
+    )
     _add_model_source(parser, framework)
     return parser
 
@@ -399,11 +457,16 @@ def build_evaluate_parser(framework: str) -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--weights", type=_path, default=None, metavar="FILE",
+        "--weights",
+        type=_path,
+        default=None,
+        metavar="FILE",
         help="a .safetensors file in PyTorch state_dict layout, exported by either framework (instead of --checkpoint); must exist",
     )
     _add_model_source(parser, framework)
-    parser.add_argument("--data-dir", type=_path, default=DEFAULT_DATA_DIR, help="folder holding MNIST/raw/*.gz; must exist")
+    parser.add_argument(
+        "--data-dir", type=_path, default=DEFAULT_DATA_DIR, help="folder holding MNIST/raw/*.gz; must exist"
+    )
     return parser
 
 

@@ -12,7 +12,8 @@ price of a divergence, and the last good checkpoint stays as it was.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

@@ -12,8 +12,9 @@ import fcntl
 import hashlib
 import os
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Callable, Iterator
+from typing import IO
 
 from mnist_common.errors import ProjectError
 
@@ -64,24 +65,38 @@ def read_checked(path: Path, kind: str, kinds: dict[str, str]) -> bytes:
     newline = data.find(b"\n", 0, _HEADER_LIMIT)
     fields = data[:newline].split(b" ") if newline > 0 else []
     if not data.startswith(CHECKED_MAGIC):
-        found = ("a plain torch.save file, a zip archive" if data.startswith(b"PK") else
-                 "it is empty" if not data else "it has no checkpoint header")
-        raise CheckedFileError(f"{path} is not a checkpoint written by this project's trainers ({found}; "
-                               f"expected a file starting with {CHECKED_MAGIC.decode()})")
+        found = (
+            "a plain torch.save file, a zip archive"
+            if data.startswith(b"PK")
+            else "it is empty"
+            if not data
+            else "it has no checkpoint header"
+        )
+        raise CheckedFileError(
+            f"{path} is not a checkpoint written by this project's trainers ({found}; "
+            f"expected a file starting with {CHECKED_MAGIC.decode()})"
+        )
     if len(fields) != 5 or fields[1] != CHECKED_VERSION or not fields[3].isdigit():
-        raise CheckedFileError(f"{path} has a damaged or unknown checkpoint header (expected "
-                               f"'{CHECKED_MAGIC.decode()} {CHECKED_VERSION.decode()} <framework> <length> <sha256>')")
+        raise CheckedFileError(
+            f"{path} has a damaged or unknown checkpoint header (expected "
+            f"'{CHECKED_MAGIC.decode()} {CHECKED_VERSION.decode()} <framework> <length> <sha256>')"
+        )
     found_kind, length, digest = fields[2].decode(errors="replace"), int(fields[3]), fields[4]
     if found_kind != kind and found_kind in kinds:
-        raise CheckedFileError(f"{path} is a {kinds[found_kind]} checkpoint, not a {kinds[kind]} one; "
-                               f"use python -m mnist_{found_kind}'s tools with it")
+        raise CheckedFileError(
+            f"{path} is a {kinds[found_kind]} checkpoint, not a {kinds[kind]} one; "
+            f"use python -m mnist_{found_kind}'s tools with it"
+        )
     payload = data[newline + 1 :]
     if len(payload) != length:
-        raise CheckedFileError(f"{path} is {'cut short' if len(payload) < length else 'longer than written'}: "
-                               f"{len(payload)} bytes after its header, {length} expected")
+        raise CheckedFileError(
+            f"{path} is {'cut short' if len(payload) < length else 'longer than written'}: "
+            f"{len(payload)} bytes after its header, {length} expected"
+        )
     if hashlib.sha256(b" ".join(fields[:4]) + b"\n" + payload).hexdigest().encode() != digest or found_kind != kind:
-        raise CheckedFileError(f"{path} does not match the SHA-256 written with it: it was damaged or edited "
-                               f"after it was written")
+        raise CheckedFileError(
+            f"{path} does not match the SHA-256 written with it: it was damaged or edited after it was written"
+        )
     return payload
 
 
@@ -145,8 +160,9 @@ def out_dir_lock(out_dir: Path, command: str) -> Iterator[None]:
     path = out_dir / LOCK_FILE
     handle, holder = try_lock(path)
     if handle is None:
-        raise OutDirBusy(f"{out_dir} is being written by a run still going ({holder}); "
-                         f"wait for it to end, or pass another --out-dir")
+        raise OutDirBusy(
+            f"{out_dir} is being written by a run still going ({holder}); wait for it to end, or pass another --out-dir"
+        )
     try:
         record_holder(handle, f"pid {os.getpid()}, {command}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         remove_partial_files(out_dir)
@@ -169,9 +185,11 @@ def write_failure(err: OSError, out_dir: Path) -> str:
     """One line for a write that failed (no space, no permission, a file where a folder should be): what, where,
     and that nothing complete was lost, since every file is replaced only once its successor is whole."""
     where = err.filename or out_dir
-    return (f"cannot write {where}: {err.strerror or err}; files already in {out_dir} are as they were "
-            f"(each is replaced only once its successor is complete); free some space, fix the permissions, "
-            f"or pass another --out-dir")
+    return (
+        f"cannot write {where}: {err.strerror or err}; files already in {out_dir} are as they were "
+        f"(each is replaced only once its successor is complete); free some space, fix the permissions, "
+        f"or pass another --out-dir"
+    )
 
 
 def first_line(err: BaseException, limit: int = 300) -> str:

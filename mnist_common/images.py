@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from mnist_common.errors import ProjectError
 from mnist_common.config import IMAGE_SHAPE, MNIST_MEAN, MNIST_STD
+from mnist_common.errors import ProjectError
 
 #: The box MNIST fitted each digit into, inside the 28x28 frame.
 DIGIT_BOX = 20
@@ -83,8 +83,10 @@ _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 _WITH_ALPHA = ("RGBA", "LA", "PA", "RGBa", "La")
 
 _EXPECTED = "pass a PNG or JPEG picture of one digit"
-_NO_DIGIT_ADVICE = ("pass a picture of one digit, dark on light paper or light on a dark background, "
-                    "at least a tenth of the picture's height")
+_NO_DIGIT_ADVICE = (
+    "pass a picture of one digit, dark on light paper or light on a dark background, "
+    "at least a tenth of the picture's height"
+)
 
 
 class ImageError(ProjectError, RuntimeError):
@@ -175,8 +177,9 @@ def read_picture(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         amount = f"{int(declared[1]) / 1e6:,.1f} megapixels" if declared else "more pixels than PIL reads"
         raise _too_large(path, amount) from None
     except MemoryError:
-        raise ImageError(f"{path} needs more memory to decode than this machine has; {_EXPECTED}, "
-                         f"scaled down") from None
+        raise ImageError(
+            f"{path} needs more memory to decode than this machine has; {_EXPECTED}, scaled down"
+        ) from None
     except Exception as err:  # noqa: BLE001 - PIL's decoders raise OSError, SyntaxError, ValueError, struct.error,
         # EOFError, IndexError... for a malformed file, and each means the same to the user: not a picture we can read
         detail = " ".join(str(err).split())[:200] or type(err).__name__
@@ -185,10 +188,9 @@ def read_picture(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         try:
             return _unit_range(image, path)
         except ValueError as err:  # PIL has no conversion from this pixel mode (e.g. "La")
-            raise ImageError(f"{path} has pixels of mode {image.mode}, which predict cannot read ({err}); "
-                             f"{_EXPECTED}") from None
-
-
+            raise ImageError(
+                f"{path} has pixels of mode {image.mode}, which predict cannot read ({err}); {_EXPECTED}"
+            ) from None
 
 
 def _refuse(path: Path, why: str) -> ImageError:
@@ -200,8 +202,11 @@ def _working_copy(grey: np.ndarray, path: Path) -> np.ndarray:
     `WORK_SIDE`, small pictures enlarged (bicubic) to `MIN_WORK_SIDE`, so that strokes are several pixels wide."""
     height, width = grey.shape
     if min(height, width) < MIN_PICTURE_SIDE:
-        raise _refuse(path, f"the picture is only {width}x{height} pixels, too small to hold a digit "
-                            f"(at least {MIN_PICTURE_SIDE}x{MIN_PICTURE_SIDE}; MNIST's are 28x28)")
+        raise _refuse(
+            path,
+            f"the picture is only {width}x{height} pixels, too small to hold a digit "
+            f"(at least {MIN_PICTURE_SIDE}x{MIN_PICTURE_SIDE}; MNIST's are 28x28)",
+        )
     longest = max(height, width)
     scale = WORK_SIDE / longest if longest > WORK_SIDE else max(1.0, MIN_WORK_SIDE / longest)
     if scale == 1.0:
@@ -242,8 +247,12 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     ids = np.full(mask.size, -1, np.int64)
     ids[on] = np.arange(len(on))
     grid = ids.reshape(mask.shape)
-    pairs = [(grid[:, :-1], grid[:, 1:]), (grid[:-1, :], grid[1:, :]),
-             (grid[:-1, :-1], grid[1:, 1:]), (grid[:-1, 1:], grid[1:, :-1])]
+    pairs = [
+        (grid[:, :-1], grid[:, 1:]),
+        (grid[:-1, :], grid[1:, :]),
+        (grid[:-1, :-1], grid[1:, 1:]),
+        (grid[:-1, 1:], grid[1:, :-1]),
+    ]
     first = np.concatenate([a[(a >= 0) & (b >= 0)] for a, b in pairs])
     second = np.concatenate([b[(a >= 0) & (b >= 0)] for a, b in pairs])
     parent = np.arange(len(on))
@@ -293,8 +302,12 @@ def _paper_level(paper_side: np.ndarray) -> np.ndarray:
     height, width = paper_side.shape
     rows = np.linspace(0, height, PAPER_GRID + 1).round().astype(int)
     cols = np.linspace(0, width, PAPER_GRID + 1).round().astype(int)
-    blocks = np.array([[np.percentile(paper_side[rows[i]:rows[i + 1], cols[j]:cols[j + 1]], 75)
-                        for j in range(PAPER_GRID)] for i in range(PAPER_GRID)])
+    blocks = np.array(
+        [
+            [np.percentile(paper_side[rows[i] : rows[i + 1], cols[j] : cols[j + 1]], 75) for j in range(PAPER_GRID)]
+            for i in range(PAPER_GRID)
+        ]
+    )
     y, x = np.meshgrid(np.linspace(-1, 1, PAPER_GRID), np.linspace(-1, 1, PAPER_GRID), indexing="ij")
     design = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=-1).reshape(-1, 6)
     values, kept = blocks.ravel(), np.ones(blocks.size, bool)
@@ -364,15 +377,21 @@ def digit_mask(ink: np.ndarray, path: Path) -> np.ndarray:
     main = int(np.argmax(areas)) + 1
     top, bottom, left, right = _bounding_box(labels == main)
     if max(bottom - top, right - left) < MIN_DIGIT_SIDE or areas[main - 1] < MIN_DIGIT_AREA:
-        raise _refuse(path, f"its largest mark is only {right - left}x{bottom - top} pixels (at "
-                            f"{ink.shape[1]}x{ink.shape[0]}), too small to be a digit")
+        raise _refuse(
+            path,
+            f"its largest mark is only {right - left}x{bottom - top} pixels (at "
+            f"{ink.shape[1]}x{ink.shape[0]}), too small to be a digit",
+        )
     if areas[main - 1] < MIN_DOMINANCE * mask.sum():
         raise _refuse(path, f"its ink is scattered over {count} marks, none of them standing out as the digit")
     margin = round(NEAR_MARGIN * max(bottom - top, right - left))
     near = np.zeros_like(mask)
     near[max(0, top - margin) : bottom + margin, max(0, left - margin) : right + margin] = True
-    pieces = [label for label in range(1, count + 1) if areas[label - 1] >= MIN_PIECE * areas[main - 1]
-              and (near & (labels == label)).any()]
+    pieces = [
+        label
+        for label in range(1, count + 1)
+        if areas[label - 1] >= MIN_PIECE * areas[main - 1] and (near & (labels == label)).any()
+    ]
     return np.isin(labels, pieces)
 
 

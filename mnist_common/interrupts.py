@@ -23,7 +23,8 @@ import shlex
 import signal
 import sys
 import warnings
-from typing import Iterator, NoReturn, Sequence
+from collections.abc import Iterator, Sequence
+from typing import NoReturn
 
 #: The signals handled, each exiting with 128 + its number (130, 143), as a shell reports them.
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -67,8 +68,12 @@ def _handler(signum: int, frame: object) -> None:
     if _state.catching:
         raise Interrupted(signum)
     during = f" {_state.moment}" if _state.moment else ""
-    print(f"interrupted{during} ({signal.Signals(signum).name}): {_state.command} stopped before it finished; "
-          f"it left no half-written file", file=sys.stderr, flush=True)
+    print(
+        f"interrupted{during} ({signal.Signals(signum).name}): {_state.command} stopped before it finished; "
+        f"it left no half-written file",
+        file=sys.stderr,
+        flush=True,
+    )
     # Exit here rather than raise SystemExit: raised inside a library (an import's plugin discovery, PIL's
     # decoders), it can be swallowed by a broad except and the command would run on after saying it stopped.
     sys.stdout.flush()

@@ -29,7 +29,9 @@ def exit_on_interrupt(line: Callable[[int], str], signums: Sequence[int]) -> Non
     other processes never reach. So the signal's C handler writes its number to a pipe
     (`signal.set_wakeup_fd`) and a thread waiting on that pipe leaves with `os._exit`; the other processes
     then lose this one and stop with their own "lost another process" line. Call from the main thread."""
-    if threading.current_thread() is not threading.main_thread():  # signals are the main thread's (a run in a test's thread)
+    if (
+        threading.current_thread() is not threading.main_thread()
+    ):  # signals are the main thread's (a run in a test's thread)
         return
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
@@ -70,8 +72,11 @@ PER_PROCESS_FIELDS = frozenset({"process_id", "out_dir", "data_dir", "quiet", "d
 def run_settings(config: TrainConfig) -> dict[str, Any]:
     """The fields of `config` that every process of a data-parallel run must share (`PER_PROCESS_FIELDS`
     aside), as JSON values, in the dataclass's order."""
-    return {f.name: value for f, value in zip(dataclasses.fields(config), config.to_json().values())
-            if f.name not in PER_PROCESS_FIELDS}
+    return {
+        f.name: value
+        for f, value in zip(dataclasses.fields(config), config.to_json().values())
+        if f.name not in PER_PROCESS_FIELDS
+    }
 
 
 def _as_flag(name: str, value: Any) -> str:
@@ -87,11 +92,23 @@ def first_difference(settings: Sequence[dict[str, Any]], who: str, again: str) -
     for index, theirs in enumerate(settings[1:], start=1):
         for name, value in settings[0].items():
             if theirs.get(name) != value:
-                return (f"{who} {index} was started with {_as_flag(name, theirs.get(name))}, {who} 0 with "
-                        f"{_as_flag(name, value)}; {again}")
+                return (
+                    f"{who} {index} was started with {_as_flag(name, theirs.get(name))}, {who} 0 with "
+                    f"{_as_flag(name, value)}; {again}"
+                )
     return None
 
 
 #: Words in the errors that a collective (or JAX's coordination service) raises when a peer process is gone.
-LOST_PEER_SIGNS = ("Gloo", "gloo", "NCCL", "Connection closed", "Connection reset", "Broken pipe", "timed out", "Timed out",
-                   "coordination service", "heartbeat")
+LOST_PEER_SIGNS = (
+    "Gloo",
+    "gloo",
+    "NCCL",
+    "Connection closed",
+    "Connection reset",
+    "Broken pipe",
+    "timed out",
+    "Timed out",
+    "coordination service",
+    "heartbeat",
+)

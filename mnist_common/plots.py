@@ -9,8 +9,9 @@ Every file is written atomically, as `report.write_metrics` does.
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import matplotlib
 import matplotlib.ticker
@@ -74,11 +75,17 @@ def plot_confusion(labels: np.ndarray, predictions: np.ndarray) -> plt.Figure:
     for t in range(NUM_CLASSES):
         for p in range(NUM_CLASSES):
             if counts[t, p]:
-                ax.text(p, t, str(counts[t, p]), ha="center", va="center", fontsize=8,
-                        color="white" if t == p else "black")
+                ax.text(
+                    p, t, str(counts[t, p]), ha="center", va="center", fontsize=8, color="white" if t == p else "black"
+                )
     accuracy = np.trace(counts) / counts.sum()
-    ax.set(xticks=range(NUM_CLASSES), yticks=range(NUM_CLASSES), xlabel="predicted", ylabel="true",
-           title=f"confusion matrix: {counts.sum() - np.trace(counts)} errors, {100 * accuracy:.2f}% right")
+    ax.set(
+        xticks=range(NUM_CLASSES),
+        yticks=range(NUM_CLASSES),
+        xlabel="predicted",
+        ylabel="true",
+        title=f"confusion matrix: {counts.sum() - np.trace(counts)} errors, {100 * accuracy:.2f}% right",
+    )
     fig.colorbar(image, ax=ax, label="count + 1")
     return fig
 
@@ -101,8 +108,9 @@ def plot_misclassified(images: np.ndarray, labels: np.ndarray, predictions: np.n
     return fig
 
 
-def write_plots(out_dir: Path, name: str, epochs: Epochs, images: np.ndarray, labels: np.ndarray,
-                predictions: np.ndarray) -> list[Path]:
+def write_plots(
+    out_dir: Path, name: str, epochs: Epochs, images: np.ndarray, labels: np.ndarray, predictions: np.ndarray
+) -> list[Path]:
     """A trainer's three pictures in its out-dir: curves, confusion matrix, misclassified digits."""
     out_dir = Path(out_dir)
     return [

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from tqdm import tqdm
 
@@ -35,16 +35,25 @@ class EpochProgress:
     when the bar is about to show it. Disabled, every call is a no-op.
     """
 
-    def __init__(self, steps: int, epoch: int, epochs: int, batch_size: int, enabled: bool,
-                 refresh_every: int = REFRESH_EVERY) -> None:
+    def __init__(
+        self, steps: int, epoch: int, epochs: int, batch_size: int, enabled: bool, refresh_every: int = REFRESH_EVERY
+    ) -> None:
         self.steps = steps
         self.batch_size = batch_size
         self.refresh_every = refresh_every
         self.done = 0
         self.start = time.perf_counter()
         self.bar = (
-            tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="step", file=sys.stderr, leave=False, dynamic_ncols=True)
-            if enabled else None
+            tqdm(
+                total=steps,
+                desc=f"epoch {epoch}/{epochs}",
+                unit="step",
+                file=sys.stderr,
+                leave=False,
+                dynamic_ncols=True,
+            )
+            if enabled
+            else None
         )
 
     def step(self, read_loss: Callable[[], float]) -> None:
@@ -60,7 +69,7 @@ class EpochProgress:
         if self.bar is not None:
             self.bar.close()
 
-    def __enter__(self) -> "EpochProgress":
+    def __enter__(self) -> EpochProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import platform
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -90,8 +91,9 @@ def top_k(probabilities: np.ndarray, k: int = 3) -> list[tuple[int, float]]:
     return [(int(d), float(probabilities[d])) for d in order]
 
 
-def format_predictions(names: Sequence[str], probabilities: np.ndarray, as_json: bool,
-                       errors: Mapping[int, str] | None = None) -> str:
+def format_predictions(
+    names: Sequence[str], probabilities: np.ndarray, as_json: bool, errors: Mapping[int, str] | None = None
+) -> str:
     """``digit.png: 7  (7 99.1%, 1 0.5%, 2 0.2%)`` per image, or a JSON list for machines. ``errors`` holds the
     pictures that could not be read, by position in ``names`` (``probabilities`` has a row for each of the others,
     in order): text leaves them out (the command reports them on stderr), JSON gives each ``{"image", "error"}``."""
@@ -99,19 +101,27 @@ def format_predictions(names: Sequence[str], probabilities: np.ndarray, as_json:
     answered = [i for i in range(len(names)) if i not in errors]
     ranked = dict(zip(answered, (top_k(p) for p in probabilities)))
     if as_json:
-        return json.dumps([
-            {"image": str(name), "error": errors[i]} if i in errors else
-            {"image": str(name), "digit": ranked[i][0][0],
-             "top3": [{"digit": d, "probability": finite_or_none(round(q, 6))} for d, q in ranked[i]]}
-            for i, name in enumerate(names)
-        ], allow_nan=False)
+        return json.dumps(
+            [
+                {"image": str(name), "error": errors[i]}
+                if i in errors
+                else {
+                    "image": str(name),
+                    "digit": ranked[i][0][0],
+                    "top3": [{"digit": d, "probability": finite_or_none(round(q, 6))} for d, q in ranked[i]],
+                }
+                for i, name in enumerate(names)
+            ],
+            allow_nan=False,
+        )
     return "\n".join(
-        f"{names[i]}: {top[0][0]}  ({', '.join(f'{d} {100 * q:.1f}%' for d, q in top)})"
-        for i, top in ranked.items()
+        f"{names[i]}: {top[0][0]}  ({', '.join(f'{d} {100 * q:.1f}%' for d, q in top)})" for i, top in ranked.items()
     )
 
 
-def say_predictions(paths: Sequence[object], probabilities: np.ndarray, as_json: bool, errors: Mapping[int, str]) -> None:
+def say_predictions(
+    paths: Sequence[object], probabilities: np.ndarray, as_json: bool, errors: Mapping[int, str]
+) -> None:
     """What ``python -m mnist_<framework>.predict`` ends with: the answers (`format_predictions`) on stdout,
     then, once every picture is answered, one error line each on stderr for the others, exit status 1."""
     output = format_predictions([str(p) for p in paths], probabilities, as_json, errors)
@@ -121,9 +131,21 @@ def say_predictions(paths: Sequence[object], probabilities: np.ndarray, as_json:
         sys.exit("\n".join(f"error: {message}" for message in errors.values()))
 
 
-def format_evaluation(framework: str, source: str, device: str, loss: float, correct: int, total: int, as_json: bool) -> str:
+def format_evaluation(
+    framework: str, source: str, device: str, loss: float, correct: int, total: int, as_json: bool
+) -> str:
     """What ``python -m mnist_<framework>.evaluate`` prints: one line, or one JSON object."""
     if as_json:
-        return json.dumps({"framework": framework, "weights": source, "device": device, "test_loss": finite_or_none(loss),
-                           "test_accuracy": correct / total, "correct": correct, "total": total}, allow_nan=False)
+        return json.dumps(
+            {
+                "framework": framework,
+                "weights": source,
+                "device": device,
+                "test_loss": finite_or_none(loss),
+                "test_accuracy": correct / total,
+                "correct": correct,
+                "total": total,
+            },
+            allow_nan=False,
+        )
     return f"test loss {loss:.4f}  test acc {100 * correct / total:.2f}% ({correct}/{total})  {framework} on {device}, weights {source}"

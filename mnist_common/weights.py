@@ -56,8 +56,12 @@ def write_weights(path: Path, arrays: dict[str, np.ndarray]) -> Path:
 #: safetensors' names of the floating-point dtypes that `read_weights` converts to float32, with a note.
 CONVERTED_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F64": "float64"}
 #: safetensors' dtype names as NumPy and PyTorch spell them, for messages (others are shown lower-cased).
-_DTYPE_NAMES = {"BOOL": "bool", "F32": "float32", **CONVERTED_DTYPES,
-                **{f"{kind}{bits}": f"{name}{bits}" for kind, name in (("I", "int"), ("U", "uint")) for bits in (8, 16, 32, 64)}}
+_DTYPE_NAMES = {
+    "BOOL": "bool",
+    "F32": "float32",
+    **CONVERTED_DTYPES,
+    **{f"{kind}{bits}": f"{name}{bits}" for kind, name in (("I", "int"), ("U", "uint")) for bits in (8, 16, 32, 64)},
+}
 
 
 def _bfloat16(path: Path, name: str) -> np.ndarray:
@@ -79,8 +83,11 @@ def _load_float32(path: Path) -> dict[str, np.ndarray]:
     with safe_open(str(path), framework="np") as file:
         names = file.keys()  # a safe_open handle: not a dict, not iterable
         dtypes = {name: file.get_slice(name).get_dtype() for name in names}
-        refused = [f"{name} ({_DTYPE_NAMES.get(dtype, dtype.lower())})" for name, dtype in sorted(dtypes.items())
-                   if dtype != "F32" and dtype not in CONVERTED_DTYPES]
+        refused = [
+            f"{name} ({_DTYPE_NAMES.get(dtype, dtype.lower())})"
+            for name, dtype in sorted(dtypes.items())
+            if dtype != "F32" and dtype not in CONVERTED_DTYPES
+        ]
         if refused:
             shown = ", ".join(refused[:3]) + (f" and {len(refused) - 3} more" if len(refused) > 3 else "")
             raise WeightsError(
@@ -91,8 +98,12 @@ def _load_float32(path: Path) -> dict[str, np.ndarray]:
         tensors = {name: _bfloat16(path, name) if dtypes[name] == "BF16" else file.get_tensor(name) for name in names}
     if converted := sorted({CONVERTED_DTYPES[dtype] for dtype in dtypes.values() if dtype in CONVERTED_DTYPES}):
         count = sum(dtype in CONVERTED_DTYPES for dtype in dtypes.values())
-        print(f"note: {path} holds {' and '.join(converted)} weights ({count} of {len(dtypes)} tensors); "
-              f"converted to float32", file=sys.stderr, flush=True)
+        print(
+            f"note: {path} holds {' and '.join(converted)} weights ({count} of {len(dtypes)} tensors); "
+            f"converted to float32",
+            file=sys.stderr,
+            flush=True,
+        )
     return {name: np.asarray(tensor, dtype=np.float32) for name, tensor in tensors.items()}
 
 
@@ -105,7 +116,9 @@ def read_weights(path: Path) -> dict[str, np.ndarray]:
     try:
         arrays = _load_float32(path)
     except (SafetensorError, OSError, ValueError) as err:
-        raise WeightsError(f"{path} is not a safetensors file ({err}); pass a {WEIGHTS_FILE} written by a training run") from None
+        raise WeightsError(
+            f"{path} is not a safetensors file ({err}); pass a {WEIGHTS_FILE} written by a training run"
+        ) from None
     expected = EXPECTED_SHAPES
     got = {name: tuple(a.shape) for name, a in arrays.items()}
     if got != expected:

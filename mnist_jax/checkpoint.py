@@ -46,7 +46,9 @@ def checkpoint_path(out_dir: Path) -> Path:
 def save_checkpoint(out_dir: Path, state: TrainState, records: list[EpochRecord], config: TrainConfig) -> Path:
     """Write the state after ``records[-1].epoch`` atomically: a crash mid-write leaves the previous checkpoint whole."""
     meta = {"epoch": records[-1].epoch, "records": records_to_json(records), "config": config.to_json()}
-    payload = serialization.msgpack_serialize({"meta": json.dumps(meta), "state": serialization.to_state_dict(host_arrays(state))})
+    payload = serialization.msgpack_serialize(
+        {"meta": json.dumps(meta), "state": serialization.to_state_dict(host_arrays(state))}
+    )
     data = checked_bytes("jax", payload)
     return write_atomically(checkpoint_path(out_dir), lambda partial: partial.write_bytes(data))
 
@@ -78,8 +80,13 @@ def restore_into(path: Path, target: Any, saved: Any) -> Any:
     for (where, want), got in zip(jax.tree_util.tree_leaves_with_path(target), jax.tree.leaves(restored)):
         want, got = jnp.asarray(want), np.asarray(got)  # JAX's dtypes: a fresh state's Python-int step is int32
         if got.shape != want.shape or got.dtype != want.dtype:
-            raise unreadable(path, ValueError(f"{jax.tree_util.keystr(where)} is {got.dtype}{list(got.shape)}, "
-                                              f"expected {want.dtype}{list(want.shape)}"))
+            raise unreadable(
+                path,
+                ValueError(
+                    f"{jax.tree_util.keystr(where)} is {got.dtype}{list(got.shape)}, "
+                    f"expected {want.dtype}{list(want.shape)}"
+                ),
+            )
     return restored
 
 
@@ -89,8 +96,9 @@ def load_checkpoint(out_dir: Path, state: TrainState, config: TrainConfig) -> tu
     check_resumable(saved["config"], saved["epoch"], config, Path(out_dir))
     restored = restore_into(checkpoint_path(out_dir), state, saved["state"])
     check_finite(checkpoint_path(out_dir), named_leaves(restored))
-    on_devices = jax.tree.map(lambda want, got: jax.device_put(got, want.sharding) if isinstance(want, jax.Array) else got,
-                              state, restored)  # where the fresh state is: the same device as the run
+    on_devices = jax.tree.map(
+        lambda want, got: jax.device_put(got, want.sharding) if isinstance(want, jax.Array) else got, state, restored
+    )  # where the fresh state is: the same device as the run
     return on_devices, records_from_json(saved["records"])
 
 
@@ -110,5 +118,8 @@ def load_params(out_dir: Path, device: jax.Device) -> Any:
 
 def named_leaves(tree: Any) -> dict[str, Any]:
     """The pytree's arrays by their path (`['params']['conv1']['kernel']`), for messages that name them."""
-    return {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
-            if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.floating)}
+    return {
+        jax.tree_util.keystr(path): leaf
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+        if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.floating)
+    }

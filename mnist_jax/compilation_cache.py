@@ -15,8 +15,8 @@ import contextlib
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import jax
 
@@ -55,9 +55,13 @@ def use_compilation_cache() -> Path | None:
         return None
     directory = Path(jax.config.jax_compilation_cache_dir or DEFAULT_CACHE_DIR)
     if (problem := cache_dir_problem(directory)) is not None:
-        print(f"note: the compilation cache folder {directory} cannot be written ({problem}); running without the "
-              f"persistent compilation cache (set JAX_COMPILATION_CACHE_DIR to a writable folder, or "
-              f"JAX_ENABLE_COMPILATION_CACHE=false to silence this)", file=sys.stderr, flush=True)
+        print(
+            f"note: the compilation cache folder {directory} cannot be written ({problem}); running without the "
+            f"persistent compilation cache (set JAX_COMPILATION_CACHE_DIR to a writable folder, or "
+            f"JAX_ENABLE_COMPILATION_CACHE=false to silence this)",
+            file=sys.stderr,
+            flush=True,
+        )
         jax.config.update("jax_enable_compilation_cache", False)
         return None
     jax.config.update("jax_compilation_cache_dir", str(directory))
@@ -93,4 +97,6 @@ def describe_lookups(lookups: dict[str, int], cache_dir: Path | None) -> str:
     """Whether the compile seconds were spent compiling or loading, for the line the trainer prints."""
     if lookups["hits"] + lookups["misses"] == 0:
         return "compilation cache off" if cache_dir is None else "compilation cache not in use in this process"
-    return f"{lookups['hits']} of {lookups['hits'] + lookups['misses']} loaded from the compilation cache in {cache_dir}"
+    return (
+        f"{lookups['hits']} of {lookups['hits'] + lookups['misses']} loaded from the compilation cache in {cache_dir}"
+    )

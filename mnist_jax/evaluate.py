@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 if __name__ == "__main__":
     # Check the command line before the imports below load JAX and PyTorch (seconds, 1 GB): a bad flag or a
@@ -25,13 +25,14 @@ if __name__ == "__main__":
 
 import jax
 
-from mnist_jax.checkpoint import checkpoint_path, load_params
-from mnist_jax.data import Split, load_mnist
-from mnist_jax.train import evaluate, resolve_device
-from mnist_jax.weights import load_weights
 from mnist_common.config import default_out_dir, parse_evaluate_args
 from mnist_common.errors import ProjectError
 from mnist_common.report import format_evaluation
+from mnist_jax.checkpoint import checkpoint_path, load_params
+from mnist_jax.data import Split, load_mnist
+from mnist_jax.steps import evaluate
+from mnist_jax.train import resolve_device
+from mnist_jax.weights import load_weights
 
 
 def main(argv: Sequence[str] | None = None, checked: argparse.Namespace | None = None) -> None:

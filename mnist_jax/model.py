@@ -38,13 +38,20 @@ def torch_bias_init(fan_in: int) -> nn.initializers.Initializer:
 
 def conv(features: int, in_channels: int, name: str, dtype: Any) -> nn.Conv:
     return nn.Conv(
-        features, (3, 3), padding="SAME", name=name, dtype=dtype,
-        kernel_init=torch_kernel_init, bias_init=torch_bias_init(in_channels * 3 * 3),
+        features,
+        (3, 3),
+        padding="SAME",
+        name=name,
+        dtype=dtype,
+        kernel_init=torch_kernel_init,
+        bias_init=torch_bias_init(in_channels * 3 * 3),
     )
 
 
 def dense(features: int, in_features: int, name: str, dtype: Any) -> nn.Dense:
-    return nn.Dense(features, name=name, dtype=dtype, kernel_init=torch_kernel_init, bias_init=torch_bias_init(in_features))
+    return nn.Dense(
+        features, name=name, dtype=dtype, kernel_init=torch_kernel_init, bias_init=torch_bias_init(in_features)
+    )
 
 
 @jax.custom_vjp

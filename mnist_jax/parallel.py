@@ -68,11 +68,17 @@ def start_processes(config: TrainConfig) -> None:
     else:
         hold_coordinator_port(config)  # a second process 0 stops here, at once
         if not config.quiet:
-            print(f"process 0 of {config.num_processes}: waiting up to {config.dist_timeout} s at {config.coordinator} "
-                  f"for the other {config.num_processes - 1}", file=sys.stderr, flush=True)
+            print(
+                f"process 0 of {config.num_processes}: waiting up to {config.dist_timeout} s at {config.coordinator} "
+                f"for the other {config.num_processes - 1}",
+                file=sys.stderr,
+                flush=True,
+            )
     try:
         jax.distributed.initialize(
-            config.coordinator, config.num_processes, config.process_id,
+            config.coordinator,
+            config.num_processes,
+            config.process_id,
             initialization_timeout=config.dist_timeout,
             heartbeat_timeout_seconds=config.dist_timeout,
             shutdown_timeout_seconds=config.dist_timeout,
@@ -116,9 +122,11 @@ _held: list[Any] = []  # the lock file of `hold_coordinator_port`, open until th
 
 def interrupted(config: TrainConfig, signum: int) -> str:
     """The line a process of a several-process run prints when SIGINT or SIGTERM stops it (`exit_on_interrupt`)."""
-    return (f"error: process {config.process_id} of {config.num_processes} was interrupted ({signal.Signals(signum).name}); "
-            f"the other processes stop when they lose it; the checkpoint of the last finished epoch in {config.out_dir} "
-            f"is whole: start all {config.num_processes} processes again with --resume")
+    return (
+        f"error: process {config.process_id} of {config.num_processes} was interrupted ({signal.Signals(signum).name}); "
+        f"the other processes stop when they lose it; the checkpoint of the last finished epoch in {config.out_dir} "
+        f"is whole: start all {config.num_processes} processes again with --resume"
+    )
 
 
 def check_same_flags(config: TrainConfig) -> None:
@@ -135,8 +143,10 @@ def check_same_flags(config: TrainConfig) -> None:
         return
     client = jax_distributed.global_state.client
     client.key_value_set(f"mnist/flags/{config.process_id}", json.dumps(run_settings(config)))
-    gathered = [json.loads(client.blocking_key_value_get(f"mnist/flags/{index}", 1000 * config.dist_timeout))
-                for index in range(config.num_processes)]
+    gathered = [
+        json.loads(client.blocking_key_value_get(f"mnist/flags/{index}", 1000 * config.dist_timeout))
+        for index in range(config.num_processes)
+    ]
     difference = first_difference(gathered, "process", "start every process of a run with the same flags")
     if difference is not None:
         leave_together(client, config, f"error: {difference}")
@@ -191,7 +201,11 @@ def make_mesh(platform: str, devices_per_process: int) -> Mesh:
         by_process.setdefault(device.process_index, []).append(device)
     visible = len(by_process[jax.process_index()])
     if devices_per_process > min(len(devices) for devices in by_process.values()):
-        hint = f"; on the CPU, JAX_NUM_CPU_DEVICES={devices_per_process} splits it into that many" if platform == "cpu" else ""
+        hint = (
+            f"; on the CPU, JAX_NUM_CPU_DEVICES={devices_per_process} splits it into that many"
+            if platform == "cpu"
+            else ""
+        )
         raise DeviceUnavailable(
             f"--devices {devices_per_process} was asked for, but JAX sees {visible} {platform} device"
             f"{'s' if visible != 1 else ''} in {'each' if len(by_process) > 1 else 'this'} process{hint}; lower --devices"

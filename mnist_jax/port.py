@@ -15,7 +15,8 @@ Only transposes and reshapes are involved: a round trip is bit-exact.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 if __name__ == "__main__":
     # Check the command line before the imports below load JAX and PyTorch (seconds, 1 GB): a bad flag or a
@@ -28,12 +28,13 @@ if __name__ == "__main__":
 import jax
 import numpy as np
 
-from mnist_jax.checkpoint import load_params
-from mnist_jax.train import predict, resolve_device
 from mnist_common.config import build_predict_parser, default_out_dir
 from mnist_common.errors import ProjectError
 from mnist_common.images import load_digits
 from mnist_common.report import say_predictions
+from mnist_jax.checkpoint import load_params
+from mnist_jax.steps import predict
+from mnist_jax.train import resolve_device
 
 
 def main(argv: Sequence[str] | None = None, checked: argparse.Namespace | None = None) -> None:

@@ -7,17 +7,23 @@ compiles the ones a run uses ahead of time, so that compilation is timed apart f
 `Steps` is what `mnist_jax.train.train_epoch` calls. Also here: the start of JAX's backends and the
 XLA_FLAGS check (`start_backends`, `xla_flags_problem`), which the steps' compiler depends on.
 
-Read it side by side with `mnist_torch/steps.py`: `train_step`, `eval_step`, `Steps` and
-`compile_steps` correspond (tests/test_architecture.py).
+Also the state they update (`create_state`, in the compute dtype of --precision), XLA's deterministic
+GPU ops (`deterministic`), and evaluation and prediction over a whole split (`evaluate`, `predict`).
+
+Read it side by side with `mnist_torch/steps.py`: the names both define correspond, in the same order
+(tests/test_architecture.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from importlib.metadata import version
-from typing import Any, Callable, NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +40,70 @@ from mnist_jax.parallel import batch_sharded, place
 
 Batch = tuple[jax.Array, jax.Array]  # images (N, 28, 28, 1) float, labels (N,) int
 Metrics = dict[str, jax.Array]
+
+#: --precision's compute dtype of the training steps (the parameters stay float32).
+COMPUTE_DTYPES = {"float32": jnp.float32, "bf16": jnp.bfloat16}
+
+
+@contextlib.contextmanager
+def deterministic(enabled: bool = True) -> Iterator[None]:
+    """Make two runs with the same flags compute the same bits: XLA's deterministic GPU ops.
+
+    XLA:CPU is deterministic already. XLA:GPU is not by default: autotuning picks kernels by timing
+    them, and some kernels accumulate with atomics, so two identical runs can end at different accuracies
+    without this and byte-identical with it (README, "Reproducibility"; see benchmarks/RESULTS.md,
+    "Design measurements").
+    XLA reads XLA_FLAGS when its backend starts, so this acts in a fresh process (the command line's
+    case) and not in one that has used JAX already. An XLA_FLAGS that names the option wins and is
+    left exactly as written. The previous XLA_FLAGS comes back afterwards.
+
+    An XLA_FLAGS that XLA would refuse (`xla_flags_problem`) is `XlaFlagsError`, naming the user's token,
+    whether or not the option would be added: appended to, it would fail in XLA with a misleading message.
+    An XLA_FLAGS naming a file of flags (XLA's other form) is left as written, since nothing can be appended
+    to a file name; a note on stderr says so unless the file names the option.
+
+    `enabled=False` (--nondeterministic) leaves XLA_FLAGS alone: XLA's default, autotuning and atomics
+    allowed, its fastest on a GPU; on the CPU nothing changes.
+    """
+    before = os.environ.get("XLA_FLAGS")
+    if before is not None and (problem := xla_flags_problem(before)) is not None:
+        raise XlaFlagsError(problem)
+    flag_file = Path(before.strip()) if before and before.strip() and not before.strip().startswith("-") else None
+    if enabled and flag_file is not None:
+        try:
+            named = "xla_gpu_deterministic_ops" in flag_file.read_text(errors="replace")
+        except OSError:  # unreadable: XLA will say so when it starts
+            named = False
+        if not named:
+            print(
+                f"note: XLA_FLAGS names the flag file {flag_file}, to which nothing can be added: GPU runs are "
+                f"deterministic only if it sets --xla_gpu_deterministic_ops=true",
+                file=sys.stderr,
+                flush=True,
+            )
+    elif enabled and "xla_gpu_deterministic_ops" not in (before or ""):
+        os.environ["XLA_FLAGS"] = f"{before or ''} --xla_gpu_deterministic_ops=true".strip()
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("XLA_FLAGS", None)
+        else:
+            os.environ["XLA_FLAGS"] = before
+
+
+def create_state(seed: int, config: TrainConfig) -> TrainState:
+    """Freshly initialized parameters (PyTorch's default distributions, drawn from `seed`'s key) and SGD state.
+
+    The state is a pytree: params, optimizer state and step count, with the model's `apply` (in the
+    training compute dtype) as static metadata. It carries no RNG key
+    because nothing after initialization is random (no dropout); the batch order comes
+    from the seed through `batch_indices`, shared with the PyTorch trainer.
+    """
+    variables = CNN().init(jax.random.key(seed), jnp.zeros((1, 28, 28, 1), jnp.float32))
+    model = CNN(dtype=COMPUTE_DTYPES[config.precision])
+    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=make_optimizer(config))
+
 
 #: SGD steps fused into one compiled call on the CPU. Unrolled (no XLA while loop), they train faster
 #: than one call per step for a few seconds more compilation; more steps compile longer for little more
@@ -62,7 +132,9 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Mean cross-entropy over the batch: torch.nn.CrossEntropyLoss(), in at least float32 (bfloat16 logits are widened)."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), labels).mean()
+    return optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), labels
+    ).mean()
 
 
 def check_labels(images: jax.Array, labels: jax.Array) -> None:
@@ -119,7 +191,9 @@ def _train_epoch_steps(state: TrainState, data: Batch, order: jax.Array) -> tupl
 train_epoch_steps = jax.jit(_train_epoch_steps, donate_argnums=0)
 
 
-def compile_train(lowered: jax.stages.Lowered, platform: str, options: dict[str, Any] | None = None) -> jax.stages.Compiled:
+def compile_train(
+    lowered: jax.stages.Lowered, platform: str, options: dict[str, Any] | None = None
+) -> jax.stages.Compiled:
     """Compile a lowered training step for `platform` ("cpu", "gpu", ...) with that platform's options.
 
     `options` defaults to CPU_TRAIN_COMPILER_OPTIONS on the CPU and none elsewhere. They tune one XLA
@@ -135,8 +209,12 @@ def compile_train(lowered: jax.stages.Lowered, platform: str, options: dict[str,
     except Exception as err:  # XLA's error type differs between versions; the message names the option
         if not any(name in str(err) for name in options):
             raise
-        print(f"note: this XLA ({platform}, jaxlib {version('jaxlib')}) does not accept the compiler options "
-              f"{sorted(options)}; compiling the training steps without them", file=sys.stderr, flush=True)
+        print(
+            f"note: this XLA ({platform}, jaxlib {version('jaxlib')}) does not accept the compiler options "
+            f"{sorted(options)}; compiling the training steps without them",
+            file=sys.stderr,
+            flush=True,
+        )
         return lowered.compile()
 
 
@@ -156,6 +234,26 @@ def eval_step(params: Any, batch: Batch) -> Metrics:
 def predict_step(params: Any, images: jax.Array) -> jax.Array:
     """Class probabilities of one batch; compiled on first use, after training, so no epoch time includes it."""
     return jax.nn.softmax(CNN().apply({"params": params}, images), axis=-1)
+
+
+def evaluate(params: Any, split: Split) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over a whole split."""
+    sums = [
+        eval_step(params, (split.images[i : i + EVAL_BATCH_SIZE], split.labels[i : i + EVAL_BATCH_SIZE]))
+        for i in range(0, len(split.labels), EVAL_BATCH_SIZE)
+    ]
+    totals = jax.tree.map(lambda *x: float(sum(x)), *sums)
+    n = len(split.labels)
+    return totals["loss_sum"] / n, totals["correct"] / n
+
+
+def predict(params: Any, images: jax.Array) -> np.ndarray:
+    """Class probabilities (N, 10) of normalized images (N, 28, 28, 1), as a NumPy array on the host."""
+    probabilities = [
+        predict_step(params, images[start : start + EVAL_BATCH_SIZE])
+        for start in range(0, len(images), EVAL_BATCH_SIZE)
+    ]
+    return np.concatenate([np.asarray(p) for p in probabilities])
 
 
 class Steps(NamedTuple):
@@ -178,7 +276,8 @@ class Steps(NamedTuple):
             return [order]
         fused = len(order) - len(order) % FUSED_STEPS if self.fused is not None else 0
         return [order[start : start + FUSED_STEPS] for start in range(0, fused, FUSED_STEPS)] + [
-            order[start : start + 1] for start in range(fused, len(order))]
+            order[start : start + 1] for start in range(fused, len(order))
+        ]
 
     def __call__(self, state: TrainState, train: Split, rows: np.ndarray, mesh: Mesh) -> tuple[TrainState, jax.Array]:
         """Train on the batches `rows` (one of `calls`); returns the new state and their losses, still on the devices.
@@ -190,7 +289,9 @@ class Steps(NamedTuple):
             state, metrics = self.epoch(state, tuple(train), place(rows, batch_sharded(mesh, stacked=True)))
             return state, metrics["loss"]
         if len(rows) > 1:
-            state, metrics = self.fused(state, place((train.images[rows], train.labels[rows]), batch_sharded(mesh, stacked=True)))
+            state, metrics = self.fused(
+                state, place((train.images[rows], train.labels[rows]), batch_sharded(mesh, stacked=True))
+            )
             return state, metrics["loss"]
         idx = rows[0]
         state, metrics = self.single(state, place((train.images[idx], train.labels[idx]), batch_sharded(mesh)))
@@ -221,7 +322,10 @@ def compile_steps(
     start = time.perf_counter()
     with count_cache_lookups() as lookups:
         if epoch_per_call(device):
-            order = place(np.zeros((num_batches(len(train.labels), batch_size), batch_size), np.int32), batch_sharded(mesh, stacked=True))
+            order = place(
+                np.zeros((num_batches(len(train.labels), batch_size), batch_size), np.int32),
+                batch_sharded(mesh, stacked=True),
+            )
             steps = Steps(epoch=compile_train(train_epoch_steps.lower(state, tuple(train), order), device.platform))
         else:
             idx = np.arange(FUSED_STEPS * batch_size).reshape(FUSED_STEPS, batch_size) % len(train.labels)
@@ -229,7 +333,9 @@ def compile_steps(
             steps = Steps(single=compile_train(train_step.lower(state, batch), device.platform))
             if fuse_steps(mesh):
                 chunk = place((train.images[idx], train.labels[idx]), batch_sharded(mesh, stacked=True))
-                steps = steps._replace(fused=compile_train(train_steps.lower(state, chunk, unroll=True), device.platform))
+                steps = steps._replace(
+                    fused=compile_train(train_steps.lower(state, chunk, unroll=True), device.platform)
+                )
         eval_step.lower(state.params, (test.images[:EVAL_BATCH_SIZE], test.labels[:EVAL_BATCH_SIZE])).compile()
     return steps, time.perf_counter() - start, lookups
 
@@ -249,13 +355,20 @@ def _backend_failure(err: BaseException) -> str:
     reason = (str(err).strip().splitlines() or [""])[0].split(" (set JAX_PLATFORMS=")[0].split(" (you may need to")[0]
     platforms = jax.config.jax_platforms
     if platforms:
-        reason = reason or ("no NVIDIA GPU is visible, so JAX skipped cuda" if "cuda" in platforms or "gpu" in platforms
-                            else "JAX started none of them")
-        return (f"JAX_PLATFORMS={platforms} asks for a platform JAX cannot start on this machine ({reason}); expected "
-                f"platforms present here (cpu; cuda needs an NVIDIA GPU and `pip install -e .[cuda]`); unset "
-                f"JAX_PLATFORMS to let JAX choose, or set JAX_PLATFORMS=cpu")
-    return (f"JAX could not start its backends ({reason or type(err).__name__}); set JAX_PLATFORMS=cpu to skip a "
-            f"failing accelerator plugin, or reinstall it")
+        reason = reason or (
+            "no NVIDIA GPU is visible, so JAX skipped cuda"
+            if "cuda" in platforms or "gpu" in platforms
+            else "JAX started none of them"
+        )
+        return (
+            f"JAX_PLATFORMS={platforms} asks for a platform JAX cannot start on this machine ({reason}); expected "
+            f"platforms present here (cpu; cuda needs an NVIDIA GPU and `pip install -e .[cuda]`); unset "
+            f"JAX_PLATFORMS to let JAX choose, or set JAX_PLATFORMS=cpu"
+        )
+    return (
+        f"JAX could not start its backends ({reason or type(err).__name__}); set JAX_PLATFORMS=cpu to skip a "
+        f"failing accelerator plugin, or reinstall it"
+    )
 
 
 class XlaFlagsError(DeviceUnavailable):
@@ -275,10 +388,14 @@ def xla_flags_problem(value: str) -> str | None:
     if not words:
         return None
     if not words[0].startswith("-") and not os.path.isfile(value.strip()):
-        return (f"XLA_FLAGS holds {words[0]!r}, which is neither an XLA flag nor a flag file that exists (XLA would "
-                f"read the whole value as a file name); expected flags starting with --, such as "
-                f"--xla_gpu_deterministic_ops=true; correct or unset XLA_FLAGS")
+        return (
+            f"XLA_FLAGS holds {words[0]!r}, which is neither an XLA flag nor a flag file that exists (XLA would "
+            f"read the whole value as a file name); expected flags starting with --, such as "
+            f"--xla_gpu_deterministic_ops=true; correct or unset XLA_FLAGS"
+        )
     if bad := next((w for w in words if w.startswith("-") and not w.startswith("--")), None):
-        return (f"XLA_FLAGS holds {bad!r}, which XLA refuses: its flags start with two dashes; write "
-                f"it as -{bad}, or correct or unset XLA_FLAGS")
+        return (
+            f"XLA_FLAGS holds {bad!r}, which XLA refuses: its flags start with two dashes; write "
+            f"it as -{bad}, or correct or unset XLA_FLAGS"
+        )
     return None

@@ -23,9 +23,10 @@ import dataclasses
 import os
 import sys
 import time
+from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Iterator, NoReturn, Sequence
+from typing import Any, NoReturn
 
 if __name__ == "__main__":
     # Check the command line before the imports below load JAX and PyTorch (seconds, 1 GB): a bad flag or a
@@ -45,7 +46,13 @@ from jax.sharding import Mesh
 
 from mnist_common import interrupts
 from mnist_common.checkpoint import records_to_json
-from mnist_common.config import EVAL_BATCH_SIZE, DeviceUnavailable, TrainConfig, parse_config, per_device_batch, stopped_at
+from mnist_common.config import (
+    DeviceUnavailable,
+    TrainConfig,
+    parse_config,
+    per_device_batch,
+    stopped_at,
+)
 from mnist_common.divergence import Diverged, check_epoch, kept
 from mnist_common.errors import ProjectError
 from mnist_common.files import out_dir_lock, write_failure
@@ -56,25 +63,20 @@ from mnist_common.weights import WEIGHTS_FILE
 from mnist_jax.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from mnist_jax.compilation_cache import describe_lookups, use_compilation_cache
 from mnist_jax.data import Split, batch_order, load_mnist, num_batches
-from mnist_jax.model import CNN
 from mnist_jax.parallel import describe, is_writer, lost_process, make_mesh, place, replicated, start_processes
 from mnist_jax.steps import (
     IN_FLIGHT,
     Steps,
     TrainState,
-    XlaFlagsError,
     compile_steps,
+    create_state,
+    deterministic,
     epoch_per_call,
-    eval_step,
-    make_optimizer,
-    predict_step,
+    evaluate,
+    predict,
     start_backends,
-    xla_flags_problem,
 )
 from mnist_jax.weights import export_weights
-
-#: --precision's compute dtype of the training steps (the parameters stay float32).
-COMPUTE_DTYPES = {"float32": jnp.float32, "bf16": jnp.bfloat16}
 
 
 def resolve_device(name: str) -> jax.Device:
@@ -94,84 +96,14 @@ def resolve_device(name: str) -> jax.Device:
     return jax.local_devices(backend="cpu")[0]
 
 
-@contextlib.contextmanager
-def deterministic(enabled: bool = True) -> Iterator[None]:
-    """Make two runs with the same flags compute the same bits: XLA's deterministic GPU ops.
-
-    XLA:CPU is deterministic already. XLA:GPU is not by default: autotuning picks kernels by timing
-    them, and some kernels accumulate with atomics, so two identical runs can end at different accuracies
-    without this and byte-identical with it (README, "Reproducibility"; see benchmarks/RESULTS.md,
-    "Design measurements").
-    XLA reads XLA_FLAGS when its backend starts, so this acts in a fresh process (the command line's
-    case) and not in one that has used JAX already. An XLA_FLAGS that names the option wins and is
-    left exactly as written. The previous XLA_FLAGS comes back afterwards.
-
-    An XLA_FLAGS that XLA would refuse (`xla_flags_problem`) is `XlaFlagsError`, naming the user's token,
-    whether or not the option would be added: appended to, it would fail in XLA with a misleading message.
-    An XLA_FLAGS naming a file of flags (XLA's other form) is left as written, since nothing can be appended
-    to a file name; a note on stderr says so unless the file names the option.
-
-    `enabled=False` (--nondeterministic) leaves XLA_FLAGS alone: XLA's default, autotuning and atomics
-    allowed, its fastest on a GPU; on the CPU nothing changes.
-    """
-    before = os.environ.get("XLA_FLAGS")
-    if before is not None and (problem := xla_flags_problem(before)) is not None:
-        raise XlaFlagsError(problem)
-    flag_file = Path(before.strip()) if before and before.strip() and not before.strip().startswith("-") else None
-    if enabled and flag_file is not None:
-        try:
-            named = "xla_gpu_deterministic_ops" in flag_file.read_text(errors="replace")
-        except OSError:  # unreadable: XLA will say so when it starts
-            named = False
-        if not named:
-            print(f"note: XLA_FLAGS names the flag file {flag_file}, to which nothing can be added: GPU runs are "
-                  f"deterministic only if it sets --xla_gpu_deterministic_ops=true", file=sys.stderr, flush=True)
-    elif enabled and "xla_gpu_deterministic_ops" not in (before or ""):
-        os.environ["XLA_FLAGS"] = f"{before or ''} --xla_gpu_deterministic_ops=true".strip()
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("XLA_FLAGS", None)
-        else:
-            os.environ["XLA_FLAGS"] = before
-
-
-def create_state(seed: int, config: TrainConfig) -> TrainState:
-    """Freshly initialized parameters (PyTorch's default distributions, drawn from `seed`'s key) and SGD state.
-
-    The state is a pytree: params, optimizer state and step count, with the model's `apply` (in the
-    training compute dtype) as static metadata. It carries no RNG key
-    because nothing after initialization is random (no dropout); the batch order comes
-    from the seed through `batch_indices`, shared with the PyTorch trainer.
-    """
-    variables = CNN().init(jax.random.key(seed), jnp.zeros((1, 28, 28, 1), jnp.float32))
-    model = CNN(dtype=COMPUTE_DTYPES[config.precision])
-    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=make_optimizer(config))
-
-
-def evaluate(params: Any, split: Split) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over a whole split."""
-    sums = [eval_step(params, (split.images[i : i + EVAL_BATCH_SIZE], split.labels[i : i + EVAL_BATCH_SIZE]))
-            for i in range(0, len(split.labels), EVAL_BATCH_SIZE)]
-    totals = jax.tree.map(lambda *x: float(sum(x)), *sums)
-    n = len(split.labels)
-    return totals["loss_sum"] / n, totals["correct"] / n
-
-
-def predict(params: Any, images: jax.Array) -> np.ndarray:
-    """Class probabilities (N, 10) of normalized images (N, 28, 28, 1), as a NumPy array on the host."""
-    probabilities = [predict_step(params, images[start : start + EVAL_BATCH_SIZE])
-                     for start in range(0, len(images), EVAL_BATCH_SIZE)]
-    return np.concatenate([np.asarray(p) for p in probabilities])
-
-
 def epoch_order(config: TrainConfig, epoch: int, num_examples: int) -> np.ndarray:
     """The epoch's batches in the shared order (`batch_order`), as one (steps, batch) int32 array."""
     return batch_order(config.seed, epoch, num_examples, config.batch_size).astype(np.int32)
 
 
-def train_epoch(state: TrainState, train: Split, config: TrainConfig, epoch: int, steps: Steps, mesh: Mesh) -> tuple[TrainState, np.ndarray]:
+def train_epoch(
+    state: TrainState, train: Split, config: TrainConfig, epoch: int, steps: Steps, mesh: Mesh
+) -> tuple[TrainState, np.ndarray]:
     """One pass in the shared batch order; returns the new state and every step's loss, on the host, once the device has finished.
 
     `steps.calls` cuts the epoch into the calls of the compiled steps (`mnist_jax.steps.Steps`): with
@@ -235,15 +167,37 @@ def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
     interrupts.now("during compilation")
     steps, compile_seconds, lookups = compile_steps(state, train_split, test_split, config.batch_size, device, mesh)
     if not config.quiet:
-        print(f"compiled train and eval steps ({steps.describe()}, {describe_device(mesh)}) in {compile_seconds:.2f}s "
-              f"({describe_lookups(lookups, cache_dir)})", flush=True)
+        print(
+            f"compiled train and eval steps ({steps.describe()}, {describe_device(mesh)}) in {compile_seconds:.2f}s "
+            f"({describe_lookups(lookups, cache_dir)})",
+            flush=True,
+        )
     images_per_epoch = num_batches(config.train_size, config.batch_size) * config.batch_size
-    versions = {"jax": jax.__version__, "jaxlib": version("jaxlib"), "flax": flax.__version__, "optax": optax.__version__}
+    versions = {
+        "jax": jax.__version__,
+        "jaxlib": version("jaxlib"),
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+    }
     compilation_cache = {"dir": None if cache_dir is None else str(cache_dir), **lookups}
 
     def metrics_file(diverged: dict[str, Any] | None = None, stopped: int | None = None) -> Path | None:
-        return write_metrics("jax", config, records, str(device), versions, compile_seconds, compilation_cache,
-                             diverged, parallel=describe(mesh), stopped_at_accuracy=stopped) if writer else None
+        return (
+            write_metrics(
+                "jax",
+                config,
+                records,
+                str(device),
+                versions,
+                compile_seconds,
+                compilation_cache,
+                diverged,
+                parallel=describe(mesh),
+                stopped_at_accuracy=stopped,
+            )
+            if writer
+            else None
+        )
 
     for epoch in range(len(records) + 1, config.epochs + 1):
         if stopped_at(config, [r.test_accuracy for r in records]) is not None:
@@ -253,12 +207,20 @@ def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
         state, losses = train_epoch(state, train_split, config, epoch, steps, mesh)
         seconds = time.perf_counter() - start
         try:
-            check_epoch(epoch, losses, params_finite(state.params), config.lr, kept(config.out_dir, records[-1].epoch if records else None))
+            check_epoch(
+                epoch,
+                losses,
+                params_finite(state.params),
+                config.lr,
+                kept(config.out_dir, records[-1].epoch if records else None),
+            )
         except Diverged as err:  # nothing of this epoch is saved; metrics.json says where it stopped
             metrics_file(err.record())
             raise
         test_loss, test_accuracy = evaluate(state.params, test_split)
-        records.append(EpochRecord(epoch, float(losses.mean()), test_loss, test_accuracy, seconds, images_per_epoch / seconds))
+        records.append(
+            EpochRecord(epoch, float(losses.mean()), test_loss, test_accuracy, seconds, images_per_epoch / seconds)
+        )
         if writer:
             interrupts.now("while writing the checkpoint")
             with interrupts.deferred():  # a checkpoint begun is finished; then the interrupt acts
@@ -273,10 +235,18 @@ def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
     if writer:
         path = metrics_file(stopped=stopped)
         export_weights(state.params, config.out_dir / WEIGHTS_FILE)
-        plots = write_plots(config.out_dir, "jax", records_to_json(records), data.test.images, data.test.labels, predictions)
+        plots = write_plots(
+            config.out_dir, "jax", records_to_json(records), data.test.images, data.test.labels, predictions
+        )
         written = ", ".join(p.name for p in plots)
-        early = "" if stopped is None else f", stopped after epoch {stopped} of {config.epochs} at >= {100 * config.stop_at_accuracy:.2f}%"
-        print(f"test accuracy {100 * records[-1].test_accuracy:.2f}% on {describe_device(mesh)}{early}; wrote {path}, {WEIGHTS_FILE}, checkpoint, {written}")
+        early = (
+            ""
+            if stopped is None
+            else f", stopped after epoch {stopped} of {config.epochs} at >= {100 * config.stop_at_accuracy:.2f}%"
+        )
+        print(
+            f"test accuracy {100 * records[-1].test_accuracy:.2f}% on {describe_device(mesh)}{early}; wrote {path}, {WEIGHTS_FILE}, checkpoint, {written}"
+        )
     return records
 
 

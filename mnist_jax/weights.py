@@ -15,8 +15,8 @@ import jax
 import numpy as np
 import torch
 
-from mnist_jax.port import params_from_torch, params_to_torch
 from mnist_common.weights import WEIGHTS_FILE, WeightsError, read_weights, write_weights  # noqa: F401  (re-exported)
+from mnist_jax.port import params_from_torch, params_to_torch
 
 
 def export_weights(params: Any, path: Path) -> Path:

@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # annotations only
 #: The file inside a run's out-dir.
 CHECKPOINT_FILE = "checkpoint.pt"
 
+
 def checkpoint_path(out_dir: Path) -> Path:
     return Path(out_dir) / CHECKPOINT_FILE
 
@@ -70,7 +71,9 @@ def _read(out_dir: Path, fix: str) -> dict[str, Any]:
     path = checkpoint_path(out_dir)
     payload = read_payload(out_dir, path, "torch", fix)
     try:
-        saved = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)  # weights_only: runs no pickled code
+        saved = torch.load(
+            io.BytesIO(payload), map_location="cpu", weights_only=True
+        )  # weights_only: runs no pickled code
     except pickle.UnpicklingError:  # PyTorch's own message advises weights_only=False: the opposite of safe
         raise CheckpointError(
             f"{path} holds Python objects besides tensors, which could run code when loaded, so it is refused; "
@@ -86,8 +89,11 @@ def load_checkpoint(out_dir: Path, state: TrainState, config: TrainConfig) -> tu
     """Restore a freshly created state in place from the checkpoint; returns it and the epoch records so far."""
     saved = _read(out_dir, RESUME_FIX)
     check_resumable(saved["config"], saved["epoch"], config, Path(out_dir))
-    momentum = {f"momentum of parameter {i}": s["momentum_buffer"] for i, s in saved["optimizer"]["state"].items()
-                if s.get("momentum_buffer") is not None}
+    momentum = {
+        f"momentum of parameter {i}": s["momentum_buffer"]
+        for i, s in saved["optimizer"]["state"].items()
+        if s.get("momentum_buffer") is not None
+    }
     check_finite(checkpoint_path(out_dir), {**saved["model"], **momentum})
     try:
         state.model.load_state_dict(saved["model"])

@@ -21,15 +21,15 @@ import gzip
 import hashlib
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torchvision.datasets import MNIST
 
-from mnist_common.errors import ProjectError
 from mnist_common.config import (  # noqa: F401  (re-exported: defined where no framework is imported)
     DEFAULT_DATA_DIR,
     IMAGE_SHAPE,
@@ -40,8 +40,8 @@ from mnist_common.config import (  # noqa: F401  (re-exported: defined where no 
     NUM_TRAIN,
     PACKAGED_DATA_DIR,
 )
+from mnist_common.errors import ProjectError
 from mnist_common.files import write_atomically
-
 
 #: Published SHA-256 digests and sizes of the four uncompressed originals.
 IDX_FILES: dict[str, tuple[str, int]] = {
@@ -111,6 +111,7 @@ def sha256_of(path: Path) -> str:
 
 def _extract(gz_path: Path, target: Path) -> None:
     """Decompress via a temporary file, so an interrupted extraction never leaves a partial IDX file."""
+
     def decompress(partial: Path) -> None:
         with gzip.open(gz_path, "rb") as src, open(partial, "wb") as dst:
             shutil.copyfileobj(src, dst)
@@ -143,7 +144,9 @@ def ensure_verified(data_dir: Path | str = DEFAULT_DATA_DIR) -> Path:
         if not path.exists():
             gz_path = gz_folder / (name + ".gz")
             if not gz_path.exists():
-                raise DataError(f"{gz_path} is missing (expected the gzipped MNIST original, SHA-256 of its contents {expected}); {RESTORE_HINT}")
+                raise DataError(
+                    f"{gz_path} is missing (expected the gzipped MNIST original, SHA-256 of its contents {expected}); {RESTORE_HINT}"
+                )
             _writable(folder, gz_folder)
             _extract(gz_path, path)
             source = gz_path
@@ -158,7 +161,9 @@ def ensure_verified(data_dir: Path | str = DEFAULT_DATA_DIR) -> Path:
             else:
                 path.unlink()
                 fix = RESTORE_HINT
-            raise DataError(f"{source} does not hold the original {name} (expected {size} bytes, SHA-256 {expected}; got {got}); {fix}")
+            raise DataError(
+                f"{source} does not hold the original {name} (expected {size} bytes, SHA-256 {expected}; got {got}); {fix}"
+            )
     return folder
 
 

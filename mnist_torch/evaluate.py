@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 if __name__ == "__main__":
     # Check the command line before the imports below load PyTorch (seconds, about 1 GB): a bad flag or a
@@ -22,12 +22,13 @@ if __name__ == "__main__":
     interrupts.install("python -m mnist_torch.evaluate")  # Ctrl-C or SIGTERM from here on: one line, exit 130 / 143
     CHECKED = check_command_line("evaluate", "torch", sys.argv[1:])  # parsed once: main runs what was checked
 
-from mnist_torch.checkpoint import checkpoint_path, load_model
 from mnist_common.config import default_out_dir, parse_evaluate_args
 from mnist_common.errors import ProjectError
-from mnist_torch.data import Split, load_mnist
 from mnist_common.report import format_evaluation
-from mnist_torch.train import evaluate, resolve_device
+from mnist_torch.checkpoint import checkpoint_path, load_model
+from mnist_torch.data import Split, load_mnist
+from mnist_torch.steps import evaluate
+from mnist_torch.train import resolve_device
 from mnist_torch.weights import load_weights
 
 

@@ -41,7 +41,9 @@ class World(NamedTuple):
 
 def launched_world() -> World:
     """This process's place as torchrun's environment gives it (RANK, WORLD_SIZE, LOCAL_RANK); one process without it."""
-    return World(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0")))
+    return World(
+        int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
+    )
 
 
 def start_processes(config: TrainConfig, device_type: str) -> World:
@@ -57,12 +59,16 @@ def start_processes(config: TrainConfig, device_type: str) -> World:
     world = launched_world()
     if world.size == 1:
         return world
-    exit_on_interrupt(lambda signum: (interrupted if signum == signal.SIGINT else stopped)(world, config),
-                      (signal.SIGINT, signal.SIGTERM))
+    exit_on_interrupt(
+        lambda signum: (interrupted if signum == signal.SIGINT else stopped)(world, config),
+        (signal.SIGINT, signal.SIGTERM),
+    )
     if device_type == "cuda":
         torch.cuda.set_device(world.local_rank)  # one GPU per process, before NCCL starts
     try:
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=datetime.timedelta(seconds=config.dist_timeout))
+        dist.init_process_group(
+            "nccl" if device_type == "cuda" else "gloo", timeout=datetime.timedelta(seconds=config.dist_timeout)
+        )
     except Exception as err:  # torch.distributed raises DistError subclasses or RuntimeError, by version
         where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
         raise DistributedError(
@@ -78,15 +84,19 @@ def stopped(world: World, config: TrainConfig) -> str:
     """The line a rank of a several-process run prints when SIGTERM stops it (`exit_on_interrupt`): torchrun's
     way of stopping the other ranks when one fails. Said by the watcher thread, not raised in the main thread,
     whose unwinding may be inside a collective or autograd's engine when the signal comes."""
-    return (f"error: rank {world.rank} of {world.size} was stopped (SIGTERM): torchrun stops every rank when one fails, and its "
-            f"report names the rank that did; the checkpoint of the last finished epoch in {config.out_dir} is whole: "
-            "run the same torchrun command again with --resume")
+    return (
+        f"error: rank {world.rank} of {world.size} was stopped (SIGTERM): torchrun stops every rank when one fails, and its "
+        f"report names the rank that did; the checkpoint of the last finished epoch in {config.out_dir} is whole: "
+        "run the same torchrun command again with --resume"
+    )
 
 
 def interrupted(world: World, config: TrainConfig) -> str:
     """The line a rank of a several-process run prints when SIGINT stops it (`exit_on_interrupt`)."""
-    return (f"error: rank {world.rank} of {world.size} was interrupted (SIGINT); the other ranks stop too; the checkpoint "
-            f"of the last finished epoch in {config.out_dir} is whole: run the same torchrun command again with --resume")
+    return (
+        f"error: rank {world.rank} of {world.size} was interrupted (SIGINT); the other ranks stop too; the checkpoint "
+        f"of the last finished epoch in {config.out_dir} is whole: run the same torchrun command again with --resume"
+    )
 
 
 def check_same_flags(config: TrainConfig, world: World) -> None:
@@ -156,4 +166,3 @@ def lost_process(err: Exception, world: World, config: TrainConfig) -> Distribut
         f"rank {world.rank} of {world.size} lost another process of the run ({first_line(err)}); the checkpoint of "
         f"the last finished epoch in {config.out_dir} is whole: run the same torchrun command again with --resume"
     )
-

@@ -6,8 +6,11 @@ as it is, its forward pass through `torch.compile`, or the whole step captured a
 same SGD steps in the same order. Also here: the state the steps update (`TrainState`), which the
 checkpoints save.
 
-Read it side by side with `mnist_jax/steps.py`: `train_step`, `eval_step`, `Steps` and
-`compile_steps` correspond (tests/test_architecture.py).
+Also PyTorch's deterministic settings (`deterministic`), the state's creation (`create_state`), and
+evaluation and prediction over a whole split (`evaluate`, `predict`).
+
+Read it side by side with `mnist_jax/steps.py`: the names both define correspond, in the same order
+(tests/test_architecture.py).
 
 CUDA graphs, PyTorch's fastest GPU path: the whole training step captured once and replayed per batch.
 Eager PyTorch launches some 40 small kernels per SGD step of this network, each with Python and
@@ -28,15 +31,18 @@ training on it.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
-from mnist_common.config import TrainConfig
+from mnist_common.config import EVAL_BATCH_SIZE, TrainConfig
 from mnist_torch.data import Split
 from mnist_torch.model import CNN
 from mnist_torch.parallel import World, data_parallel
@@ -55,6 +61,49 @@ class TrainState(NamedTuple):
     optimizer: torch.optim.SGD
     compute_dtype: torch.dtype = torch.float32
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # None: the model
+
+
+#: --precision's compute dtype of the training steps (the parameters stay float32).
+COMPUTE_DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16}
+
+
+@contextlib.contextmanager
+def deterministic(enabled: bool = True) -> Iterator[None]:
+    """Make two runs with the same flags compute the same bits, for the duration of a run: PyTorch's
+    deterministic algorithms only. The previous settings come back afterwards (the benchmarks measure
+    the steps at full speed in the same process).
+
+    On the CPU this changes nothing measurable; on CUDA it keeps cuDNN from choosing kernels by timing
+    (`cudnn.benchmark`) and from atomics-based ones, and cuBLAS needs a fixed workspace for it
+    (CUBLAS_WORKSPACE_CONFIG, read when cuBLAS starts, so set before any CUDA work). Set by the trainer,
+    not left to the user; the README's "Reproducibility" says what holds on which device.
+
+    `enabled=False` (--nondeterministic) runs PyTorch at its fastest instead: no deterministic algorithms,
+    and cuDNN autotuning (`cudnn.benchmark = True`, kernels chosen by timing them); on the CPU neither
+    changes a bit.
+    """
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+    )
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.benchmark = not enabled
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark = before[2]
+
+
+def create_state(seed: int, config: TrainConfig, device: torch.device) -> TrainState:
+    """A freshly initialized model (PyTorch's default init, seeded), its SGD optimizer and the training compute dtype."""
+    torch.manual_seed(seed)
+    model = CNN().to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+    return TrainState(model, optimizer, COMPUTE_DTYPES[config.precision])
 
 
 def train_step(state: TrainState, batch: Batch) -> Metrics:
@@ -85,8 +134,37 @@ def eval_step(model: CNN, batch: Batch) -> Metrics:
     }
 
 
+def evaluate(model: CNN, split: Split) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over a whole split."""
+    model.eval()
+    sums = [
+        eval_step(model, (split.images[i : i + EVAL_BATCH_SIZE], split.labels[i : i + EVAL_BATCH_SIZE]))
+        for i in range(0, len(split.labels), EVAL_BATCH_SIZE)
+    ]
+    model.train()
+    totals = {key: sum(s[key] for s in sums).item() for key in sums[0]}
+    n = len(split.labels)
+    return totals["loss_sum"] / n, totals["correct"] / n
+
+
+@torch.no_grad()
+def predict(model: CNN, images: torch.Tensor) -> np.ndarray:
+    """Class probabilities (N, 10) of normalized images (N, 1, 28, 28), as a NumPy array on the host."""
+    was_training = model.training
+    model.eval()
+    probabilities = [
+        F.softmax(model(images[start : start + EVAL_BATCH_SIZE]), dim=1)
+        for start in range(0, len(images), EVAL_BATCH_SIZE)
+    ]
+    model.train(was_training)
+    return torch.cat(probabilities).cpu().numpy()
+
+
 #: What compile_steps did, for the line the trainer prints.
-PREPARED = {"compile": "compiled the train step with torch.compile", "cuda-graphs": "captured the train step as a CUDA graph"}
+PREPARED = {
+    "compile": "compiled the train step with torch.compile",
+    "cuda-graphs": "captured the train step as a CUDA graph",
+}
 
 #: A training step ready to run on one batch's indices into the resident training set.
 Step = Callable[[torch.Tensor], Metrics]
@@ -118,9 +196,12 @@ def repair_inductor_cache() -> list[Path]:
                 path.unlink()
                 damaged.append(path)
     if damaged:
-        print(f"note: removed {len(damaged)} empty compiled kernel file{'s' if len(damaged) > 1 else ''} (.so, .o) that an "
-              f"interrupted compilation left in Inductor's cache {root}; this compilation rebuilds what it needs",
-              file=sys.stderr, flush=True)
+        print(
+            f"note: removed {len(damaged)} empty compiled kernel file{'s' if len(damaged) > 1 else ''} (.so, .o) that an "
+            f"interrupted compilation left in Inductor's cache {root}; this compilation rebuilds what it needs",
+            file=sys.stderr,
+            flush=True,
+        )
     return damaged
 
 
@@ -149,7 +230,9 @@ Snapshot = tuple[list[torch.Tensor], dict[torch.Tensor, dict[str, torch.Tensor]]
 def snapshot(state: TrainState) -> Snapshot:
     """Copies of the model's parameters and buffers and of the optimizer's tensors (SGD: momentum buffers)."""
     model = [t.detach().clone() for t in state.model.state_dict().values()]
-    optimizer = {p: {k: v.clone() for k, v in s.items() if torch.is_tensor(v)} for p, s in state.optimizer.state.items()}
+    optimizer = {
+        p: {k: v.clone() for k, v in s.items() if torch.is_tensor(v)} for p, s in state.optimizer.state.items()
+    }
     return model, optimizer
 
 
@@ -195,10 +278,14 @@ class CapturedStep:
     `train_step` is the eager step to capture; the state is updated in place, as in eager mode.
     """
 
-    def __init__(self, train_step: Callable[[TrainState, Batch], Metrics], state: TrainState, train: Split, batch_size: int):
+    def __init__(
+        self, train_step: Callable[[TrainState, Batch], Metrics], state: TrainState, train: Split, batch_size: int
+    ):
         device = train.images.device
         if device.type != "cuda":
-            raise ValueError(f"CUDA graphs need the training data on a CUDA device, got {device}; use eager or compiled steps")
+            raise ValueError(
+                f"CUDA graphs need the training data on a CUDA device, got {device}; use eager or compiled steps"
+            )
         self.idx = torch.zeros(batch_size, dtype=torch.long, device=device)  # static: replays read the indices here
         # The graph holds raw addresses, not references: the data and state it reads must live as long as it does,
         # or the caching allocator hands their memory to the next tensor and replays read garbage.
@@ -225,7 +312,9 @@ class CapturedStep:
         return {"loss": self.loss.clone()}  # the next replay overwrites self.loss
 
 
-def compile_steps(state: TrainState, train: Split, config: TrainConfig, world: World) -> tuple[TrainState, Steps, float | None]:
+def compile_steps(
+    state: TrainState, train: Split, config: TrainConfig, world: World
+) -> tuple[TrainState, Steps, float | None]:
     """The training step of PyTorch's execution mode `config.mode` on this rank's slice of each batch, and
     the seconds spent preparing it.
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Iterator, NoReturn, Sequence
+from typing import NoReturn
 
 if __name__ == "__main__":
     # Check the command line before the imports below load PyTorch (seconds, about 1 GB): a bad flag or a
@@ -36,11 +36,17 @@ if __name__ == "__main__":
 import numpy as np
 import torch
 import torchvision
-from torch.nn import functional as F
 
 from mnist_common import interrupts
 from mnist_common.checkpoint import records_to_json
-from mnist_common.config import EVAL_BATCH_SIZE, DeviceUnavailable, DistributedError, TrainConfig, parse_config, per_device_batch, stopped_at
+from mnist_common.config import (
+    DeviceUnavailable,
+    DistributedError,
+    TrainConfig,
+    parse_config,
+    per_device_batch,
+    stopped_at,
+)
 from mnist_common.divergence import Diverged, check_epoch, kept
 from mnist_common.errors import ProjectError
 from mnist_common.files import first_line, out_dir_lock, write_failure
@@ -63,11 +69,17 @@ from mnist_torch.parallel import (
     lost_process,
     start_processes,
 )
-from mnist_torch.steps import PREPARED, Steps, TrainState, compile_steps, eval_step
+from mnist_torch.steps import (
+    PREPARED,
+    Steps,
+    TrainState,
+    compile_steps,
+    create_state,
+    deterministic,
+    evaluate,
+    predict,
+)
 from mnist_torch.weights import export_weights
-
-#: --precision's compute dtype of the training steps (the parameters stay float32).
-COMPUTE_DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -78,71 +90,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-@contextlib.contextmanager
-def deterministic(enabled: bool = True) -> Iterator[None]:
-    """Make two runs with the same flags compute the same bits, for the duration of a run: PyTorch's
-    deterministic algorithms only. The previous settings come back afterwards (the benchmarks measure
-    the steps at full speed in the same process).
-
-    On the CPU this changes nothing measurable; on CUDA it keeps cuDNN from choosing kernels by timing
-    (`cudnn.benchmark`) and from atomics-based ones, and cuBLAS needs a fixed workspace for it
-    (CUBLAS_WORKSPACE_CONFIG, read when cuBLAS starts, so set before any CUDA work). Set by the trainer,
-    not left to the user; the README's "Reproducibility" says what holds on which device.
-
-    `enabled=False` (--nondeterministic) runs PyTorch at its fastest instead: no deterministic algorithms,
-    and cuDNN autotuning (`cudnn.benchmark = True`, kernels chosen by timing them); on the CPU neither
-    changes a bit.
-    """
-    if enabled:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-              torch.backends.cudnn.benchmark)
-    torch.use_deterministic_algorithms(enabled)
-    torch.backends.cudnn.benchmark = not enabled
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
-        torch.backends.cudnn.benchmark = before[2]
-
-
-def create_state(seed: int, config: TrainConfig, device: torch.device) -> TrainState:
-    """A freshly initialized model (PyTorch's default init, seeded), its SGD optimizer and the training compute dtype."""
-    torch.manual_seed(seed)
-    model = CNN().to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
-    return TrainState(model, optimizer, COMPUTE_DTYPES[config.precision])
-
-
-def evaluate(model: CNN, split: Split) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over a whole split."""
-    model.eval()
-    sums = [eval_step(model, (split.images[i : i + EVAL_BATCH_SIZE], split.labels[i : i + EVAL_BATCH_SIZE]))
-            for i in range(0, len(split.labels), EVAL_BATCH_SIZE)]
-    model.train()
-    totals = {key: sum(s[key] for s in sums).item() for key in sums[0]}
-    n = len(split.labels)
-    return totals["loss_sum"] / n, totals["correct"] / n
-
-
-@torch.no_grad()
-def predict(model: CNN, images: torch.Tensor) -> np.ndarray:
-    """Class probabilities (N, 10) of normalized images (N, 1, 28, 28), as a NumPy array on the host."""
-    was_training = model.training
-    model.eval()
-    probabilities = [F.softmax(model(images[start : start + EVAL_BATCH_SIZE]), dim=1)
-                     for start in range(0, len(images), EVAL_BATCH_SIZE)]
-    model.train(was_training)
-    return torch.cat(probabilities).cpu().numpy()
-
-
 def epoch_order(config: TrainConfig, epoch: int, num_examples: int, world: World) -> np.ndarray:
     """The epoch's batches in the shared order (`batch_order`), as one (steps, batch) array: this rank's
     slice of every batch under torchrun."""
     return local_columns(batch_order(config.seed, epoch, num_examples, config.batch_size), world)
 
 
-def train_epoch(state: TrainState, train: Split, config: TrainConfig, epoch: int, steps: Steps, world: World) -> tuple[TrainState, np.ndarray]:
+def train_epoch(
+    state: TrainState, train: Split, config: TrainConfig, epoch: int, steps: Steps, world: World
+) -> tuple[TrainState, np.ndarray]:
     """One pass in the shared batch order; returns the state (updated in place) and every step's loss, on the host, once the device has finished.
 
     `steps.calls` cuts the epoch into the calls of the prepared step (`mnist_torch.steps.Steps`), one
@@ -174,7 +130,11 @@ def train(config: TrainConfig) -> list[EpochRecord]:
         try:
             writer = is_writer(world)  # rank 0 writes the run's files; every rank computes every step
             with out_dir_lock(config.out_dir, "python -m mnist_torch.train") if writer else contextlib.nullcontext():
-                return _train(config, world, torch.device("cuda", world.local_rank) if world.size > 1 and device.type == "cuda" else device)
+                return _train(
+                    config,
+                    world,
+                    torch.device("cuda", world.local_rank) if world.size > 1 and device.type == "cuda" else device,
+                )
         finally:
             finish(world)
 
@@ -186,15 +146,19 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
             "use --mode eager or --mode compile, or --device cuda on a machine with a GPU"
         )
     if config.mode == "cuda-graphs" and world.size > 1:
-        raise DistributedError("--mode cuda-graphs captures one process's step and does not run under torchrun; "
-                               "use --mode eager or --mode compile with several processes")
+        raise DistributedError(
+            "--mode cuda-graphs captures one process's step and does not run under torchrun; "
+            "use --mode eager or --mode compile with several processes"
+        )
     per_device_batch(config.batch_size, world.size, f"{world.size} processes")
     writer = is_writer(world)
     if not writer:  # one progress bar and one report per run: process 0's
         config = dataclasses.replace(config, quiet=True)
     interrupts.now("while loading the MNIST data")
     data = load_mnist(config.data_dir)
-    train_split = Split(data.train.images[: config.train_size].to(device), data.train.labels[: config.train_size].to(device))
+    train_split = Split(
+        data.train.images[: config.train_size].to(device), data.train.labels[: config.train_size].to(device)
+    )
     test_split = Split(data.test.images.to(device), data.test.labels.to(device))  # every rank evaluates all of it
     state = create_state(config.seed, config, device)
     records: list[EpochRecord] = []
@@ -211,8 +175,21 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
     versions = {"torch": torch.__version__, "torchvision": torchvision.__version__}
 
     def metrics_file(diverged: dict | None = None, stopped: int | None = None) -> Path | None:
-        return write_metrics("torch", config, records, str(device), versions, compile_seconds,
-                             diverged=diverged, parallel=describe(world), stopped_at_accuracy=stopped) if writer else None
+        return (
+            write_metrics(
+                "torch",
+                config,
+                records,
+                str(device),
+                versions,
+                compile_seconds,
+                diverged=diverged,
+                parallel=describe(world),
+                stopped_at_accuracy=stopped,
+            )
+            if writer
+            else None
+        )
 
     for epoch in range(len(records) + 1, config.epochs + 1):
         if stopped_at(config, [r.test_accuracy for r in records]) is not None:
@@ -222,12 +199,20 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
         state, losses = train_epoch(state, train_split, config, epoch, steps, world)
         seconds = time.perf_counter() - start
         try:
-            check_epoch(epoch, losses, params_finite(state.model), config.lr, kept(config.out_dir, records[-1].epoch if records else None))
+            check_epoch(
+                epoch,
+                losses,
+                params_finite(state.model),
+                config.lr,
+                kept(config.out_dir, records[-1].epoch if records else None),
+            )
         except Diverged as err:  # nothing of this epoch is saved; metrics.json says where it stopped
             metrics_file(err.record())
             raise
         test_loss, test_accuracy = evaluate(state.model, test_split)
-        records.append(EpochRecord(epoch, float(losses.mean()), test_loss, test_accuracy, seconds, images_per_epoch / seconds))
+        records.append(
+            EpochRecord(epoch, float(losses.mean()), test_loss, test_accuracy, seconds, images_per_epoch / seconds)
+        )
         if writer:
             interrupts.now("while writing the checkpoint")
             with interrupts.deferred():  # a checkpoint begun is finished; then the interrupt acts
@@ -242,17 +227,32 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
         path = metrics_file(stopped=stopped)
         export_weights(state.model, config.out_dir / WEIGHTS_FILE)
         predictions = predict(state.model, test_split.images).argmax(axis=1)
-        plots = write_plots(config.out_dir, "torch", records_to_json(records), data.test.images.numpy(), data.test.labels.numpy(), predictions)
+        plots = write_plots(
+            config.out_dir,
+            "torch",
+            records_to_json(records),
+            data.test.images.numpy(),
+            data.test.labels.numpy(),
+            predictions,
+        )
         written = ", ".join(p.name for p in plots)
-        early = "" if stopped is None else f", stopped after epoch {stopped} of {config.epochs} at >= {100 * config.stop_at_accuracy:.2f}%"
-        print(f"test accuracy {100 * records[-1].test_accuracy:.2f}% on {describe_device(device, world)}{early}; "
-              f"wrote {path}, {WEIGHTS_FILE}, checkpoint, {written}")
+        early = (
+            ""
+            if stopped is None
+            else f", stopped after epoch {stopped} of {config.epochs} at >= {100 * config.stop_at_accuracy:.2f}%"
+        )
+        print(
+            f"test accuracy {100 * records[-1].test_accuracy:.2f}% on {describe_device(device, world)}{early}; "
+            f"wrote {path}, {WEIGHTS_FILE}, checkpoint, {written}"
+        )
     return records
 
 
 def describe_device(device: torch.device, world: World) -> str:
     """`cpu` for one process, `2 processes (gloo), cpu` under torchrun."""
-    return str(device) if world.size == 1 else f"{world.size} processes ({torch.distributed.get_backend()}), {device.type}"
+    return (
+        str(device) if world.size == 1 else f"{world.size} processes ({torch.distributed.get_backend()}), {device.type}"
+    )
 
 
 def fail(message: str) -> NoReturn:
@@ -278,11 +278,15 @@ def main(argv: Sequence[str] | None = None, checked: TrainConfig | None = None) 
     except OSError as err:  # the out-dir's disk is full, read-only, or not a folder
         sys.exit(f"error: {write_failure(err, config.out_dir)}")
     except Exception as err:
-        if "file too short" in str(err):  # a kernel in Inductor's cache damaged otherwise than repair_inductor_cache sees
+        if "file too short" in str(
+            err
+        ):  # a kernel in Inductor's cache damaged otherwise than repair_inductor_cache sees
             from torch._inductor.runtime.cache_dir_utils import cache_dir
 
-            sys.exit(f"error: torch.compile read a damaged compiled kernel from Inductor's cache ({first_line(err)}); "
-                     f"remove the folder {cache_dir()} (a cache: it is rebuilt) and run again")
+            sys.exit(
+                f"error: torch.compile read a damaged compiled kernel from Inductor's cache ({first_line(err)}); "
+                f"remove the folder {cache_dir()} (a cache: it is rebuilt) and run again"
+            )
         if (lost := lost_process(err, launched_world(), config)) is None:
             raise
         fail(f"error: {lost}")

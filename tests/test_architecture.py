@@ -16,10 +16,24 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("mnist_common", "mnist_torch", "mnist_jax")
 FRAMEWORKS = ("torch", "torchvision", "jax", "jaxlib", "flax", "optax")
 
-#: The names both steps.py define, in this relative order: the eager/jitted step, the evaluation step, what
-#: `train_epoch` calls, and the function that prepares it. The rest of each steps.py is framework-specific
+#: The names both steps.py define, in this relative order: the state's types and its creation, the settings that
+#: make the steps deterministic, the eager/jitted step, the evaluation step and the
+#: evaluation and prediction over a whole split, what `train_epoch` calls, and the
+#: function that prepares it. The rest of each steps.py is framework-specific
 #: (JAX's fused and whole-epoch variants and its compiler options; PyTorch's CUDA-graph capture).
-CORRESPONDING_STEPS = ["Batch", "Metrics", "train_step", "eval_step", "Steps", "compile_steps"]
+CORRESPONDING_STEPS = [
+    "Batch",
+    "Metrics",
+    "COMPUTE_DTYPES",
+    "deterministic",
+    "create_state",
+    "train_step",
+    "eval_step",
+    "evaluate",
+    "predict",
+    "Steps",
+    "compile_steps",
+]
 
 
 def public_names(path: Path) -> list[str]:
@@ -83,7 +97,8 @@ def test_the_two_steps_modules_define_the_corresponding_names_in_the_same_order(
         assert not missing, f"mnist_{framework}/steps.py no longer defines {missing}, which the other steps.py mirrors"
         order = [n for n in names if n in CORRESPONDING_STEPS]
         assert order == CORRESPONDING_STEPS, (
-            f"mnist_{framework}/steps.py defines the corresponding names in the order {order}, expected {CORRESPONDING_STEPS}")
+            f"mnist_{framework}/steps.py defines the corresponding names in the order {order}, expected {CORRESPONDING_STEPS}"
+        )
 
 
 def test_no_import_cycle_among_the_project_modules():
@@ -96,7 +111,9 @@ def test_no_import_cycle_among_the_project_modules():
         state[module] = 1
         for dependency in sorted(graph[module]):
             if state.get(dependency) == 1:
-                cycles.append(path[path.index(dependency):] + [dependency] if dependency in path else [module, dependency])
+                cycles.append(
+                    path[path.index(dependency) :] + [dependency] if dependency in path else [module, dependency]
+                )
             elif dependency not in state:
                 visit(dependency, path + [dependency])
         state[module] = 2
@@ -104,8 +121,10 @@ def test_no_import_cycle_among_the_project_modules():
     for module in sorted(graph):
         if module not in state:
             visit(module, [module])
-    assert not cycles, "import cycles (every import statement counts, TYPE_CHECKING and function bodies too): " + "; ".join(
-        " -> ".join(cycle) for cycle in cycles)
+    assert not cycles, (
+        "import cycles (every import statement counts, TYPE_CHECKING and function bodies too): "
+        + "; ".join(" -> ".join(cycle) for cycle in cycles)
+    )
 
 
 def test_nothing_below_a_trainer_imports_it():
@@ -113,7 +132,9 @@ def test_nothing_below_a_trainer_imports_it():
     for framework in ("torch", "jax"):
         importers = sorted(m for m, deps in graph.items() if f"mnist_{framework}.train" in deps)
         allowed = {f"mnist_{framework}.evaluate", f"mnist_{framework}.predict"}
-        assert set(importers) <= allowed, f"mnist_{framework}.train is imported by {importers}; only {sorted(allowed)} may"
+        assert set(importers) <= allowed, (
+            f"mnist_{framework}.train is imported by {importers}; only {sorted(allowed)} may"
+        )
 
 
 def test_mnist_common_loads_no_framework():
@@ -131,7 +152,9 @@ def test_mnist_common_loads_no_framework():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
-    assert loaded == [], f"importing mnist_common ({', '.join(modules)}) and its compare --help loaded frameworks: {loaded}"
+    assert loaded == [], (
+        f"importing mnist_common ({', '.join(modules)}) and its compare --help loaded frameworks: {loaded}"
+    )
 
 
 def test_mnist_jax_imports_mnist_torch_only_for_the_data_loader():
@@ -144,4 +167,5 @@ def test_mnist_jax_imports_mnist_torch_only_for_the_data_loader():
     # the weight port would be the one other allowed use.
     assert uses == {"mnist_jax/data.py": ["mnist_torch.data"]}, (
         f"mnist_jax's imports of mnist_torch drifted: {uses}; expected only mnist_jax/data.py -> mnist_torch.data "
-        "(the torchvision data loader)")
+        "(the torchvision data loader)"
+    )

@@ -12,9 +12,20 @@ from benchmarks.conditions import REPO
 
 #: This checkout's commit, for the "clean tree" provenance line; None in a copy without git metadata (a device machine's).
 HEAD = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip() or None
-ENV = {"device_name": "Test CPU, 2 cores", "torch": "2.14.1", "jax": "0.10.2", "jaxlib": "0.10.2", "flax": "0.12.8",
-       "optax": "0.2.8", "python": "3.11.7", "commit": HEAD or "f" * 40, "dirty": False, "commit_source": "git", "threads": 2,
-       "settings": "no autotuning on either side"}
+ENV = {
+    "device_name": "Test CPU, 2 cores",
+    "torch": "2.14.1",
+    "jax": "0.10.2",
+    "jaxlib": "0.10.2",
+    "flax": "0.12.8",
+    "optax": "0.2.8",
+    "python": "3.11.7",
+    "commit": HEAD or "f" * 40,
+    "dirty": False,
+    "commit_source": "git",
+    "threads": 2,
+    "settings": "no autotuning on either side",
+}
 
 
 def comparison(rows, mode="train", device="cpu", batch_size=128, env=ENV):
@@ -25,10 +36,22 @@ def comparison(rows, mode="train", device="cpu", batch_size=128, env=ENV):
 def variant(name, round_seconds, images=2048, loaded=False, compile_seconds=None):
     timed = [s for s in round_seconds if s is not None]
     rates = sorted(images / s for s in timed)
-    return {"framework": name.split("_")[0], "variant": name, "mode": "train", "device": "cpu", "batch_size": 128,
-            "precision": "float32", "compile_seconds": compile_seconds, "round_seconds": round_seconds, "rounds": len(timed),
-            "images_per_s": rates[len(rates) // 2], "images_per_s_low": rates[0], "images_per_s_high": rates[-1],
-            "other_processes_cores": 0.9 if loaded else 0.01, "loaded": loaded}
+    return {
+        "framework": name.split("_")[0],
+        "variant": name,
+        "mode": "train",
+        "device": "cpu",
+        "batch_size": 128,
+        "precision": "float32",
+        "compile_seconds": compile_seconds,
+        "round_seconds": round_seconds,
+        "rounds": len(timed),
+        "images_per_s": rates[len(rates) // 2],
+        "images_per_s_low": rates[0],
+        "images_per_s_high": rates[-1],
+        "other_processes_cores": 0.9 if loaded else 0.01,
+        "loaded": loaded,
+    }
 
 
 def write(tmp_path, infos, name="results"):
@@ -41,16 +64,30 @@ def test_paired_ratios_intervals_verdicts_and_not_run_rows(tmp_path, capsys):
     eager = [0.50, 0.52, 0.55, 0.60, 0.50, 0.51, 0.53, 0.58, 0.50, 0.52]
     jax = [s / 1.25 for s in eager]  # 1.25x eager in every pair, however the machine drifts
     compiled = [s / 1.5 for s in eager]
-    rows = [variant("torch_eager", eager), variant("jax_scan_unrolled", jax, compile_seconds=1.5),
-            variant("torch_compile", compiled, loaded=True, compile_seconds=6.0),
-            {"framework": "torch", "variant": "torch_cudagraph", "mode": "train", "device": "cpu", "batch_size": 128,
-             "precision": "float32", "not_run": "CUDA graphs exist on NVIDIA GPUs only"}]
+    rows = [
+        variant("torch_eager", eager),
+        variant("jax_scan_unrolled", jax, compile_seconds=1.5),
+        variant("torch_compile", compiled, loaded=True, compile_seconds=6.0),
+        {
+            "framework": "torch",
+            "variant": "torch_cudagraph",
+            "mode": "train",
+            "device": "cpu",
+            "batch_size": 128,
+            "precision": "float32",
+            "not_run": "CUDA graphs exist on NVIDIA GPUs only",
+        },
+    ]
     report.main([str(write(tmp_path, [comparison(rows)])), "--out-dir", str(tmp_path / "out")])
     markdown = (tmp_path / "out" / "results.md").read_text()
     assert markdown == capsys.readouterr().out.rstrip("\n") + "\n"
-    assert "| train | jax_scan_unrolled | cpu | 128 | float32 | 4,923 [4,267-5,120] | 10 | 1.25x [1.25-1.25] |" in markdown
+    assert (
+        "| train | jax_scan_unrolled | cpu | 128 | float32 | 4,923 [4,267-5,120] | 10 | 1.25x [1.25-1.25] |" in markdown
+    )
     assert "| train | torch_eager | cpu | 128 | float32 | 3,938 [3,413-4,096] | 10 | 1.00x [1.00-1.00] |" in markdown
-    assert "| train | torch_cudagraph | cpu | 128 | float32 | not run: CUDA graphs exist on NVIDIA GPUs only |" in markdown
+    assert (
+        "| train | torch_cudagraph | cpu | 128 | float32 | not run: CUDA graphs exist on NVIDIA GPUs only |" in markdown
+    )
     assert "**loaded** (0.90 cores used by others)" in markdown
     assert "jax_scan_unrolled >= 1x torch_compile: 0.83x [0.83-0.83], not met: the whole interval" in markdown
     assert "jax_scan_unrolled >= 1x torch_eager: 1.25x [1.25-1.25], met: the whole interval" in markdown
@@ -74,9 +111,17 @@ def test_dirty_foreign_and_unknown_provenance_are_shown_as_such(tmp_path, capsys
 
 def legacy(name, images_per_s, batch_size=128):
     """A row as results recorded before paired rounds (the committed GPU files) hold it."""
-    return {**{k: v for k, v in ENV.items() if k not in ("commit", "dirty", "commit_source")}, "variant": name,
-            "framework": name.split("_")[0], "mode": "train", "device": "cpu", "batch_size": batch_size,
-            "precision": "float32", "images_per_s": images_per_s, "compile_seconds": None}
+    return {
+        **{k: v for k, v in ENV.items() if k not in ("commit", "dirty", "commit_source")},
+        "variant": name,
+        "framework": name.split("_")[0],
+        "mode": "train",
+        "device": "cpu",
+        "batch_size": batch_size,
+        "precision": "float32",
+        "images_per_s": images_per_s,
+        "compile_seconds": None,
+    }
 
 
 def test_legacy_results_are_reported_unpaired_and_stages_merged(tmp_path):
@@ -88,40 +133,84 @@ def test_legacy_results_are_reported_unpaired_and_stages_merged(tmp_path):
     assert [b["extra_info"]["variant"] for b in merged["benchmarks"]] == ["torch_eager", "jax_epoch"]
     markdown = (tmp_path / "out" / "h100.md").read_text()
     assert markdown.startswith("**DRY RUN**")
-    assert "| train | jax_epoch | cpu | 128 | float32 | 8,000 | n/a | 2.00x (unpaired) | 219.3 | none | not recorded |" in markdown
+    assert (
+        "| train | jax_epoch | cpu | 128 | float32 | 8,000 | n/a | 2.00x (unpaired) | 219.3 | none | not recorded |"
+        in markdown
+    )
 
 
 def accuracy_row(name, setting="shipped"):
-    runs = {"seeds_run": 3, "seeds_planned": 3, "reached_99": 2,
-            "time_to_99": {"mean": 50.0, "std": 5.0, "min": 45.0, "max": 55.0, "n": 2},
-            "first_epoch_at_99": {"mean": 3.0, "std": 0.0, "min": 3, "max": 3, "n": 2},
-            "final_accuracy": {"mean": 0.9915, "std": None, "min": 0.9915, "max": 0.9915, "n": 1},
-            "seconds_per_epoch": {"mean": 16.8, "std": 0.5, "min": 16.0, "max": 17.5, "n": 14},
-            "compile_seconds": {"mean": 5.0, "std": 0.1, "min": 4.9, "max": 5.1, "n": 3}}
-    return {"framework": name.split("_")[0], "variant": name, "mode": "accuracy", "device": "cpu", "precision": "float32",
-            "setting": setting, "batch_size": 128, "runs": [], "original_accuracy": 0.9876, **runs}
+    runs = {
+        "seeds_run": 3,
+        "seeds_planned": 3,
+        "reached_99": 2,
+        "time_to_99": {"mean": 50.0, "std": 5.0, "min": 45.0, "max": 55.0, "n": 2},
+        "first_epoch_at_99": {"mean": 3.0, "std": 0.0, "min": 3, "max": 3, "n": 2},
+        "final_accuracy": {"mean": 0.9915, "std": None, "min": 0.9915, "max": 0.9915, "n": 1},
+        "seconds_per_epoch": {"mean": 16.8, "std": 0.5, "min": 16.0, "max": 17.5, "n": 14},
+        "compile_seconds": {"mean": 5.0, "std": 0.1, "min": 4.9, "max": 5.1, "n": 3},
+    }
+    return {
+        "framework": name.split("_")[0],
+        "variant": name,
+        "mode": "accuracy",
+        "device": "cpu",
+        "precision": "float32",
+        "setting": setting,
+        "batch_size": 128,
+        "runs": [],
+        "original_accuracy": 0.9876,
+        **runs,
+    }
 
 
 def test_accuracy_over_seeds(tmp_path, capsys):
     info = {"mode": "accuracy", "device": "cpu", "rows": [accuracy_row("jax"), accuracy_row("torch_eager")], **ENV}
     report.main([str(write(tmp_path, [info]))])
     markdown = capsys.readouterr().out
-    assert "| jax | cpu | float32 | shipped | 2/3 | 50.00 (45.00-55.00) | 3.0 (3.0-3.0) | 99.15% (n=1) | 16.800 (16.000-17.500) | 5.00 (4.90-5.10) | 98.76% |" in markdown
+    assert (
+        "| jax | cpu | float32 | shipped | 2/3 | 50.00 (45.00-55.00) | 3.0 (3.0-3.0) | 99.15% (n=1) | 16.800 (16.000-17.500) | 5.00 (4.90-5.10) | 98.76% |"
+        in markdown
+    )
     assert "the other seeds stop at their first epoch at >= 99%" in markdown
     # The README's headline, one column per trainer, eager first.
     assert "| 3 seeds each, cpu, float32, as shipped | PyTorch eager | JAX |" in markdown
     assert "| seeds reaching 99% within 10 epochs | 2/3 | 2/3 |" in markdown
-    assert "| time to 99%, s, over the seeds that reach it: mean (min-max) | 50.0 (45.0-55.0) | 50.0 (45.0-55.0) |" in markdown
-    assert "| training step, images/s at batch 128 [95% interval] (paired speed vs eager) | not run | not run |" in markdown
+    assert (
+        "| time to 99%, s, over the seeds that reach it: mean (min-max) | 50.0 (45.0-55.0) | 50.0 (45.0-55.0) |"
+        in markdown
+    )
+    assert (
+        "| training step, images/s at batch 128 [95% interval] (paired speed vs eager) | not run | not run |"
+        in markdown
+    )
 
 
 def test_latency_has_its_own_table_with_paired_blocks(tmp_path, capsys):
     def latency(name, p50_s):
-        return {"framework": name.split("_")[0], "variant": name, "mode": "latency", "device": "cpu", "batch_size": 1,
-                "precision": "float32", "compile_seconds": None if name == "torch_eager" else 0.5,
-                "latency_p50_ms": 1000 * p50_s, "latency_p50_low_ms": 900 * p50_s, "latency_p50_high_ms": 1100 * p50_s,
-                "latency_p99_ms": 2000 * p50_s, "calls": 500, "round_seconds": [p50_s] * 10, "images_per_s": 1 / p50_s}
-    info = {"mode": "latency", "device": "cpu", "rows": [latency("torch_eager", 0.004), latency("jax_jit", 0.001)], **ENV}
+        return {
+            "framework": name.split("_")[0],
+            "variant": name,
+            "mode": "latency",
+            "device": "cpu",
+            "batch_size": 1,
+            "precision": "float32",
+            "compile_seconds": None if name == "torch_eager" else 0.5,
+            "latency_p50_ms": 1000 * p50_s,
+            "latency_p50_low_ms": 900 * p50_s,
+            "latency_p50_high_ms": 1100 * p50_s,
+            "latency_p99_ms": 2000 * p50_s,
+            "calls": 500,
+            "round_seconds": [p50_s] * 10,
+            "images_per_s": 1 / p50_s,
+        }
+
+    info = {
+        "mode": "latency",
+        "device": "cpu",
+        "rows": [latency("torch_eager", 0.004), latency("jax_jit", 0.001)],
+        **ENV,
+    }
     report.main([str(write(tmp_path, [info]))])
     markdown = capsys.readouterr().out
     assert "| jax_jit | cpu | 1.000 [0.900-1.100] | 2.000 | 500 | 4.00x [4.00-4.00] | 0.50 |" in markdown
@@ -129,8 +218,19 @@ def test_latency_has_its_own_table_with_paired_blocks(tmp_path, capsys):
 
 
 def test_gflops_against_the_measured_matmul_peak(tmp_path, capsys):
-    peak = {**ENV, "framework": "torch", "variant": "sgemm", "mode": "peak", "device": "cpu", "batch_size": 2048,
-            "precision": "float32", "compile_seconds": None, "gflops": 548.2, "gflops_low": 540.0, "gflops_high": 550.0}
+    peak = {
+        **ENV,
+        "framework": "torch",
+        "variant": "sgemm",
+        "mode": "peak",
+        "device": "cpu",
+        "batch_size": 2048,
+        "precision": "float32",
+        "compile_seconds": None,
+        "gflops": 548.2,
+        "gflops_low": 540.0,
+        "gflops_high": 550.0,
+    }
     path = write(tmp_path, [comparison([variant("torch_eager", [1.024] * 10)]), peak])
     report.main([str(path)])
     markdown = capsys.readouterr().out
@@ -143,7 +243,10 @@ MALFORMED = [
     ("[1, 2]", "not pytest-benchmark's"),
     (json.dumps({"benchmarks": [{"extra_info": {}}]}), "holds no benchmark results"),
     (json.dumps({"benchmarks": [{"extra_info": {"variant": "jax_jit"}}]}), "lacks mode, device"),
-    (json.dumps({"benchmarks": [{"extra_info": {"variant": "jax", "mode": "accuracy", "device": "cpu"}}]}), "cannot read ("),
+    (
+        json.dumps({"benchmarks": [{"extra_info": {"variant": "jax", "mode": "accuracy", "device": "cpu"}}]}),
+        "cannot read (",
+    ),
 ]
 
 
@@ -165,6 +268,8 @@ def test_malformed_input_is_refused_with_one_line_in_process(tmp_path, content, 
 def test_malformed_input_is_one_line(tmp_path, content, expected):
     path = tmp_path / "bad.json"
     path.write_text(content)
-    done = subprocess.run([report.sys.executable, "-m", "benchmarks.report", str(path)], cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(
+        [report.sys.executable, "-m", "benchmarks.report", str(path)], cwd=REPO, capture_output=True, text=True
+    )
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ") and expected in done.stderr, done.stderr

@@ -20,8 +20,13 @@ def test_median_interval_holds_the_median_and_narrows_with_more_rounds():
         middle, low, high = stats.median_interval(values)
         assert middle == pytest.approx(float(np.median(values)))
         assert low < middle < high
-    assert stats.median_interval(many)[2] - stats.median_interval(many)[1] < stats.median_interval(few)[2] - stats.median_interval(few)[1]
-    assert stats.median_interval(few) == stats.median_interval(few)  # a fixed seed: the report regenerates the same figures
+    assert (
+        stats.median_interval(many)[2] - stats.median_interval(many)[1]
+        < stats.median_interval(few)[2] - stats.median_interval(few)[1]
+    )
+    assert stats.median_interval(few) == stats.median_interval(
+        few
+    )  # a fixed seed: the report regenerates the same figures
 
 
 def test_too_few_values_give_no_interval_and_bad_values_are_refused():
@@ -43,7 +48,11 @@ def test_paired_ratio_cancels_drift_that_an_unpaired_one_cannot():
     drift = np.linspace(1.0, 3.0, 12)
     fast, slow = list(0.1 * drift), list(0.2 * drift)
     paired = stats.paired_speed_ratio(fast, slow)
-    assert paired["ratio"] == pytest.approx(2.0) and paired["low"] == pytest.approx(2.0) and paired["high"] == pytest.approx(2.0)
+    assert (
+        paired["ratio"] == pytest.approx(2.0)
+        and paired["low"] == pytest.approx(2.0)
+        and paired["high"] == pytest.approx(2.0)
+    )
     assert paired["pairs"] == 12
     assert max(fast) > min(slow)  # unpaired, the rounds overlap
 
@@ -54,12 +63,15 @@ def test_paired_ratio_uses_only_cycles_where_both_ran():
     assert stats.paired_speed_ratio([None], [1.0])["ratio"] is None
 
 
-@pytest.mark.parametrize("ratios, goal, word", [
-    ([1.10, 1.12, 1.09, 1.11, 1.13, 1.10, 1.12, 1.08, 1.11, 1.10], 1.0, "met"),
-    ([0.90, 0.92, 0.89, 0.91, 0.93, 0.90, 0.92, 0.88, 0.91, 0.90], 1.0, "not met"),
-    ([0.95, 1.05, 0.97, 1.04, 0.99, 1.02, 0.96, 1.03, 1.00, 1.01], 1.0, "undecided"),
-    ([3.19, 3.3, 3.1], 3.0, "undecided"),  # three rounds: no interval, so no verdict however good the median
-])
+@pytest.mark.parametrize(
+    "ratios, goal, word",
+    [
+        ([1.10, 1.12, 1.09, 1.11, 1.13, 1.10, 1.12, 1.08, 1.11, 1.10], 1.0, "met"),
+        ([0.90, 0.92, 0.89, 0.91, 0.93, 0.90, 0.92, 0.88, 0.91, 0.90], 1.0, "not met"),
+        ([0.95, 1.05, 0.97, 1.04, 0.99, 1.02, 0.96, 1.03, 1.00, 1.01], 1.0, "undecided"),
+        ([3.19, 3.3, 3.1], 3.0, "undecided"),  # three rounds: no interval, so no verdict however good the median
+    ],
+)
 def test_verdict_needs_the_whole_interval_past_the_goal(ratios, goal, word):
     summary = stats.paired_speed_ratio([1.0] * len(ratios), ratios)
     assert stats.verdict(summary, goal).split(":")[0] == word
@@ -80,7 +92,13 @@ def test_interleaved_schedule_alternates_the_order_and_drops_variants_that_are_d
 
 
 def test_mean_and_spread():
-    assert stats.mean_and_spread([1.0, 3.0]) == {"mean": 2.0, "std": pytest.approx(2**0.5), "min": 1.0, "max": 3.0, "n": 2}
+    assert stats.mean_and_spread([1.0, 3.0]) == {
+        "mean": 2.0,
+        "std": pytest.approx(2**0.5),
+        "min": 1.0,
+        "max": 3.0,
+        "n": 2,
+    }
     assert stats.mean_and_spread([5.0])["std"] is None
     assert stats.mean_and_spread([])["mean"] is None
 
@@ -88,14 +106,18 @@ def test_mean_and_spread():
 def test_load_meter_sees_another_process_busy():
     """A process that spins on one core (a child not yet waited for is not this process's own CPU time)
     counts as another process's load, and marks the row as loaded."""
-    spinner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.monotonic() + 2.5\nwhile time.monotonic() < end: pass"])
+    spinner = subprocess.Popen(
+        [sys.executable, "-c", "import time\nend = time.monotonic() + 2.5\nwhile time.monotonic() < end: pass"]
+    )
     try:
         time.sleep(0.5)  # the interpreter's start-up is over
         with conditions.LoadMeter() as busy:
             time.sleep(1.0)
     finally:
         spinner.wait()
-    assert 0.5 < busy.other_cores <= (os.cpu_count() or 1) + 0.1  # the spinner's core (more if the machine is busy anyway)
+    assert (
+        0.5 < busy.other_cores <= (os.cpu_count() or 1) + 0.1
+    )  # the spinner's core (more if the machine is busy anyway)
     assert busy.record()["loaded"] is True
     assert set(busy.record()) == {"load_before", "load_after", "other_processes_cores", "loaded"}
 
@@ -105,7 +127,11 @@ def test_provenance_names_the_commit_and_a_dirty_tree_is_refused_in_one_line():
     assert info["commit_source"] == "git" and len(info["commit"]) == 40
     dirty = {**info, "dirty": True, "changed_files": ["mnist_jax/train.py"]}
     message = conditions.dirty_refusal(dirty)
-    assert message.startswith("error: the working tree differs") and "--bench-allow-dirty" in message and "\n" not in message
+    assert (
+        message.startswith("error: the working tree differs")
+        and "--bench-allow-dirty" in message
+        and "\n" not in message
+    )
     assert conditions.dirty_refusal({**info, "dirty": False}) is None
     unknown = conditions.dirty_refusal({"commit": None, "dirty": None, "changed_files": [], "commit_source": "unknown"})
     assert "MNIST_BENCH_COMMIT" in unknown and "\n" not in unknown
@@ -123,9 +149,27 @@ def test_the_unrolled_variant_refuses_a_round_whose_steps_do_not_divide(mnist, j
 
 @pytest.mark.e2e
 def test_bench_threads_out_of_range_is_one_usage_line():
-    done = subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "--collect-only", "-q", "-p", "no:cacheprovider",
-                           "--bench-threads", "99"], cwd=conditions.REPO, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "benchmarks",
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--bench-threads",
+            "99",
+        ],
+        cwd=conditions.REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 4, done.stdout + done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR:")]
-    assert errors == [f"ERROR: --bench-threads 99: this process may use {conditions.available_cores()} cores; pass 1 to "
-                      f"{conditions.available_cores()}"], done.stderr
+    assert errors == [
+        f"ERROR: --bench-threads 99: this process may use {conditions.available_cores()} cores; pass 1 to "
+        f"{conditions.available_cores()}"
+    ], done.stderr

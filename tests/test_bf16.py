@@ -19,14 +19,14 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from mnist_common.config import TrainConfig
+from mnist_common.weights import WEIGHTS_FILE
 from mnist_jax import steps as jax_steps
 from mnist_jax import train as jax_train
 from mnist_jax.model import CNN as JaxCNN
 from mnist_jax.port import params_from_torch
 from mnist_torch import train as torch_train
-from mnist_common.config import TrainConfig
 from mnist_torch.data import batch_indices
-from mnist_common.weights import WEIGHTS_FILE
 from mnist_torch.weights import load_weights
 from tests.numerics import relative_error
 
@@ -54,7 +54,9 @@ def test_bf16_logits_stay_within_the_stated_bound(trained_model, mnist, jax_mnis
         expected = trained_model(images).numpy()
         with torch.autocast("cpu", dtype=torch.bfloat16):
             torch_bf16 = trained_model(images).float().numpy()
-    jax_bf16 = JaxCNN(dtype=jnp.bfloat16).apply(params_from_torch(trained_model.state_dict()), jax_mnist.test.images[:1000])
+    jax_bf16 = JaxCNN(dtype=jnp.bfloat16).apply(
+        params_from_torch(trained_model.state_dict()), jax_mnist.test.images[:1000]
+    )
 
     assert jax_bf16.dtype == jnp.bfloat16  # the layers really computed in bfloat16
     for actual in (torch_bf16, jax_bf16):
@@ -77,8 +79,9 @@ def test_bf16_gradients_stay_within_the_stated_bounds(trained_model, mnist, jax_
 
     expected = torch_grads(torch.float32)
     params = params_from_torch(trained_model.state_dict())["params"]
-    _, jax_bf16 = jax_steps.loss_and_grads(params, (jax_mnist.train.images[idx], jax_mnist.train.labels[idx]),
-                                           JaxCNN(dtype=jnp.bfloat16).apply)
+    _, jax_bf16 = jax_steps.loss_and_grads(
+        params, (jax_mnist.train.images[idx], jax_mnist.train.labels[idx]), JaxCNN(dtype=jnp.bfloat16).apply
+    )
     for actual in (torch_grads(torch.bfloat16), jax_bf16):
         errors = jax.tree.map(relative_norm_error, expected, actual)
         assert max(jax.tree.leaves(errors)) < GRADS_BOUND, errors
@@ -89,7 +92,9 @@ def test_bf16_gradients_stay_within_the_stated_bounds(trained_model, mnist, jax_
 @pytest.mark.parametrize("framework", TRAINERS)
 def test_bf16_training_learns_like_float32(framework, tmp_path):
     """The same short run as tests/test_cli.py's float32 one (100 steps, about 90% there), in bf16."""
-    records = TRAINERS[framework].train(TrainConfig(epochs=2, train_size=6400, precision="bf16", out_dir=tmp_path, quiet=True))
+    records = TRAINERS[framework].train(
+        TrainConfig(epochs=2, train_size=6400, precision="bf16", out_dir=tmp_path, quiet=True)
+    )
     assert records[-1].train_loss < 0.5 * records[0].train_loss
     assert records[-1].test_accuracy > 0.85
 

@@ -11,9 +11,9 @@ import jax
 import pytest
 import torch
 
+from mnist_common.config import TrainConfig, parse_config
 from mnist_jax import train as jax_train
 from mnist_torch import train as torch_train
-from mnist_common.config import TrainConfig, parse_config
 
 FRAMEWORKS = ["torch", "jax"]
 TRAINERS = {"torch": torch_train, "jax": jax_train}
@@ -60,7 +60,10 @@ def test_cuda_without_gpu_is_refused_by_both():
     if torch.cuda.is_available() or any(d.platform == "gpu" for d in jax.devices()):
         pytest.skip("a CUDA GPU is present: --device cuda is valid here")
     for trainer in TRAINERS.values():
-        with pytest.raises(SystemExit, match=r"error: --device cuda was asked for, but .* sees no CUDA GPU.*; use --device cpu or auto$"):
+        with pytest.raises(
+            SystemExit,
+            match=r"error: --device cuda was asked for, but .* sees no CUDA GPU.*; use --device cpu or auto$",
+        ):
             trainer.main(["--device", "cuda", "--epochs", "1"])
 
 
@@ -93,8 +96,20 @@ def test_the_shared_short_run_learns_and_writes_metrics(framework, trained_run):
 def test_short_real_training_learns_and_writes_metrics(framework, tmp_path):
     """Two epochs over the first 6 400 real images (100 SGD steps): the model must clearly learn."""
     result = subprocess.run(
-        [sys.executable, "-m", f"mnist_{framework}.train", "--epochs", "2", "--train-size", "6400", "--out-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            f"mnist_{framework}.train",
+            "--epochs",
+            "2",
+            "--train-size",
+            "6400",
+            "--out-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -113,8 +128,21 @@ def test_second_jax_run_loads_its_compiled_steps_from_the_persistent_cache(tmp_p
     caches = []
     for run in ("first", "second"):
         result = subprocess.run(
-            [sys.executable, "-m", "mnist_jax.train", "--epochs", "1", "--train-size", "1280", "--out-dir", str(tmp_path / run)],
-            capture_output=True, text=True, timeout=600, env=env,
+            [
+                sys.executable,
+                "-m",
+                "mnist_jax.train",
+                "--epochs",
+                "1",
+                "--train-size",
+                "1280",
+                "--out-dir",
+                str(tmp_path / run),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
         )
         assert result.returncode == 0, result.stderr
         caches.append(json.loads((tmp_path / run / "metrics.json").read_text())["compilation_cache"])

@@ -15,11 +15,32 @@ from mnist_common import compare
 #: A trainer's metrics.json as `report.write_metrics` writes it, shortened to what the cases below change.
 VALID = {
     "framework": "torch",
-    "config": {"epochs": 2, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "seed": 0, "precision": "float32",
-               "train_size": 6400},
+    "config": {
+        "epochs": 2,
+        "batch_size": 128,
+        "lr": 0.1,
+        "momentum": 0.9,
+        "seed": 0,
+        "precision": "float32",
+        "train_size": 6400,
+    },
     "epochs": [
-        {"epoch": 1, "train_loss": 0.9, "test_loss": 0.4, "test_accuracy": 0.87, "seconds": 2.0, "images_per_s": 3200.0},
-        {"epoch": 2, "train_loss": 0.3, "test_loss": 0.3, "test_accuracy": 0.91, "seconds": 2.0, "images_per_s": 3200.0},
+        {
+            "epoch": 1,
+            "train_loss": 0.9,
+            "test_loss": 0.4,
+            "test_accuracy": 0.87,
+            "seconds": 2.0,
+            "images_per_s": 3200.0,
+        },
+        {
+            "epoch": 2,
+            "train_loss": 0.3,
+            "test_loss": 0.3,
+            "test_accuracy": 0.91,
+            "seconds": 2.0,
+            "images_per_s": 3200.0,
+        },
     ],
     "test_accuracy": 0.91,
     "diverged": None,
@@ -75,36 +96,88 @@ MALFORMED = [
     ("empty", "", "(it is empty, expected a JSON object)"),
     ("not JSON", "epoch 1 train loss 0.9", "(it is not JSON: Expecting value at line 1 column 1)"),
     ("cut short", json.dumps(VALID)[:150], "(it is not JSON: "),
-    ("binary garbage", b"\x89PNG\r\n\x1a\n" + bytes(range(256)), "(byte 0x89 at offset 0 is not UTF-8 text, expected JSON)"),
+    (
+        "binary garbage",
+        b"\x89PNG\r\n\x1a\n" + bytes(range(256)),
+        "(byte 0x89 at offset 0 is not UTF-8 text, expected JSON)",
+    ),
     ("a JSON list", "[1, 2]", '(it holds a list, expected a JSON object with "epochs")'),
     ("a JSON string", '"metrics"', '(it holds "metrics", expected a JSON object with "epochs")'),
     ("JSON null", "null", '(it holds null, expected a JSON object with "epochs")'),
     ("no epochs", edited(lambda m: m.pop("epochs")), '(it has no "epochs", expected a list of one record per epoch)'),
     ("epochs not a list", edited(lambda m: m.update(epochs={"1": 0.9})), '("epochs" is an object, expected a list'),
     ("no epoch recorded", edited(lambda m: m.update(epochs=[])), '("epochs" is empty, expected at least one'),
-    ("diverged in epoch 1", edited(lambda m: m.update(epochs=[], diverged={"epoch": 1})),
-     '("epochs" is empty: the run diverged in its first epoch, expected at least one'),
-    ("an epoch not an object", edited(lambda m: m.update(epochs=[0.9, 0.3])), '("epochs"[0] is 0.9, expected an object with epoch'),
-    ("a missing field", edited(lambda m: m["epochs"][1].pop("test_loss")),
-     '("epochs"[1] has no "test_loss", expected the fields epoch, train_loss, test_loss, test_accuracy)'),
-    ("a string", edited(set_epoch_field("test_accuracy", "0.91")), '("epochs"[1]["test_accuracy"] is "0.91", expected a finite number)'),
-    ("null", edited(set_epoch_field("train_loss", None)), '("epochs"[1]["train_loss"] is null, expected a finite number)'),
-    ("a boolean", edited(set_epoch_field("test_loss", True)), '("epochs"[1]["test_loss"] is true, expected a finite number)'),
-    ("a list", edited(set_epoch_field("test_loss", [0.3])), '("epochs"[1]["test_loss"] is a list, expected a finite number)'),
+    (
+        "diverged in epoch 1",
+        edited(lambda m: m.update(epochs=[], diverged={"epoch": 1})),
+        '("epochs" is empty: the run diverged in its first epoch, expected at least one',
+    ),
+    (
+        "an epoch not an object",
+        edited(lambda m: m.update(epochs=[0.9, 0.3])),
+        '("epochs"[0] is 0.9, expected an object with epoch',
+    ),
+    (
+        "a missing field",
+        edited(lambda m: m["epochs"][1].pop("test_loss")),
+        '("epochs"[1] has no "test_loss", expected the fields epoch, train_loss, test_loss, test_accuracy)',
+    ),
+    (
+        "a string",
+        edited(set_epoch_field("test_accuracy", "0.91")),
+        '("epochs"[1]["test_accuracy"] is "0.91", expected a finite number)',
+    ),
+    (
+        "null",
+        edited(set_epoch_field("train_loss", None)),
+        '("epochs"[1]["train_loss"] is null, expected a finite number)',
+    ),
+    (
+        "a boolean",
+        edited(set_epoch_field("test_loss", True)),
+        '("epochs"[1]["test_loss"] is true, expected a finite number)',
+    ),
+    (
+        "a list",
+        edited(set_epoch_field("test_loss", [0.3])),
+        '("epochs"[1]["test_loss"] is a list, expected a finite number)',
+    ),
     ("NaN", replaced("test_loss", "NaN"), "(it holds NaN, which is not a JSON number)"),
     ("Infinity", replaced("train_loss", "-Infinity"), "(it holds -Infinity, which is not a JSON number)"),
     ("1e999", replaced("test_loss", "1e999"), '("epochs"[0]["test_loss"] is inf, expected a finite number)'),
-    ("a 400-digit integer", replaced("train_loss", "1" + "0" * 400),
-     '("epochs"[0]["train_loss"] is an integer of 401 digits, expected a finite number)'),
+    (
+        "a 400-digit integer",
+        replaced("train_loss", "1" + "0" * 400),
+        '("epochs"[0]["train_loss"] is an integer of 401 digits, expected a finite number)',
+    ),
     ("a 5000-digit integer", replaced("epoch", "9" * 5000), "(it holds an integer of more than 4300 digits"),
     ("nested 100000 deep", "[" * 100_000, "(it nests lists or objects too deeply to read, expected a JSON object)"),
-    ("epochs out of order", edited(set_epoch_field("epoch", 1)), '("epochs"[1]["epoch"] is 1, expected a whole number above 1'),
+    (
+        "epochs out of order",
+        edited(set_epoch_field("epoch", 1)),
+        '("epochs"[1]["epoch"] is 1, expected a whole number above 1',
+    ),
     ("a fractional epoch", replaced("epoch", "0.5"), '("epochs"[0]["epoch"] is 0.5, expected a whole number above 0'),
-    ("a negative loss", edited(set_epoch_field("test_loss", -0.3)), '("epochs"[1]["test_loss"] is -0.3, expected a cross-entropy loss'),
-    ("accuracy in percent", edited(set_epoch_field("test_accuracy", 91.0)),
-     '("epochs"[1]["test_accuracy"] is 91.0, expected a fraction from 0 to 1)'),
-    ("framework not a name", edited(lambda m: m.update(framework=7)), '("framework" is 7, expected a name such as "torch"'),
-    ("config not an object", edited(lambda m: m.update(config=[0.1])), '("config" is a list, expected an object of the run'),
+    (
+        "a negative loss",
+        edited(set_epoch_field("test_loss", -0.3)),
+        '("epochs"[1]["test_loss"] is -0.3, expected a cross-entropy loss',
+    ),
+    (
+        "accuracy in percent",
+        edited(set_epoch_field("test_accuracy", 91.0)),
+        '("epochs"[1]["test_accuracy"] is 91.0, expected a fraction from 0 to 1)',
+    ),
+    (
+        "framework not a name",
+        edited(lambda m: m.update(framework=7)),
+        '("framework" is 7, expected a name such as "torch"',
+    ),
+    (
+        "config not an object",
+        edited(lambda m: m.update(config=[0.1])),
+        '("config" is a list, expected an object of the run',
+    ),
 ]
 
 
@@ -137,12 +210,25 @@ def test_a_malformed_metrics_file_is_refused_with_one_line(content, expected, tm
 @pytest.mark.e2e
 def test_the_command_line_prints_one_error_line_and_exits_1(tmp_path):
     (tmp_path / "metrics.json").write_text(replaced("test_loss", "NaN"))
-    done = subprocess.run([sys.executable, "-m", "mnist_common.compare", str(tmp_path / "metrics.json"), "--out",
-                           str(tmp_path / "c.png")], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnist_common.compare",
+            str(tmp_path / "metrics.json"),
+            "--out",
+            str(tmp_path / "c.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1 and done.stdout == ""
-    assert done.stderr.splitlines() == [f"error: {tmp_path / 'metrics.json'} is not a trainer's metrics.json (it holds "
-                                        f"NaN, which is not a JSON number); pass the metrics.json that `python -m "
-                                        f"mnist_torch.train` or `python -m mnist_jax.train` wrote"]
+    assert done.stderr.splitlines() == [
+        f"error: {tmp_path / 'metrics.json'} is not a trainer's metrics.json (it holds "
+        f"NaN, which is not a JSON number); pass the metrics.json that `python -m "
+        f"mnist_torch.train` or `python -m mnist_jax.train` wrote"
+    ]
 
 
 def test_a_usage_error_exits_2(capsys):
@@ -150,7 +236,8 @@ def test_a_usage_error_exits_2(capsys):
         compare.main([])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
-        "python -m mnist_common.compare: error: the following arguments are required: metrics")
+        "python -m mnist_common.compare: error: the following arguments are required: metrics"
+    )
 
 
 @pytest.mark.parametrize("where", ["under a file", "a directory"])
@@ -170,8 +257,11 @@ def test_an_unwritable_out_is_one_line(where, tmp_path, capsys):
 def test_the_same_file_twice_is_plotted_twice(tmp_path, capsys):
     (tmp_path / "metrics.json").write_text(json.dumps(VALID))
     compare.main([str(tmp_path / "metrics.json")] * 3 + ["--out", str(tmp_path / "c.png")])
-    assert capsys.readouterr() == (f"final test accuracy: torch 91.00%, torch ({tmp_path}) 91.00%, "
-                                   f"torch ({tmp_path}) #2 91.00%; wrote {tmp_path / 'c.png'}\n", "")
+    assert capsys.readouterr() == (
+        f"final test accuracy: torch 91.00%, torch ({tmp_path}) 91.00%, "
+        f"torch ({tmp_path}) #2 91.00%; wrote {tmp_path / 'c.png'}\n",
+        "",
+    )
 
 
 def test_runs_trained_differently_are_plotted_behind_one_warning(trained_run, tmp_path, capsys):
@@ -192,7 +282,7 @@ def test_runs_trained_differently_are_plotted_behind_one_warning(trained_run, tm
     out, err = capsys.readouterr()
     assert err.splitlines() == [
         f"warning: these runs differ in lr (0.1 in {torch_metrics}, 0.05 in {changed}); seed (0 in {torch_metrics}, "
-        f"1 in {changed}); precision (\"float32\" in {torch_metrics}, not recorded in {changed}); epochs (2 in "
+        f'1 in {changed}); precision ("float32" in {torch_metrics}, not recorded in {changed}); epochs (2 in '
         f"{torch_metrics}, 1 in {changed}): their curves are plotted together as asked, but do not compare like with like"
     ]
     assert out.startswith("final test accuracy: torch ") and out.endswith(f"; wrote {tmp_path / 'unlike.png'}\n")

@@ -106,7 +106,9 @@ def test_truncated_file_is_refused_not_used(data_copy):
     ensure_verified(data_copy)
     path = raw_dir(data_copy) / "train-images-idx3-ubyte"
     path.write_bytes(path.read_bytes()[:1_000_000])
-    with pytest.raises(DataError, match=r"train-images-idx3-ubyte does not hold the original.*1000000 bytes.*delete it"):
+    with pytest.raises(
+        DataError, match=r"train-images-idx3-ubyte does not hold the original.*1000000 bytes.*delete it"
+    ):
         load_mnist(data_copy)
 
 
@@ -130,7 +132,9 @@ def test_corrupt_gzip_is_refused_and_leaves_nothing_behind(data_copy):
 
 
 def test_data_dir_pointing_nowhere(tmp_path):
-    with pytest.raises(DataError, match=r"--data-dir .*nowhere is not a directory; expected the folder holding MNIST/raw"):
+    with pytest.raises(
+        DataError, match=r"--data-dir .*nowhere is not a directory; expected the folder holding MNIST/raw"
+    ):
         load_mnist(tmp_path / "nowhere")
 
 

@@ -40,15 +40,27 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from mnist_jax.checkpoint import CHECKPOINT_FILE as JAX_CHECKPOINT
-from mnist_torch.checkpoint import CHECKPOINT_FILE as TORCH_CHECKPOINT
-from mnist_jax import train as jax_train
-from mnist_torch import train as torch_train
 from mnist_common.config import DeviceUnavailable, DistributedError, parse_config, per_device_batch
+from mnist_jax import train as jax_train
+from mnist_jax.checkpoint import CHECKPOINT_FILE as JAX_CHECKPOINT
+from mnist_torch import train as torch_train
+from mnist_torch.checkpoint import CHECKPOINT_FILE as TORCH_CHECKPOINT
 from tests.numerics import relative_error
 
 #: 20 SGD steps: 2 epochs of 10 batches of 128, at a learning rate where the trajectory is stable (docstring).
-FLAGS = ["--epochs", "2", "--train-size", "1280", "--batch-size", "128", "--lr", "0.01", "--quiet", "--dist-timeout", "30"]
+FLAGS = [
+    "--epochs",
+    "2",
+    "--train-size",
+    "1280",
+    "--batch-size",
+    "128",
+    "--lr",
+    "0.01",
+    "--quiet",
+    "--dist-timeout",
+    "30",
+]
 #: The largest relative difference in any weight tensor between a data-parallel and a one-device run (docstring).
 BOUND = 5e-5
 #: Seconds within which a process whose peer died, or whose coordinator never came, must have stopped.
@@ -76,13 +88,34 @@ def run(command: list[str], env: dict[str, str] | None = None) -> subprocess.Com
 
 def jax_processes(out_dir: Path, *extra: str) -> list[subprocess.Popen]:
     coordinator = f"localhost:{free_port()}"
-    return [subprocess.Popen(trainer("jax", out_dir, "--num-processes", "2", "--process-id", str(i), "--coordinator", coordinator, *extra),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    return [
+        subprocess.Popen(
+            trainer(
+                "jax", out_dir, "--num-processes", "2", "--process-id", str(i), "--coordinator", coordinator, *extra
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
 
 
 def torchrun(out_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-            "-m", "mnist_torch.train", *FLAGS, "--out-dir", str(out_dir), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "mnist_torch.train",
+        *FLAGS,
+        "--out-dir",
+        str(out_dir),
+        *extra,
+    ]
 
 
 def rank_pids(launcher: subprocess.Popen) -> dict[int, int]:
@@ -119,7 +152,9 @@ def assert_same_run(framework: str, one: Path, parallel: Path, processes: int, d
     assert expected["parallel"] == {"processes": 1, "devices": 1}
     for e, a in zip(expected["epochs"], actual["epochs"], strict=True):
         assert a["train_loss"] == pytest.approx(e["train_loss"], rel=1e-4)
-        assert abs(a["test_accuracy"] - e["test_accuracy"]) <= 3 / 10_000  # at most 3 of 10 000 images answered otherwise
+        assert (
+            abs(a["test_accuracy"] - e["test_accuracy"]) <= 3 / 10_000
+        )  # at most 3 of 10 000 images answered otherwise
     assert {p.name for p in parallel.iterdir()} == FINISHED | {CHECKPOINT[framework]}
     print(f"{framework}, {processes} processes, {devices} devices: largest relative weight difference {difference:.2e}")
     return difference
@@ -164,7 +199,9 @@ def test_jax_two_processes_survive_a_lost_process_and_resume_to_the_same_weights
     resumed = jax_processes(tmp_path, "--resume")
     outputs = [p.communicate(timeout=600) for p in resumed]
     assert [p.returncode for p in resumed] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
-    said = [[line for line in out.splitlines() if not line.startswith("[Gloo]")] for out, _ in outputs]  # gloo's own note
+    said = [
+        [line for line in out.splitlines() if not line.startswith("[Gloo]")] for out, _ in outputs
+    ]  # gloo's own note
     assert said[1] == [] and len(said[0]) == 1 and said[0][0].startswith("test accuracy ")  # process 0 alone reports
     assert_same_run("jax", one_device["jax"], tmp_path, processes=2, devices=2)
 
@@ -191,11 +228,27 @@ def test_a_process_without_its_coordinator_stops_in_one_line(tmp_path):
     """JAX's process 1 with no process 0, PyTorch's rank 1 with no rank 0 (launched as torchrun would)."""
     port = free_port()
     commands = {
-        "jax": (trainer("jax", tmp_path / "jax", "--num-processes", "2", "--process-id", "1", "--coordinator", f"localhost:{port}",
-                        "--dist-timeout", "1"), {}, "error: process 1 of 2 found no coordinator at --coordinator"),
-        "torch": (trainer("torch", tmp_path / "torch", "--dist-timeout", "1"),
-                  {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)},
-                  "error: rank 1 of 2 could not join the run at 127.0.0.1:"),
+        "jax": (
+            trainer(
+                "jax",
+                tmp_path / "jax",
+                "--num-processes",
+                "2",
+                "--process-id",
+                "1",
+                "--coordinator",
+                f"localhost:{port}",
+                "--dist-timeout",
+                "1",
+            ),
+            {},
+            "error: process 1 of 2 found no coordinator at --coordinator",
+        ),
+        "torch": (
+            trainer("torch", tmp_path / "torch", "--dist-timeout", "1"),
+            {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)},
+            "error: rank 1 of 2 could not join the run at 127.0.0.1:",
+        ),
     }
     for framework, (command, env, message) in commands.items():
         start = time.monotonic()
@@ -208,15 +261,21 @@ def test_a_process_without_its_coordinator_stops_in_one_line(tmp_path):
 def test_more_devices_than_visible_is_refused_in_one_line():
     from mnist_jax.parallel import make_mesh
 
-    with pytest.raises(DeviceUnavailable, match=r"^--devices 2 was asked for, but JAX sees 1 cpu device in this process; "
-                                                r"on the CPU, JAX_NUM_CPU_DEVICES=2 splits it into that many; lower --devices$"):
+    with pytest.raises(
+        DeviceUnavailable,
+        match=r"^--devices 2 was asked for, but JAX sees 1 cpu device in this process; "
+        r"on the CPU, JAX_NUM_CPU_DEVICES=2 splits it into that many; lower --devices$",
+    ):
         make_mesh("cpu", 2)
     assert len(make_mesh("cpu", 1).devices) == 1
 
 
 def test_a_global_batch_must_split_evenly():
     assert per_device_batch(128, 2, "2 devices") == 64
-    with pytest.raises(DistributedError, match=r"^--batch-size 100 does not split evenly over 3 processes; pass a multiple of 3 \(such as 99\)$"):
+    with pytest.raises(
+        DistributedError,
+        match=r"^--batch-size 100 does not split evenly over 3 processes; pass a multiple of 3 \(such as 99\)$",
+    ):
         per_device_batch(100, 3, "3 processes")
 
 
@@ -240,8 +299,16 @@ def test_two_gpus_train_like_one(tmp_path):
 
     if torch.cuda.device_count() < 2:
         pytest.skip(f"needs 2 or more CUDA GPUs; this machine has {torch.cuda.device_count()}")
-    runs = {"jax": (trainer("jax", tmp_path / "jax1", "--device", "cuda"), trainer("jax", tmp_path / "jax2", "--devices", "2", "--device", "cuda")),
-            "torch": (trainer("torch", tmp_path / "torch1", "--device", "cuda"), torchrun(tmp_path / "torch2", "--device", "cuda"))}
+    runs = {
+        "jax": (
+            trainer("jax", tmp_path / "jax1", "--device", "cuda"),
+            trainer("jax", tmp_path / "jax2", "--devices", "2", "--device", "cuda"),
+        ),
+        "torch": (
+            trainer("torch", tmp_path / "torch1", "--device", "cuda"),
+            torchrun(tmp_path / "torch2", "--device", "cuda"),
+        ),
+    }
     for framework, (one, two) in runs.items():
         run(one)
         run(two)

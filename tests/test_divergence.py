@@ -15,19 +15,21 @@ import numpy as np
 import pytest
 import torch
 
+from mnist_common.config import TrainConfig
+from mnist_common.report import EpochRecord, format_evaluation, format_predictions
+from mnist_common.weights import WEIGHTS_FILE, read_weights, write_weights
 from mnist_jax import checkpoint as jax_checkpoint
 from mnist_jax import evaluate as jax_evaluate
 from mnist_jax import predict as jax_predict
+from mnist_jax import steps as jax_steps
 from mnist_jax import train as jax_train
 from mnist_jax.data import Split as JaxSplit
 from mnist_jax.port import params_from_torch
 from mnist_torch import evaluate as torch_evaluate
 from mnist_torch import predict as torch_predict
+from mnist_torch import steps as torch_steps
 from mnist_torch import train as torch_train
-from mnist_common.config import TrainConfig
 from mnist_torch.data import Split as TorchSplit
-from mnist_common.report import EpochRecord, format_evaluation, format_predictions
-from mnist_common.weights import WEIGHTS_FILE, read_weights, write_weights
 from tests.checkpoint_files import read_torch_checkpoint, write_torch_checkpoint
 
 FRAMEWORKS = ["torch", "jax"]
@@ -35,19 +37,27 @@ TRAINERS = {"torch": torch_train, "jax": jax_train}
 EVALUATORS = {"torch": torch_evaluate, "jax": jax_evaluate}
 PREDICTORS = {"torch": torch_predict, "jax": jax_predict}
 SHORT = ["--epochs", "2", "--train-size", "1280", "--quiet"]
-DIVERGED = (r"^error: training diverged in epoch 1 at step \d+ of 10 \(the loss became nan\); nothing of that epoch was saved, "
-            r".*; lower --lr \(it was 10000\) and train again$")
+DIVERGED = (
+    r"^error: training diverged in epoch 1 at step \d+ of 10 \(the loss became nan\); nothing of that epoch was saved, "
+    r".*; lower --lr \(it was 10000\) and train again$"
+)
 
 
 def strict_json(text: str):
     """json.loads that refuses NaN and Infinity, which are not JSON."""
+
     def refuse(constant: str):
         raise ValueError(f"not JSON: {constant}")
+
     return json.loads(text, parse_constant=refuse)
 
 
 def tree_digest(folder) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -91,8 +101,10 @@ def test_nan_weights_are_refused_by_evaluate(framework, nan_weights):
     with pytest.raises(SystemExit) as exit_info:
         EVALUATORS[framework].main(["--weights", str(nan_weights)])
     message = str(exit_info.value.code)
-    assert message == (f"error: {nan_weights} holds NaN or infinite values in conv2.weight (1 of 18432): the weights of a "
-                       f"diverged run, which would predict nonsense; train again with a lower --lr, or pass another file")
+    assert message == (
+        f"error: {nan_weights} holds NaN or infinite values in conv2.weight (1 of 18432): the weights of a "
+        f"diverged run, which would predict nonsense; train again with a lower --lr, or pass another file"
+    )
 
 
 def test_nan_checkpoints_are_refused_by_predict_evaluate_and_resume(trained_run, tmp_path):
@@ -100,17 +112,26 @@ def test_nan_checkpoints_are_refused_by_predict_evaluate_and_resume(trained_run,
     shutil.copytree(trained_run("torch"), torch_dir)
     payload = read_torch_checkpoint(torch_dir / "checkpoint.pt")
     payload["model"]["fc1.bias"][7] = float("inf")
-    write_torch_checkpoint(torch_dir / "checkpoint.pt", payload)  # with a matching checksum: only the NaN check can refuse it
+    write_torch_checkpoint(
+        torch_dir / "checkpoint.pt", payload
+    )  # with a matching checksum: only the NaN check can refuse it
 
     config = TrainConfig(epochs=2, train_size=6400, out_dir=jax_dir)
-    state = jax_train.create_state(0, config)
-    state = state.replace(params={**state.params, "fc2": {**state.params["fc2"], "bias": state.params["fc2"]["bias"].at[0].set(np.nan)}})
+    state = jax_steps.create_state(0, config)
+    state = state.replace(
+        params={**state.params, "fc2": {**state.params["fc2"], "bias": state.params["fc2"]["bias"].at[0].set(np.nan)}}
+    )
     jax_checkpoint.save_checkpoint(jax_dir, state, [EpochRecord(1, 0.5, 0.4, 0.9, 1.0, 100.0)], config)
 
     digit = Path(__file__).resolve().parent.parent / "docs" / "seven.png"  # a real test digit
-    for framework, folder, where in [("torch", torch_dir, "fc1.bias (1 of 256)"), ("jax", jax_dir, "['fc2']['bias'] (1 of 10)")]:
-        for command in (lambda: EVALUATORS[framework].main(["--checkpoint", str(folder)]),
-                        lambda: PREDICTORS[framework].main([str(digit), "--checkpoint", str(folder)])):
+    for framework, folder, where in [
+        ("torch", torch_dir, "fc1.bias (1 of 256)"),
+        ("jax", jax_dir, "['fc2']['bias'] (1 of 10)"),
+    ]:
+        for command in (
+            lambda: EVALUATORS[framework].main(["--checkpoint", str(folder)]),
+            lambda: PREDICTORS[framework].main([str(digit), "--checkpoint", str(folder)]),
+        ):
             with pytest.raises(SystemExit) as exit_info:
                 command()
             message = str(exit_info.value.code)
@@ -133,12 +154,14 @@ def test_both_frameworks_compute_the_same_nan(layer, trained_run, mnist, jax_mni
     model.load_state_dict(state_dict)
     params = params_from_torch(state_dict)["params"]
     n = 1000
-    torch_loss, torch_accuracy = torch_train.evaluate(model, TorchSplit(mnist.test.images[:n], mnist.test.labels[:n]))
-    jax_loss, jax_accuracy = jax_train.evaluate(params, JaxSplit(*jax.device_put((jax_mnist.test.images[:n], jax_mnist.test.labels[:n]))))
+    torch_loss, torch_accuracy = torch_steps.evaluate(model, TorchSplit(mnist.test.images[:n], mnist.test.labels[:n]))
+    jax_loss, jax_accuracy = jax_steps.evaluate(
+        params, JaxSplit(*jax.device_put((jax_mnist.test.images[:n], jax_mnist.test.labels[:n])))
+    )
     assert math.isnan(torch_loss) and math.isnan(jax_loss)
     assert jax_accuracy == torch_accuracy
-    torch_probabilities = torch_train.predict(model, mnist.test.images[:n])
-    jax_probabilities = jax_train.predict(params, jax_mnist.test.images[:n])
+    torch_probabilities = torch_steps.predict(model, mnist.test.images[:n])
+    jax_probabilities = jax_steps.predict(params, jax_mnist.test.images[:n])
     np.testing.assert_array_equal(np.isnan(jax_probabilities), np.isnan(torch_probabilities))
     assert np.isnan(torch_probabilities).any()
 
@@ -170,10 +193,15 @@ def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(wrapped,
         write_torch_checkpoint(tmp_path / "checkpoint.pt", payload)
     else:
         torch.save(payload, tmp_path / "checkpoint.pt")
-    expected = ("holds Python objects besides tensors, which could run code when loaded, so it is refused" if wrapped
-                else "is not a checkpoint written by this project's trainers (a plain torch.save file")
-    for command in (lambda: torch_evaluate.main(["--checkpoint", str(tmp_path)]),
-                    lambda: torch_train.main(["--epochs", "2", "--quiet", "--resume", "--out-dir", str(tmp_path)])):
+    expected = (
+        "holds Python objects besides tensors, which could run code when loaded, so it is refused"
+        if wrapped
+        else "is not a checkpoint written by this project's trainers (a plain torch.save file"
+    )
+    for command in (
+        lambda: torch_evaluate.main(["--checkpoint", str(tmp_path)]),
+        lambda: torch_train.main(["--epochs", "2", "--quiet", "--resume", "--out-dir", str(tmp_path)]),
+    ):
         with pytest.raises(SystemExit) as exit_info:
             command()
         message = str(exit_info.value.code)

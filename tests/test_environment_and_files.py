@@ -24,22 +24,31 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+from mnist_common.cli import check_command_line
+from mnist_common.weights import WeightsError, read_weights
 from mnist_jax import compilation_cache
 from mnist_jax.steps import XlaFlagsError
 from mnist_jax.train import deterministic
-from mnist_common.cli import check_command_line
 from mnist_torch.data import MNIST_MEAN, MNIST_STD
 from mnist_torch.model import CNN
-from mnist_common.weights import WeightsError, read_weights
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMEWORKS = ["torch", "jax"]
 
 
-def run(module: str, *args: object, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def run(
+    module: str, *args: object, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     """``python -m module args`` with `env` added to this environment; a hang (a FIFO opened) fails the test."""
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, capture_output=True, text=True,
-                          check=False, timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def one_line(result: subprocess.CompletedProcess, status: int = 1) -> str:
@@ -95,6 +104,7 @@ def state_dict_as(dtype: torch.dtype, path: Path) -> Path:
 
 # --- 1. JAX_PLATFORMS naming a platform this machine lacks ------------------------------------------------------------
 
+
 def _gpu_visible() -> bool:
     return torch.cuda.is_available() or Path("/dev/nvidiactl").exists()
 
@@ -104,15 +114,18 @@ def _gpu_visible() -> bool:
 def test_jax_platforms_absent_is_one_line(command, platforms, tmp_path, digit_png):
     if platforms == "cuda" and _gpu_visible():
         pytest.skip("a GPU is present: JAX_PLATFORMS=cuda is a platform this machine has")
-    args = {"train": ["--epochs", "1", "--train-size", "128", "--out-dir", tmp_path / "out"],
-            "evaluate": ["--weights", state_dict_as(torch.float32, tmp_path / "w.safetensors")],
-            "predict": [digit_png]}[command]
+    args = {
+        "train": ["--epochs", "1", "--train-size", "128", "--out-dir", tmp_path / "out"],
+        "evaluate": ["--weights", state_dict_as(torch.float32, tmp_path / "w.safetensors")],
+        "predict": [digit_png],
+    }[command]
     line = one_line(run(f"mnist_jax.{command}", *args, env={"JAX_PLATFORMS": platforms}))
     assert f"JAX_PLATFORMS={platforms}" in line and "cannot start" in line and "set JAX_PLATFORMS=cpu" in line
     assert not (tmp_path / "out").exists()  # the trainer stops before it takes its out-dir
 
 
 # --- 2. JAX_NUM_CPU_DEVICES, refused before JAX is imported ------------------------------------------------------------
+
 
 @pytest.mark.parametrize("value", ["abc", "0", "-1", "", "1.5"])
 def test_bad_jax_num_cpu_devices_is_refused_by_the_check_in_process(value, monkeypatch, capsys):
@@ -141,7 +154,9 @@ def test_bad_jax_num_cpu_devices_is_one_line_before_jax_starts(value):
 @pytest.mark.parametrize("command", ["train", "predict"])
 def test_bad_jax_num_cpu_devices_is_refused_by_every_jax_command(command, digit_png, tmp_path):
     args = [digit_png] if command == "predict" else ["--out-dir", tmp_path / "out"]
-    assert "JAX_NUM_CPU_DEVICES='abc'" in one_line(run(f"mnist_jax.{command}", *args, env={"JAX_NUM_CPU_DEVICES": "abc"}))
+    assert "JAX_NUM_CPU_DEVICES='abc'" in one_line(
+        run(f"mnist_jax.{command}", *args, env={"JAX_NUM_CPU_DEVICES": "abc"})
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -152,13 +167,17 @@ def test_good_jax_num_cpu_devices_passes_the_check(monkeypatch):
 
 # --- 3. XLA_FLAGS ------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("value, after", [
-    (None, "--xla_gpu_deterministic_ops=true"),
-    ("--xla_cpu_enable_fast_math=false", "--xla_cpu_enable_fast_math=false --xla_gpu_deterministic_ops=true"),
-    ("--xla_gpu_deterministic_ops=false", "--xla_gpu_deterministic_ops=false"),  # the user's wins, as written
-    ("  --xla_gpu_deterministic_ops=true  ", "  --xla_gpu_deterministic_ops=true  "),
-    ('--xla_dump_to="/tmp/a -b"', '--xla_dump_to="/tmp/a -b" --xla_gpu_deterministic_ops=true'),  # quoted: one word
-])
+
+@pytest.mark.parametrize(
+    "value, after",
+    [
+        (None, "--xla_gpu_deterministic_ops=true"),
+        ("--xla_cpu_enable_fast_math=false", "--xla_cpu_enable_fast_math=false --xla_gpu_deterministic_ops=true"),
+        ("--xla_gpu_deterministic_ops=false", "--xla_gpu_deterministic_ops=false"),  # the user's wins, as written
+        ("  --xla_gpu_deterministic_ops=true  ", "  --xla_gpu_deterministic_ops=true  "),
+        ('--xla_dump_to="/tmp/a -b"', '--xla_dump_to="/tmp/a -b" --xla_gpu_deterministic_ops=true'),  # quoted: one word
+    ],
+)
 def test_deterministic_adds_the_flag_only_when_the_user_did_not(value, after, monkeypatch):
     if value is None:
         monkeypatch.delenv("XLA_FLAGS", raising=False)
@@ -169,8 +188,14 @@ def test_deterministic_adds_the_flag_only_when_the_user_did_not(value, after, mo
     assert os.environ.get("XLA_FLAGS") == value
 
 
-@pytest.mark.parametrize("value, token", [("foo", "'foo'"), ("foo --xla_gpu_deterministic_ops=true", "'foo'"),
-                                          ("--xla_cpu_enable_fast_math=false -xla_bad=1", "'-xla_bad=1'")])
+@pytest.mark.parametrize(
+    "value, token",
+    [
+        ("foo", "'foo'"),
+        ("foo --xla_gpu_deterministic_ops=true", "'foo'"),
+        ("--xla_cpu_enable_fast_math=false -xla_bad=1", "'-xla_bad=1'"),
+    ],
+)
 @pytest.mark.parametrize("enabled", [True, False])
 def test_malformed_xla_flags_are_refused_naming_the_token(value, token, enabled, monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", value)
@@ -195,22 +220,37 @@ def test_a_flag_file_is_left_as_written_with_a_note(tmp_path, monkeypatch, capsy
 
 @pytest.mark.e2e
 def test_malformed_xla_flags_end_the_trainer_in_one_line(tmp_path):
-    line = one_line(run("mnist_jax.train", "--epochs", "1", "--train-size", "128", "--out-dir", tmp_path / "out",
-                        env={"XLA_FLAGS": "xla_gpu_autotune_level=0"}))
+    line = one_line(
+        run(
+            "mnist_jax.train",
+            "--epochs",
+            "1",
+            "--train-size",
+            "128",
+            "--out-dir",
+            tmp_path / "out",
+            env={"XLA_FLAGS": "xla_gpu_autotune_level=0"},
+        )
+    )
     assert "XLA_FLAGS holds 'xla_gpu_autotune_level=0'" in line and "starting with --" in line
 
 
 # --- 4. a compilation cache folder that cannot be written ---------------------------------------------------------------
 
+
 @pytest.fixture
 def cache_enabled_in(tmp_path):
     """Turn JAX's persistent cache on in `directory` for one test, and back off (conftest's setting) after."""
+
     def enable(directory: Path) -> None:
         jax.config.update("jax_enable_compilation_cache", True)
         jax.config.update("jax_compilation_cache_dir", str(directory))
 
-    before = (jax.config.jax_enable_compilation_cache, jax.config.jax_compilation_cache_dir,
-              jax.config.jax_persistent_cache_min_compile_time_secs)
+    before = (
+        jax.config.jax_enable_compilation_cache,
+        jax.config.jax_compilation_cache_dir,
+        jax.config.jax_persistent_cache_min_compile_time_secs,
+    )
     yield enable
     jax.config.update("jax_enable_compilation_cache", before[0])
     jax.config.update("jax_compilation_cache_dir", before[1])
@@ -222,8 +262,10 @@ def test_unwritable_cache_folder_is_one_note_then_no_cache(tmp_path, cache_enabl
     cache_enabled_in(tmp_path / "a-file" / "xla")
     assert compilation_cache.use_compilation_cache() is None
     note = capsys.readouterr().err.splitlines()
-    assert len(note) == 1 and note[0].startswith(f"note: the compilation cache folder {tmp_path / 'a-file' / 'xla'} "
-                                                 f"cannot be written (Not a directory); running without")
+    assert len(note) == 1 and note[0].startswith(
+        f"note: the compilation cache folder {tmp_path / 'a-file' / 'xla'} "
+        f"cannot be written (Not a directory); running without"
+    )
     assert not jax.config.jax_enable_compilation_cache
 
 
@@ -236,25 +278,42 @@ def test_writable_cache_folder_is_used_and_left_clean(tmp_path, cache_enabled_in
 @pytest.mark.e2e
 def test_trainer_with_unwritable_cache_prints_one_note_not_warnings(tmp_path):
     (tmp_path / "a-file").write_text("")
-    result = run("mnist_jax.train", "--epochs", "1", "--train-size", "128", "--out-dir", tmp_path / "out", "--quiet",
-                 env={"JAX_ENABLE_COMPILATION_CACHE": "true", "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "a-file" / "xla")},
-                 timeout=300)
+    result = run(
+        "mnist_jax.train",
+        "--epochs",
+        "1",
+        "--train-size",
+        "128",
+        "--out-dir",
+        tmp_path / "out",
+        "--quiet",
+        env={"JAX_ENABLE_COMPILATION_CACHE": "true", "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "a-file" / "xla")},
+        timeout=300,
+    )
     lines = result.stderr.splitlines()
-    assert result.returncode == 0 and len(lines) == 1 and lines[0].startswith("note: the compilation cache folder"), result.stderr
+    assert result.returncode == 0 and len(lines) == 1 and lines[0].startswith("note: the compilation cache folder"), (
+        result.stderr
+    )
     assert (tmp_path / "out" / "weights.safetensors").is_file()
 
 
 # --- 5. weights of the wrong dtype -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("dtype, name", [(torch.int32, "int32"), (torch.bool, "bool"), (torch.uint8, "uint8"),
-                                         (torch.int64, "int64")])
+
+@pytest.mark.parametrize(
+    "dtype, name", [(torch.int32, "int32"), (torch.bool, "bool"), (torch.uint8, "uint8"), (torch.int64, "int64")]
+)
 def test_integer_and_boolean_weights_are_refused_naming_the_tensor(dtype, name, tmp_path):
     path = state_dict_as(dtype, tmp_path / "w.safetensors")
-    with pytest.raises(WeightsError, match=rf"conv1\.bias \({name}\), conv1\.weight \({name}\), .* and 5 more; expected float32"):
+    with pytest.raises(
+        WeightsError, match=rf"conv1\.bias \({name}\), conv1\.weight \({name}\), .* and 5 more; expected float32"
+    ):
         read_weights(path)
 
 
-@pytest.mark.parametrize("dtype, name", [(torch.float16, "float16"), (torch.bfloat16, "bfloat16"), (torch.float64, "float64")])
+@pytest.mark.parametrize(
+    "dtype, name", [(torch.float16, "float16"), (torch.bfloat16, "bfloat16"), (torch.float64, "float64")]
+)
 def test_other_float_weights_are_converted_with_one_note(dtype, name, tmp_path, capsys):
     path = state_dict_as(dtype, tmp_path / "w.safetensors")
     arrays = read_weights(path)
@@ -262,7 +321,9 @@ def test_other_float_weights_are_converted_with_one_note(dtype, name, tmp_path, 
     for key, tensor in CNN().state_dict().items():
         assert arrays[key].dtype == np.float32
         np.testing.assert_array_equal(arrays[key], tensor.to(dtype).to(torch.float32).numpy())
-    assert capsys.readouterr().err.splitlines() == [f"note: {path} holds {name} weights (8 of 8 tensors); converted to float32"]
+    assert capsys.readouterr().err.splitlines() == [
+        f"note: {path} holds {name} weights (8 of 8 tensors); converted to float32"
+    ]
 
 
 @pytest.mark.e2e
@@ -284,6 +345,7 @@ def test_float16_weights_evaluate_with_one_note(tmp_path):
 
 
 # --- 6. FIFOs, device files, dangling symlinks, refused up front -----------------------------------------------------
+
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_fifos_devices_and_dangling_symlinks_are_refused_by_the_check_in_process(framework, tmp_path, capsys):
@@ -339,5 +401,7 @@ def test_dangling_symlink_out_dir_is_refused_up_front(framework, below, tmp_path
     link.symlink_to(tmp_path / "gone")
     out_dir = link / "run" if below else link
     line = argparse_line(run(f"mnist_{framework}.train", "--out-dir", out_dir, timeout=30))
-    assert f"argument --out-dir: {out_dir} " in line and f"a symlink to {tmp_path / 'gone'}, which does not exist" in line
+    assert (
+        f"argument --out-dir: {out_dir} " in line and f"a symlink to {tmp_path / 'gone'}, which does not exist" in line
+    )
     assert not (tmp_path / "gone").exists()

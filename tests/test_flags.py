@@ -21,8 +21,8 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -49,12 +49,16 @@ HEAVY = {"torch", "torchvision", "jax", "jaxlib", "flax", "optax", "orbax", "num
 #: Hypothesis examples per property test; derandomized, so CI sees the same command lines every run.
 EXAMPLES = 300
 PROPERTY = settings(
-    max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 
 
 # --- places on disk the generated paths point at ------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def places(tmp_path_factory) -> dict[str, str]:
@@ -78,11 +82,70 @@ def places(tmp_path_factory) -> dict[str, str]:
 
 #: Values chosen to hit every boundary the parsers draw, and what float() and int() accept unexpectedly.
 AWKWARD = [
-    "", " ", "-0", "+0", "0", "1", "-1", "0.0", "-0.0", "1.0", "nan", "-nan", "NaN", "inf", "-inf", "Infinity", "1e999",
-    "-1e999", "1e-400", "1e308", "0x10", "1_000", "1__0", "٣", "１２", "²", "9" * 5000, "-" + "9" * 5000, "\n", "1\n", " 5 ",
-    "0.9999999999999999", "0.9", "128", "6400", "60000", "60001", str(MAX_EPOCHS), str(MAX_EPOCHS + 1), str(MAX_SEED),
-    str(MAX_SEED + 1), str(2**64), "auto", "cpu", "cuda", "tpu", "float32", "bf16", "eager", "compile", "cuda-graphs",
-    "\x00", "a\x00b", "\udcff", "\ud800", "é", "数字", "../..", ".", "/", "-x", "--", "-", "=",
+    "",
+    " ",
+    "-0",
+    "+0",
+    "0",
+    "1",
+    "-1",
+    "0.0",
+    "-0.0",
+    "1.0",
+    "nan",
+    "-nan",
+    "NaN",
+    "inf",
+    "-inf",
+    "Infinity",
+    "1e999",
+    "-1e999",
+    "1e-400",
+    "1e308",
+    "0x10",
+    "1_000",
+    "1__0",
+    "٣",
+    "１２",
+    "²",
+    "9" * 5000,
+    "-" + "9" * 5000,
+    "\n",
+    "1\n",
+    " 5 ",
+    "0.9999999999999999",
+    "0.9",
+    "128",
+    "6400",
+    "60000",
+    "60001",
+    str(MAX_EPOCHS),
+    str(MAX_EPOCHS + 1),
+    str(MAX_SEED),
+    str(MAX_SEED + 1),
+    str(2**64),
+    "auto",
+    "cpu",
+    "cuda",
+    "tpu",
+    "float32",
+    "bf16",
+    "eager",
+    "compile",
+    "cuda-graphs",
+    "\x00",
+    "a\x00b",
+    "\udcff",
+    "\ud800",
+    "é",
+    "数字",
+    "../..",
+    ".",
+    "/",
+    "-x",
+    "--",
+    "-",
+    "=",
 ]
 
 #: Values a flag accepts, so that many generated command lines parse through to a valid run.
@@ -100,8 +163,19 @@ GOOD = {
     "--dist-timeout": st.integers(1, 3600).map(str),
     "--stop-at-accuracy": st.floats(0, 1, exclude_min=True).map(repr),
 }
-TRAIN_FLAGS = ["--epochs", "--batch-size", "--lr", "--momentum", "--seed", "--device", "--precision", "--data-dir",
-               "--out-dir", "--train-size", "--stop-at-accuracy"]
+TRAIN_FLAGS = [
+    "--epochs",
+    "--batch-size",
+    "--lr",
+    "--momentum",
+    "--seed",
+    "--device",
+    "--precision",
+    "--data-dir",
+    "--out-dir",
+    "--train-size",
+    "--stop-at-accuracy",
+]
 FLAGS = {
     ("train", "torch"): TRAIN_FLAGS + ["--mode", "--dist-timeout"],
     ("train", "jax"): TRAIN_FLAGS + ["--devices", "--dist-timeout"],
@@ -152,13 +226,16 @@ def command_lines(command: str, framework: str, places: dict[str, str]) -> st.Se
         argv = st.lists(group, max_size=6).map(lambda gs: [token for g in gs for token in g])
         if command == "predict":
             picture = value("IMAGE")
-            argv = st.tuples(st.lists(picture, min_size=0 if wild else 1, max_size=3), argv).map(lambda both: both[0] + both[1])
+            argv = st.tuples(st.lists(picture, min_size=0 if wild else 1, max_size=3), argv).map(
+                lambda both: both[0] + both[1]
+            )
         return argv
 
     return st.one_of(lines(wild=False), lines(wild=True))
 
 
 # --- the property -----------------------------------------------------------------------------------------------------
+
 
 def run(command: str, framework: str, argv: list[str]) -> tuple[object, int | str | None, str, str]:
     """`check_command_line` on `argv`, in-process: (what it parsed to or None, the exit status or None, stdout, stderr)."""
@@ -251,17 +328,33 @@ def test_any_command_line_parses_to_a_valid_run_or_is_refused_in_one_line(comman
 
 # --- decisions, one by one ----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["--epochs", "x"], "argument --epochs: expected a positive integer, got 'x'"),
         (["--epochs", "0"], "argument --epochs: expected a positive integer, got 0"),
-        (["--epochs", str(MAX_EPOCHS + 1)], f"argument --epochs: expected at most {MAX_EPOCHS} (longer runs are surely a typo), got {MAX_EPOCHS + 1}"),
-        (["--epochs", "9" * 5000], f"argument --epochs: expected at most {MAX_EPOCHS} (longer runs are surely a typo), got a 5000-digit number"),
+        (
+            ["--epochs", str(MAX_EPOCHS + 1)],
+            f"argument --epochs: expected at most {MAX_EPOCHS} (longer runs are surely a typo), got {MAX_EPOCHS + 1}",
+        ),
+        (
+            ["--epochs", "9" * 5000],
+            f"argument --epochs: expected at most {MAX_EPOCHS} (longer runs are surely a typo), got a 5000-digit number",
+        ),
         (["--epochs", "1.5"], "argument --epochs: expected a positive integer, got '1.5'"),
-        (["--batch-size", str(NUM_TRAIN + 1)], f"argument --batch-size: expected at most {NUM_TRAIN} (the size of the training set)"),
-        (["--train-size", "6400", "--batch-size", "6401"], "argument --batch-size: 6401 is larger than --train-size 6400; lower it"),
-        (["--train-size", str(NUM_TRAIN + 1)], f"argument --train-size: expected at most {NUM_TRAIN} (the size of the training set), got {NUM_TRAIN + 1}"),
+        (
+            ["--batch-size", str(NUM_TRAIN + 1)],
+            f"argument --batch-size: expected at most {NUM_TRAIN} (the size of the training set)",
+        ),
+        (
+            ["--train-size", "6400", "--batch-size", "6401"],
+            "argument --batch-size: 6401 is larger than --train-size 6400; lower it",
+        ),
+        (
+            ["--train-size", str(NUM_TRAIN + 1)],
+            f"argument --train-size: expected at most {NUM_TRAIN} (the size of the training set), got {NUM_TRAIN + 1}",
+        ),
         (["--lr", "nan"], "argument --lr: expected a positive finite number, got nan"),
         (["--lr", "inf"], "argument --lr: expected a positive finite number, got inf"),
         (["--lr", "1e999"], "argument --lr: expected a positive finite number, got 1e999"),
@@ -271,15 +364,36 @@ def test_any_command_line_parses_to_a_valid_run_or_is_refused_in_one_line(comman
         (["--momentum", "-0.1"], "argument --momentum: expected a number in [0, 1), got -0.1"),
         (["--momentum", "nan"], "argument --momentum: expected a number in [0, 1), got nan"),
         (["--seed", "-1"], "argument --seed: expected an integer >= 0, got -1"),
-        (["--seed", str(MAX_SEED + 1)], f"argument --seed: expected at most {MAX_SEED} (2**32 - 1, a seed both frameworks take), got {MAX_SEED + 1}"),
+        (
+            ["--seed", str(MAX_SEED + 1)],
+            f"argument --seed: expected at most {MAX_SEED} (2**32 - 1, a seed both frameworks take), got {MAX_SEED + 1}",
+        ),
         (["--out-dir", ""], "argument --out-dir: expected a path, got an empty string"),
         (["--data-dir", ""], "argument --data-dir: expected a path, got an empty string"),
-        (["--stop-at-accuracy", "0"], "argument --stop-at-accuracy: expected a fraction in (0, 1] (such as 0.99 for 99%), got 0"),
-        (["--stop-at-accuracy", "99"], "argument --stop-at-accuracy: expected a fraction in (0, 1] (such as 0.99 for 99%), got 99"),
-        (["--stop-at-accuracy", "1.0000001"], "argument --stop-at-accuracy: expected a fraction in (0, 1] (such as 0.99 for 99%), got 1.0000001"),
-        (["--stop-at-accuracy", "-0.5"], "argument --stop-at-accuracy: expected a fraction in (0, 1] (such as 0.99 for 99%), got -0.5"),
-        (["--stop-at-accuracy", "nan"], "argument --stop-at-accuracy: expected a fraction in (0, 1] (such as 0.99 for 99%), got nan"),
-        (["--stop-at-accuracy", "inf"], "argument --stop-at-accuracy: expected a fraction in (0, 1] (such as 0.99 for 99%), got inf"),
+        (
+            ["--stop-at-accuracy", "0"],
+            "argument --stop-at-accuracy: expected a fraction in (0, 1] (such as 0.99 for 99%), got 0",
+        ),
+        (
+            ["--stop-at-accuracy", "99"],
+            "argument --stop-at-accuracy: expected a fraction in (0, 1] (such as 0.99 for 99%), got 99",
+        ),
+        (
+            ["--stop-at-accuracy", "1.0000001"],
+            "argument --stop-at-accuracy: expected a fraction in (0, 1] (such as 0.99 for 99%), got 1.0000001",
+        ),
+        (
+            ["--stop-at-accuracy", "-0.5"],
+            "argument --stop-at-accuracy: expected a fraction in (0, 1] (such as 0.99 for 99%), got -0.5",
+        ),
+        (
+            ["--stop-at-accuracy", "nan"],
+            "argument --stop-at-accuracy: expected a fraction in (0, 1] (such as 0.99 for 99%), got nan",
+        ),
+        (
+            ["--stop-at-accuracy", "inf"],
+            "argument --stop-at-accuracy: expected a fraction in (0, 1] (such as 0.99 for 99%), got inf",
+        ),
         (["--stop-at-accuracy", "99%"], "argument --stop-at-accuracy: expected a fraction in (0, 1], got '99%'"),
         (["--nondeterministic", "yes"], "unrecognized arguments: yes"),
         (["--epochs", "1\n2"], r"argument --epochs: expected a positive integer, got '1\n2'"),
@@ -298,13 +412,27 @@ def test_absurd_values_are_refused_with_one_line_saying_why(framework, argv, mes
     "argv, message",
     [
         (["--devices", "0"], "argument --devices: expected a positive integer, got 0"),
-        (["--num-processes", "2"], "argument --num-processes: 2 processes need --coordinator HOST:PORT, where process 0 listens"),
-        (["--coordinator", "localhost:1234"], "argument --coordinator/--process-id: only for runs of several processes"),
+        (
+            ["--num-processes", "2"],
+            "argument --num-processes: 2 processes need --coordinator HOST:PORT, where process 0 listens",
+        ),
+        (
+            ["--coordinator", "localhost:1234"],
+            "argument --coordinator/--process-id: only for runs of several processes",
+        ),
         (["--process-id", "1"], "argument --coordinator/--process-id: only for runs of several processes"),
-        (["--num-processes", "2", "--process-id", "2", "--coordinator", "localhost:1234"],
-         "argument --process-id: 2 is not below --num-processes 2; pass 0 to 1"),
-        (["--num-processes", "2", "--coordinator", "localhost"], "argument --coordinator: expected HOST:PORT of process 0"),
-        (["--num-processes", "2", "--coordinator", "localhost:70000"], "argument --coordinator: expected HOST:PORT of process 0"),
+        (
+            ["--num-processes", "2", "--process-id", "2", "--coordinator", "localhost:1234"],
+            "argument --process-id: 2 is not below --num-processes 2; pass 0 to 1",
+        ),
+        (
+            ["--num-processes", "2", "--coordinator", "localhost"],
+            "argument --coordinator: expected HOST:PORT of process 0",
+        ),
+        (
+            ["--num-processes", "2", "--coordinator", "localhost:70000"],
+            "argument --coordinator: expected HOST:PORT of process 0",
+        ),
         (["--dist-timeout", "0"], "argument --dist-timeout: expected a positive integer, got 0"),
     ],
 )
@@ -315,22 +443,67 @@ def test_data_parallel_flags_are_checked_first(argv, message):
 
 
 def test_data_parallel_flags_parse():
-    config = check_command_line("train", "jax", ["--devices", "4", "--num-processes", "2", "--process-id", "1",
-                                                 "--coordinator", "[::1]:12355", "--dist-timeout", "60"])
-    assert (config.devices, config.num_processes, config.process_id, config.coordinator, config.dist_timeout) == (4, 2, 1, "[::1]:12355", 60)
+    config = check_command_line(
+        "train",
+        "jax",
+        [
+            "--devices",
+            "4",
+            "--num-processes",
+            "2",
+            "--process-id",
+            "1",
+            "--coordinator",
+            "[::1]:12355",
+            "--dist-timeout",
+            "60",
+        ],
+    )
+    assert (config.devices, config.num_processes, config.process_id, config.coordinator, config.dist_timeout) == (
+        4,
+        2,
+        1,
+        "[::1]:12355",
+        60,
+    )
     parsed, code, _, stderr = run("train", "torch", ["--devices", "2"])  # PyTorch takes its processes from torchrun
     assert code == 2 and "unrecognized arguments: --devices 2" in stderr
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_edge_values_that_are_valid_parse(framework):
-    config = check_command_line("train", framework, [
-        "--epochs", str(MAX_EPOCHS), "--seed", str(MAX_SEED), "--momentum", "-0", "--lr", "1e-3",
-        "--train-size", "128", "--batch-size", "128", "--epochs", "3",  # repeated: the last one counts
-    ])
-    assert (config.epochs, config.seed, config.train_size, config.batch_size, config.lr) == (3, MAX_SEED, 128, 128, 1e-3)
+    config = check_command_line(
+        "train",
+        framework,
+        [
+            "--epochs",
+            str(MAX_EPOCHS),
+            "--seed",
+            str(MAX_SEED),
+            "--momentum",
+            "-0",
+            "--lr",
+            "1e-3",
+            "--train-size",
+            "128",
+            "--batch-size",
+            "128",
+            "--epochs",
+            "3",  # repeated: the last one counts
+        ],
+    )
+    assert (config.epochs, config.seed, config.train_size, config.batch_size, config.lr) == (
+        3,
+        MAX_SEED,
+        128,
+        128,
+        1e-3,
+    )
     assert config.momentum == 0 and math.copysign(1, config.momentum) == 1  # -0 is taken as 0
-    assert (config.stop_at_accuracy, config.nondeterministic) == (None, False)  # the defaults: every epoch, deterministic
+    assert (config.stop_at_accuracy, config.nondeterministic) == (
+        None,
+        False,
+    )  # the defaults: every epoch, deterministic
     config = check_command_line("train", framework, ["--stop-at-accuracy", "1", "--nondeterministic"])
     assert (config.stop_at_accuracy, config.nondeterministic) == (1.0, True)  # 100% is a target, if a demanding one
 
@@ -339,22 +512,54 @@ def test_edge_values_that_are_valid_parse(framework):
 def test_paths_that_cannot_work_are_refused_and_nothing_is_created(framework, places, tmp_path):
     cases = [
         ("train", ["--out-dir", places["file"]], f"argument --out-dir: {places['file']} is a file, not a folder"),
-        ("train", ["--out-dir", places["under_file"]],
-         f"argument --out-dir: {places['under_file']} cannot be created: {places['file']} is a file, not a folder"),
-        ("train", ["--out-dir", places["too_long"]],
-         f"argument --out-dir: {places['too_long']} cannot be created: a name in it is longer than the file system allows"),
-        ("train", ["--data-dir", places["missing"]],
-         f"argument --data-dir: {places['missing']} does not exist; expected the folder holding MNIST/raw/*.gz"),
+        (
+            "train",
+            ["--out-dir", places["under_file"]],
+            f"argument --out-dir: {places['under_file']} cannot be created: {places['file']} is a file, not a folder",
+        ),
+        (
+            "train",
+            ["--out-dir", places["too_long"]],
+            f"argument --out-dir: {places['too_long']} cannot be created: a name in it is longer than the file system allows",
+        ),
+        (
+            "train",
+            ["--data-dir", places["missing"]],
+            f"argument --data-dir: {places['missing']} does not exist; expected the folder holding MNIST/raw/*.gz",
+        ),
         ("train", ["--data-dir", places["file"]], f"argument --data-dir: {places['file']} is a file, not a folder"),
         ("evaluate", ["--weights", places["missing"]], f"argument --weights: {places['missing']} does not exist"),
-        ("evaluate", ["--weights", places["folder"]], f"argument --weights: {places['folder']} is a folder, not a file"),
-        ("evaluate", ["--checkpoint", places["missing"]], f"argument --checkpoint: {places['missing']} does not exist; pass a training run's --out-dir"),
-        ("evaluate", ["--checkpoint", places["file"]], f"argument --checkpoint: {places['file']} is a file, not a folder"),
+        (
+            "evaluate",
+            ["--weights", places["folder"]],
+            f"argument --weights: {places['folder']} is a folder, not a file",
+        ),
+        (
+            "evaluate",
+            ["--checkpoint", places["missing"]],
+            f"argument --checkpoint: {places['missing']} does not exist; pass a training run's --out-dir",
+        ),
+        (
+            "evaluate",
+            ["--checkpoint", places["file"]],
+            f"argument --checkpoint: {places['file']} is a file, not a folder",
+        ),
         ("evaluate", ["--data-dir", places["missing"]], f"argument --data-dir: {places['missing']} does not exist"),
-        ("evaluate", ["--weights", places["file"], "--checkpoint", places["folder"]], "pass either --weights FILE or --checkpoint DIR, not both"),
-        ("predict", [places["seven"], places["missing"], places["folder"]],
-         f"argument IMAGE: {places['missing']} does not exist; {places['folder']} is a folder, not a file"),
-        ("predict", [places["seven"], "--checkpoint", places["missing"]], f"argument --checkpoint: {places['missing']} does not exist"),
+        (
+            "evaluate",
+            ["--weights", places["file"], "--checkpoint", places["folder"]],
+            "pass either --weights FILE or --checkpoint DIR, not both",
+        ),
+        (
+            "predict",
+            [places["seven"], places["missing"], places["folder"]],
+            f"argument IMAGE: {places['missing']} does not exist; {places['folder']} is a folder, not a file",
+        ),
+        (
+            "predict",
+            [places["seven"], "--checkpoint", places["missing"]],
+            f"argument --checkpoint: {places['missing']} does not exist",
+        ),
         ("predict", [], "the following arguments are required: IMAGE"),
     ]
     root = Path(places["folder"]).parent
@@ -363,7 +568,10 @@ def test_paths_that_cannot_work_are_refused_and_nothing_is_created(framework, pl
         for command, argv, message in cases:
             parsed, code, _, stderr = run(command, framework, argv)
             assert code == 2 and parsed is None, (argv, stderr)
-            assert assert_one_error_line(f"python -m mnist_{framework}.{command}", stderr).startswith(message), (argv, stderr)
+            assert assert_one_error_line(f"python -m mnist_{framework}.{command}", stderr).startswith(message), (
+                argv,
+                stderr,
+            )
         # A creatable --out-dir passes, and is left for the trainer to create under its lock.
         config = check_command_line("train", framework, ["--out-dir", places["missing_deeper"]])
         assert config.out_dir == Path(places["missing_deeper"])
@@ -407,7 +615,10 @@ def test_an_out_dir_whose_nearest_existing_folder_is_not_writable_is_refused():
         locked.chmod(0o555)
         shared.chmod(0o777)
         try:
-            assert as_unprivileged(lambda: out_dir_problem(locked / "run" / "deeper")) == f"cannot be created: {locked} is not writable"
+            assert (
+                as_unprivileged(lambda: out_dir_problem(locked / "run" / "deeper"))
+                == f"cannot be created: {locked} is not writable"
+            )
             assert as_unprivileged(lambda: out_dir_problem(locked)) == "is not writable"
             assert as_unprivileged(lambda: out_dir_problem(shared / "run" / "deeper")) is None
             assert not any(locked.iterdir()) and not any(shared.iterdir())
@@ -417,16 +628,29 @@ def test_an_out_dir_whose_nearest_existing_folder_is_not_writable_is_refused():
 
 # --- the real commands ----------------------------------------------------------------------------------------------------
 
+
 def python_m(module: str, *argv: str, cwd: Path = REPO) -> tuple[subprocess.CompletedProcess, set[str], float]:
     """``python -X importtime -m MODULE ARGV``: the result (stderr without the import-time lines), the top-level
     packages it imported, and its wall time."""
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-X", "importtime", "-m", module, *argv], capture_output=True, text=True,
-                            cwd=cwd, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", module, *argv],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     seconds = time.perf_counter() - start
-    imported = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in result.stderr.splitlines() if line.startswith("import time:")}
+    imported = {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
     imported.discard("imported package")  # the header
-    result.stderr = "".join(line for line in result.stderr.splitlines(keepends=True) if not line.startswith("import time:"))
+    result.stderr = "".join(
+        line for line in result.stderr.splitlines(keepends=True) if not line.startswith("import time:")
+    )
     return result, imported, seconds
 
 
@@ -455,7 +679,8 @@ def test_real_argv_with_a_newline_or_an_unwritable_out_dir_is_one_line_and_creat
     result, imported, _ = python_m("mnist_torch.train", "--out-dir", "file/run", cwd=tmp_path)
     assert result.returncode == 2 and not imported & HEAVY
     assert assert_one_error_line("python -m mnist_torch.train", result.stderr) == (
-        "argument --out-dir: file/run cannot be created: file is a file, not a folder")
+        "argument --out-dir: file/run cannot be created: file is a file, not a folder"
+    )
     result, imported, _ = python_m("mnist_jax.train", "--out-dir", "new", "--épochs\n2", cwd=tmp_path)
     assert result.returncode == 2 and not imported & HEAVY
     assert assert_one_error_line("python -m mnist_jax.train", result.stderr) == r"unrecognized arguments: --épochs\n2"
@@ -470,10 +695,17 @@ def test_valid_command_lines_pass_the_check_and_reach_the_command(tmp_path):
         "mnist_torch.predict": [str(REPO / "docs" / "seven.png"), "--checkpoint", str(tmp_path)],
         "mnist_jax.evaluate": ["--checkpoint", str(tmp_path)],
     }
-    processes = {module: subprocess.Popen([sys.executable, "-m", module, *argv], cwd=REPO, text=True,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) for module, argv in commands.items()}
+    processes = {
+        module: subprocess.Popen(
+            [sys.executable, "-m", module, *argv], cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for module, argv in commands.items()
+    }
     for module, process in processes.items():
         stdout, stderr = process.communicate(timeout=300)
         assert process.returncode == 1, stderr
-        assert re.fullmatch(rf"error: no checkpoint in {re.escape(str(tmp_path))} \(.*\); train one with `python -m "
-                            rf"{module.split('.')[0]}\.train`.*\n", stderr), stderr
+        assert re.fullmatch(
+            rf"error: no checkpoint in {re.escape(str(tmp_path))} \(.*\); train one with `python -m "
+            rf"{module.split('.')[0]}\.train`.*\n",
+            stderr,
+        ), stderr

@@ -12,11 +12,11 @@ import jax
 import pytest
 import torch
 
+from mnist_common.config import TrainConfig
 from mnist_jax import steps as jax_steps
 from mnist_jax import train as jax_train
 from mnist_torch import steps as torch_steps
 from mnist_torch import train as torch_train
-from mnist_common.config import TrainConfig
 from mnist_torch.steps import CapturedStep
 from tests.numerics import relative_error
 
@@ -52,9 +52,9 @@ def test_cuda_graph_steps_equal_eager_steps(mnist, precision, bound):
     train = torch_train.Split(mnist.train.images.to(cuda), mnist.train.labels.to(cuda))
     idx = torch.from_numpy(order()).to(cuda).long()
 
-    eager = torch_train.create_state(0, config, cuda)
+    eager = torch_steps.create_state(0, config, cuda)
     eager_losses = [torch_steps.train_step(eager, (train.images[i], train.labels[i]))["loss"].item() for i in idx]
-    graphed = torch_train.create_state(0, config, cuda)
+    graphed = torch_steps.create_state(0, config, cuda)
     step = CapturedStep(torch_steps.train_step, graphed, train, config.batch_size)
     graph_losses = [step(i)["loss"].item() for i in idx]
 
@@ -70,12 +70,16 @@ def test_cuda_graph_keeps_what_it_reads_alive(mnist):
     cuda = torch.device("cuda")
     idx = torch.from_numpy(order(5)).to(cuda).long()
     resident = torch_train.Split(mnist.train.images.to(cuda), mnist.train.labels.to(cuda))
-    eager = torch_train.create_state(0, CONFIG, cuda)
+    eager = torch_steps.create_state(0, CONFIG, cuda)
     eager_losses = [torch_steps.train_step(eager, (resident.images[i], resident.labels[i]))["loss"].item() for i in idx]
 
-    graphed = torch_train.create_state(0, CONFIG, cuda)
-    step = CapturedStep(torch_steps.train_step, graphed, torch_train.Split(resident.images.clone(), resident.labels.clone()),
-                        CONFIG.batch_size)
+    graphed = torch_steps.create_state(0, CONFIG, cuda)
+    step = CapturedStep(
+        torch_steps.train_step,
+        graphed,
+        torch_train.Split(resident.images.clone(), resident.labels.clone()),
+        CONFIG.batch_size,
+    )
     clutter = [torch.full_like(resident.images, -1.0), torch.full_like(resident.labels, -1)]  # reuses any freed blocks
     graph_losses = [step(i)["loss"].item() for i in idx]
     del clutter
@@ -88,8 +92,10 @@ def test_jax_epoch_scan_equals_per_step_jit_on_the_gpu(jax_mnist):
     with jax.default_matmul_precision("float32"):
         train = jax.device_put((jax_mnist.train.images, jax_mnist.train.labels), device)
         idx = order()
-        scanned, metrics = jax_steps.train_epoch_steps(jax.device_put(jax_train.create_state(0, CONFIG), device), train, idx)
-        state, losses = jax.device_put(jax_train.create_state(0, CONFIG), device), []
+        scanned, metrics = jax_steps.train_epoch_steps(
+            jax.device_put(jax_steps.create_state(0, CONFIG), device), train, idx
+        )
+        state, losses = jax.device_put(jax_steps.create_state(0, CONFIG), device), []
         for i in idx:
             state, m = jax_steps.train_step(state, (train[0][i], train[1][i]))
             losses.append(float(m["loss"]))
@@ -98,13 +104,29 @@ def test_jax_epoch_scan_equals_per_step_jit_on_the_gpu(jax_mnist):
         assert relative_error(a, b) < 1e-4
 
 
-@pytest.mark.parametrize("framework, argv", [("jax", []), ("torch", ["--mode", "cuda-graphs"]), ("torch", ["--mode", "eager"])])
+@pytest.mark.parametrize(
+    "framework, argv", [("jax", []), ("torch", ["--mode", "cuda-graphs"]), ("torch", ["--mode", "eager"])]
+)
 def test_trainers_train_on_the_gpu(framework, argv, tmp_path):
     """Two epochs of 6 400 images on cuda, through each trainer's GPU path: it learns, and says which path."""
     result = subprocess.run(
-        [sys.executable, "-m", f"mnist_{framework}.train", "--device", "cuda", "--epochs", "2", "--train-size", "6400",
-         "--out-dir", str(tmp_path), *argv],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            f"mnist_{framework}.train",
+            "--device",
+            "cuda",
+            "--epochs",
+            "2",
+            "--train-size",
+            "6400",
+            "--out-dir",
+            str(tmp_path),
+            *argv,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "metrics.json").read_text())

@@ -65,8 +65,13 @@ def test_unknown_stages_are_refused(tmp_path):
 def test_reproducibility_checks_its_output_path_before_training(tmp_path):
     for out, words in [(tmp_path, "is a folder"), (tmp_path / "missing" / "repro.json", "does not exist")]:
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "benchmarks.reproducibility", str(out)], capture_output=True,
-                              text=True, timeout=60, cwd=REPO)
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.reproducibility", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+        )
         one_error_line(done, words)
         assert time.perf_counter() - start < 30  # refused before any training run (each takes minutes)
 
@@ -81,8 +86,14 @@ def test_a_stopped_run_stops_its_children_and_says_what_it_kept(tmp_path):
     """SIGTERM while a benchmark stage runs: the script exits 143 at once with one line, and no process of its
     session (the stage's pytest and anything it started) is left running."""
     out = tmp_path / "out"
-    proc = subprocess.Popen(["bash", str(SCRIPT), str(out), "--dry-run", "--stages", "b128,trainers"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        ["bash", str(SCRIPT), str(out), "--dry-run", "--stages", "b128,trainers"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         for line in proc.stdout:
             if line.startswith("== train and eval"):

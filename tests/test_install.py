@@ -23,8 +23,8 @@ import stat
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -88,7 +88,9 @@ def read_only(folder: Path) -> Iterator[None]:
         return
     chattr = shutil.which("chattr")
     if chattr is None or subprocess.run([chattr, "+i", str(folder)], check=False, capture_output=True).returncode != 0:
-        pytest.skip("running as root, and chattr +i (the only way to make a folder read-only for root) is not allowed here")
+        pytest.skip(
+            "running as root, and chattr +i (the only way to make a folder read-only for root) is not allowed here"
+        )
     try:
         yield
     finally:
@@ -139,9 +141,22 @@ def wheel(tmp_path_factory) -> Path:
     for name in GZ_FILES:
         shutil.copy(raw_dir(REPO / "data") / name, raw_dir(source / "data") / name)
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "--no-index",
-         "-w", str(root / "dist")],
-        check=False, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(source),
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-w",
+            str(root / "dist"),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (built,) = (root / "dist").glob("mnist_jax_torch-*.whl")
@@ -156,7 +171,11 @@ def test_wheel_carries_the_gz_files_once(wheel):
         assert data == [GZ_IN_WHEEL + name for name in GZ_FILES]
         for name in GZ_FILES:
             assert archive.read(GZ_IN_WHEEL + name) == (raw_dir(REPO / "data") / name).read_bytes()
-    (metadata,) = {name.split("/")[0] for name in names} - {"mnist_common", "mnist_torch", "mnist_jax"}  # no tests, no data/ script
+    (metadata,) = {name.split("/")[0] for name in names} - {
+        "mnist_common",
+        "mnist_torch",
+        "mnist_jax",
+    }  # no tests, no data/ script
     assert metadata.startswith("mnist_jax_torch-") and metadata.endswith(".dist-info")
 
 
@@ -177,7 +196,10 @@ def test_installed_wheel_trains_and_evaluates_from_any_folder(wheel, tmp_path):
     site, work, home, cache = (tmp_path / name for name in ("site", "work", "home", "cache"))
     done = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
-        check=False, capture_output=True, text=True, timeout=300,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     for folder in (work, home, cache):
@@ -187,7 +209,9 @@ def test_installed_wheel_trains_and_evaluates_from_any_folder(wheel, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(site), "HOME": str(home), "XDG_CACHE_HOME": str(cache)}
 
     def run(*args: str) -> str:
-        done = subprocess.run([sys.executable, *args], cwd=work, env=env, check=False, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [sys.executable, *args], cwd=work, env=env, check=False, capture_output=True, text=True, timeout=600
+        )
         assert done.returncode == 0, f"{args}: {done.stderr[-3000:]}"
         return done.stdout
 

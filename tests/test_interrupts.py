@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
+from mnist_common.files import LOCK_FILE
 from mnist_jax.checkpoint import CHECKPOINT_FILE as JAX_CHECKPOINT
 from mnist_torch.checkpoint import CHECKPOINT_FILE as TORCH_CHECKPOINT
-from mnist_common.files import LOCK_FILE
 
 pytestmark = pytest.mark.e2e
 
@@ -101,8 +101,10 @@ def assert_interrupted(run: Run, signum: int, status: int, seconds: float, out_d
 def kept_line(framework: str, during: str, signum: int, out_dir: Path) -> str:
     """The line of a run interrupted `during` something after its first epoch's checkpoint, as a regex."""
     name = signal.Signals(signum).name
-    return (rf"interrupted {during} \({name}\); kept the checkpoint after epoch 1 in {re.escape(str(out_dir / CHECKPOINT[framework]))}; "
-            rf"continue with: python -m mnist_{framework}\.train .*--resume")
+    return (
+        rf"interrupted {during} \({name}\); kept the checkpoint after epoch 1 in {re.escape(str(out_dir / CHECKPOINT[framework]))}; "
+        rf"continue with: python -m mnist_{framework}\.train .*--resume"
+    )
 
 
 def resume_command(line: str) -> list[str]:
@@ -112,16 +114,21 @@ def resume_command(line: str) -> list[str]:
     return [sys.executable, *words[1:]]
 
 
-@pytest.mark.parametrize(("framework", "first", "second"), [
-    ("torch", signal.SIGINT, signal.SIGTERM),
-    ("jax", signal.SIGTERM, signal.SIGINT),
-])
+@pytest.mark.parametrize(
+    ("framework", "first", "second"),
+    [
+        ("torch", signal.SIGINT, signal.SIGTERM),
+        ("jax", signal.SIGTERM, signal.SIGINT),
+    ],
+)
 def test_interrupted_mid_epoch_and_during_compilation_then_resumed(framework, first, second, tmp_path):
     """Mid-epoch (epoch 2, just after epoch 1's line), then the resumed run during compilation, then the resume to the end."""
     run = Run(trainer(framework, *FLAGS, "--out-dir", str(tmp_path)))
     run.wait_for(r"^epoch 1/2 ")
     status, seconds = run.signal(first)
-    line = assert_interrupted(run, first, status, seconds, tmp_path, kept_line(framework, "during epoch 2/2", first, tmp_path))
+    line = assert_interrupted(
+        run, first, status, seconds, tmp_path, kept_line(framework, "during epoch 2/2", first, tmp_path)
+    )
     command = resume_command(line)
     assert command[1:] == ["-m", f"mnist_{framework}.train", *FLAGS, "--out-dir", str(tmp_path), "--resume"]
 
@@ -147,9 +154,15 @@ def test_interrupted_before_the_first_epoch_keeps_nothing_and_says_so(framework,
         assert run.process.poll() is None and time.monotonic() < deadline, run.finish()
         time.sleep(0.01)
     status, seconds = run.signal(signal.SIGTERM)
-    assert_interrupted(run, signal.SIGTERM, status, seconds, tmp_path,
-                       r"interrupted (during start-up|while loading the MNIST data|during compilation|while preparing the train step)"
-                       r" \(SIGTERM\); no epoch was complete, so nothing was kept; run the same command again to start afresh")
+    assert_interrupted(
+        run,
+        signal.SIGTERM,
+        status,
+        seconds,
+        tmp_path,
+        r"interrupted (during start-up|while loading the MNIST data|during compilation|while preparing the train step)"
+        r" \(SIGTERM\); no epoch was complete, so nothing was kept; run the same command again to start afresh",
+    )
     assert not list(tmp_path.iterdir())
 
 
@@ -165,8 +178,9 @@ def test_read_only_commands_interrupted_while_loading(command, tmp_path):
     status, seconds = run.signal(signal.SIGINT)
     stderr = run.finish()
     assert status == 130 and "Traceback" not in stderr, stderr
-    assert stderr.splitlines()[-1] == (f"interrupted (SIGINT): python -m {command} stopped before it finished; "
-                                       "it left no half-written file")
+    assert stderr.splitlines()[-1] == (
+        f"interrupted (SIGINT): python -m {command} stopped before it finished; it left no half-written file"
+    )
     assert seconds < PROMPT
 
 
@@ -182,14 +196,24 @@ def test_compile_repairs_the_inductor_cache_an_interrupted_compilation_damaged(t
     for path in damaged:
         os.utime(path, (time.time() - 3600, time.time() - 3600))
     out_dir = tmp_path / "run"
-    run = Run(trainer("torch", *FLAGS, "--mode", "compile", "--out-dir", str(out_dir)),
-              env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)})
+    run = Run(
+        trainer("torch", *FLAGS, "--mode", "compile", "--out-dir", str(out_dir)),
+        env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)},
+    )
     note = run.wait_for(r"^note: ", stream="stderr")
-    assert note == (f"note: removed 2 empty compiled kernel files (.so, .o) that an interrupted compilation left in Inductor's "
-                    f"cache {cache}; this compilation rebuilds what it needs")
+    assert note == (
+        f"note: removed 2 empty compiled kernel files (.so, .o) that an interrupted compilation left in Inductor's "
+        f"cache {cache}; this compilation rebuilds what it needs"
+    )
     assert not any(path.exists() for path in damaged) and fresh.exists()
     status, seconds = run.signal(signal.SIGINT)
-    assert_interrupted(run, signal.SIGINT, status, seconds, out_dir,
-                       r"interrupted during compilation \(SIGINT\); no epoch was complete, so nothing was kept; "
-                       r"run the same command again to start afresh")
+    assert_interrupted(
+        run,
+        signal.SIGINT,
+        status,
+        seconds,
+        out_dir,
+        r"interrupted during compilation \(SIGINT\); no epoch was complete, so nothing was kept; "
+        r"run the same command again to start afresh",
+    )
     assert run.seen["stderr"].count(note) == 1 and len(run.seen["stderr"]) == 2, run.seen["stderr"]

@@ -73,7 +73,9 @@ def kill_mid_write(process: subprocess.Popen, out_dir: Path, give_up: float) -> 
     return kill_at(process, 0)
 
 
-def kill_and_resume(framework: str, out_dir: Path, flags: list[str], kills: int, full_run: float, seed: int) -> dict[str, int]:
+def kill_and_resume(
+    framework: str, out_dir: Path, flags: list[str], kills: int, full_run: float, seed: int
+) -> dict[str, int]:
     """Kill ``kills`` times (alternately at a random moment and mid-write), then finish; counts what happened.
 
     A random moment is drawn from the run's length, measured uninterrupted; once a resumed run has
@@ -82,7 +84,9 @@ def kill_and_resume(framework: str, out_dir: Path, flags: list[str], kills: int,
     counts = {"kills": 0, "mid_write": 0, "left_partial": 0, "ended_first": 0}
     run_length = full_run
     while counts["kills"] < kills:
-        process = subprocess.Popen(command(framework, out_dir, flags), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        process = subprocess.Popen(
+            command(framework, out_dir, flags), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         start = time.monotonic()
         if counts["kills"] % 2:
             killed = kill_mid_write(process, out_dir, give_up=full_run * 1.5)
@@ -151,8 +155,9 @@ def test_the_lock_names_the_live_run_and_a_killed_runs_lock_does_not_block(tmp_p
     first.stderr.close()
     lines = second.stderr.strip().splitlines()
     assert second.returncode == 1 and len(lines) == 1, second.stderr
-    assert lines[0].startswith(f"error: {tmp_path} is being written by a run still going (pid {first.pid}, "
-                               f"python -m mnist_torch.train, since "), lines[0]
+    assert lines[0].startswith(
+        f"error: {tmp_path} is being written by a run still going (pid {first.pid}, python -m mnist_torch.train, since "
+    ), lines[0]
     assert lock.exists()  # what SIGKILL leaves: a lock file no process holds
     run_to_the_end("torch", tmp_path, flags)
     assert {p.name for p in tmp_path.iterdir()} == FINISHED | {TORCH_CHECKPOINT}

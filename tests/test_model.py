@@ -66,7 +66,9 @@ def test_torch_model_rejects_a_batch_without_channel_axis():
 
 
 def test_jax_model_rejects_nchw_batch(jax_variables):
-    with pytest.raises(ValueError, match=r"expects images of shape \(N, 28, 28, 1\) \(NHWC\).*got shape \(4, 1, 28, 28\)"):
+    with pytest.raises(
+        ValueError, match=r"expects images of shape \(N, 28, 28, 1\) \(NHWC\).*got shape \(4, 1, 28, 28\)"
+    ):
         JaxCNN().apply(jax_variables, jnp.zeros((4, 1, 28, 28)))
 
 
@@ -77,7 +79,9 @@ def test_train_step_rejects_bad_batches_with_the_expected_shape(jax_variables):
         jax_steps.train_step(state, (jnp.zeros((4, 28, 28)), labels))
     with pytest.raises(ValueError, match=r"floating point, got shape \(4, 28, 28, 1\) uint8"):
         jax_steps.train_step(state, (jnp.zeros((4, 28, 28, 1), jnp.uint8), labels))
-    with pytest.raises(ValueError, match=r"labels must be integer class indices of shape \(4,\).*got shape \(4,\) float32"):
+    with pytest.raises(
+        ValueError, match=r"labels must be integer class indices of shape \(4,\).*got shape \(4,\) float32"
+    ):
         jax_steps.train_step(state, (jnp.zeros((4, 28, 28, 1)), jnp.zeros(4)))
     with pytest.raises(ValueError, match=r"labels must be integer class indices of shape \(4,\).*got shape \(4, 10\)"):
         jax_steps.eval_step(state.params, (jnp.zeros((4, 28, 28, 1)), jnp.zeros((4, 10), jnp.int32)))
@@ -87,7 +91,9 @@ def test_train_step_rejects_bad_batches_with_the_expected_shape(jax_variables):
 def test_pooling_gradient_is_the_automatic_one(dtype, jax_mnist):
     """`avg_pool_2x2` writes its gradient out (for speed on the CPU); it must be autodiff's gradient of nn.avg_pool, bit for bit."""
     with jax.enable_x64(dtype == jnp.float64):
-        x = jnp.asarray(jax_mnist.test.images[:8], dtype) * jnp.arange(1, 29, dtype=dtype)[:, None]  # no two windows alike
+        x = (
+            jnp.asarray(jax_mnist.test.images[:8], dtype) * jnp.arange(1, 29, dtype=dtype)[:, None]
+        )  # no two windows alike
         weights = jax.random.normal(jax.random.key(1), (8, 14, 14, 1), dtype)
         automatic = jax.grad(lambda x: (nn.avg_pool(x, (2, 2), strides=(2, 2)) * weights).sum())(x)
         written = jax.grad(lambda x: (avg_pool_2x2(x) * weights).sum())(x)

@@ -28,7 +28,6 @@ from mnist_common.config import DistributedError, TrainConfig, parse_config
 from mnist_common.parallel import PER_PROCESS_FIELDS, first_difference, run_settings
 from tests.test_data_parallel import assert_stopped_in_one_line, free_port
 
-
 #: One tiny epoch: the runs that must stop before training never reach it anyway.
 FLAGS = ["--epochs", "1", "--train-size", "256", "--batch-size", "128", "--quiet", "--dist-timeout", "60"]
 #: Seconds within which a process must have stopped, from its start (imports included: up to ~30 s under load).
@@ -37,35 +36,78 @@ START_BOUND = 120
 STOP_BOUND = 10
 
 
-def jax_process(out_dir: Path, coordinator: str, process_id: int, *extra: str, flags: list[str] = FLAGS) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mnist_jax.train", *flags, "--out-dir", str(out_dir), "--num-processes", "2",
-                             "--process-id", str(process_id), "--coordinator", coordinator, *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def jax_process(
+    out_dir: Path, coordinator: str, process_id: int, *extra: str, flags: list[str] = FLAGS
+) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mnist_jax.train",
+            *flags,
+            "--out-dir",
+            str(out_dir),
+            "--num-processes",
+            "2",
+            "--process-id",
+            str(process_id),
+            "--coordinator",
+            coordinator,
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_run_settings_leave_out_the_per_process_fields_alone():
-    config = parse_config("jax", ["--num-processes", "2", "--process-id", "1", "--coordinator", "localhost:1", "--out-dir", "x"])
+    config = parse_config(
+        "jax", ["--num-processes", "2", "--process-id", "1", "--coordinator", "localhost:1", "--out-dir", "x"]
+    )
     settings = run_settings(config)
     assert set(settings) == {f.name for f in dataclasses.fields(TrainConfig)} - PER_PROCESS_FIELDS
-    assert {"lr", "momentum", "seed", "batch_size", "epochs", "precision", "train_size", "mode", "devices", "num_processes",
-            "resume", "stop_at_accuracy", "nondeterministic", "device"} <= set(settings)
+    assert {
+        "lr",
+        "momentum",
+        "seed",
+        "batch_size",
+        "epochs",
+        "precision",
+        "train_size",
+        "mode",
+        "devices",
+        "num_processes",
+        "resume",
+        "stop_at_accuracy",
+        "nondeterministic",
+        "device",
+    } <= set(settings)
     other = run_settings(dataclasses.replace(config, process_id=0, out_dir=Path("y"), quiet=True, dist_timeout=5))
     assert first_difference([other, settings], "process", "same flags") is None
-    assert first_difference([settings, run_settings(dataclasses.replace(config, resume=True))], "process", "same flags") == \
-        "process 1 was started with --resume, process 0 with no --resume; same flags"
+    assert (
+        first_difference([settings, run_settings(dataclasses.replace(config, resume=True))], "process", "same flags")
+        == "process 1 was started with --resume, process 0 with no --resume; same flags"
+    )
 
 
 @pytest.mark.e2e
 def test_jax_processes_with_different_flags_stop_in_one_line(tmp_path):
     coordinator = f"localhost:{free_port()}"
     start = time.monotonic()
-    processes = [jax_process(tmp_path, coordinator, 0, "--lr", "0.1"), jax_process(tmp_path, coordinator, 1, "--lr", "0.05")]
+    processes = [
+        jax_process(tmp_path, coordinator, 0, "--lr", "0.1"),
+        jax_process(tmp_path, coordinator, 1, "--lr", "0.05"),
+    ]
     outputs = [p.communicate(timeout=START_BOUND) for p in processes]
     print(f"both stopped after {time.monotonic() - start:.1f} s (imports included)")
     for p, (_, stderr) in zip(processes, outputs, strict=True):
         assert p.returncode == 1, stderr[-3000:]
-        assert_stopped_in_one_line(stderr, "error: process 1 was started with --lr 0.05, process 0 with --lr 0.1; "
-                                           "start every process of a run with the same flags")
+        assert_stopped_in_one_line(
+            stderr,
+            "error: process 1 was started with --lr 0.05, process 0 with --lr 0.1; "
+            "start every process of a run with the same flags",
+        )
         print(stderr.strip().splitlines()[-1])
     assert not tmp_path.exists() or not any(tmp_path.iterdir())  # nothing written: the check comes first
 
@@ -85,7 +127,9 @@ def test_a_second_jax_process_0_stops_in_one_line_at_once(tmp_path):
     _, stderr = stopped.communicate()
     print(f"the second process 0 stopped after {time.monotonic() - start:.1f} s (imports included): {stderr.strip()}")
     assert stopped.returncode == 1
-    assert_stopped_in_one_line(stderr, f"error: process 0 of 2: another process 0 already coordinates a run at --coordinator {coordinator}")
+    assert_stopped_in_one_line(
+        stderr, f"error: process 0 of 2: another process 0 already coordinates a run at --coordinator {coordinator}"
+    )
     time.sleep(1)
     assert waiting.poll() is None  # the first still waits for a process 1
     waiting.send_signal(signal.SIGINT)
@@ -155,7 +199,9 @@ def test_torch_ranks_with_different_flags_stop_in_one_line():
         while not context.join(timeout=1):
             assert time.monotonic() - start < START_BOUND
         said = [results[0], results[1]]
-    expected = "rank 1 was started with --lr 0.05, rank 0 with --lr 0.1; start the torchrun of every node with the same flags"
+    expected = (
+        "rank 1 was started with --lr 0.05, rank 0 with --lr 0.1; start the torchrun of every node with the same flags"
+    )
     assert said == [expected, expected]
     print(expected)
 
@@ -166,9 +212,24 @@ def test_sigint_under_torchrun_stops_every_rank_in_one_line(tmp_path):
     prints one line and exits 130. torchrun itself then ends with status 1 and prints its own warnings and
     the traceback of its SignalException: the launcher's, not the trainer's."""
     flags = ["--epochs", "2", "--train-size", "6400", "--batch-size", "128", "--dist-timeout", "60"]
-    launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                                 "-m", "mnist_torch.train", *flags, "--out-dir", str(tmp_path)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    launcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "mnist_torch.train",
+            *flags,
+            "--out-dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     start = time.monotonic()
     while not (tmp_path / ".lock").exists():  # rank 0 has joined the run and passed the flags' check
         assert launcher.poll() is None, launcher.stderr.read()[-3000:]
@@ -182,7 +243,9 @@ def test_sigint_under_torchrun_stops_every_rank_in_one_line(tmp_path):
     print(f"torchrun stopped {seconds:.1f} s after SIGINT, status {launcher.returncode}")
     said = [line for line in stderr.splitlines() if line.startswith("error: rank ")]
     print("\n".join(said))
-    assert sorted(line.split(" was ")[0] for line in said) == ["error: rank 0 of 2", "error: rank 1 of 2"], stderr[-3000:]
+    assert sorted(line.split(" was ")[0] for line in said) == ["error: rank 0 of 2", "error: rank 1 of 2"], stderr[
+        -3000:
+    ]
     assert all("was interrupted (SIGINT)" in line for line in said)
     assert stderr.count("Traceback") <= 1 and "mnist_torch" not in stderr.partition("Traceback")[2], stderr[-3000:]
     assert launcher.returncode != 0 and seconds < STOP_BOUND

@@ -15,12 +15,11 @@ import torch
 from flax.training.train_state import TrainState
 from torch.nn import functional as F
 
+from mnist_common.config import TrainConfig
 from mnist_jax import steps as jax_steps
 from mnist_jax.model import CNN as JaxCNN
 from mnist_jax.port import params_from_torch, params_to_torch
 from mnist_torch import steps as torch_steps
-from mnist_torch import train as torch_train
-from mnist_common.config import TrainConfig
 from mnist_torch.data import batch_indices
 from mnist_torch.model import CNN as TorchCNN
 from tests.numerics import relative_error
@@ -55,7 +54,9 @@ def trained_torch_model(trained_run) -> TorchCNN:
 def test_forward_logits_and_predictions_agree(trained_torch_model, mnist, jax_mnist):
     with torch.no_grad():
         expected = trained_torch_model(mnist.test.images[:512]).numpy()
-    actual = np.asarray(JaxCNN().apply(params_from_torch(trained_torch_model.state_dict()), jax_mnist.test.images[:512]))
+    actual = np.asarray(
+        JaxCNN().apply(params_from_torch(trained_torch_model.state_dict()), jax_mnist.test.images[:512])
+    )
     assert relative_error(expected, actual) < 1e-5
     np.testing.assert_array_equal(expected.argmax(axis=1), actual.argmax(axis=1))
     assert (expected.argmax(axis=1) == mnist.test.labels[:512].numpy()).mean() > 0.9  # a real, trained model
@@ -103,7 +104,7 @@ def test_sgd_momentum_conventions_match_torch():
 
 
 def test_one_and_two_optimizer_steps_agree(mnist, jax_mnist):
-    torch_state = torch_train.create_state(CONFIG.seed, CONFIG, CPU)
+    torch_state = torch_steps.create_state(CONFIG.seed, CONFIG, CPU)
     jax_state = jax_state_from(torch_state[0])
     for step, (images, labels, idx) in enumerate(torch_batches(mnist, 2), start=1):
         torch_steps.train_step(torch_state, (images, labels))
@@ -116,7 +117,7 @@ def test_one_and_two_optimizer_steps_agree(mnist, jax_mnist):
 
 def run_both(mnist, jax_mnist, steps: int, dtype: str) -> tuple[np.ndarray, np.ndarray]:
     """Per-step training losses of both frameworks from the same initial weights and batches."""
-    torch_state = torch_train.create_state(CONFIG.seed, CONFIG, CPU)
+    torch_state = torch_steps.create_state(CONFIG.seed, CONFIG, CPU)
     with jax.enable_x64(dtype == "float64"):
         if dtype == "float64":
             torch_state[0].double()

@@ -48,14 +48,18 @@ def test_compare_overlays_both_frameworks_curves(trained_run, tmp_path, capsys):
     capsys.readouterr()
     compare.main([*paths, "--out", str(tmp_path / "compare.png")])
     line = capsys.readouterr().out.strip()
-    assert line == (f"final test accuracy: torch {100 * accuracies[0]:.2f}%, jax {100 * accuracies[1]:.2f}%; "
-                    f"wrote {tmp_path / 'compare.png'}")
+    assert line == (
+        f"final test accuracy: torch {100 * accuracies[0]:.2f}%, jax {100 * accuracies[1]:.2f}%; "
+        f"wrote {tmp_path / 'compare.png'}"
+    )
     assert png_size(tmp_path / "compare.png")[0] > 300
 
 
 def test_compare_refuses_a_file_that_is_not_metrics(tmp_path):
     (tmp_path / "other.json").write_text('{"epochs": []}')
-    with pytest.raises(SystemExit, match=r"^error: .*other.json is not a trainer's metrics.json .*; pass the metrics.json that"):
+    with pytest.raises(
+        SystemExit, match=r"^error: .*other.json is not a trainer's metrics.json .*; pass the metrics.json that"
+    ):
         compare.main([str(tmp_path / "other.json"), "--out", str(tmp_path / "c.png")])
     assert not (tmp_path / "c.png").exists()
 
@@ -67,7 +71,11 @@ def test_progress_reads_the_loss_every_20_steps_and_at_the_end(monkeypatch):
     with EpochProgress(steps=50, epoch=1, epochs=3, batch_size=128, enabled=True) as progress:
         for step in range(1, 51):
             progress.step(lambda step=step: reads.append(step) or 0.25)
-        assert progress.bar.n == 50 and progress.bar.postfix.startswith("loss 0.2500  ") and progress.bar.postfix.endswith(" img/s")
+        assert (
+            progress.bar.n == 50
+            and progress.bar.postfix.startswith("loss 0.2500  ")
+            and progress.bar.postfix.endswith(" img/s")
+        )
     assert reads == [20, 40, 50]  # not every step: each read waits for the device
     assert "epoch 1/3" in stderr.getvalue()  # on stderr, so stdout keeps only the epoch lines
 

@@ -16,14 +16,14 @@ import pytest
 import torch
 from PIL import Image
 
+from mnist_common.images import MAX_PIXELS, ImageError, load_digit, read_grayscale
 from mnist_jax import predict as jax_predict
-from mnist_jax import train as jax_train
+from mnist_jax import steps as jax_steps
 from mnist_jax.checkpoint import load_params
 from mnist_torch import predict as torch_predict
-from mnist_torch import train as torch_train
+from mnist_torch import steps as torch_steps
 from mnist_torch.checkpoint import load_model
 from mnist_torch.data import MNIST_MEAN, MNIST_STD
-from mnist_common.images import MAX_PIXELS, ImageError, load_digit, read_grayscale
 
 FRAMEWORKS = ["torch", "jax"]
 PREDICTORS = {"torch": torch_predict, "jax": jax_predict}
@@ -84,19 +84,29 @@ def test_unusable_pictures_are_refused_by_name(tmp_path):
 def png_declaring(path, width: int, height: int):
     """A PNG whose header declares width x height 8-bit grey pixels, followed by a cut-short IDAT: decoding it
     fails with PIL's "image file is truncated", so a refusal that names the size shows nothing was decoded."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(1000))[:20])
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(bytes(1000))[:20])
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
-@pytest.mark.parametrize("width, height, declared", [
-    (8000, 7000, r"8000x7000 pixels \(56.0 megapixels\)"),      # above our limit, below PIL's warning
-    (10000, 10000, r"10000x10000 pixels \(100.0 megapixels\)"),  # PIL's DecompressionBombWarning range
-    (20000, 20000, r"400.0 megapixels"),                         # PIL's DecompressionBombError, raised on open
-], ids=["56MP", "100MP-PIL-warning", "400MP-PIL-error"])
+@pytest.mark.parametrize(
+    "width, height, declared",
+    [
+        (8000, 7000, r"8000x7000 pixels \(56.0 megapixels\)"),  # above our limit, below PIL's warning
+        (10000, 10000, r"10000x10000 pixels \(100.0 megapixels\)"),  # PIL's DecompressionBombWarning range
+        (20000, 20000, r"400.0 megapixels"),  # PIL's DecompressionBombError, raised on open
+    ],
+    ids=["56MP", "100MP-PIL-warning", "400MP-PIL-error"],
+)
 def test_a_decompression_bomb_is_refused_from_its_header_without_decoding(width, height, declared, tmp_path):
     bomb = png_declaring(tmp_path / "bomb.png", width, height)
     with warnings.catch_warnings():
@@ -104,9 +114,12 @@ def test_a_decompression_bomb_is_refused_from_its_header_without_decoding(width,
         with pytest.raises(ImageError) as refused:
             load_digit(bomb)
     message = str(refused.value)
-    assert re.fullmatch(rf"{re.escape(str(bomb))} declares {declared}, more than the 50 megapixels predict decodes "
-                        r"\(a decompression bomb, or a picture to scale down\); pass a PNG or JPEG picture of one "
-                        r"digit, at most 50 megapixels \(scaled down, or cropped to the digit\)", message), message
+    assert re.fullmatch(
+        rf"{re.escape(str(bomb))} declares {declared}, more than the 50 megapixels predict decodes "
+        r"\(a decompression bomb, or a picture to scale down\); pass a PNG or JPEG picture of one "
+        r"digit, at most 50 megapixels \(scaled down, or cropped to the digit\)",
+        message,
+    ), message
     # the same file declaring a size within the limit is decoded, and its cut-short pixel data is what is refused
     just_under = png_declaring(tmp_path / "under.png", 7000, MAX_PIXELS // 7000)
     with pytest.raises(ImageError, match=r"under.png is not a readable image \(image file is truncated"):
@@ -118,7 +131,7 @@ def modes_and_expected(folder) -> list:
     that read_grayscale must return (a ramp; transparent pixels are white paper)."""
     ramp8 = np.arange(256, dtype=np.uint8).reshape(16, 16)
     ramp16 = np.arange(256, dtype=np.uint16).reshape(16, 16) * 257  # 0..65535, every low byte used
-    opaque_top = np.where(np.arange(256).reshape(16, 16) < 128, 255, 0).astype(np.uint8)    # bottom half transparent
+    opaque_top = np.where(np.arange(256).reshape(16, 16) < 128, 255, 0).astype(np.uint8)  # bottom half transparent
     with_paper = np.where(opaque_top == 255, ramp8 / 255, 1.0)
     grey_palette = Image.fromarray(ramp8, "P")
     grey_palette.putpalette([v for i in range(256) for v in (i, i, i)])
@@ -129,7 +142,12 @@ def modes_and_expected(folder) -> list:
         ("l.png", Image.fromarray(ramp8), "L", ramp8 / 255),
         ("p.png", grey_palette, "P", ramp8 / 255),
         ("rgb.png", Image.fromarray(ramp8).convert("RGB"), "RGB", ramp8 / 255),
-        ("rgba.png", Image.merge("RGBA", [Image.fromarray(ramp8)] * 3 + [Image.fromarray(opaque_top)]), "RGBA", with_paper),
+        (
+            "rgba.png",
+            Image.merge("RGBA", [Image.fromarray(ramp8)] * 3 + [Image.fromarray(opaque_top)]),
+            "RGBA",
+            with_paper,
+        ),
         ("la.png", Image.merge("LA", [Image.fromarray(ramp8), Image.fromarray(opaque_top)]), "LA", with_paper),
         ("cmyk.tif", Image.fromarray(ramp8).convert("RGB").convert("CMYK"), "CMYK", ramp8 / 255),
         ("i16.png", Image.fromarray(ramp16), "I;16", ramp16 / 65535),
@@ -174,10 +192,15 @@ def test_damaged_files_give_an_image_error_or_pixels_never_another_exception(tmp
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: the camera was turned
     originals = []
-    for fmt, image, options in [("PNG", Image.fromarray(ramp), {}), ("JPEG", Image.fromarray(ramp), {"exif": exif}),
-                                ("GIF", Image.fromarray(ramp), {}), ("BMP", Image.fromarray(ramp), {}),
-                                ("TIFF", Image.fromarray(ramp.astype(np.uint16) * 250), {}),
-                                ("WEBP", Image.fromarray(ramp).convert("RGB"), {}), ("PPM", Image.fromarray(ramp), {})]:
+    for fmt, image, options in [
+        ("PNG", Image.fromarray(ramp), {}),
+        ("JPEG", Image.fromarray(ramp), {"exif": exif}),
+        ("GIF", Image.fromarray(ramp), {}),
+        ("BMP", Image.fromarray(ramp), {}),
+        ("TIFF", Image.fromarray(ramp.astype(np.uint16) * 250), {}),
+        ("WEBP", Image.fromarray(ramp).convert("RGB"), {}),
+        ("PPM", Image.fromarray(ramp), {}),
+    ]:
         buffer = io.BytesIO()
         image.save(buffer, fmt, **options)
         originals.append(buffer.getvalue())
@@ -204,8 +227,8 @@ def test_damaged_files_give_an_image_error_or_pixels_never_another_exception(tmp
 def model_probabilities(framework: str, out_dir, mnist, jax_mnist, count: int) -> np.ndarray:
     """The run's own model on the first ``count`` original 28x28 test images."""
     if framework == "torch":
-        return torch_train.predict(load_model(out_dir, torch.device("cpu")), mnist.test.images[:count])
-    return jax_train.predict(load_params(out_dir, jax.devices("cpu")[0]), jax_mnist.test.images[:count])
+        return torch_steps.predict(load_model(out_dir, torch.device("cpu")), mnist.test.images[:count])
+    return jax_steps.predict(load_params(out_dir, jax.devices("cpu")[0]), jax_mnist.test.images[:count])
 
 
 def confident_digits(probabilities: np.ndarray, labels: np.ndarray) -> list[int]:
@@ -247,7 +270,8 @@ def test_predict_names_upscaled_real_digits(framework, trained_run, mnist, jax_m
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_a_faint_digit_in_a_16_bit_picture_is_named_like_the_same_drawing_at_full_contrast(
-        framework, trained_run, mnist, tmp_path, capsys):
+    framework, trained_run, mnist, tmp_path, capsys
+):
     """The first ten test digits drawn at 10% grey in 16-bit PNGs (light on black, and dark on white paper, at 90%
     grey) are prepared and named like the same drawings in 8 bits at full contrast (measured: correlation >= 0.9992,
     the top probability within 0.021; both where rounding moved the digit's crop by one pixel). Read at 8 bits, as

@@ -18,10 +18,10 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_torch import train as torch_train
+from mnist_common.images import ImageError, load_digit
+from mnist_torch import steps as torch_steps
 from mnist_torch.checkpoint import load_model
 from mnist_torch.data import MNIST_MEAN, MNIST_STD
-from mnist_common.images import ImageError, load_digit
 
 COUNT = 20
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,7 +140,7 @@ def write_refusals(folder: Path) -> dict[str, Path]:
 def digits_read(model, paths: list[Path]) -> np.ndarray:
     """The digit the model names in each picture."""
     images = torch.from_numpy(np.stack([load_digit(path) for path in paths])[:, None])
-    return torch_train.predict(model, images).argmax(axis=1)
+    return torch_steps.predict(model, images).argmax(axis=1)
 
 
 @pytest.mark.parametrize("style", list(STYLES))
@@ -151,7 +151,9 @@ def test_each_style_of_picture_is_read_correctly(style, trained_run, mnist, tmp_
     labels = mnist.test.labels[:COUNT].numpy()
     read = digits_read(model, write_style(mnist, style, tmp_path))
     correct = int((read == labels).sum())
-    assert correct >= STYLES[style][2], f"{style}: {correct}/{COUNT} read correctly ({read.tolist()} vs {labels.tolist()})"
+    assert correct >= STYLES[style][2], (
+        f"{style}: {correct}/{COUNT} read correctly ({read.tolist()} vs {labels.tolist()})"
+    )
 
 
 @pytest.mark.parametrize("refusal", ["pure noise", "blank page", "2x1 picture"])
@@ -181,7 +183,14 @@ def test_one_blank_picture_among_several_gets_its_own_error_and_exit_status_1(fr
     good = write_style(mnist, "colour pen", tmp_path, count=2)
     blank = write_refusals(tmp_path)["blank page"]
     pictures = [str(good[0]), str(blank), str(good[1])]
-    command = [sys.executable, "-m", f"mnist_{framework}.predict", *pictures, "--checkpoint", str(trained_run(framework))]
+    command = [
+        sys.executable,
+        "-m",
+        f"mnist_{framework}.predict",
+        *pictures,
+        "--checkpoint",
+        str(trained_run(framework)),
+    ]
     done = subprocess.run(command, check=False, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 1, done.stderr
     answers = done.stdout.strip().splitlines()

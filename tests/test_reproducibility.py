@@ -23,7 +23,9 @@ def test_a_second_run_with_the_same_flags_gives_the_same_bytes(framework, traine
     second = train([f"mnist_{framework}.train"], {}, tmp_path, "cpu", epochs=2, train_size=6400)
     assert second["weights_sha256"]
     assert (tmp_path / "weights.safetensors").read_bytes() == (first / "weights.safetensors").read_bytes()
-    in_process, by_command = (without_timings(m) for m in (json.loads((first / "metrics.json").read_text()), second["metrics"]))
+    in_process, by_command = (
+        without_timings(m) for m in (json.loads((first / "metrics.json").read_text()), second["metrics"])
+    )
     for metrics in (in_process, by_command):  # --device auto and cpu are one device here; --quiet prints less
         metrics["config"] = {k: v for k, v in metrics["config"].items() if k not in ("device", "quiet")}
     assert by_command == in_process

@@ -8,13 +8,14 @@ import jax
 import numpy as np
 import pytest
 
-from mnist_jax import checkpoint as jax_checkpoint
-from mnist_jax import train as jax_train
-from mnist_torch import train as torch_train
-from mnist_torch import checkpoint as torch_checkpoint
 from mnist_common.config import TrainConfig
 from mnist_common.report import EpochRecord
 from mnist_common.weights import WEIGHTS_FILE, read_weights
+from mnist_jax import checkpoint as jax_checkpoint
+from mnist_jax import steps as jax_steps
+from mnist_jax import train as jax_train
+from mnist_torch import checkpoint as torch_checkpoint
+from mnist_torch import train as torch_train
 
 FRAMEWORKS = ["torch", "jax"]
 TRAINERS = {"torch": torch_train, "jax": jax_train}
@@ -33,7 +34,9 @@ def test_stop_after_epoch_one_then_resume_equals_an_uninterrupted_run(framework,
     uninterrupted = trained_run(framework)  # --epochs 2 in one go, same seed and data
     TRAINERS[framework].main(["--epochs", "1", *SHORT, "--out-dir", str(tmp_path)])
     assert (tmp_path / CHECKPOINT_NAME[framework]).exists()  # a one-epoch run leaves its checkpoint and plots
-    assert all((tmp_path / name).stat().st_size > 10_000 for name in ("curves.png", "confusion.png", "misclassified.png"))
+    assert all(
+        (tmp_path / name).stat().st_size > 10_000 for name in ("curves.png", "confusion.png", "misclassified.png")
+    )
     assert json.loads((tmp_path / "metrics.json").read_text())["config"]["epochs"] == 1
     TRAINERS[framework].main(["--epochs", "2", *SHORT, "--out-dir", str(tmp_path), "--resume"])
 
@@ -64,13 +67,21 @@ def test_resume_refuses_other_hyperparameters_and_fewer_epochs(framework, traine
     session_data = {"torch": mnist, "jax": jax_mnist}[framework]
     monkeypatch.setattr(TRAINERS[framework], "load_mnist", lambda data_dir: session_data)
     before = (trained_run(framework) / "metrics.json").read_text()
-    with pytest.raises(SystemExit, match=r"^error: the checkpoint in .* was trained with --lr 0.1, this run asks for --lr 0.05; "
-                                         r"pass --lr 0.1 to resume it, or drop --resume"):
+    with pytest.raises(
+        SystemExit,
+        match=r"^error: the checkpoint in .* was trained with --lr 0.1, this run asks for --lr 0.05; "
+        r"pass --lr 0.1 to resume it, or drop --resume",
+    ):
         TRAINERS[framework].main(["--epochs", "3", *SHORT, "--lr", "0.05", "--out-dir", out_dir, "--resume"])
-    with pytest.raises(SystemExit, match=r"was trained with --precision float32, this run asks for --precision bf16; "
-                                         r"pass --precision float32 to resume it"):  # metrics.json would mislabel its epochs
+    with pytest.raises(
+        SystemExit,
+        match=r"was trained with --precision float32, this run asks for --precision bf16; "
+        r"pass --precision float32 to resume it",
+    ):  # metrics.json would mislabel its epochs
         TRAINERS[framework].main(["--epochs", "3", *SHORT, "--precision", "bf16", "--out-dir", out_dir, "--resume"])
-    with pytest.raises(SystemExit, match=r"has already trained 2 epochs, more than --epochs 1; pass --epochs 2 or more"):
+    with pytest.raises(
+        SystemExit, match=r"has already trained 2 epochs, more than --epochs 1; pass --epochs 2 or more"
+    ):
         TRAINERS[framework].main(["--epochs", "1", *SHORT, "--out-dir", out_dir, "--resume"])
     assert (trained_run(framework) / "metrics.json").read_text() == before  # nothing touched
 
@@ -78,11 +89,11 @@ def test_resume_refuses_other_hyperparameters_and_fewer_epochs(framework, traine
 def test_jax_fresh_run_replaces_a_later_checkpoint_left_in_its_out_dir(tmp_path):
     """A new run into an old out-dir replaces the later checkpoint it finds there with its own first epoch."""
     config = TrainConfig(epochs=2, train_size=6400, out_dir=tmp_path)
-    state = jax_train.create_state(0, config)
+    state = jax_steps.create_state(0, config)
     records = [EpochRecord(e, 1.0 / e, 0.5, 0.9, 1.0, 100.0) for e in (1, 2)]
     jax_checkpoint.save_checkpoint(tmp_path, state, records, config)
     jax_checkpoint.save_checkpoint(tmp_path, state, records[:1], config)  # a new run's first epoch
-    restored, restored_records = jax_checkpoint.load_checkpoint(tmp_path, jax_train.create_state(1, config), config)
+    restored, restored_records = jax_checkpoint.load_checkpoint(tmp_path, jax_steps.create_state(1, config), config)
     assert restored_records == records[:1]
     assert sorted(p.name for p in tmp_path.iterdir()) == [jax_checkpoint.CHECKPOINT_FILE]
     same = [np.array_equal(a, b) for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state))]

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from mnist_common.config import TrainConfig
 from mnist_jax import steps as jax_steps
 from mnist_jax import train as jax_train
 from mnist_torch import steps as torch_steps_module
 from mnist_torch import train as torch_train
-from mnist_common.config import TrainConfig
-from mnist_torch.steps import warm_up
 from mnist_torch.data import batch_order
+from mnist_torch.steps import warm_up
 from tests.numerics import relative_error
 
 SMALL = TrainConfig(batch_size=32, train_size=384)  # 12 SGD steps per epoch
@@ -37,8 +37,8 @@ def test_jax_whole_epoch_scan_equals_the_per_step_path(jax_mnist):
     order = jax_train.epoch_order(SMALL, 1, SMALL.train_size)
     assert order.shape == (12, 32) and order.dtype == np.int32
 
-    epoch_state, metrics = jax_steps.train_epoch_steps(jax_train.create_state(0, SMALL), tuple(train), order)
-    step_state, losses = jax_train.create_state(0, SMALL), []
+    epoch_state, metrics = jax_steps.train_epoch_steps(jax_steps.create_state(0, SMALL), tuple(train), order)
+    step_state, losses = jax_steps.create_state(0, SMALL), []
     for idx in order:
         step_state, m = jax_steps.train_step(step_state, (train.images[idx], train.labels[idx]))
         losses.append(float(m["loss"]))
@@ -58,24 +58,32 @@ def test_jax_trainer_picks_the_epoch_scan_on_accelerators_only():
 
 def test_an_xla_without_the_cpu_options_compiles_without_them_and_says_so(jax_mnist, capsys):
     """The CPU compiler options tune one XLA version; a version that no longer knows one must still train."""
-    state = jax_train.create_state(0, SMALL)
+    state = jax_steps.create_state(0, SMALL)
     batch = (jax_mnist.train.images[:32], jax_mnist.train.labels[:32])
     compiled = jax_steps.compile_train(jax_steps.train_step.lower(state, batch), "cpu", {"xla_cpu_no_such_option": "1"})
     err = capsys.readouterr().err
-    assert "does not accept the compiler options ['xla_cpu_no_such_option']; compiling the training steps without them" in err
+    assert (
+        "does not accept the compiler options ['xla_cpu_no_such_option']; compiling the training steps without them"
+        in err
+    )
     _, metrics = compiled(state, batch)
     assert np.isfinite(float(metrics["loss"]))
 
 
 def test_the_cpu_options_are_accepted_by_this_xla(jax_mnist, capsys):
-    state = jax_train.create_state(0, SMALL)
-    jax_steps.compile_train(jax_steps.train_step.lower(state, (jax_mnist.train.images[:32], jax_mnist.train.labels[:32])), "cpu")
+    state = jax_steps.create_state(0, SMALL)
+    jax_steps.compile_train(
+        jax_steps.train_step.lower(state, (jax_mnist.train.images[:32], jax_mnist.train.labels[:32])), "cpu"
+    )
     assert "does not accept" not in capsys.readouterr().err
 
 
 def torch_steps(state, mnist, steps: int, start: int = 0) -> list[float]:
     order = batch_order(SMALL.seed, 1, SMALL.train_size, SMALL.batch_size)[start : start + steps]
-    return [torch_steps_module.train_step(state, (mnist.train.images[i], mnist.train.labels[i]))["loss"].item() for i in order]
+    return [
+        torch_steps_module.train_step(state, (mnist.train.images[i], mnist.train.labels[i]))["loss"].item()
+        for i in order
+    ]
 
 
 def assert_same_state(expected, actual) -> None:
@@ -92,7 +100,7 @@ def test_torch_warm_up_leaves_no_trace(mnist, trained_before):
     bit for bit training without them, from a fresh state (momentum buffers created by the warm-up are
     zeroed) and from one mid-run (the buffers are put back)."""
     cpu = torch.device("cpu")
-    plain, warmed = (torch_train.create_state(0, SMALL, cpu) for _ in range(2))
+    plain, warmed = (torch_steps_module.create_state(0, SMALL, cpu) for _ in range(2))
     torch_steps(plain, mnist, trained_before)
     torch_steps(warmed, mnist, trained_before)
     seconds = warm_up(lambda: torch_steps(warmed, mnist, 1, start=7), warmed, steps=3)
@@ -111,7 +119,9 @@ def test_torch_compile_mode_trains_like_eager(tmp_path):
     """`--mode compile` runs the same SGD steps as eager (Inductor may fuse and reorder float32 sums:
     measured equal to the 4 decimals printed, losses within 1e-6 relative)."""
     records = {
-        mode: torch_train.train(TrainConfig(epochs=1, train_size=1280, mode=mode, out_dir=tmp_path / mode, quiet=True))[0]
+        mode: torch_train.train(TrainConfig(epochs=1, train_size=1280, mode=mode, out_dir=tmp_path / mode, quiet=True))[
+            0
+        ]
         for mode in ("eager", "compile")
     }
     assert records["compile"].train_loss == pytest.approx(records["eager"].train_loss, rel=1e-5)
@@ -121,7 +131,10 @@ def test_torch_compile_mode_trains_like_eager(tmp_path):
 def test_torch_cuda_graphs_mode_needs_a_gpu(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a CUDA GPU is present: --mode cuda-graphs is valid here (tests/test_gpu.py)")
-    with pytest.raises(SystemExit, match=r"^error: --mode cuda-graphs captures CUDA graphs and needs a CUDA GPU, but this run is on cpu; "
-                                         r"use --mode eager or --mode compile, or --device cuda on a machine with a GPU$"):
+    with pytest.raises(
+        SystemExit,
+        match=r"^error: --mode cuda-graphs captures CUDA graphs and needs a CUDA GPU, but this run is on cpu; "
+        r"use --mode eager or --mode compile, or --device cuda on a machine with a GPU$",
+    ):
         torch_train.main(["--mode", "cuda-graphs", "--epochs", "1", "--out-dir", str(tmp_path)])
     assert not any(tmp_path.iterdir())

@@ -16,12 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_jax import checkpoint as jax_checkpoint
-from mnist_jax import train as jax_train
-from mnist_torch import checkpoint as torch_checkpoint
-from mnist_torch import train as torch_train
 from mnist_common.config import TrainConfig, stopped_at
 from mnist_common.weights import WEIGHTS_FILE
+from mnist_jax import checkpoint as jax_checkpoint
+from mnist_jax import steps as jax_steps
+from mnist_jax import train as jax_train
+from mnist_torch import checkpoint as torch_checkpoint
+from mnist_torch import steps as torch_steps
+from mnist_torch import train as torch_train
 
 FRAMEWORKS = ["torch", "jax"]
 TRAINERS = {"torch": torch_train, "jax": jax_train}
@@ -46,7 +48,12 @@ def learning(run: dict) -> list[dict]:
 def test_stopped_at_is_the_epoch_that_reached_the_target_before_the_last():
     config = TrainConfig(epochs=3, stop_at_accuracy=0.5)
     assert [stopped_at(config, accuracies) for accuracies in ([], [0.4], [0.5], [0.4, 0.7], [0.4, 0.45, 0.9])] == [
-        None, None, 1, 2, None]  # the last: every epoch ran, nothing was cut short
+        None,
+        None,
+        1,
+        2,
+        None,
+    ]  # the last: every epoch ran, nothing was cut short
     assert stopped_at(TrainConfig(epochs=3), [0.99]) is None  # no target
     assert stopped_at(TrainConfig(epochs=3, stop_at_accuracy=1.0), [0.9999]) is None
 
@@ -94,8 +101,11 @@ def test_nondeterministic_changes_nothing_on_the_cpu_and_no_target_runs_every_ep
     trainer.train(TrainConfig(epochs=2, out_dir=default, **SMALL))
 
     # PyTorch: settings other than the defaults before the run, to see that the run puts them back.
-    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-              torch.backends.cudnn.benchmark)
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+    )
     xla_flags = os.environ.get("XLA_FLAGS")
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
@@ -118,19 +128,25 @@ def test_nondeterministic_changes_nothing_on_the_cpu_and_no_target_runs_every_ep
 
 @pytest.mark.parametrize("enabled", [True, False])
 def test_torch_settings_during_the_run_and_restored_after(enabled):
-    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-              torch.backends.cudnn.benchmark)
-    with torch_train.deterministic(enabled):
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+    )
+    with torch_steps.deterministic(enabled):
         assert torch.are_deterministic_algorithms_enabled() is enabled
         assert torch.backends.cudnn.benchmark is (not enabled)  # --nondeterministic: cuDNN autotuning
-    assert (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-            torch.backends.cudnn.benchmark) == before
+    assert (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+    ) == before
 
 
 @pytest.mark.parametrize("enabled", [True, False])
 def test_jax_adds_deterministic_gpu_ops_only_when_enabled(enabled, monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/nowhere")
-    with jax_train.deterministic(enabled):
+    with jax_steps.deterministic(enabled):
         expected = "--xla_dump_to=/nowhere --xla_gpu_deterministic_ops=true" if enabled else "--xla_dump_to=/nowhere"
         assert os.environ["XLA_FLAGS"] == expected
     assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/nowhere"

@@ -68,20 +68,27 @@ def cases(framework: str, run: Path, other_run: Path) -> dict[str, tuple[bytes, 
         "last byte missing": (data[:-1], "is cut short"),
         "a byte appended": (data + b"\0", "is longer than written"),
         "flipped in the magic": (flipped(data, 0), "is not a checkpoint written by this project's trainers"),
-        "flipped in the length": (flipped(data, header - 66), "does not match the SHA-256|is cut short|longer than written"),
+        "flipped in the length": (
+            flipped(data, header - 66),
+            "does not match the SHA-256|is cut short|longer than written",
+        ),
         "flipped in the checksum": (flipped(data, header - 1), mismatch),
         "flipped after the header": (flipped(data, header + 1), mismatch),
         "flipped in the middle": (flipped(data, len(data) // 2), mismatch),
         "flipped in the last byte": (flipped(data, len(data) - 1), mismatch),
         "metadata edited by hand": (edited_epoch(framework, data), mismatch),
         "the other framework's": ((other_run / CHECKPOINT[OTHER[framework]]).read_bytes(), f"is a {other} checkpoint"),
-        "a plain file of the framework": (plain_file(framework, run), "is not a checkpoint written by this project's trainers"),
+        "a plain file of the framework": (
+            plain_file(framework, run),
+            "is not a checkpoint written by this project's trainers",
+        ),
     }
 
 
 @pytest.mark.parametrize("framework", ["torch", "jax"])
-def test_every_damaged_or_foreign_checkpoint_is_refused_in_one_line(framework, trained_run, tmp_path, monkeypatch,
-                                                                    mnist, jax_mnist):
+def test_every_damaged_or_foreign_checkpoint_is_refused_in_one_line(
+    framework, trained_run, tmp_path, monkeypatch, mnist, jax_mnist
+):
     run = trained_run(framework)
     # The trainer loads MNIST before it reads the checkpoint: here it gets this session's copy (conftest's `mnist`)
     # instead of loading it again for each of the 13 files; what is tested is the checkpoint's refusal, which follows.
@@ -94,7 +101,9 @@ def test_every_damaged_or_foreign_checkpoint_is_refused_in_one_line(framework, t
         (out_dir / CHECKPOINT[framework]).write_bytes(data)
         before = {p.name: p.read_bytes() for p in out_dir.iterdir()}
         for command in (
-            lambda: TRAINERS[framework].main(["--epochs", "3", "--train-size", "6400", "--quiet", "--resume", "--out-dir", str(out_dir)]),
+            lambda: TRAINERS[framework].main(
+                ["--epochs", "3", "--train-size", "6400", "--quiet", "--resume", "--out-dir", str(out_dir)]
+            ),
             lambda: EVALUATORS[framework].main(["--checkpoint", str(out_dir)]),
             lambda: PREDICTORS[framework].main([str(DIGIT), "--checkpoint", str(out_dir)]),
         ):
@@ -133,9 +142,13 @@ def test_a_full_disk_while_saving_loses_nothing(framework, trained_run, tmp_path
 
     monkeypatch.setattr(Path, "write_bytes", full_disk)
     with pytest.raises(SystemExit) as exit_info:
-        TRAINERS[framework].main(["--epochs", "3", "--train-size", "6400", "--quiet", "--resume", "--out-dir", str(out_dir)])
+        TRAINERS[framework].main(
+            ["--epochs", "3", "--train-size", "6400", "--quiet", "--resume", "--out-dir", str(out_dir)]
+        )
     message = str(exit_info.value.code)
-    assert message.startswith(f"error: cannot write {out_dir / CHECKPOINT[framework]}.partial: No space left on device; "
-                              f"files already in {out_dir} are as they were"), message
+    assert message.startswith(
+        f"error: cannot write {out_dir / CHECKPOINT[framework]}.partial: No space left on device; "
+        f"files already in {out_dir} are as they were"
+    ), message
     assert "\n" not in message
     assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == before  # no partial file, no lock, nothing changed

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from mnist_common.weights import EXPECTED_SHAPES, WEIGHTS_FILE, WeightsError, read_weights
 from mnist_jax import evaluate as jax_evaluate
 from mnist_jax import weights as jax_weights
 from mnist_torch import evaluate as torch_evaluate
 from mnist_torch import weights as torch_weights
 from mnist_torch.model import CNN as TorchCNN
-from mnist_common.weights import EXPECTED_SHAPES, WEIGHTS_FILE, WeightsError, read_weights
 
 FRAMEWORKS = ["torch", "jax"]
 EVALUATORS = {"torch": torch_evaluate, "jax": jax_evaluate}
