@@ -128,7 +128,8 @@ def images_per_round(mode: str, device: str, batch_size: int, smoke: bool) -> in
 
 
 def round_batches(data: MNISTData, batch_size: int, images: int, test: bool) -> np.ndarray:
-    """Indices (steps, batch) of the round's images: the trainers' batch order for training, test images in order for eval."""
+    """Indices (steps, batch) of the round's images: the trainers' batch order for training, test images in order
+    for eval."""
     steps = images // batch_size
     if test:
         return np.arange(steps * batch_size).reshape(steps, batch_size) % len(data.test.labels)

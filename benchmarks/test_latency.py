@@ -92,7 +92,8 @@ def test_latency(benchmark, device, mnist, jax_mnist, smoke):
                 "latency_p50_high_ms": None if high is None else 1000 * high,
                 "latency_p99_ms": 1000 * float(np.percentile(every, 99)),
                 "calls": int(every.size),
-                # One value per block: the block's median call, so that the report can pair blocks that ran side by side.
+                # One value per block: the block's median call, so that the report can pair blocks that ran side by
+                # side.
                 "round_seconds": [float(np.median(b)) for b in calls[variant]],
                 "images_per_s": 1 / p50,
                 **meter.record(),

@@ -81,8 +81,10 @@ def check_resumable(saved_config: dict[str, Any], epoch: int, config: TrainConfi
         if saved_config[key] != current[key]:
             flag = "--" + key.replace("_", "-")
             raise CheckpointError(
-                f"the checkpoint in {where} was trained with {flag} {saved_config[key]}, this run asks for {flag} {current[key]}; "
-                f"pass {flag} {saved_config[key]} to resume it, or drop --resume (or use another --out-dir) to start afresh"
+                f"the checkpoint in {where} was trained with {flag} {saved_config[key]}, "
+                f"this run asks for {flag} {current[key]}; "
+                f"pass {flag} {saved_config[key]} to resume it, "
+                "or drop --resume (or use another --out-dir) to start afresh"
             )
     if epoch > config.epochs:
         raise CheckpointError(

@@ -109,7 +109,10 @@ def out_dir_problem(path: Path) -> str | None:
         if status is None:
             if os.path.islink(candidate):  # a dangling symlink: mkdir would fail on its name (EEXIST), not create it
                 what = "is" if candidate == path else f"cannot be created: {candidate} is"
-                return f"{what} a symlink to {os.readlink(candidate)}, which does not exist (create that folder, or remove the link)"
+                return (
+                    f"{what} a symlink to {os.readlink(candidate)}, "
+                    "which does not exist (create that folder, or remove the link)"
+                )
             missing.append(candidate.name)
             continue
         if not stat.S_ISDIR(status.st_mode):

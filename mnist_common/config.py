@@ -29,8 +29,9 @@ PACKAGED_DATA_DIR = Path(__file__).resolve().parent / "_data"
 
 #: The repository's data folder in a checkout (editable installs included), the package's own copy in an
 #: installed wheel: the default for ``--data-dir``, a folder holding MNIST/raw/*.gz either way. The package's
-#: copy, like any read-only folder, is extracted into the user cache instead (`mnist_torch.data.extraction_dir`). Defined here
-#: rather than in `mnist_torch.data` (which imports it from here) so that the command line needs no PyTorch.
+#: copy, like any read-only folder, is extracted into the user cache instead (`mnist_torch.data.extraction_dir`).
+#: Defined here rather than in `mnist_torch.data` (which imports it from here) so that the command line needs no
+#: PyTorch.
 DEFAULT_DATA_DIR = (
     PACKAGED_DATA_DIR if (PACKAGED_DATA_DIR / "MNIST").is_dir() else Path(__file__).resolve().parent.parent / "data"
 )
@@ -281,7 +282,9 @@ def build_parser(framework: str) -> argparse.ArgumentParser:
     d = TrainConfig()
     parser = Parser(
         prog=f"python -m mnist_{framework}.train",
-        description=f"Train the MNIST CNN with {'PyTorch' if framework == 'torch' else 'JAX'} on the shipped real MNIST.",
+        description=(
+            f"Train the MNIST CNN with {'PyTorch' if framework == 'torch' else 'JAX'} on the shipped real MNIST."
+        ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
@@ -389,7 +392,10 @@ def build_parser(framework: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue from the last completed epoch of the checkpoint in --out-dir (same batch size, lr, momentum, seed, train size)",
+        help=(
+            "continue from the last completed epoch of the checkpoint in --out-dir "
+            "(same batch size, lr, momentum, seed, train size)"
+        ),
     )
     return parser
 
@@ -439,7 +445,9 @@ def build_predict_parser(framework: str) -> argparse.ArgumentParser:
     """``python -m mnist_<framework>.predict IMAGE... [--checkpoint DIR] [--json]``, the same for both."""
     parser = Parser(
         prog=f"python -m mnist_{framework}.predict",
-        description="Name the digit in each picture (PNG or JPEG, any size, light or dark background) with a trained CNN.",
+        description=(
+            "Name the digit in each picture (PNG or JPEG, any size, light or dark background) with a trained CNN."
+        ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
@@ -453,7 +461,9 @@ def build_evaluate_parser(framework: str) -> argparse.ArgumentParser:
     """``python -m mnist_<framework>.evaluate [--weights FILE | --checkpoint DIR] [--json]``, the same for both."""
     parser = Parser(
         prog=f"python -m mnist_{framework}.evaluate",
-        description="Test loss and accuracy of trained weights (from either framework) on the 10 000 MNIST test images.",
+        description=(
+            "Test loss and accuracy of trained weights (from either framework) on the 10 000 MNIST test images."
+        ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
@@ -461,7 +471,10 @@ def build_evaluate_parser(framework: str) -> argparse.ArgumentParser:
         type=_path,
         default=None,
         metavar="FILE",
-        help="a .safetensors file in PyTorch state_dict layout, exported by either framework (instead of --checkpoint); must exist",
+        help=(
+            "a .safetensors file in PyTorch state_dict layout, exported by either framework "
+            "(instead of --checkpoint); must exist"
+        ),
     )
     _add_model_source(parser, framework)
     parser.add_argument(

@@ -221,7 +221,8 @@ def _border(pixels: np.ndarray) -> np.ndarray:
 
 
 def otsu_threshold(values: np.ndarray) -> float:
-    """The level that best splits `values` into two classes (Otsu, 1979): the picture's own threshold, not a fixed one."""
+    """The level that best splits `values` into two classes (Otsu, 1979): the picture's own threshold, not a fixed
+    one."""
     low, high = float(values.min()), float(values.max())
     if high - low < 1e-9:
         return high

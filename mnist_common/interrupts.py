@@ -99,7 +99,8 @@ def catching() -> Iterator[None]:
 
 
 def now(what: str) -> None:
-    """Name what the command does from now on, for the line of an interrupt: "during epoch 3/10", "while writing the checkpoint"."""
+    """Name what the command does from now on, for the line of an interrupt: "during epoch 3/10", "while writing
+    the checkpoint"."""
     _state.moment = what
 
 

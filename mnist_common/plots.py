@@ -91,7 +91,8 @@ def plot_confusion(labels: np.ndarray, predictions: np.ndarray) -> plt.Figure:
 
 
 def plot_misclassified(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, limit: int = 40) -> plt.Figure:
-    """The first ``limit`` misclassified digits (normalized, any layout with 784 pixels each), titled true -> predicted."""
+    """The first ``limit`` misclassified digits (normalized, any layout with 784 pixels each), titled true ->
+    predicted."""
     images, labels, predictions = np.asarray(images), np.asarray(labels), np.asarray(predictions)
     wrong = np.flatnonzero(labels != predictions)[:limit]
     columns = 10

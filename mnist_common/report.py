@@ -148,4 +148,7 @@ def format_evaluation(
             },
             allow_nan=False,
         )
-    return f"test loss {loss:.4f}  test acc {100 * correct / total:.2f}% ({correct}/{total})  {framework} on {device}, weights {source}"
+    return (
+        f"test loss {loss:.4f}  test acc {100 * correct / total:.2f}% ({correct}/{total})  "
+        f"{framework} on {device}, weights {source}"
+    )

@@ -44,7 +44,8 @@ def checkpoint_path(out_dir: Path) -> Path:
 
 
 def save_checkpoint(out_dir: Path, state: TrainState, records: list[EpochRecord], config: TrainConfig) -> Path:
-    """Write the state after ``records[-1].epoch`` atomically: a crash mid-write leaves the previous checkpoint whole."""
+    """Write the state after ``records[-1].epoch`` atomically: a crash mid-write leaves the previous checkpoint
+    whole."""
     meta = {"epoch": records[-1].epoch, "records": records_to_json(records), "config": config.to_json()}
     payload = serialization.msgpack_serialize(
         {"meta": json.dumps(meta), "state": serialization.to_state_dict(host_arrays(state))}

@@ -112,5 +112,6 @@ def check_images(x: jax.Array) -> None:
     if x.ndim != 4 or tuple(x.shape[1:]) != INPUT_SHAPE or not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(
             f"CNN expects images of shape (N, {', '.join(map(str, INPUT_SHAPE))}) (NHWC) as floating point, "
-            f"got shape {tuple(x.shape)} {x.dtype}; use mnist_jax.data.load_mnist() or add the channel axis with x[..., None]"
+            f"got shape {tuple(x.shape)} {x.dtype}; "
+            "use mnist_jax.data.load_mnist() or add the channel axis with x[..., None]"
         )

@@ -107,10 +107,10 @@ def hold_coordinator_port(config: TrainConfig) -> None:
     except OSError:  # another user's lock file, a read-only temp folder: no check, JAX's own behaviour
         return
     if handle is None:
+        others = "the other with 1" if config.num_processes == 2 else f"the others with 1 to {config.num_processes - 1}"
         raise DistributedError(
             f"process 0 of {config.num_processes}: another process 0 already coordinates a run at --coordinator "
-            f"{config.coordinator} on this host ({holder}); start one process with --process-id 0 and "
-            f"{'the other with 1' if config.num_processes == 2 else f'the others with 1 to {config.num_processes - 1}'}, "
+            f"{config.coordinator} on this host ({holder}); start one process with --process-id 0 and {others}, "
             "or stop that run"
         )
     record_holder(handle, f"pid {os.getpid()}")
@@ -123,7 +123,8 @@ _held: list[Any] = []  # the lock file of `hold_coordinator_port`, open until th
 def interrupted(config: TrainConfig, signum: int) -> str:
     """The line a process of a several-process run prints when SIGINT or SIGTERM stops it (`exit_on_interrupt`)."""
     return (
-        f"error: process {config.process_id} of {config.num_processes} was interrupted ({signal.Signals(signum).name}); "
+        f"error: process {config.process_id} of {config.num_processes} "
+        f"was interrupted ({signal.Signals(signum).name}); "
         f"the other processes stop when they lose it; the checkpoint of the last finished epoch in {config.out_dir} "
         f"is whole: start all {config.num_processes} processes again with --resume"
     )
@@ -208,7 +209,8 @@ def make_mesh(platform: str, devices_per_process: int) -> Mesh:
         )
         raise DeviceUnavailable(
             f"--devices {devices_per_process} was asked for, but JAX sees {visible} {platform} device"
-            f"{'s' if visible != 1 else ''} in {'each' if len(by_process) > 1 else 'this'} process{hint}; lower --devices"
+            f"{'s' if visible != 1 else ''} in {'each' if len(by_process) > 1 else 'this'} process{hint}; "
+            "lower --devices"
         )
     devices = [device for index in sorted(by_process) for device in by_process[index][:devices_per_process]]
     return Mesh(np.array(devices), (DATA_AXIS,))

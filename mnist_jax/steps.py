@@ -131,7 +131,8 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean cross-entropy over the batch: torch.nn.CrossEntropyLoss(), in at least float32 (bfloat16 logits are widened)."""
+    """Mean cross-entropy over the batch: torch.nn.CrossEntropyLoss(), in at least float32 (bfloat16 logits are
+    widened)."""
     return optax.softmax_cross_entropy_with_integer_labels(
         logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), labels
     ).mean()
@@ -147,7 +148,8 @@ def check_labels(images: jax.Array, labels: jax.Array) -> None:
 
 
 def loss_and_grads(params: Any, batch: Batch, apply_fn: Callable = CNN().apply) -> tuple[jax.Array, Any]:
-    """Mean cross-entropy of one batch and its gradient (float32, like the parameters); traced into the compiled steps below."""
+    """Mean cross-entropy of one batch and its gradient (float32, like the parameters); traced into the compiled
+    steps below."""
     images, labels = batch
     check_labels(images, labels)
     return jax.value_and_grad(lambda p: cross_entropy(apply_fn({"params": p}, images), labels))(params)
@@ -351,7 +353,8 @@ def start_backends() -> None:
 
 
 def _backend_failure(err: BaseException) -> str:
-    """The error line for JAX's backends failing to start (`resolve_device`): what, why in JAX's words, and what to set."""
+    """The error line for JAX's backends failing to start (`resolve_device`): what, why in JAX's words, and what
+    to set."""
     reason = (str(err).strip().splitlines() or [""])[0].split(" (set JAX_PLATFORMS=")[0].split(" (you may need to")[0]
     platforms = jax.config.jax_platforms
     if platforms:
@@ -372,7 +375,8 @@ def _backend_failure(err: BaseException) -> str:
 
 
 class XlaFlagsError(DeviceUnavailable):
-    """An XLA_FLAGS that XLA would refuse when its backend starts (with a fatal log line); the message names the token."""
+    """An XLA_FLAGS that XLA would refuse when its backend starts (with a fatal log line); the message names the
+    token."""
 
 
 def xla_flags_problem(value: str) -> str | None:

@@ -104,7 +104,8 @@ def epoch_order(config: TrainConfig, epoch: int, num_examples: int) -> np.ndarra
 def train_epoch(
     state: TrainState, train: Split, config: TrainConfig, epoch: int, steps: Steps, mesh: Mesh
 ) -> tuple[TrainState, np.ndarray]:
-    """One pass in the shared batch order; returns the new state and every step's loss, on the host, once the device has finished.
+    """One pass in the shared batch order; returns the new state and every step's loss, on the host, once the
+    device has finished.
 
     `steps.calls` cuts the epoch into the calls of the compiled steps (`mnist_jax.steps.Steps`): with
     `steps.epoch` the whole epoch is one call on the resident training set `train`, each device gathering
@@ -201,7 +202,8 @@ def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
 
     for epoch in range(len(records) + 1, config.epochs + 1):
         if stopped_at(config, [r.test_accuracy for r in records]) is not None:
-            break  # --stop-at-accuracy reached, by this run or by the one it resumes: every process takes the same decision
+            # --stop-at-accuracy reached, by this run or by the one it resumes: every process takes the same decision
+            break
         interrupts.now(f"during epoch {epoch}/{config.epochs}")
         start = time.perf_counter()
         state, losses = train_epoch(state, train_split, config, epoch, steps, mesh)
@@ -245,7 +247,8 @@ def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
             else f", stopped after epoch {stopped} of {config.epochs} at >= {100 * config.stop_at_accuracy:.2f}%"
         )
         print(
-            f"test accuracy {100 * records[-1].test_accuracy:.2f}% on {describe_device(mesh)}{early}; wrote {path}, {WEIGHTS_FILE}, checkpoint, {written}"
+            f"test accuracy {100 * records[-1].test_accuracy:.2f}% on {describe_device(mesh)}{early}; "
+            f"wrote {path}, {WEIGHTS_FILE}, checkpoint, {written}"
         )
     return records
 

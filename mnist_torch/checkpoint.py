@@ -53,7 +53,8 @@ def checkpoint_path(out_dir: Path) -> Path:
 
 
 def save_checkpoint(out_dir: Path, state: TrainState, records: list[EpochRecord], config: TrainConfig) -> Path:
-    """Write the state's model and optimizer after ``records[-1].epoch`` atomically: a crash mid-write leaves the previous checkpoint whole."""
+    """Write the state's model and optimizer after ``records[-1].epoch`` atomically: a crash mid-write leaves the
+    previous checkpoint whole."""
     payload = {
         "epoch": records[-1].epoch,
         "records": records_to_json(records),

@@ -145,7 +145,8 @@ def ensure_verified(data_dir: Path | str = DEFAULT_DATA_DIR) -> Path:
             gz_path = gz_folder / (name + ".gz")
             if not gz_path.exists():
                 raise DataError(
-                    f"{gz_path} is missing (expected the gzipped MNIST original, SHA-256 of its contents {expected}); {RESTORE_HINT}"
+                    f"{gz_path} is missing (expected the gzipped MNIST original, "
+                    f"SHA-256 of its contents {expected}); {RESTORE_HINT}"
                 )
             _writable(folder, gz_folder)
             _extract(gz_path, path)
@@ -162,7 +163,8 @@ def ensure_verified(data_dir: Path | str = DEFAULT_DATA_DIR) -> Path:
                 path.unlink()
                 fix = RESTORE_HINT
             raise DataError(
-                f"{source} does not hold the original {name} (expected {size} bytes, SHA-256 {expected}; got {got}); {fix}"
+                f"{source} does not hold the original {name} "
+                f"(expected {size} bytes, SHA-256 {expected}; got {got}); {fix}"
             )
     return folder
 
@@ -177,7 +179,8 @@ def _writable(folder: Path, source: Path) -> None:
     if problem is not None:
         raise DataError(
             f"cannot extract MNIST into {folder}: {problem} (expected a writable folder for the 55 MB of IDX files "
-            f"of {source}); set XDG_CACHE_HOME to a writable folder, or pass --data-dir a writable folder holding MNIST/raw/*.gz"
+            f"of {source}); set XDG_CACHE_HOME to a writable folder, "
+            "or pass --data-dir a writable folder holding MNIST/raw/*.gz"
         )
 
 

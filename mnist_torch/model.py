@@ -37,5 +37,6 @@ def check_images(x: torch.Tensor) -> None:
     if x.ndim != 4 or tuple(x.shape[1:]) != INPUT_SHAPE or not x.is_floating_point():
         raise ValueError(
             f"CNN expects images of shape (N, {', '.join(map(str, INPUT_SHAPE))}) (NCHW) as floating point, "
-            f"got shape {tuple(x.shape)} {x.dtype}; use mnist_torch.data.load_mnist() or add the channel axis with x.unsqueeze(1)"
+            f"got shape {tuple(x.shape)} {x.dtype}; "
+            "use mnist_torch.data.load_mnist() or add the channel axis with x.unsqueeze(1)"
         )

@@ -40,7 +40,8 @@ class World(NamedTuple):
 
 
 def launched_world() -> World:
-    """This process's place as torchrun's environment gives it (RANK, WORLD_SIZE, LOCAL_RANK); one process without it."""
+    """This process's place as torchrun's environment gives it (RANK, WORLD_SIZE, LOCAL_RANK); one process without
+    it."""
     return World(
         int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
     )
@@ -85,7 +86,8 @@ def stopped(world: World, config: TrainConfig) -> str:
     way of stopping the other ranks when one fails. Said by the watcher thread, not raised in the main thread,
     whose unwinding may be inside a collective or autograd's engine when the signal comes."""
     return (
-        f"error: rank {world.rank} of {world.size} was stopped (SIGTERM): torchrun stops every rank when one fails, and its "
+        f"error: rank {world.rank} of {world.size} was stopped (SIGTERM): "
+        "torchrun stops every rank when one fails, and its "
         f"report names the rank that did; the checkpoint of the last finished epoch in {config.out_dir} is whole: "
         "run the same torchrun command again with --resume"
     )

@@ -99,7 +99,8 @@ def deterministic(enabled: bool = True) -> Iterator[None]:
 
 
 def create_state(seed: int, config: TrainConfig, device: torch.device) -> TrainState:
-    """A freshly initialized model (PyTorch's default init, seeded), its SGD optimizer and the training compute dtype."""
+    """A freshly initialized model (PyTorch's default init, seeded), its SGD optimizer and the training compute
+    dtype."""
     torch.manual_seed(seed)
     model = CNN().to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
@@ -197,7 +198,8 @@ def repair_inductor_cache() -> list[Path]:
                 damaged.append(path)
     if damaged:
         print(
-            f"note: removed {len(damaged)} empty compiled kernel file{'s' if len(damaged) > 1 else ''} (.so, .o) that an "
+            f"note: removed {len(damaged)} empty compiled kernel file{'s' if len(damaged) > 1 else ''} "
+            "(.so, .o) that an "
             f"interrupted compilation left in Inductor's cache {root}; this compilation rebuilds what it needs",
             file=sys.stderr,
             flush=True,
@@ -216,7 +218,8 @@ class Steps(NamedTuple):
         return order.split(1)
 
     def __call__(self, state: TrainState, rows: torch.Tensor) -> tuple[TrainState, torch.Tensor]:
-        """Train on the batch `rows` (one of `calls`), updating `state` in place; returns it and the loss, still on the device."""
+        """Train on the batch `rows` (one of `calls`), updating `state` in place; returns it and the loss, still on
+        the device."""
         return state, self.single(rows[0])["loss"][None]
 
 

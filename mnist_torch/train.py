@@ -99,7 +99,8 @@ def epoch_order(config: TrainConfig, epoch: int, num_examples: int, world: World
 def train_epoch(
     state: TrainState, train: Split, config: TrainConfig, epoch: int, steps: Steps, world: World
 ) -> tuple[TrainState, np.ndarray]:
-    """One pass in the shared batch order; returns the state (updated in place) and every step's loss, on the host, once the device has finished.
+    """One pass in the shared batch order; returns the state (updated in place) and every step's loss, on the host,
+    once the device has finished.
 
     `steps.calls` cuts the epoch into the calls of the prepared step (`mnist_torch.steps.Steps`), one
     SGD step each. The epoch's batch order goes to the device once, as one (steps, batch) index tensor,
@@ -193,7 +194,8 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
 
     for epoch in range(len(records) + 1, config.epochs + 1):
         if stopped_at(config, [r.test_accuracy for r in records]) is not None:
-            break  # --stop-at-accuracy reached, by this run or by the one it resumes: every rank takes the same decision
+            # --stop-at-accuracy reached, by this run or by the one it resumes: every rank takes the same decision
+            break
         interrupts.now(f"during epoch {epoch}/{config.epochs}")
         start = time.perf_counter()
         state, losses = train_epoch(state, train_split, config, epoch, steps, world)

@@ -97,7 +97,8 @@ def test_the_two_steps_modules_define_the_corresponding_names_in_the_same_order(
         assert not missing, f"mnist_{framework}/steps.py no longer defines {missing}, which the other steps.py mirrors"
         order = [n for n in names if n in CORRESPONDING_STEPS]
         assert order == CORRESPONDING_STEPS, (
-            f"mnist_{framework}/steps.py defines the corresponding names in the order {order}, expected {CORRESPONDING_STEPS}"
+            f"mnist_{framework}/steps.py defines the corresponding names in the order {order}, "
+            f"expected {CORRESPONDING_STEPS}"
         )
 
 

@@ -1,4 +1,5 @@
-"""benchmarks/report.py: intervals, paired ratios against PyTorch eager, verdicts, provenance, seeds, malformed input."""
+"""benchmarks/report.py: intervals, paired ratios against PyTorch eager, verdicts, provenance, seeds, malformed
+input."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 from benchmarks import report
 from benchmarks.conditions import REPO
 
-#: This checkout's commit, for the "clean tree" provenance line; None in a copy without git metadata (a device machine's).
+#: This checkout's commit, for the "clean tree" provenance line; None in a copy without git metadata (a device
+#: machine's).
 HEAD = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip() or None
 ENV = {
     "device_name": "Test CPU, 2 cores",
@@ -169,8 +171,8 @@ def test_accuracy_over_seeds(tmp_path, capsys):
     report.main([str(write(tmp_path, [info]))])
     markdown = capsys.readouterr().out
     assert (
-        "| jax | cpu | float32 | shipped | 2/3 | 50.00 (45.00-55.00) | 3.0 (3.0-3.0) | 99.15% (n=1) | 16.800 (16.000-17.500) | 5.00 (4.90-5.10) | 98.76% |"
-        in markdown
+        "| jax | cpu | float32 | shipped | 2/3 | 50.00 (45.00-55.00) | 3.0 (3.0-3.0) | 99.15% (n=1) "
+        "| 16.800 (16.000-17.500) | 5.00 (4.90-5.10) | 98.76% |" in markdown
     )
     assert "the other seeds stop at their first epoch at >= 99%" in markdown
     # The README's headline, one column per trainer, eager first.

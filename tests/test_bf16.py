@@ -102,6 +102,7 @@ def test_bf16_training_learns_like_float32(framework, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("framework", TRAINERS)
 def test_bf16_default_training_reaches_99_percent(framework, tmp_path):
-    """The issue's bar for the bf16 mode: >= 99.0% test accuracy with the default 10 epochs (float32 gets there by epoch 3)."""
+    """The issue's bar for the bf16 mode: >= 99.0% test accuracy with the default 10 epochs (float32 gets there by
+    epoch 3)."""
     records = TRAINERS[framework].train(TrainConfig(precision="bf16", out_dir=tmp_path, quiet=True))
     assert max(r.test_accuracy for r in records) >= 0.99

@@ -283,7 +283,8 @@ def test_runs_trained_differently_are_plotted_behind_one_warning(trained_run, tm
     assert err.splitlines() == [
         f"warning: these runs differ in lr (0.1 in {torch_metrics}, 0.05 in {changed}); seed (0 in {torch_metrics}, "
         f'1 in {changed}); precision ("float32" in {torch_metrics}, not recorded in {changed}); epochs (2 in '
-        f"{torch_metrics}, 1 in {changed}): their curves are plotted together as asked, but do not compare like with like"
+        f"{torch_metrics}, 1 in {changed}): their curves are plotted together as asked, "
+        "but do not compare like with like"
     ]
     assert out.startswith("final test accuracy: torch ") and out.endswith(f"; wrote {tmp_path / 'unlike.png'}\n")
     assert (tmp_path / "unlike.png").stat().st_size > 10_000

@@ -124,7 +124,7 @@ def test_jax_platforms_absent_is_one_line(command, platforms, tmp_path, digit_pn
     assert not (tmp_path / "out").exists()  # the trainer stops before it takes its out-dir
 
 
-# --- 2. JAX_NUM_CPU_DEVICES, refused before JAX is imported ------------------------------------------------------------
+# --- 2. JAX_NUM_CPU_DEVICES, refused before JAX is imported -----------------------------------------------------------
 
 
 @pytest.mark.parametrize("value", ["abc", "0", "-1", "", "1.5"])
@@ -165,7 +165,7 @@ def test_good_jax_num_cpu_devices_passes_the_check(monkeypatch):
     assert check_command_line("evaluate", "jax", []).weights is None
 
 
-# --- 3. XLA_FLAGS ------------------------------------------------------------------------------------------------------
+# --- 3. XLA_FLAGS -----------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -235,7 +235,7 @@ def test_malformed_xla_flags_end_the_trainer_in_one_line(tmp_path):
     assert "XLA_FLAGS holds 'xla_gpu_autotune_level=0'" in line and "starting with --" in line
 
 
-# --- 4. a compilation cache folder that cannot be written ---------------------------------------------------------------
+# --- 4. a compilation cache folder that cannot be written -------------------------------------------------------------
 
 
 @pytest.fixture
@@ -297,7 +297,7 @@ def test_trainer_with_unwritable_cache_prints_one_note_not_warnings(tmp_path):
     assert (tmp_path / "out" / "weights.safetensors").is_file()
 
 
-# --- 5. weights of the wrong dtype -------------------------------------------------------------------------------------
+# --- 5. weights of the wrong dtype ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

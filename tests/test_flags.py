@@ -238,7 +238,8 @@ def command_lines(command: str, framework: str, places: dict[str, str]) -> st.Se
 
 
 def run(command: str, framework: str, argv: list[str]) -> tuple[object, int | str | None, str, str]:
-    """`check_command_line` on `argv`, in-process: (what it parsed to or None, the exit status or None, stdout, stderr)."""
+    """`check_command_line` on `argv`, in-process: (what it parsed to or None, the exit status or None, stdout,
+    stderr)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
@@ -326,7 +327,7 @@ def test_any_command_line_parses_to_a_valid_run_or_is_refused_in_one_line(comman
     assert outcomes["parsed"] >= EXAMPLES // 5 and outcomes["refused"] >= EXAMPLES // 5, outcomes
 
 
-# --- decisions, one by one ----------------------------------------------------------------------------------------------
+# --- decisions, one by one --------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -340,7 +341,8 @@ def test_any_command_line_parses_to_a_valid_run_or_is_refused_in_one_line(comman
         ),
         (
             ["--epochs", "9" * 5000],
-            f"argument --epochs: expected at most {MAX_EPOCHS} (longer runs are surely a typo), got a 5000-digit number",
+            f"argument --epochs: expected at most {MAX_EPOCHS} (longer runs are surely a typo), "
+            "got a 5000-digit number",
         ),
         (["--epochs", "1.5"], "argument --epochs: expected a positive integer, got '1.5'"),
         (
@@ -366,7 +368,8 @@ def test_any_command_line_parses_to_a_valid_run_or_is_refused_in_one_line(comman
         (["--seed", "-1"], "argument --seed: expected an integer >= 0, got -1"),
         (
             ["--seed", str(MAX_SEED + 1)],
-            f"argument --seed: expected at most {MAX_SEED} (2**32 - 1, a seed both frameworks take), got {MAX_SEED + 1}",
+            f"argument --seed: expected at most {MAX_SEED} (2**32 - 1, a seed both frameworks take), "
+            f"got {MAX_SEED + 1}",
         ),
         (["--out-dir", ""], "argument --out-dir: expected a path, got an empty string"),
         (["--data-dir", ""], "argument --data-dir: expected a path, got an empty string"),
@@ -520,7 +523,8 @@ def test_paths_that_cannot_work_are_refused_and_nothing_is_created(framework, pl
         (
             "train",
             ["--out-dir", places["too_long"]],
-            f"argument --out-dir: {places['too_long']} cannot be created: a name in it is longer than the file system allows",
+            f"argument --out-dir: {places['too_long']} cannot be created: "
+            "a name in it is longer than the file system allows",
         ),
         (
             "train",
@@ -626,7 +630,7 @@ def test_an_out_dir_whose_nearest_existing_folder_is_not_writable_is_refused():
             locked.chmod(0o755)
 
 
-# --- the real commands ----------------------------------------------------------------------------------------------------
+# --- the real commands ------------------------------------------------------------------------------------------------
 
 
 def python_m(module: str, *argv: str, cwd: Path = REPO) -> tuple[subprocess.CompletedProcess, set[str], float]:

@@ -6,8 +6,8 @@ then makes read-only, and from an unrelated folder, with that folder first on PY
 venv's editable install) and HOME/XDG_CACHE_HOME in a temporary folder, trains each framework briefly
 and evaluates: the .gz files come from the wheel and are extracted into the user cache, never into
 the installed package (the test checks that no file appeared there: the chmod does not stop root, but the
-rule never writes into an installed package's copy, whoever runs it). The wheel is built with the venv's setuptools (``--no-build-isolation``, pyproject's
-dev extra asks for >= 77.0.1), so nothing is downloaded.
+rule never writes into an installed package's copy, whoever runs it). The wheel is built with the venv's
+setuptools (``--no-build-isolation``, pyproject's dev extra asks for >= 77.0.1), so nothing is downloaded.
 
 The unit tests check the rule of `mnist_torch.data.extraction_dir`: beside the .gz when that folder is
 writable, in the user cache for an installed package's own copy and for a read-only folder.

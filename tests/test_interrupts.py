@@ -1,4 +1,5 @@
-"""Ctrl-C (SIGINT) and SIGTERM sent to the real commands: one line, exit 130 / 143, a clean out-dir, and a resume that completes.
+"""Ctrl-C (SIGINT) and SIGTERM sent to the real commands: one line, exit 130 / 143, a clean out-dir, and a
+resume that completes.
 
 `mnist_common.interrupts` turns either signal into one line on stderr saying what was interrupted, what is
 kept and the command that continues the run, and exits with 128 + the signal's number, after the run has
@@ -102,7 +103,8 @@ def kept_line(framework: str, during: str, signum: int, out_dir: Path) -> str:
     """The line of a run interrupted `during` something after its first epoch's checkpoint, as a regex."""
     name = signal.Signals(signum).name
     return (
-        rf"interrupted {during} \({name}\); kept the checkpoint after epoch 1 in {re.escape(str(out_dir / CHECKPOINT[framework]))}; "
+        rf"interrupted {during} \({name}\); "
+        rf"kept the checkpoint after epoch 1 in {re.escape(str(out_dir / CHECKPOINT[framework]))}; "
         rf"continue with: python -m mnist_{framework}\.train .*--resume"
     )
 
@@ -122,7 +124,8 @@ def resume_command(line: str) -> list[str]:
     ],
 )
 def test_interrupted_mid_epoch_and_during_compilation_then_resumed(framework, first, second, tmp_path):
-    """Mid-epoch (epoch 2, just after epoch 1's line), then the resumed run during compilation, then the resume to the end."""
+    """Mid-epoch (epoch 2, just after epoch 1's line), then the resumed run during compilation, then the resume to
+    the end."""
     run = Run(trainer(framework, *FLAGS, "--out-dir", str(tmp_path)))
     run.wait_for(r"^epoch 1/2 ")
     status, seconds = run.signal(first)

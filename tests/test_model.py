@@ -89,7 +89,8 @@ def test_train_step_rejects_bad_batches_with_the_expected_shape(jax_variables):
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 def test_pooling_gradient_is_the_automatic_one(dtype, jax_mnist):
-    """`avg_pool_2x2` writes its gradient out (for speed on the CPU); it must be autodiff's gradient of nn.avg_pool, bit for bit."""
+    """`avg_pool_2x2` writes its gradient out (for speed on the CPU); it must be autodiff's gradient of
+    nn.avg_pool, bit for bit."""
     with jax.enable_x64(dtype == jnp.float64):
         x = (
             jnp.asarray(jax_mnist.test.images[:8], dtype) * jnp.arange(1, 29, dtype=dtype)[:, None]

@@ -69,7 +69,10 @@ def test_bad_weight_files_are_one_line_errors(framework, tmp_path):
     torch_weights.write_weights(tmp_path / "wrong.safetensors", {**state_dict, "fc2.weight": np.zeros((5, 256))})
     (tmp_path / "text.safetensors").write_text("not weights")
     cases = {
-        "wrong.safetensors": r"does not hold this CNN's weights in PyTorch state_dict layout: fc2.weight \(5, 256\) \(expected \(10, 256\)\)",
+        "wrong.safetensors": (
+            r"does not hold this CNN's weights in PyTorch state_dict layout: "
+            r"fc2.weight \(5, 256\) \(expected \(10, 256\)\)"
+        ),
         "text.safetensors": r"text.safetensors is not a safetensors file",
         "missing.safetensors": r"missing.safetensors does not exist",
     }
