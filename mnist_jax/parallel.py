@@ -252,3 +252,24 @@ def lost_process(err: Exception, config: TrainConfig) -> DistributedError | None
         f"the checkpoint of the last finished epoch in {config.out_dir} is whole: start all {config.num_processes} "
         "processes again with --resume"
     )
+
+
+def describe_device(mesh: Mesh) -> str:
+    """`cpu:0` for one device, `2 devices (cuda:0, cuda:1) in 1 process` for several."""
+    devices = list(mesh.devices.flat)
+    if len(devices) == 1:
+        return str(devices[0])
+    shown = ", ".join(map(str, devices[:4])) + (", ..." if len(devices) > 4 else "")
+    processes = jax.process_count()
+    return f"{len(devices)} devices ({shown}) in {processes} process{'es' if processes > 1 else ''}"
+
+
+def fail(message: str, config: TrainConfig) -> NoReturn:
+    """Stop the run with one line on stderr. A process of a several-process run leaves at once: the exit handler
+    of jax.distributed would otherwise wait up to --dist-timeout at a shutdown barrier that a failed or lost
+    process never reaches. Everything already saved is whole (every file is written atomically)."""
+    if config.num_processes == 1:
+        sys.exit(message)
+    print(message, file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)

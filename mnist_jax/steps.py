@@ -7,7 +7,8 @@ compiles the ones a run uses ahead of time, so that compilation is timed apart f
 `Steps` is what `mnist_jax.train.train_epoch` calls. Also here: the start of JAX's backends and the
 XLA_FLAGS check (`start_backends`, `xla_flags_problem`), which the steps' compiler depends on.
 
-Also the state they update (`create_state`, in the compute dtype of --precision), XLA's deterministic
+Also the device they run on (`resolve_device`), the state they update
+(`create_state`, in the compute dtype of --precision), XLA's deterministic
 GPU ops (`deterministic`), and evaluation and prediction over a whole split (`evaluate`, `predict`).
 
 Read it side by side with `mnist_torch/steps.py`: the names both define correspond, in the same order
@@ -40,6 +41,24 @@ from mnist_jax.parallel import batch_sharded, place
 
 Batch = tuple[jax.Array, jax.Array]  # images (N, 28, 28, 1) float, labels (N,) int
 Metrics = dict[str, jax.Array]
+
+
+def resolve_device(name: str) -> jax.Device:
+    """This process's first device of the kind asked for (in a several-process run, its own, not process 0's);
+    JAX's backends failing to start is `DeviceUnavailable` (`start_backends`)."""
+    start_backends()
+    if name == "auto":
+        return jax.local_devices()[0]  # JAX's default backend: the GPU when one is usable
+    if name == "cuda":
+        try:
+            return jax.local_devices(backend="gpu")[0]
+        except RuntimeError:
+            raise DeviceUnavailable(
+                "--device cuda was asked for, but JAX sees no CUDA GPU (install with `pip install -e .[cuda]`); "
+                "use --device cpu or auto"
+            ) from None
+    return jax.local_devices(backend="cpu")[0]
+
 
 #: --precision's compute dtype of the training steps (the parameters stay float32).
 COMPUTE_DTYPES = {"float32": jnp.float32, "bf16": jnp.bfloat16}

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import sys
 import time
 from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 if __name__ == "__main__":
     # Check the command line before the imports below load JAX and PyTorch (seconds, 1 GB): a bad flag or a
@@ -47,7 +46,6 @@ from jax.sharding import Mesh
 from mnist_common import interrupts
 from mnist_common.checkpoint import records_to_json
 from mnist_common.config import (
-    DeviceUnavailable,
     TrainConfig,
     parse_config,
     per_device_batch,
@@ -63,7 +61,17 @@ from mnist_common.weights import WEIGHTS_FILE
 from mnist_jax.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from mnist_jax.compilation_cache import describe_lookups, use_compilation_cache
 from mnist_jax.data import Split, batch_order, load_mnist, num_batches
-from mnist_jax.parallel import describe, is_writer, lost_process, make_mesh, place, replicated, start_processes
+from mnist_jax.parallel import (
+    describe,
+    describe_device,
+    fail,
+    is_writer,
+    lost_process,
+    make_mesh,
+    place,
+    replicated,
+    start_processes,
+)
 from mnist_jax.steps import (
     IN_FLIGHT,
     Steps,
@@ -74,26 +82,10 @@ from mnist_jax.steps import (
     epoch_per_call,
     evaluate,
     predict,
+    resolve_device,
     start_backends,
 )
 from mnist_jax.weights import export_weights
-
-
-def resolve_device(name: str) -> jax.Device:
-    """This process's first device of the kind asked for (in a several-process run, its own, not process 0's);
-    JAX's backends failing to start is `DeviceUnavailable` (`start_backends`)."""
-    start_backends()
-    if name == "auto":
-        return jax.local_devices()[0]  # JAX's default backend: the GPU when one is usable
-    if name == "cuda":
-        try:
-            return jax.local_devices(backend="gpu")[0]
-        except RuntimeError:
-            raise DeviceUnavailable(
-                "--device cuda was asked for, but JAX sees no CUDA GPU (install with `pip install -e .[cuda]`); "
-                "use --device cpu or auto"
-            ) from None
-    return jax.local_devices(backend="cpu")[0]
 
 
 def epoch_order(config: TrainConfig, epoch: int, num_examples: int) -> np.ndarray:
@@ -251,27 +243,6 @@ def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
             f"wrote {path}, {WEIGHTS_FILE}, checkpoint, {written}"
         )
     return records
-
-
-def describe_device(mesh: Mesh) -> str:
-    """`cpu:0` for one device, `2 devices (cuda:0, cuda:1) in 1 process` for several."""
-    devices = list(mesh.devices.flat)
-    if len(devices) == 1:
-        return str(devices[0])
-    shown = ", ".join(map(str, devices[:4])) + (", ..." if len(devices) > 4 else "")
-    processes = jax.process_count()
-    return f"{len(devices)} devices ({shown}) in {processes} process{'es' if processes > 1 else ''}"
-
-
-def fail(message: str, config: TrainConfig) -> NoReturn:
-    """Stop the run with one line on stderr. A process of a several-process run leaves at once: the exit handler
-    of jax.distributed would otherwise wait up to --dist-timeout at a shutdown barrier that a failed or lost
-    process never reaches. Everything already saved is whole (every file is written atomically)."""
-    if config.num_processes == 1:
-        sys.exit(message)
-    print(message, file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(1)
 
 
 def main(argv: Sequence[str] | None = None, checked: TrainConfig | None = None) -> None:

@@ -19,7 +19,9 @@ from __future__ import annotations
 import datetime
 import os
 import signal
-from typing import Any, NamedTuple
+import sys
+import threading
+from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 import torch
@@ -28,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mnist_common.config import DistributedError, TrainConfig
 from mnist_common.files import first_line
-from mnist_common.parallel import LOST_PEER_SIGNS, exit_on_interrupt, first_difference, run_settings
+from mnist_common.parallel import LOST_PEER_SIGNS, exit_on_interrupt, first_difference, last_word, run_settings
 
 
 class World(NamedTuple):
@@ -168,3 +170,19 @@ def lost_process(err: Exception, world: World, config: TrainConfig) -> Distribut
         f"rank {world.rank} of {world.size} lost another process of the run ({first_line(err)}); the checkpoint of "
         f"the last finished epoch in {config.out_dir} is whole: run the same torchrun command again with --resume"
     )
+
+
+def describe_device(device: torch.device, world: World) -> str:
+    """`cpu` for one process, `2 processes (gloo), cpu` under torchrun."""
+    return (
+        str(device) if world.size == 1 else f"{world.size} processes ({torch.distributed.get_backend()}), {device.type}"
+    )
+
+
+def fail(message: str) -> NoReturn:
+    """Exit with `message` (status 1), unless, in a several-process run, a signal's line is being said
+    (`mnist_common.parallel.last_word`): then wait the moment it takes that one to end the process, so that
+    a rank says one line, not two. One process (and a test calling `main` again and again) just exits."""
+    if launched_world().size > 1 and not last_word():
+        threading.Event().wait()
+    sys.exit(message)

@@ -6,7 +6,8 @@ as it is, its forward pass through `torch.compile`, or the whole step captured a
 same SGD steps in the same order. Also here: the state the steps update (`TrainState`), which the
 checkpoints save.
 
-Also PyTorch's deterministic settings (`deterministic`), the state's creation (`create_state`), and
+Also the device they run on (`resolve_device`), PyTorch's deterministic settings
+(`deterministic`), the state's creation (`create_state`), and
 evaluation and prediction over a whole split (`evaluate`, `predict`).
 
 Read it side by side with `mnist_jax/steps.py`: the names both define correspond, in the same order
@@ -42,7 +43,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from mnist_common.config import EVAL_BATCH_SIZE, TrainConfig
+from mnist_common.config import EVAL_BATCH_SIZE, DeviceUnavailable, TrainConfig
 from mnist_torch.data import Split
 from mnist_torch.model import CNN
 from mnist_torch.parallel import World, data_parallel
@@ -61,6 +62,14 @@ class TrainState(NamedTuple):
     optimizer: torch.optim.SGD
     compute_dtype: torch.dtype = torch.float32
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # None: the model
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailable("--device cuda was asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
+    return torch.device(name)
 
 
 #: --precision's compute dtype of the training steps (the parameters stay float32).

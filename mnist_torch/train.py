@@ -18,11 +18,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
 if __name__ == "__main__":
     # Check the command line before the imports below load PyTorch (seconds, about 1 GB): a bad flag or a
@@ -50,7 +48,6 @@ from mnist_common.config import (
 from mnist_common.divergence import Diverged, check_epoch, kept
 from mnist_common.errors import ProjectError
 from mnist_common.files import first_line, out_dir_lock, write_failure
-from mnist_common.parallel import last_word
 from mnist_common.plots import write_plots
 from mnist_common.progress import EpochProgress, progress_enabled
 from mnist_common.report import EpochRecord, format_epoch, write_metrics
@@ -61,6 +58,8 @@ from mnist_torch.model import CNN
 from mnist_torch.parallel import (
     World,
     describe,
+    describe_device,
+    fail,
     finish,
     global_mean,
     is_writer,
@@ -78,16 +77,9 @@ from mnist_torch.steps import (
     deterministic,
     evaluate,
     predict,
+    resolve_device,
 )
 from mnist_torch.weights import export_weights
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DeviceUnavailable("--device cuda was asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
-    return torch.device(name)
 
 
 def epoch_order(config: TrainConfig, epoch: int, num_examples: int, world: World) -> np.ndarray:
@@ -248,22 +240,6 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
             f"wrote {path}, {WEIGHTS_FILE}, checkpoint, {written}"
         )
     return records
-
-
-def describe_device(device: torch.device, world: World) -> str:
-    """`cpu` for one process, `2 processes (gloo), cpu` under torchrun."""
-    return (
-        str(device) if world.size == 1 else f"{world.size} processes ({torch.distributed.get_backend()}), {device.type}"
-    )
-
-
-def fail(message: str) -> NoReturn:
-    """Exit with `message` (status 1), unless, in a several-process run, a signal's line is being said
-    (`mnist_common.parallel.last_word`): then wait the moment it takes that one to end the process, so that
-    a rank says one line, not two. One process (and a test calling `main` again and again) just exits."""
-    if launched_world().size > 1 and not last_word():
-        threading.Event().wait()
-    sys.exit(message)
 
 
 def main(argv: Sequence[str] | None = None, checked: TrainConfig | None = None) -> None:
