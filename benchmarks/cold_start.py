@@ -250,8 +250,8 @@ def _jax_process(device: str, steps: int) -> dict[str, Any]:
     idx = batch_order(0, 1, len(data.train.labels), BATCH_SIZE)[: WARMUP_STEPS + steps + 2]
     batches = [jax.device_put((data.train.images[i], data.train.labels[i]), dev) for i in idx]
     config = TrainConfig(precision=PRECISION)
-    state = jax.device_put(jax_steps.create_state(0, config), dev)
-    eager_state = jax.device_put(jax_steps.create_state(0, config), dev)  # `state` is donated to the compiled step
+    state = jax.device_put(jax_steps.create_state(0, config, dev), dev)
+    eager_state = jax.device_put(jax_steps.create_state(0, config, dev), dev)  # `state` is donated to the compiled step
     jax.block_until_ready((batches, state, eager_state))
 
     with count_cache_lookups() as lookups:

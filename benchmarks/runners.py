@@ -209,7 +209,7 @@ def jax_round(
     dev = jax_device(device)
     idx = round_batches(mnist, batch_size, images, mode == "eval")
     images, labels = jax.device_put((data.images[idx], data.labels[idx]), dev)  # (steps, batch, ...)
-    state = jax.device_put(jax_steps.create_state(0, train_config(precision_name)), dev)
+    state = jax.device_put(jax_steps.create_state(0, train_config(precision_name), dev), dev)
     holder = {"state": state}
 
     platform = dev.platform

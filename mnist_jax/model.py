@@ -78,6 +78,60 @@ def _avg_pool_2x2_bwd(_: None, cotangent: jax.Array) -> tuple[jax.Array]:
 avg_pool_2x2.defvjp(_avg_pool_2x2_fwd, _avg_pool_2x2_bwd)
 
 
+def _patches(x: jax.Array) -> jax.Array:
+    """The 3x3 neighbourhoods of a one-channel image batch (N, H, W, 1), zero-padded ("SAME"), as rows of
+    (N * H * W, 10): the nine taps in the kernel's (kh, kw) order, then a column of ones for the bias."""
+    n, h, w, _ = x.shape
+    padded = jnp.pad(x[..., 0], ((0, 0), (1, 1), (1, 1)))
+    taps = [padded[:, dh : dh + h, dw : dw + w] for dh in range(3) for dw in range(3)]
+    return jnp.stack([*taps, jnp.ones_like(taps[0])], axis=-1).reshape(n * h * w, 10)
+
+
+@jax.custom_vjp
+def conv1_as_matmul(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+    """A 3x3 "SAME" convolution of a one-channel batch, `nn.Conv`'s, as one matmul: [patches | 1] x [kernel; bias].
+
+    Why: conv1 has one input channel, so XLA:CPU's convolution kernels and its bias-gradient reduction run it
+    poorly; as a matmul, the kernel and bias gradients are one more matmul, patches^T x cotangent, and the
+    column of ones keeps the bias's sum blocked as accurately as the kernel's (benchmarks/RESULTS.md, "conv1 as
+    one matmul"). The trainer uses it on the CPU (`CNN.conv1_as_matmul`); tests/test_model.py checks values and
+    gradients against `nn.Conv`'s.
+    """
+    return _conv1_as_matmul_fwd(x, kernel, bias)[0]
+
+
+def _conv1_as_matmul_fwd(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> tuple[jax.Array, tuple]:
+    patches = _patches(x)
+    weights = jnp.concatenate([kernel.reshape(9, -1), bias[None]])
+    return (patches @ weights).reshape(*x.shape[:3], -1), (x, patches, weights)
+
+
+def _conv1_as_matmul_bwd(saved: tuple, cotangent: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    x, patches, weights = saved
+    rows = cotangent.reshape(patches.shape[0], -1)
+    both = patches.T @ rows  # (10, features): the kernel's nine rows, then the bias's
+    _, patches_vjp = jax.vjp(_patches, x)  # the input's gradient; XLA drops it when, as in training, nothing uses it
+    (x_grad,) = patches_vjp((rows @ weights.T).at[:, 9].set(0))
+    return x_grad, both[:9].reshape(3, 3, 1, -1), both[9]
+
+
+conv1_as_matmul.defvjp(_conv1_as_matmul_fwd, _conv1_as_matmul_bwd)
+
+
+class Conv1AsMatmul(nn.Module):
+    """`conv(features, 1, ...)`'s parameters (same names, shapes and initializers), computed by `conv1_as_matmul`."""
+
+    features: int
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", torch_kernel_init, (3, 3, x.shape[-1], self.features), jnp.float32)
+        bias = self.param("bias", torch_bias_init(x.shape[-1] * 3 * 3), (self.features,), jnp.float32)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        return conv1_as_matmul(x, kernel, bias)
+
+
 def relu(x: jax.Array) -> jax.Array:
     """`F.relu`, NaN included: a NaN input gives NaN, as in PyTorch.
 
@@ -96,11 +150,18 @@ class CNN(nn.Module):
     #: What the layers compute in: None (Flax's default) follows the inputs and parameters, float32 or,
     #: in the float64 parity tests, float64; jnp.bfloat16 for mixed precision. Parameters keep their dtype.
     dtype: Any = None
+    #: conv1 as `conv1_as_matmul` instead of `nn.Conv`: the same parameters and, to float32 rounding, the same
+    #: values and gradients; the trainer's choice on the CPU, where it trains faster (`mnist_jax.steps.create_state`).
+    conv1_as_matmul: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         check_images(x)
-        x = avg_pool_2x2(relu(conv(32, x.shape[-1], "conv1", self.dtype)(x)))
+        if self.conv1_as_matmul:
+            x = Conv1AsMatmul(32, self.dtype, name="conv1")(x)
+        else:
+            x = conv(32, x.shape[-1], "conv1", self.dtype)(x)
+        x = avg_pool_2x2(relu(x))
         x = avg_pool_2x2(relu(conv(64, x.shape[-1], "conv2", self.dtype)(x)))
         x = x.reshape((x.shape[0], -1))  # NHWC order: channel-minor
         x = relu(dense(256, x.shape[-1], "fc1", self.dtype)(x))

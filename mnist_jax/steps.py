@@ -111,16 +111,19 @@ def deterministic(enabled: bool = True) -> Iterator[None]:
             os.environ["XLA_FLAGS"] = before
 
 
-def create_state(seed: int, config: TrainConfig) -> TrainState:
-    """Freshly initialized parameters (PyTorch's default distributions, drawn from `seed`'s key) and SGD state.
+def create_state(seed: int, config: TrainConfig, device: jax.Device | None = None) -> TrainState:
+    """Freshly initialized parameters (PyTorch's default distributions, drawn from `seed`'s key) and SGD state,
+    for training on `device` (default: JAX's default device).
 
     The state is a pytree: params, optimizer state and step count, with the model's `apply` (in the
     training compute dtype) as static metadata. It carries no RNG key
     because nothing after initialization is random (no dropout); the batch order comes
-    from the seed through `batch_indices`, shared with the PyTorch trainer.
+    from the seed through `batch_indices`, shared with the PyTorch trainer. On the CPU the model computes
+    conv1 as one matmul (`CNN.conv1_as_matmul`): the same parameters, a faster step there.
     """
+    platform = (device or jax.local_devices()[0]).platform
     variables = CNN().init(jax.random.key(seed), jnp.zeros((1, 28, 28, 1), jnp.float32))
-    model = CNN(dtype=COMPUTE_DTYPES[config.precision])
+    model = CNN(dtype=COMPUTE_DTYPES[config.precision], conv1_as_matmul=platform == "cpu")
     return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=make_optimizer(config))
 
 
@@ -151,10 +154,15 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Mean cross-entropy over the batch: torch.nn.CrossEntropyLoss(), in at least float32 (bfloat16 logits are
-    widened)."""
-    return optax.softmax_cross_entropy_with_integer_labels(
-        logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), labels
-    ).mean()
+    widened).
+
+    Written with one-hot labels rather than `optax.softmax_cross_entropy_with_integer_labels`: that one picks
+    each row's logit with `take_along_axis`, whose gradient is a scatter-add, the op XLA:GPU's deterministic
+    mode runs in a slow serial form; the one-hot product's gradient is elementwise (no scatter), with the same
+    value to float32 rounding (tests/test_steps.py)."""
+    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+    one_hot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+    return -(jax.nn.log_softmax(logits) * one_hot).sum(axis=-1).mean()
 
 
 def check_labels(images: jax.Array, labels: jax.Array) -> None:

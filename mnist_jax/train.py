@@ -150,7 +150,7 @@ def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
     train_split = Split(*place(tuple(train_host), replicated(mesh))) if epoch_per_call(device) else train_host
     test_split = Split(*place(tuple(data.test), replicated(mesh)))  # every device evaluates all of it
     with jax.default_device(device):
-        state = place(create_state(config.seed, config), replicated(mesh))
+        state = place(create_state(config.seed, config, device), replicated(mesh))
     records: list[EpochRecord] = []
     if config.resume:
         state, records = load_checkpoint(config.out_dir, state, config)  # restored onto the same devices

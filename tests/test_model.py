@@ -15,7 +15,7 @@ import torch
 from mnist_jax import steps as jax_steps
 from mnist_jax import train as jax_train
 from mnist_jax.model import CNN as JaxCNN
-from mnist_jax.model import avg_pool_2x2
+from mnist_jax.model import avg_pool_2x2, conv1_as_matmul
 from mnist_jax.port import params_from_torch
 from mnist_torch.model import CNN as TorchCNN
 
@@ -101,3 +101,71 @@ def test_pooling_gradient_is_the_automatic_one(dtype, jax_mnist):
         assert written.dtype == dtype
         np.testing.assert_array_equal(np.asarray(written), np.asarray(automatic))
         np.testing.assert_array_equal(np.asarray(avg_pool_2x2(x)), np.asarray(nn.avg_pool(x, (2, 2), strides=(2, 2))))
+
+
+def test_conv1_as_matmul_is_nn_conv_in_float64(jax_mnist):
+    """`conv1_as_matmul` is the same function as conv1's `nn.Conv`, and its written-out gradient (input,
+    kernel, bias) is autodiff's, to float64 rounding: any mistake in the tap order or the padding shows as O(1)."""
+    with jax.enable_x64(True):
+        x = jnp.asarray(jax_mnist.test.images[:8], jnp.float64)
+        conv = nn.Conv(32, (3, 3), padding="SAME", dtype=jnp.float64, param_dtype=jnp.float64)
+        params = conv.init(jax.random.key(0), x)["params"]
+        weights = jax.random.normal(jax.random.key(1), (8, 28, 28, 32), jnp.float64)
+
+        def reference(x, kernel, bias):
+            return (conv.apply({"params": {"kernel": kernel, "bias": bias}}, x) * weights).sum()
+
+        def written(x, kernel, bias):
+            return (conv1_as_matmul(x, kernel, bias) * weights).sum()
+
+        args = (x, params["kernel"], params["bias"])
+        np.testing.assert_allclose(conv1_as_matmul(*args), conv.apply({"params": params}, x), rtol=1e-12, atol=1e-12)
+        for got, want in zip(
+            jax.grad(written, argnums=(0, 1, 2))(*args), jax.grad(reference, argnums=(0, 1, 2))(*args)
+        ):
+            assert got.dtype == jnp.float64
+            np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-11)
+
+
+def test_conv1_as_matmul_trains_like_nn_conv_in_float32(jax_variables, jax_mnist):
+    """The CPU trainer's model (`conv1_as_matmul=True`) against the default one, on a real batch: the same
+    parameters, logits and loss gradients to float32 rounding. Both add the same products in a different
+    order, so they differ by a few float32 ulps: measured 2.1e-7 (conv1's bias gradient, a sum over 100 352
+    rows, at most 3.4e-7); asserted at 2e-6, headroom for another CPU's blocking."""
+    x, labels = jnp.asarray(jax_mnist.train.images[:128]), jnp.asarray(jax_mnist.train.labels[:128])
+    matmul = JaxCNN(conv1_as_matmul=True)
+    assert jax.tree.structure(matmul.init(jax.random.key(0), x[:1])) == jax.tree.structure(jax_variables)
+    np.testing.assert_allclose(matmul.apply(jax_variables, x), JaxCNN().apply(jax_variables, x), rtol=0, atol=2e-6)
+
+    def grads(model):
+        return jax.grad(lambda p: jax_steps.cross_entropy(model.apply({"params": p}, x), labels))(
+            jax_variables["params"]
+        )
+
+    for got, want in zip(jax.tree.leaves(grads(matmul)), jax.tree.leaves(grads(JaxCNN()))):
+        assert float(jnp.abs(got - want).max()) <= 2e-6 * float(jnp.abs(want).max())
+
+
+def test_the_trainer_computes_conv1_as_a_matmul_on_the_cpu_only():
+    state = jax_steps.create_state(0, jax_train.TrainConfig(), jax.devices("cpu")[0])
+    assert state.apply_fn.__self__.conv1_as_matmul is True
+    assert jax_steps.create_state(0, jax_train.TrainConfig()).apply_fn.__self__.conv1_as_matmul is (
+        jax.default_backend() == "cpu"
+    )
+
+
+def test_cross_entropy_is_the_integer_label_one_without_a_scatter():
+    """`cross_entropy` (one-hot) is optax's integer-label cross-entropy in value and gradient, to float32
+    rounding, and its gradient holds no scatter, the op XLA:GPU's deterministic mode slows down; optax's does."""
+    logits = jax.random.normal(jax.random.key(0), (128, 10)) * 4
+    labels = jnp.arange(128) % 10
+
+    def optax_loss(logits, labels):
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    np.testing.assert_allclose(jax_steps.cross_entropy(logits, labels), optax_loss(logits, labels), rtol=1e-6)
+    np.testing.assert_allclose(
+        jax.grad(jax_steps.cross_entropy)(logits, labels), jax.grad(optax_loss)(logits, labels), rtol=0, atol=1e-8
+    )
+    assert "scatter" not in jax.jit(jax.grad(jax_steps.cross_entropy)).lower(logits, labels).as_text()
+    assert "scatter" in jax.jit(jax.grad(optax_loss)).lower(logits, labels).as_text()
