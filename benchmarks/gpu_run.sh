@@ -13,7 +13,11 @@
 #      warns when the machine is already busy;
 #   1. versions and the GPU's name; stops with one line if PyTorch or JAX does not see the GPU;
 #   2. checks that pytest and pytest-benchmark work together (pytest 9 with pytest-benchmark 5.3.0 does not);
-#   3. pytest -m gpu (the GPU tests);
+#   3. pytest -m gpu (the GPU tests); then JAX's GPU candidates, each in its own process, in interleaved rounds,
+#      A/B against the shipped deterministic trainer path (benchmarks.gpu_candidates: which XLA flags give
+#      byte-identical reruns without the deterministic-ops tax, command buffers over while loops, conv1 as a
+#      matmul, the one-hot loss, NCHW); then the per-kernel profile of one training step per framework
+#      (benchmarks.profile), with and without --xla_gpu_deterministic_ops;
 #   4. the benchmark suite's cuda rows (paired, interleaved rounds with 95% intervals), most important first:
 #      float32 and TF32 at batch 128; time to 99% over seeds, each trainer in its own process, as shipped
 #      (deterministic) and at its fastest (--nondeterministic); batch 1024; one-image latency and the matmul
@@ -29,9 +33,10 @@
 # run's 3600 s) bounds steps 3-6 together, so that the command fits one 10-minute call on a lent machine
 # with the imports before it (measured: benchmarks/RESULTS.md, 'Design measurements'). --stages (default:
 # all) names the steps to run, comma-separated, from: STAGES below. The budget is shared among the chosen
-# ones in proportion to what each takes on an H200 (SHARE): all of them want about 950 s (SHARE's sum), so
-# a short lease runs them in two calls, e.g.
-# --stages gpu-tests,b128,accuracy,fastest,b1024 then the rest, and merges the two NAME.json files with
+# ones in proportion to what each takes on an H200 (SHARE; candidates' and profile's are planned, not yet
+# measured): all of them want about 1 280 s (SHARE's sum), so a short lease runs them in two or three calls,
+# e.g. --stages gpu-tests,candidates,profile, then b128,accuracy,fastest,b1024, then the rest, and merges the
+# NAME.json files with
 # python -m benchmarks.report. A stage that ends early leaves its time to the next.
 # --dry-run runs every step on the CPU with one tiny round per benchmark and one-epoch trainings
 # (.ci/run runs it, so the GPU command cannot rot). Exit status: 0 when every step ran, 1 otherwise.
@@ -40,8 +45,8 @@ set -uo pipefail
 usage="usage: bash benchmarks/gpu_run.sh OUT_DIR [--dry-run] [--budget SECONDS] [--stages LIST] [--name NAME] [--commit SHA] [--allow-dirty]"
 out_dir="" dry_run=0 budget="" name="" allow_dirty=0 commit="" stages_arg=""
 #: The steps in the order they run, and the seconds each took on an H200 (their share of the budget).
-STAGES=(gpu-tests b128 accuracy fastest b1024 latency cold memory bf16 bf16-accuracy scaling trainers repro)
-declare -A SHARE=([gpu-tests]=30 [b128]=90 [accuracy]=95 [fastest]=105 [b1024]=70 [latency]=30 [cold]=40 [memory]=120
+STAGES=(gpu-tests candidates profile b128 accuracy fastest b1024 latency cold memory bf16 bf16-accuracy scaling trainers repro)
+declare -A SHARE=([gpu-tests]=30 [candidates]=240 [profile]=90 [b128]=90 [accuracy]=95 [fastest]=105 [b1024]=70 [latency]=30 [cold]=40 [memory]=120
                   [bf16]=40 [bf16-accuracy]=95 [scaling]=10 [trainers]=70 [repro]=150)
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -199,6 +204,30 @@ if [ -n "${chosen[gpu-tests]+x}" ]; then
   echo "== pytest -m gpu (the trainers' own GPU runs are step 5)"
   bounded $((deadline_of[gpu-tests] - $(date +%s) + 60)) "$PY" -m pytest -m gpu tests -q -p no:cacheprovider \
     -k "not test_trainers_train_on_the_gpu" || failed+=("pytest -m gpu")
+fi
+
+# --- 3b. JAX's GPU candidates and the per-kernel profiles, written as they go -------------------------------
+if [ -n "${chosen[candidates]+x}" ]; then
+  left=$((deadline_of[candidates] - $(date +%s)))
+  if [ "$left" -lt 60 ]; then echo "== candidates: skipped, the budget is spent"; failed+=("candidates (no time)")
+  else
+    echo "== JAX's GPU candidates, A/B in interleaved rounds (until $((deadline_of[candidates] - start))s of ${budget}s)"
+    candidate_opts=(--device "$device" --budget $((left - 20)))
+    [ "$dry_run" = 1 ] && candidate_opts=(--dry-run)
+    bounded $((left + 60)) "$PY" -m benchmarks.gpu_candidates "$out_dir/$name-candidates" "${candidate_opts[@]}" \
+      || failed+=("candidates")
+  fi
+fi
+if [ -n "${chosen[profile]+x}" ]; then
+  profile_opts=(--device "$device" --batch-size 128); [ "$dry_run" = 1 ] && profile_opts+=(--smoke)
+  for determinism in deterministic nondeterministic; do  # XLA's deterministic ops on, as the trainer ships, and off
+    left=$((deadline_of[profile] - $(date +%s)))
+    if [ "$left" -lt 20 ]; then echo "== profile ($determinism): skipped, the budget is spent"; failed+=("profile $determinism (no time)"); continue; fi
+    echo "== per-kernel profile of one training step, $determinism"
+    flags=""; [ "$determinism" = deterministic ] && flags="--xla_gpu_deterministic_ops=true"
+    XLA_FLAGS="$flags" bounded "$left" "$PY" -m benchmarks.profile "${profile_opts[@]}" --out "$out_dir/$name-profile-$determinism" \
+      || failed+=("profile $determinism")
+  done
 fi
 
 # --- 4. the benchmark suite, most important first ---------------------------------------------------
