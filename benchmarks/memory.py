@@ -75,7 +75,7 @@ def _measure(variant: str, mode: str, device: str, batch_size: int, precision_na
     from mnist_jax import data as jax_data
     from mnist_torch import data as torch_data
 
-    variants = runners.EVAL_VARIANTS if mode == "eval" else runners.TRAIN_VARIANTS
+    variants = runners.EVAL_VARIANTS if mode == "eval" else runners.MEMORY_TRAIN_VARIANTS
     if variant not in variants:
         sys.exit(f"error: {variant!r} is not a {mode} variant of benchmarks/runners.py: {', '.join(variants)}")
     framework = variant.split("_")[0]

@@ -42,7 +42,7 @@ BASELINE = "torch_eager"
 FLOP_PER_IMAGE = {"train": 27.41e6, "eval": 9.288e6}
 
 #: Modes with their own table: not images per second of a batch.
-OWN_TABLE = ("accuracy", "latency", "peak", "scaling", "cold_start", "memory")
+OWN_TABLE = ("accuracy", "latency", "overhead", "peak", "scaling", "cold_start", "memory")
 
 #: Each trainer's own path through the steps, per device: what `python -m mnist_jax.train` runs, and
 #: PyTorch's fastest mode there. The goals compare them.
@@ -247,6 +247,29 @@ def latency_table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['variant']} | {r['device']} | {p50} | {r['latency_p99_ms']:.3f} | {r.get('calls', 'n/a')} | "
             f"{ratio} | {seconds(r['compile_seconds'])} |"
+        )
+    return "\n".join(lines)
+
+
+def overhead_table(rows: list[dict]) -> str:
+    """The host's cost of one compiled call per way of writing a JAX step (`test_call_overhead.py`), lower is
+    better; the ratio is Linen `jax.jit`'s call time over the variant's, paired block by block."""
+    runs = [r for r in rows if r["mode"] == "overhead" and "overhead_us" in r]
+    if not runs:
+        return ""
+    base = {r["device"]: r for r in runs if r["variant"] == "jax_jit"}
+    lines = [
+        "| call overhead, one empty-ish step per call | device | microseconds per call [95% interval] | calls | "
+        "speed vs Linen `jax.jit`, paired blocks | compile s |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in sorted(runs, key=lambda r: (r["device"], r["overhead_us"])):
+        b = base.get(r["device"])
+        ratio = ratio_text(speed_ratio(r, b)) if b else "n/a"
+        us = with_interval(r["overhead_us"], r.get("overhead_low_us"), r.get("overhead_high_us"), ",.0f")
+        lines.append(
+            f"| {r['variant']} | {r['device']} | {us} | {r.get('calls', 'n/a')} | {ratio} | "
+            f"{seconds(r['compile_seconds'])} |"
         )
     return "\n".join(lines)
 
@@ -629,6 +652,7 @@ def build(documents: list[dict], source: str, verify: bool = True) -> tuple[dict
         throughput_table(rows),
         goal_lines(rows),
         latency_table(rows),
+        overhead_table(rows),
         accuracy_table(rows),
         cold_start_table(rows),
         memory_table(rows),

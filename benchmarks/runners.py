@@ -16,9 +16,11 @@ from dataclasses import dataclass
 import jax
 import numpy as np
 import torch
+from flax import nnx
 
 from mnist_common.config import TrainConfig
 from mnist_jax import steps as jax_steps
+from mnist_jax import steps_nnx
 from mnist_jax.data import Split as JaxSplit
 from mnist_torch import steps as torch_steps
 from mnist_torch import train as torch_train
@@ -28,6 +30,11 @@ from mnist_torch.steps import CapturedStep
 #: torch_cudagraph: the whole step replayed as a CUDA graph (`--mode cuda-graphs`, GPU only);
 #: jax_scan_unrolled: the CPU trainer's path, FUSED_STEPS unrolled steps per call; jax_epoch: the GPU
 #: trainer's path, a rolled scan over the round's batches gathered on the device from the resident set.
+#: jax_nnx_*: the same step written in Flax NNX (`mnist_jax.steps_nnx`), one call per step: jax_nnx_jit, `nnx.jit`
+#: over the module and its optimizer (Flax's example); jax_nnx_tree, the same in NNX's tree mode (`graph=False`);
+#: jax_nnx_split, `nnx.split` once and `jax.jit` over the state; jax_nnx_leaves, the same over the state's list
+#: of arrays; and jax_nnx_fused, the functional route fused as the trainer's path fuses Linen's (FUSED_STEPS
+#: unrolled on the CPU, the round as one rolled scan on a GPU).
 #: Listed in the order they run: torch_compile, the slowest to compile, last, so that a time budget
 #: (benchmarks/gpu_run.sh) cuts it first.
 TRAIN_VARIANTS = (
@@ -36,9 +43,17 @@ TRAIN_VARIANTS = (
     "jax_epoch",
     "jax_jit",
     "jax_scan_unrolled",
+    "jax_nnx_jit",
+    "jax_nnx_tree",
+    "jax_nnx_split",
+    "jax_nnx_leaves",
+    "jax_nnx_fused",
     "jax_scan",
     "torch_compile",
 )
+#: The NNX rows, which the memory benchmark leaves out (their buffers are Linen's: the same arrays).
+NNX_VARIANTS = ("jax_nnx_jit", "jax_nnx_tree", "jax_nnx_split", "jax_nnx_leaves", "jax_nnx_fused")
+MEMORY_TRAIN_VARIANTS = tuple(v for v in TRAIN_VARIANTS if v not in NNX_VARIANTS)
 EVAL_VARIANTS = ("torch_eager", "jax_jit", "torch_compile")
 #: Images per timed round. CPU training: 16 steps at batch 128, 2 at batch 1024. A GPU runs a step in
 #: well under a millisecond, so its rounds are 8x longer, to keep timer and launch noise small.
@@ -248,6 +263,8 @@ def jax_round(
             for chunk in chunks:
                 s, _ = steps(s, chunk)
             holder["state"] = jax.block_until_ready(s)
+    elif variant in NNX_VARIANTS:
+        return nnx_round(variant, images, labels, dev, precision_name, idx)
     elif variant == "jax_epoch":
         # The GPU trainer's path: one call for the round, batches gathered on the device from the resident set.
         resident = jax.device_put((data.images, data.labels), dev)
@@ -264,6 +281,67 @@ def jax_round(
 
         def run() -> None:
             s, _ = steps(holder["state"], (images, labels))
+            holder["state"] = jax.block_until_ready(s)
+
+    compile_seconds = time.perf_counter() - start
+    return Round(run, compile_seconds, _warm_up(run), idx.size, len(idx))
+
+
+def nnx_round(
+    variant: str, images: jax.Array, labels: jax.Array, dev: jax.Device, precision_name: str, idx: np.ndarray
+) -> Round:
+    """The NNX variants' round, on the batches (steps, batch, ...) already on `dev`: the model and optimizer
+    start from the parameters the Linen rows start from (`steps_nnx.create_model`). The functional routes are
+    compiled as the Linen rows are (`compile_train`, with the trainer's CPU options); `nnx.jit` takes no
+    compiler options, so its two rows compile with XLA's defaults: on the CPU, YNNPACK's fusions, which made
+    Linen's step 1.6x slower (benchmarks/RESULTS.md). That is part of what `nnx.jit` costs as written."""
+    with jax.default_device(dev):
+        model, optimizer = steps_nnx.create_model(0, train_config(precision_name), dev)
+    step_batches = [(images[i], labels[i]) for i in range(len(idx))]
+    start = time.perf_counter()
+    if variant in ("jax_nnx_jit", "jax_nnx_tree"):
+        nnx_step = steps_nnx.train_step_nnx_jit if variant == "jax_nnx_jit" else steps_nnx.train_step_nnx_tree
+
+        def step(batch: tuple[jax.Array, jax.Array]) -> jax.Array:
+            return nnx_step(model, optimizer, batch)
+
+        step(step_batches[0])  # nnx.jit compiles on the first call
+
+        def run() -> None:
+            for b in step_batches:
+                loss = step(b)
+            jax.block_until_ready((loss, nnx.state(model)))
+    elif variant == "jax_nnx_leaves":
+        graphdef, state = steps_nnx.split(model, optimizer)
+        leaves, treedef = steps_nnx.flatten(state)
+        holder = {"leaves": leaves}
+        lowered = steps_nnx.train_step_leaves.lower(graphdef, treedef, leaves, step_batches[0])
+        step = jax_steps.compile_train(lowered, dev.platform)
+
+        def run() -> None:
+            s = holder["leaves"]
+            for b in step_batches:
+                s, _ = step(s, b)
+            holder["leaves"] = jax.block_until_ready(s)
+    else:
+        graphdef, state = steps_nnx.split(model, optimizer)
+        holder = {"state": state}
+        if variant == "jax_nnx_split":
+            step = jax_steps.compile_train(
+                steps_nnx.train_step_split.lower(graphdef, state, step_batches[0]), dev.platform
+            )
+            calls = [(step, b) for b in step_batches]
+        else:
+            k = min(jax_steps.FUSED_STEPS, len(idx)) if dev.platform == "cpu" else len(idx)
+            chunks = [(images[i : i + k], labels[i : i + k]) for i in range(0, len(idx) - k + 1, k)]
+            lowered = steps_nnx.train_steps_split.lower(graphdef, state, chunks[0], unroll=dev.platform == "cpu")
+            step = jax_steps.compile_train(lowered, dev.platform)
+            calls = [(step, c) for c in chunks]
+
+        def run() -> None:
+            s = holder["state"]
+            for call, batch in calls:
+                s, _ = call(s, batch)
             holder["state"] = jax.block_until_ready(s)
 
     compile_seconds = time.perf_counter() - start

@@ -1,11 +1,11 @@
 """Peak device memory of every throughput variant, one method for both frameworks (`benchmarks/memory.py`).
 
 Run: pytest benchmarks --benchmark-only -k memory [--benchmark-json results.json]
-Each variant of `runners.TRAIN_VARIANTS` (mode train) and `runners.EVAL_VARIANTS` (mode eval), at batch
-128 and 1024, float32 (TF32 changes the arithmetic, not the memory), runs in its own fresh process
-that builds the throughput suite's round, runs it twice and reports its allocator's peak:
-``torch.cuda.max_memory_allocated()``, or JAX's ``peak_bytes_in_use`` without preallocation. The
-figure is ``peak_memory_bytes``; the timing of the whole measurement (one round) means little.
+Each variant of `runners.MEMORY_TRAIN_VARIANTS` (mode train; not the NNX rows, which hold Linen's arrays) and
+`runners.EVAL_VARIANTS` (mode eval), at batch 128 and 1024, float32 (TF32 changes the arithmetic, not the
+memory), runs in its own fresh process that builds the throughput suite's round, runs it twice and reports its
+allocator's peak: ``torch.cuda.max_memory_allocated()``, or JAX's ``peak_bytes_in_use`` without preallocation.
+The figure is ``peak_memory_bytes``; the timing of the whole measurement (one round) means little.
 
 On the CPU no allocator peak tells the variants apart, so a full run skips every CPU test with that
 reason, and a dry run (--bench-dry-run) still runs the process, on the smoke round (two batches),
@@ -20,11 +20,11 @@ import pytest
 from benchmarks import memory
 from benchmarks.conditions import ProcessError
 from benchmarks.conftest import environment
-from benchmarks.runners import EVAL_VARIANTS, TRAIN_VARIANTS
+from benchmarks.runners import EVAL_VARIANTS, MEMORY_TRAIN_VARIANTS
 
 PRECISION = "float32"
 DRY_RUN_VARIANTS = ("torch_eager", "jax_jit")
-CASES = [pytest.param(variant, "train", id=f"train-{variant}") for variant in TRAIN_VARIANTS] + [
+CASES = [pytest.param(variant, "train", id=f"train-{variant}") for variant in MEMORY_TRAIN_VARIANTS] + [
     pytest.param(variant, "eval", id=f"eval-{variant}") for variant in EVAL_VARIANTS
 ]
 

@@ -16,14 +16,15 @@ from typing import Any
 
 import jax
 from flax import nnx
+from flax.nnx.nn.dtypes import promote_dtype
 
-from mnist_jax.model import avg_pool_2x2, check_images, relu, torch_bias_init, torch_kernel_init
+from mnist_jax.model import avg_pool_2x2, check_images, conv1_as_matmul, relu, torch_bias_init, torch_kernel_init
 
 
 class CNN(nnx.Module):
     """Two 3x3 convolutions, each with ReLU and 2x2 average pooling, then two dense layers: NHWC, like Linen's."""
 
-    def __init__(self, *, rngs: nnx.Rngs, dtype: Any = None) -> None:
+    def __init__(self, *, rngs: nnx.Rngs, dtype: Any = None, conv1_as_matmul: bool = False) -> None:
         def conv(in_features: int, out_features: int) -> nnx.Conv:
             return nnx.Conv(
                 in_features,
@@ -46,6 +47,10 @@ class CNN(nnx.Module):
                 rngs=rngs,
             )
 
+        #: conv1 computed by `mnist_jax.model.conv1_as_matmul` from its `nnx.Conv`'s parameters: as the Linen
+        #: module's option of the same name, the trainer's choice on the CPU.
+        self.conv1_as_matmul = conv1_as_matmul
+        self.dtype = dtype
         self.conv1 = conv(1, 32)
         self.conv2 = conv(32, 64)
         self.fc1 = dense(64 * 7 * 7, 256)
@@ -53,7 +58,11 @@ class CNN(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         check_images(x)
-        x = avg_pool_2x2(relu(self.conv1(x)))
+        if self.conv1_as_matmul:
+            x = conv1_as_matmul(*promote_dtype((x, self.conv1.kernel[...], self.conv1.bias[...]), dtype=self.dtype))
+        else:
+            x = self.conv1(x)
+        x = avg_pool_2x2(relu(x))
         x = avg_pool_2x2(relu(self.conv2(x)))
         x = x.reshape((x.shape[0], -1))  # NHWC order: channel-minor, as in Linen
         x = relu(self.fc1(x))
@@ -65,12 +74,12 @@ def to_linen_params(model: CNN) -> dict[str, Any]:
     return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 
-def from_linen_params(params: dict[str, Any], dtype: Any = None) -> CNN:
+def from_linen_params(params: dict[str, Any], dtype: Any = None, conv1_as_matmul: bool = False) -> CNN:
     """A module holding Linen's `params` (e.g. `mnist_jax.model.CNN().init(...)["params"]`), computing in `dtype`.
 
     The module is built abstractly (`nnx.eval_shape`, no random draws) and then given the arrays, so the
     conversion is exact and costs no initialization."""
-    model = nnx.eval_shape(lambda: CNN(rngs=nnx.Rngs(0), dtype=dtype))
+    model = nnx.eval_shape(lambda: CNN(rngs=nnx.Rngs(0), dtype=dtype, conv1_as_matmul=conv1_as_matmul))
     state = nnx.state(model, nnx.Param)
     expected, given = (jax.tree.map(_shape_and_dtype, tree) for tree in (nnx.to_pure_dict(state), params))
     if given != expected:

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
-from flax.training.train_state import TrainState
 
 from mnist_common.config import TrainConfig
 from mnist_jax import steps as jax_steps
@@ -74,32 +73,46 @@ def test_create_model_starts_from_the_linen_trainers_parameters():
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
-def test_twenty_sgd_steps_of_each_nnx_route_equal_the_linen_steps(linen_params, jax_mnist):
+def test_twenty_sgd_steps_of_every_nnx_route_equal_the_linen_steps(jax_mnist):
     """Each route traces the same loss, gradient and optax update as Linen's `train_step` (NNX's split and
     merge move arrays, they compute nothing), so XLA compiles the same arithmetic: measured bit-identical
     losses and parameters after 20 steps on this CPU. Asserted within 1e-6 of each parameter's scale, room
     for another XLA fusing the two programs differently, still far below any real difference (a wrong
     momentum or learning rate moves parameters by 1e-3 relative within a few steps). Batches of 32 keep it
     quick; the arithmetic is the same at any size."""
-    linen = TrainState.create(
-        apply_fn=LinenCNN().apply,
-        params=jax.tree.map(jnp.copy, linen_params),
-        tx=jax_steps.make_optimizer(CONFIG),
-    )
-    model, optimizer = steps_nnx.create_model(0, CONFIG)
+    linen = jax_steps.create_state(0, CONFIG)  # the same parameters and model form (conv1 as a matmul on the CPU)
+    stateful = {name: steps_nnx.create_model(0, CONFIG) for name in ("nnx.jit", "tree mode", "cached_partial")}
+    cached = steps_nnx.cached_train_step(*stateful["cached_partial"])
     graphdef, state = steps_nnx.split(*steps_nnx.create_model(0, CONFIG))
-    for step in range(20):
-        rows = slice(step * 32, (step + 1) * 32)
-        batch = (jnp.asarray(jax_mnist.train.images[rows]), jnp.asarray(jax_mnist.train.labels[rows]))
+    leaves_graphdef, leaves_state = steps_nnx.split(*steps_nnx.create_model(0, CONFIG))
+    leaves, treedef = steps_nnx.flatten(leaves_state)
+    fused_graphdef, fused = steps_nnx.split(*steps_nnx.create_model(0, CONFIG))
+    batches = [
+        (jnp.asarray(jax_mnist.train.images[rows]), jnp.asarray(jax_mnist.train.labels[rows]))
+        for rows in (slice(step * 32, (step + 1) * 32) for step in range(20))
+    ]
+    for batch in batches:
         linen, metrics = jax_steps.train_step(linen, batch)
-        jit_loss = steps_nnx.train_step_nnx_jit(model, optimizer, batch)
-        state, split_loss = steps_nnx.train_step_split(graphdef, state, batch)
-        assert float(jit_loss) == pytest.approx(float(metrics["loss"]), rel=1e-6, abs=0)
-        assert float(split_loss) == pytest.approx(float(metrics["loss"]), rel=1e-6, abs=0)
-    assert int(optimizer.step[...]) == 20
-    for route, params in (("nnx.jit", to_linen_params(model)), ("split", steps_nnx.linen_params(state))):
+        losses = {
+            "nnx.jit": steps_nnx.train_step_nnx_jit(*stateful["nnx.jit"], batch),
+            "tree mode": steps_nnx.train_step_nnx_tree(*stateful["tree mode"], batch),
+            "cached_partial": cached(batch),
+        }
+        state, losses["split"] = steps_nnx.train_step_split(graphdef, state, batch)
+        leaves, losses["leaves"] = steps_nnx.train_step_leaves(leaves_graphdef, treedef, leaves, batch)
+        for route, loss in losses.items():
+            assert float(loss) == pytest.approx(float(metrics["loss"]), rel=1e-6, abs=0), route
+    stacked = tuple(jnp.stack(parts) for parts in zip(*batches))
+    fused, fused_losses = steps_nnx.train_steps_split(fused_graphdef, fused, stacked, unroll=True)
+    assert float(fused_losses[-1]) == pytest.approx(float(metrics["loss"]), rel=1e-6, abs=0)
+    assert all(int(optimizer.step[...]) == 20 for _, optimizer in stateful.values())
+    final = {route: to_linen_params(model) for route, (model, _) in stateful.items()}
+    final["split"] = steps_nnx.linen_params(state)
+    final["leaves"] = steps_nnx.linen_params(steps_nnx.unflatten(treedef, leaves))
+    final["fused split"] = steps_nnx.linen_params(fused)
+    for route, params in final.items():
         for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(linen.params)):
             scale = float(jnp.abs(want).max())
             assert float(jnp.abs(got - want).max()) <= 1e-6 * scale, (route, jax.tree_util.keystr(path))
-    model_back, _ = steps_nnx.merge(graphdef, state)
-    assert isinstance(model_back, CNN)
+    model_back, optimizer_back = steps_nnx.merge(graphdef, state)
+    assert isinstance(model_back, CNN) and int(optimizer_back.step[...]) == 20

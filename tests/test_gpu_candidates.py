@@ -1,0 +1,189 @@
+"""benchmarks/gpu_candidates.py: its variants compute what the trainer computes, its HLO facts count, its command
+line refuses bad input in one line, and (e2e) its dry run goes end to end on the CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from benchmarks import gpu_candidates as gc
+from mnist_jax.model import CNN
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: |NCHW logits - CNN logits| bound, float32 on the CPU, logits of magnitude ~0.1: measured 0 (XLA:CPU computed the
+#: same bits); the bound allows a few float32 roundings of a differently ordered sum, as another backend may do.
+NCHW_LOGITS_ATOL = 1e-6
+#: Per-step loss of the optax-loss epoch against the trainer's one-hot loss epoch (~2.3), float32: measured 2.4e-7.
+LOSS_ATOL = 2e-6
+
+
+def test_nchw_variant_gives_the_cnns_logits() -> None:
+    variables = jax.jit(CNN().init)(jax.random.key(0), jnp.zeros((1, 28, 28, 1), jnp.float32))
+    images = jax.random.normal(jax.random.key(1), (16, 28, 28, 1), jnp.float32)
+    expected = np.asarray(jax.jit(CNN().apply)(variables, images))
+    got = np.asarray(jax.jit(gc.nchw_apply)(variables, images))
+    assert np.abs(got - expected).max() <= NCHW_LOGITS_ATOL
+
+
+def test_optax_loss_epoch_matches_the_trainers_epoch() -> None:
+    """A few steps of each epoch function from the same state (batches of 8 keep the CPU's rolled scan quick)."""
+    device = jax.devices("cpu")[0]
+    rng = np.random.default_rng(0)
+    data = (rng.normal(size=(64, 28, 28, 1)).astype(np.float32), rng.integers(0, 10, 64).astype(np.int32))
+    order = rng.permutation(64)[:24].reshape(3, 8).astype(np.int32)
+    state = gc.make_state("cnn", device)  # create_state's, compiled as one program
+    losses = {}
+    for loss in ("one_hot", "optax"):
+        fresh = jax.tree.map(jnp.array, state)  # a copy: the epoch function donates its state
+        _, metrics = gc.epoch_function(loss)(fresh, data, order)
+        losses[loss] = np.asarray(metrics["loss"])
+    assert losses["one_hot"].shape == (3,)
+    np.testing.assert_allclose(losses["optax"], losses["one_hot"], rtol=0, atol=LOSS_ATOL)
+
+
+def test_hlo_facts_count_a_scatter_and_custom_calls() -> None:
+    scatter = jax.jit(lambda x, i: jnp.zeros(8).at[i].add(x))
+    text = scatter.lower(jnp.ones(3), jnp.array([1, 1, 5])).compile().as_text()
+    facts = gc.hlo_facts(text)
+    assert facts["scatter"] >= 1, text
+    assert gc.hlo_facts(jax.jit(lambda x: x * 2).lower(jnp.ones(3)).compile().as_text())["scatter"] == 0
+    # Custom calls exist on a GPU only: two lines as XLA:GPU prints them.
+    gpu = (
+        "%cudnn-conv-bias-activation.1 = (f32[128,28,28,32]{3,2,1,0}, u8[0]{0}) custom-call(%p0, %p1, %p2), "
+        'window={size=3x3 pad=1_1x1_1}, custom_call_target="__cudnn$convBiasActivationForward"\n'
+        '%custom-call.2 = (f32[128,10]{1,0}, s8[4194304]{0}) custom-call(%a, %b), custom_call_target="__cublas$gemm"\n'
+        "%while.3 = (s32[], f32[3]) while(%tuple), condition=%cond, body=%body\n"
+    )
+    facts = gc.hlo_facts(gpu)
+    assert facts["custom_calls"] == {"__cublas$gemm": 1, "__cudnn$convBiasActivationForward": 1}
+    assert facts["while"] == 1 and facts["scatter"] == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--candidates", "shipped,no_such"], "unknown candidate 'no_such'"),
+        (["--dry-run", "--device", "cuda"], "--dry-run runs on the CPU"),
+        (["--train-size", "5"], "--train-size takes"),
+        (["--budget", "0"], "--budget takes"),
+    ],
+)
+def test_bad_command_lines_are_one_line_and_exit_2(tmp_path: Path, capsys, argv: list[str], expected: str) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        gc.main([str(tmp_path / "out"), *argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and expected in err and err.count("\n") == 1, err
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("flag", "named"),
+    [("--xla_gpu_no_such_flag=1", "xla_gpu_no_such_flag"), ("--xla_gpu_enable_command_buffer=NO_SUCH", "NO_SUCH")],
+)
+def test_a_flag_this_xla_does_not_know_reads_as_refused(flag: str, named: str) -> None:
+    """XLA's own words for an unknown flag or value, from a real process, become the one line the table shows."""
+    env = {**os.environ, "XLA_FLAGS": f"--xla_gpu_deterministic_ops=true {flag}", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", "import jax; jax.devices()"], env=env, capture_output=True, text=True)
+    assert done.returncode != 0
+    line = gc.failure(done.returncode, done.stderr)
+    assert line.startswith("refused by this XLA: ") and named in line and "\n" not in line, line
+
+
+def test_every_candidates_flags_parse_in_this_xla() -> None:
+    """Each candidate's XLA_FLAGS (the autotune file's too) is accepted by this jaxlib's flag parser; the GPU's
+    jaxlib may differ, which the orchestrator records as refused."""
+    flags = {f for c in gc.CANDIDATES.values() for f in c.flags}
+    flags |= {"--xla_gpu_dump_autotune_results_to=/tmp/a.textproto", "--xla_gpu_load_autotune_results_from=/tmp/a"}
+    env = {**os.environ, "XLA_FLAGS": " ".join(sorted(flags)), "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", "import jax; jax.devices()"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.e2e
+def test_dry_run_end_to_end(tmp_path: Path) -> None:
+    stem = tmp_path / "dry"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu_candidates", str(stem), "--dry-run"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(Path(f"{stem}.json").read_text())
+    assert list(report["candidates"]) == list(gc.CANDIDATES)
+    for name, candidate in report["candidates"].items():
+        ok = [r for r in candidate["runs"] if "epoch_s" in r]
+        assert ok, (name, candidate["runs"])
+        for run in ok:
+            assert run["epoch_s"] and all(s > 0 for s in run["epoch_s"]), (name, run)
+            assert isinstance(run["params_sha256"], str) and len(run["params_sha256"]) == 64
+    assert report["complete_rounds"] == 2
+    assert report["summary"]["shipped"]["byte_identical"] is True
+    assert report["summary"]["optax_loss"]["hlo"]["scatter"] >= 1
+    md = Path(f"{stem}.md").read_text()
+    assert "**Verdict:** adopt `" in md
+    assert all(f"| {name} |" in md for name in gc.CANDIDATES)
+
+
+def _run(round_: int, seconds: list[float], sha: str, scatter: int = 0) -> dict:
+    hlo = {
+        "scatter": scatter,
+        "while": 1,
+        "sort": 0,
+        "convolution": 0,
+        "fusion": 9,
+        "custom_calls": {"__cublas$gemm": 2},
+    }
+    return {
+        "round": round_,
+        "epoch_s": seconds,
+        "first_call_s": seconds[0] + 1.0,
+        "compile_s": 2.0,
+        "cache_lookups": {"hits": int(round_ > 1), "misses": int(round_ == 1)},
+        "params_sha256": sha,
+        "hlo": hlo,
+        "epoch_losses": [0.1],
+    }
+
+
+def test_the_verdict_is_the_fastest_byte_identical_candidate_that_asks_for_determinism() -> None:
+    """Known round times and digests in, the table and the verdict out (no worker runs)."""
+    runs = {
+        "shipped": [_run(r, [0.20, 0.21, 0.20], "a") for r in (1, 2, 3)],
+        "nondeterministic": [_run(r, [0.10, 0.10, 0.11], "b" * r) for r in (1, 2, 3)],
+        "exclude_nondet_cached": [_run(r, [0.105, 0.104, 0.106], "c") for r in (1, 2, 3)],
+        "nondet_autotune0": [_run(r, [0.09, 0.09, 0.09], "d") for r in (1, 2, 3)],  # identical by luck
+        "command_buffer_while": [{"round": 1, "error": "refused by this XLA: Illegal value for --xla_gpu_enable"}],
+    }
+    summary = gc.summarize(runs, 3)
+    assert summary["shipped"]["byte_identical"] is True and summary["nondeterministic"]["byte_identical"] is False
+    assert summary["exclude_nondet_cached"]["vs_shipped"]["ratio"] == pytest.approx(0.20 / 0.105, rel=0.05)
+    assert summary["exclude_nondet_cached"]["vs_shipped"]["pairs"] == 9
+    verdict = gc.verdict(summary, runs, 3)
+    assert verdict["candidate"] == "exclude_nondet_cached"
+    assert 0.91 < verdict["vs_nondeterministic"]["ratio"] < 1.0
+    assert "met: the whole interval" in verdict["line"] and "nondet_autotune0" in verdict["line"]
+    report = {
+        "settings": {"device": "cuda", "budget_s": 240.0, "rounds": 3, "train_size": 60000, "epochs": 3},
+        "started": "now",
+        "environment": {"device": "gpu: NVIDIA H200", "versions": {"jax": "0.11.2"}},
+        "complete_rounds": 3,
+        "stopped": None,
+        "elapsed_s": 200.0,
+        "summary": summary,
+        "verdict": verdict,
+    }
+    md = gc.markdown(report)
+    assert "| command_buffer_while |" in md and "refused by this XLA: Illegal value" in md
+    assert "**Verdict:** adopt `exclude_nondet_cached`" in md
+    assert "2.00 / 2.00 (cache) / 2.00 (cache)" in md
