@@ -11,7 +11,8 @@ interval's lower end clears it. Pure NumPy, no framework: the report and the tes
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -86,6 +87,29 @@ def interleaved_schedule(rounds: dict[str, int]) -> list[tuple[int, str]]:
         order = names if cycle % 2 == 0 else names[::-1]
         schedule.extend((cycle, name) for name in order if cycle < rounds[name])
     return schedule
+
+
+def timed_blocks(
+    calls: dict[str, Callable[[], object]],
+    blocks: int,
+    per_block: int,
+    drain: dict[str, Callable[[], None]] | None = None,
+) -> dict[str, list[list[float]]]:
+    """Each variant's calls timed one by one, in `blocks` interleaved blocks of `per_block` calls
+    (`interleaved_schedule`): {variant: [[seconds of each call] per block]}. `drain[variant]`, when given, runs
+    untimed after each of its blocks (waiting for queued device work, so that it does not spill into the next
+    variant's block)."""
+    timed: dict[str, list[list[float]]] = {name: [] for name in calls}
+    for _, name in interleaved_schedule(dict.fromkeys(calls, blocks)):
+        call, block = calls[name], []
+        for _ in range(per_block):
+            start = time.perf_counter()
+            call()
+            block.append(time.perf_counter() - start)
+        if drain:
+            drain[name]()
+        timed[name].append(block)
+    return timed
 
 
 def mean_and_spread(values: Sequence[float]) -> dict[str, float | int | None]:

@@ -21,7 +21,7 @@ from flax import nnx
 from benchmarks.conditions import LoadMeter
 from benchmarks.conftest import environment
 from benchmarks.runners import jax_device, train_config
-from benchmarks.stats import interleaved_schedule, median_interval
+from benchmarks.stats import median_interval, timed_blocks
 from mnist_jax import steps as jax_steps
 from mnist_jax import steps_nnx
 
@@ -111,17 +111,11 @@ def test_call_overhead(benchmark, device, smoke):
         jax.block_until_ready(results[variant]())
     per_block = 5 if smoke else CALLS_PER_BLOCK[device]
     blocks = 2 if smoke else BLOCKS
-    timed: dict[str, list[list[float]]] = {v: [] for v in OVERHEAD_VARIANTS}
+    timed: dict[str, list[list[float]]] = {}
 
-    def run_all() -> None:
-        for _, variant in interleaved_schedule(dict.fromkeys(OVERHEAD_VARIANTS, blocks)):
-            call, block = calls[variant], []
-            for _ in range(per_block):
-                start = time.perf_counter()
-                call()
-                block.append(time.perf_counter() - start)
-            jax.block_until_ready(results[variant]())  # the queue drained before the next variant's block
-            timed[variant].append(block)
+    def run_all() -> None:  # each block's queue drained before the next variant's block
+        drain = {v: (lambda v=v: jax.block_until_ready(results[v]())) for v in OVERHEAD_VARIANTS}
+        timed.update(timed_blocks(calls, blocks, per_block, drain))
 
     benchmark.group = f"call overhead {device}"
     with LoadMeter() as meter:

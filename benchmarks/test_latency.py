@@ -20,7 +20,7 @@ import torch
 from benchmarks.conditions import LoadMeter
 from benchmarks.conftest import environment
 from benchmarks.runners import jax_device
-from benchmarks.stats import interleaved_schedule, median_interval
+from benchmarks.stats import median_interval, timed_blocks
 from mnist_jax import steps as jax_steps
 from mnist_jax.port import params_from_torch
 from mnist_torch import steps as torch_steps
@@ -60,16 +60,12 @@ def test_latency(benchmark, device, mnist, jax_mnist, smoke):
             predictors[variant](image)
     per_block = 2 if smoke else CALLS[device] // BLOCKS
     blocks = 2 if smoke else BLOCKS
-    calls: dict[str, list[list[float]]] = {v: [] for v in LATENCY_VARIANTS}
+    calls: dict[str, list[list[float]]] = {}
+    framework_image = {v: images[v.split("_")[0]] for v in LATENCY_VARIANTS}
+    one_image = {v: (lambda p=predictors[v], image=framework_image[v]: p(image)) for v in LATENCY_VARIANTS}
 
     def run_all() -> None:
-        for _, variant in interleaved_schedule(dict.fromkeys(LATENCY_VARIANTS, blocks)):
-            predict, image, block = predictors[variant], images[variant.split("_")[0]], []
-            for _ in range(per_block):
-                start = time.perf_counter()
-                predict(image)
-                block.append(time.perf_counter() - start)
-            calls[variant].append(block)
+        calls.update(timed_blocks(one_image, blocks, per_block))
 
     benchmark.group = f"latency {device} batch 1 float32"
     with LoadMeter() as meter:

@@ -1,5 +1,5 @@
 """benchmarks/gpu_candidates.py: its variants compute what the trainer computes, its HLO facts count, its command
-line refuses bad input in one line, and (e2e) its dry run goes end to end on the CPU."""
+line refuses bad input in one line, and (e2e) XLA parses its flags and its dry run goes end to end on the CPU."""
 
 from __future__ import annotations
 
@@ -86,6 +86,7 @@ def test_bad_command_lines_are_one_line_and_exit_2(tmp_path: Path, capsys, argv:
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.e2e  # a JAX process per case
 @pytest.mark.parametrize(
     ("flag", "named"),
     [("--xla_gpu_no_such_flag=1", "xla_gpu_no_such_flag"), ("--xla_gpu_enable_command_buffer=NO_SUCH", "NO_SUCH")],
@@ -99,6 +100,7 @@ def test_a_flag_this_xla_does_not_know_reads_as_refused(flag: str, named: str) -
     assert line.startswith("refused by this XLA: ") and named in line and "\n" not in line, line
 
 
+@pytest.mark.e2e  # a JAX process
 def test_every_candidates_flags_parse_in_this_xla() -> None:
     """Each candidate's XLA_FLAGS (the autotune file's too) is accepted by this jaxlib's flag parser; the GPU's
     jaxlib may differ, which the orchestrator records as refused."""
