@@ -313,7 +313,7 @@ def nnx_round(
             jax.block_until_ready((loss, nnx.state(model)))
     elif variant == "jax_nnx_leaves":
         graphdef, state = steps_nnx.split(model, optimizer)
-        leaves, treedef = steps_nnx.flatten(state)
+        leaves, treedef = jax.tree.flatten(state)
         holder = {"leaves": leaves}
         lowered = steps_nnx.train_step_leaves.lower(graphdef, treedef, leaves, step_batches[0])
         step = jax_steps.compile_train(lowered, dev.platform)

@@ -1,6 +1,6 @@
 """Accuracy and time to 99%: each trainer, as a user runs it, over several seeds.
 
-Every run is the real command (`python -m mnist_jax.train`, `python -m mnist_torch.train --mode M`) in
+Every run is the real command (`python -m mnist_jax.train [--api A]`, `python -m mnist_torch.train --mode M`) in
 a fresh process, so that each framework's own settings act exactly as they ship: the trainers'
 deterministic settings in the "shipped" column, and `--nondeterministic` (each framework's fastest: cuDNN
 and XLA autotuning, atomics allowed) in the "fastest" column. Seeds run interleaved (seed 0 of every
@@ -29,9 +29,13 @@ from benchmarks.conftest import environment, skip_precision_not_run_on
 from benchmarks.stats import mean_and_spread
 from mnist_common.report import ORIGINAL_ACCURACY
 
-#: Each framework's trainer in each of its execution modes: the command's module and flags.
+#: Each framework's trainer in each of its execution modes: the command's module and flags. JAX's also in Flax
+#: NNX's stateful form, the one Flax's own MNIST example writes (`--api nnx-jit`): one `nnx.jit` call per step,
+#: compiled with XLA's default options. (`--api nnx-split` computes Linen's very steps with Linen's options and
+#: calls: tests/test_nnx.py.)
 TRAINERS = {
     "jax": ("mnist_jax.train", []),
+    "jax_nnx_jit": ("mnist_jax.train", ["--api", "nnx-jit"]),
     "torch_eager": ("mnist_torch.train", ["--mode", "eager"]),
     "torch_cudagraph": ("mnist_torch.train", ["--mode", "cuda-graphs"]),
     "torch_compile": ("mnist_torch.train", ["--mode", "compile"]),

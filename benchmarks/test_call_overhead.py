@@ -81,10 +81,10 @@ def counting_call(variant: str, device: str) -> tuple[Callable[[], None], Callab
             holder["state"] = count_split(graphdef, holder["state"])
 
         return call, lambda: holder["state"], lambda: int(steps_nnx.merge(graphdef, holder["state"])[1].step[...])
-    leaves, treedef = steps_nnx.flatten(state)
+    leaves, treedef = jax.tree.flatten(state)
 
     def count_leaves(leaves: list[jax.Array]) -> list[jax.Array]:
-        return jax.tree.leaves(_count_split(graphdef, steps_nnx.unflatten(treedef, leaves)))
+        return jax.tree.leaves(_count_split(graphdef, jax.tree.unflatten(treedef, leaves)))
 
     count = jax.jit(count_leaves, donate_argnums=0)
     holder = {"leaves": leaves}
@@ -93,7 +93,7 @@ def counting_call(variant: str, device: str) -> tuple[Callable[[], None], Callab
         holder["leaves"] = count(holder["leaves"])
 
     def steps_done() -> int:
-        return int(steps_nnx.merge(graphdef, steps_nnx.unflatten(treedef, holder["leaves"]))[1].step[...])
+        return int(steps_nnx.merge(graphdef, jax.tree.unflatten(treedef, holder["leaves"]))[1].step[...])
 
     return call, lambda: holder["leaves"], steps_done
 

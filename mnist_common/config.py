@@ -69,6 +69,12 @@ PRECISIONS = ("float32", "bf16")
 #: mode, compiled (`jax.jit`), and no --mode.
 TORCH_MODES = ("eager", "compile", "cuda-graphs")
 
+#: The Flax APIs the JAX trainer writes its step in (--api): Linen, the pure-functional mirror; Flax NNX's
+#: functional route (`nnx.split` once, a `jax.jit` step over the pure state); and NNX's stateful route, the
+#: form of Flax's own MNIST example (`nnx.jit` over the module and an `nnx.Optimizer`). The same SGD steps,
+#: checkpoints and weights in every API (`mnist_jax.steps_nnx`). PyTorch has one API, and no --api.
+JAX_APIS = ("linen", "nnx-split", "nnx-jit")
+
 #: The most --devices (per process) and --num-processes accept: far past any machine or cluster this project
 #: would run on, so anything larger is a typo.
 MAX_DEVICES = 4096
@@ -119,6 +125,7 @@ class TrainConfig:
     quiet: bool = False
     resume: bool = False  # continue from the checkpoint in out_dir instead of starting afresh
     mode: str | None = None  # PyTorch: one of TORCH_MODES (None: eager); JAX: None, it always compiles
+    api: str | None = None  # JAX: one of JAX_APIS (None: linen); PyTorch: None, it has one API
     # Data parallelism. JAX: --devices per process, and --num-processes > 1 starts jax.distributed with
     # --coordinator and --process-id. PyTorch takes its processes from torchrun's environment instead.
     devices: int = 1
@@ -277,7 +284,8 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser(framework: str) -> argparse.ArgumentParser:
-    """``python -m mnist_<framework>.train``'s flags, the same for both trainers (JAX has no --mode).
+    """``python -m mnist_<framework>.train``'s flags, the same for both trainers (JAX has no --mode, PyTorch no --api
+    or flags of its own for data parallelism: torchrun's environment).
     Each help line says what the flag accepts; values are checked here, paths in `mnist_common.cli`."""
     d = TrainConfig()
     parser = Parser(
@@ -339,6 +347,14 @@ def build_parser(framework: str) -> argparse.ArgumentParser:
             "or the whole step captured once as a CUDA graph and replayed (GPU only); the same SGD steps in every mode",
         )
     if framework == "jax":
+        parser.add_argument(
+            "--api",
+            choices=JAX_APIS,
+            default="linen",
+            help="the Flax API of the training step: linen (the pure-functional mirror), nnx-split (Flax NNX, one "
+            "jax.jit step over the split state) or nnx-jit (Flax NNX's nnx.jit, as Flax's MNIST example); the same "
+            "SGD steps, checkpoints and weights in each",
+        )
         parser.add_argument(
             "--devices",
             type=_devices,

@@ -118,13 +118,19 @@ def create_state(seed: int, config: TrainConfig, device: jax.Device | None = Non
     The state is a pytree: params, optimizer state and step count, with the model's `apply` (in the
     training compute dtype) as static metadata. It carries no RNG key
     because nothing after initialization is random (no dropout); the batch order comes
-    from the seed through `batch_indices`, shared with the PyTorch trainer. On the CPU the model computes
-    conv1 as one matmul (`CNN.conv1_as_matmul`): the same parameters, a faster step there.
+    from the seed through `batch_indices`, shared with the PyTorch trainer. The model computes conv1 in the
+    device's form (`conv1_as_matmul_on`). The Flax NNX routes start from this very state (`mnist_jax.steps_nnx`).
     """
-    platform = (device or jax.local_devices()[0]).platform
     variables = CNN().init(jax.random.key(seed), jnp.zeros((1, 28, 28, 1), jnp.float32))
-    model = CNN(dtype=COMPUTE_DTYPES[config.precision], conv1_as_matmul=platform == "cpu")
+    model = CNN(dtype=COMPUTE_DTYPES[config.precision], conv1_as_matmul=conv1_as_matmul_on(device))
     return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=make_optimizer(config))
+
+
+def conv1_as_matmul_on(device: jax.Device | None = None) -> bool:
+    """Whether the trainer computes conv1 as one matmul (`CNN.conv1_as_matmul`) on `device` (default: JAX's
+    default device): on the CPU, where it trains faster with the same parameters (benchmarks/RESULTS.md);
+    accelerators keep `nn.Conv`."""
+    return (device or jax.local_devices()[0]).platform == "cpu"
 
 
 #: SGD steps fused into one compiled call on the CPU. Unrolled (no XLA while loop), they train faster
@@ -285,6 +291,33 @@ def predict(params: Any, images: jax.Array) -> np.ndarray:
     return np.concatenate([np.asarray(p) for p in probabilities])
 
 
+def _same(state: Any) -> Any:
+    return state
+
+
+class Route(NamedTuple):
+    """One way of writing the training step, as `compile_steps` compiles it and `Steps` calls it.
+
+    `single`, `fused` and `epoch` are the step's three variants (`train_step`, `train_steps`,
+    `train_epoch_steps` in Linen), each (route's state, batches) -> (new state, metrics). `start` turns the
+    trainer's `TrainState` (what checkpoints, evaluation and the exported weights read) into the route's own
+    state, and `finish` turns it back, once per epoch. `ahead_of_time`: jitted functions that `compile_steps`
+    lowers and compiles; otherwise a callable that compiles on its first call (`nnx.jit`), which `compile_steps`
+    makes on a copy of the state. Flax NNX's routes are in `mnist_jax.steps_nnx`."""
+
+    name: str
+    single: Callable
+    fused: Callable | None = None
+    epoch: Callable | None = None
+    start: Callable[[TrainState], Any] = _same
+    finish: Callable[[Any], TrainState] = _same
+    ahead_of_time: bool = True
+
+
+#: The Linen step, the trainer's default (--api linen): its state is the `TrainState` itself.
+LINEN = Route("Linen", train_step, train_steps, train_epoch_steps)
+
+
 class Steps(NamedTuple):
     """The compiled training steps of one run, as `mnist_jax.train.train_epoch` calls them: a whole epoch
     per call, or FUSED_STEPS at a time plus one at a time, or (several CPU devices) one at a time."""
@@ -292,11 +325,14 @@ class Steps(NamedTuple):
     epoch: Callable | None = None
     fused: Callable | None = None
     single: Callable | None = None
+    route: Route = LINEN
 
     def describe(self) -> str:
         if self.epoch is not None:
-            return "a whole epoch per call"
-        return f"{FUSED_STEPS} unrolled steps per call" if self.fused is not None else "one step per call"
+            calls = "a whole epoch per call"
+        else:
+            calls = f"{FUSED_STEPS} unrolled steps per call" if self.fused is not None else "one step per call"
+        return f"{self.route.name}, {calls}"
 
     def calls(self, order: np.ndarray) -> list[np.ndarray]:
         """The epoch's (steps, batch) order cut into the rows of each call: all of them in one, or
@@ -341,30 +377,42 @@ def epoch_per_call(device: jax.Device) -> bool:
 
 
 def compile_steps(
-    state: TrainState, train: Split, test: Split, batch_size: int, device: jax.Device, mesh: Mesh
+    state: TrainState,
+    train: Split,
+    test: Split,
+    batch_size: int,
+    device: jax.Device,
+    mesh: Mesh,
+    route: Route = LINEN,
 ) -> tuple[Steps, float, dict[str, int]]:
     """Compile the train and eval steps for `device`'s platform and the arrays' places on `mesh` ahead of
-    time (or load them from the persistent compilation cache); `train` as `train_epoch` takes it.
+    time (or load them from the persistent compilation cache); `train` as `train_epoch` takes it; the train
+    steps written as `route` says (--api).
 
     Returns the compiled train steps, the seconds spent, and the cache's hits and misses among them.
     """
     start = time.perf_counter()
     with count_cache_lookups() as lookups:
-        if epoch_per_call(device):
+        batch = place((train.images[:batch_size], train.labels[:batch_size]), batch_sharded(mesh))
+        if not route.ahead_of_time:  # compiled by its first call: one step on a copy, so no epoch's time includes it
+            jax.block_until_ready(route.single(route.start(jax.tree.map(jnp.copy, state)), batch))
+            steps = Steps(single=route.single, route=route)
+        elif epoch_per_call(device):
             order = place(
                 np.zeros((num_batches(len(train.labels), batch_size), batch_size), np.int32),
                 batch_sharded(mesh, stacked=True),
             )
-            steps = Steps(epoch=compile_train(train_epoch_steps.lower(state, tuple(train), order), device.platform))
+            lowered = route.epoch.lower(route.start(state), tuple(train), order)
+            steps = Steps(epoch=compile_train(lowered, device.platform), route=route)
         else:
             idx = np.arange(FUSED_STEPS * batch_size).reshape(FUSED_STEPS, batch_size) % len(train.labels)
-            batch = place((train.images[:batch_size], train.labels[:batch_size]), batch_sharded(mesh))
-            steps = Steps(single=compile_train(train_step.lower(state, batch), device.platform))
+            steps = Steps(
+                single=compile_train(route.single.lower(route.start(state), batch), device.platform), route=route
+            )
             if fuse_steps(mesh):
                 chunk = place((train.images[idx], train.labels[idx]), batch_sharded(mesh, stacked=True))
-                steps = steps._replace(
-                    fused=compile_train(train_steps.lower(state, chunk, unroll=True), device.platform)
-                )
+                lowered = route.fused.lower(route.start(state), chunk, unroll=True)
+                steps = steps._replace(fused=compile_train(lowered, device.platform))
         eval_step.lower(state.params, (test.images[:EVAL_BATCH_SIZE], test.labels[:EVAL_BATCH_SIZE])).compile()
     return steps, time.perf_counter() - start, lookups
 

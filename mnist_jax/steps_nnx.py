@@ -13,20 +13,36 @@
   then passes a plain list, the cheapest call there is (benchmarks/RESULTS.md, "Flax NNX").
 Every route computes exactly the Linen step: the same loss (`mnist_jax.steps.cross_entropy`), the same optax SGD,
 from the same parameters (tests/test_nnx.py).
+
+The trainer's --api runs the first two (`make_route`): its checkpoints, evaluation and weights read the Linen
+`TrainState`, which each epoch converts to the route's state and back (`to_split_state`, `to_train_state`: the
+same arrays, rearranged, no copy), so every API writes the same files and one can resume another's run.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import jax
 from flax import nnx
+from flax.training.train_state import TrainState
 
 from mnist_common.config import TrainConfig
-from mnist_jax.model import CNN as LinenCNN
 from mnist_jax.model_nnx import CNN, from_linen_params
-from mnist_jax.steps import COMPUTE_DTYPES, Batch, check_labels, cross_entropy, make_optimizer
+from mnist_jax.steps import (
+    COMPUTE_DTYPES,
+    LINEN,
+    Batch,
+    Metrics,
+    Route,
+    check_labels,
+    conv1_as_matmul_on,
+    create_state,
+    cross_entropy,
+    make_optimizer,
+)
 
 #: The functional route's state: `nnx.split((model, optimizer))`'s state half, a pytree of arrays.
 SplitState = nnx.State
@@ -34,11 +50,10 @@ SplitState = nnx.State
 
 def create_model(seed: int, config: TrainConfig, device: jax.Device | None = None) -> tuple[CNN, nnx.Optimizer]:
     """The NNX model and its SGD optimizer for training on `device` (default: JAX's default device), from the very
-    parameters `mnist_jax.steps.create_state` draws for `seed` (Linen's init, converted), with the same choice of
-    conv1's form (a matmul on the CPU), so that a seed trains the same in either API."""
-    platform = (device or jax.local_devices()[0]).platform
-    params = LinenCNN().init(jax.random.key(seed), jax.numpy.zeros((1, 28, 28, 1), jax.numpy.float32))["params"]
-    model = from_linen_params(params, COMPUTE_DTYPES[config.precision], conv1_as_matmul=platform == "cpu")
+    parameters `mnist_jax.steps.create_state` draws for `seed`, with the same choice of conv1's form
+    (`conv1_as_matmul_on`), so that a seed trains the same in either API."""
+    params = create_state(seed, config, device).params
+    model = from_linen_params(params, COMPUTE_DTYPES[config.precision], conv1_as_matmul=conv1_as_matmul_on(device))
     return model, nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param)
 
 
@@ -76,21 +91,22 @@ def split(model: CNN, optimizer: nnx.Optimizer) -> tuple[nnx.GraphDef, SplitStat
     return nnx.split((model, optimizer))
 
 
-def _train_step_split(graphdef: nnx.GraphDef, state: SplitState, batch: Batch) -> tuple[SplitState, jax.Array]:
+def _train_step_split(graphdef: nnx.GraphDef, state: SplitState, batch: Batch) -> tuple[SplitState, Metrics]:
     model, optimizer = nnx.merge(graphdef, state)
     loss, grads = loss_and_grads(model, batch)
     optimizer.update(model, grads)
-    return nnx.split((model, optimizer))[1], loss
+    return nnx.split((model, optimizer))[1], {"loss": loss}
 
 
-#: One SGD step over the pure state: (graphdef, state, batch) -> (new state, loss). The old state is donated.
+#: One SGD step over the pure state: (graphdef, state, batch) -> (new state, {"loss"}), as Linen's `train_step`.
+#: The old state is donated.
 train_step_split = jax.jit(_train_step_split, static_argnums=0, donate_argnums=1)
 
 
 def _train_steps_split(
     graphdef: nnx.GraphDef, state: SplitState, batches: Batch, unroll: int | bool = 1
-) -> tuple[SplitState, jax.Array]:
-    return jax.lax.scan(lambda s, batch: _train_step_split(graphdef, s, batch), state, batches, unroll=unroll)
+) -> tuple[SplitState, Metrics]:
+    return jax.lax.scan(functools.partial(_train_step_split, graphdef), state, batches, unroll=unroll)
 
 
 #: K steps of the functional route in one call, as `mnist_jax.steps.train_steps` fuses Linen's: batches stacked
@@ -98,24 +114,27 @@ def _train_steps_split(
 train_steps_split = jax.jit(_train_steps_split, static_argnums=0, donate_argnums=1, static_argnames="unroll")
 
 
-def flatten(state: SplitState) -> tuple[list[jax.Array], Any]:
-    """The split state as its list of arrays and the tree structure to rebuild it (`unflatten`)."""
-    return jax.tree.flatten(state)
+def _train_epoch_steps_split(
+    graphdef: nnx.GraphDef, state: SplitState, data: Batch, order: jax.Array
+) -> tuple[SplitState, Metrics]:
+    images, labels = data
 
+    def step(state: SplitState, idx: jax.Array) -> tuple[SplitState, Metrics]:
+        return _train_step_split(graphdef, state, (images[idx], labels[idx]))
 
-def unflatten(treedef: Any, leaves: list[jax.Array]) -> SplitState:
-    return jax.tree.unflatten(treedef, leaves)
+    return jax.lax.scan(step, state, order)
 
 
 def _train_step_leaves(
     graphdef: nnx.GraphDef, treedef: Any, leaves: list[jax.Array], batch: Batch
-) -> tuple[list[jax.Array], jax.Array]:
-    state, loss = _train_step_split(graphdef, unflatten(treedef, leaves), batch)
-    return jax.tree.leaves(state), loss
+) -> tuple[list[jax.Array], Metrics]:
+    state, metrics = _train_step_split(graphdef, jax.tree.unflatten(treedef, leaves), batch)
+    return jax.tree.leaves(state), metrics
 
 
-#: One SGD step over the flattened state: (graphdef, treedef, leaves, batch) -> (new leaves, loss); the old
-#: leaves are donated. The structure is rebuilt only while tracing.
+#: One SGD step over the split state flattened (`jax.tree.flatten`) into its list of arrays:
+#: (graphdef, treedef, leaves, batch) -> (new leaves, {"loss"}); the old leaves are donated. The structure is
+#: rebuilt only while tracing.
 train_step_leaves = jax.jit(_train_step_leaves, static_argnums=(0, 1), donate_argnums=2)
 
 
@@ -127,3 +146,67 @@ def merge(graphdef: nnx.GraphDef, state: SplitState) -> tuple[CNN, nnx.Optimizer
 def linen_params(state: SplitState) -> dict[str, Any]:
     """The model's parameters in the split state, as Linen's `params` tree (for checkpoints and the port)."""
     return nnx.to_pure_dict(nnx.filter_state(state[0], nnx.Param))
+
+
+def to_split_state(train_state: TrainState, like: SplitState) -> SplitState:
+    """Linen's `TrainState` as the split state of the same model and optimizer (`like` gives the structure; its
+    leaves may be abstract). Both hold the same arrays: the parameters, SGD's momentum trace (each in the
+    parameters' sorted order) and the step count; the split state orders them model first, then the
+    optimizer's `opt_state` and `step`. The arrays move, none is copied (tests/test_nnx.py)."""
+    arranged = {0: train_state.params, 1: {"opt_state": train_state.opt_state, "step": train_state.step}}
+    return jax.tree.unflatten(jax.tree.structure(like), jax.tree.leaves(arranged))
+
+
+def to_train_state(state: SplitState, like: TrainState) -> TrainState:
+    """The split state back as Linen's `TrainState` (`like` gives the static half: the model's apply and optax's
+    transformation, and the optimizer state's structure): what checkpoints, evaluation and weights read."""
+    pure = nnx.to_pure_dict(state)
+    model, optimizer = pure[0], pure[1]
+    opt_state = jax.tree.unflatten(jax.tree.structure(like.opt_state), jax.tree.leaves(optimizer["opt_state"]))
+    return like.replace(step=optimizer["step"], params=model, opt_state=opt_state)
+
+
+def _train_step_stateful(state: tuple[CNN, nnx.Optimizer], batch: Batch) -> tuple[tuple[CNN, nnx.Optimizer], Metrics]:
+    return state, {"loss": train_step_nnx_jit(*state, batch)}
+
+
+def _merge_train_state(train_state: TrainState, graphdef: nnx.GraphDef, like: SplitState) -> tuple[CNN, nnx.Optimizer]:
+    return merge(graphdef, to_split_state(train_state, like))
+
+
+def _split_train_state(objects: tuple[CNN, nnx.Optimizer], like: TrainState) -> TrainState:
+    return to_train_state(nnx.state(objects), like)
+
+
+def make_route(config: TrainConfig, device: jax.Device) -> Route:
+    """The training step of --api `config.api` on `device`, for `mnist_jax.steps.compile_steps`.
+
+    - linen (or None): `mnist_jax.steps.LINEN`.
+    - nnx-split: the functional route, its three variants jitted over the split state with the graph bound,
+      compiled ahead of time with the trainer's compiler options, as Linen's are.
+    - nnx-jit: `train_step_nnx_jit`, Flax's example's form, one step per call on every device. `nnx.jit`
+      compiles on its first call, with XLA's default options (benchmarks/RESULTS.md, "Flax NNX": on the CPU,
+      its YNNPACK fusions cost this step; `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=` removes them).
+    """
+    if config.api in (None, "linen"):
+        return LINEN
+    like = jax.eval_shape(lambda: create_state(config.seed, config, device))  # only the structure is used
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: create_model(config.seed, config, device)))
+    if config.api == "nnx-split":
+        return Route(
+            "Flax NNX, split state",
+            single=jax.jit(functools.partial(_train_step_split, graphdef), donate_argnums=0),
+            fused=jax.jit(functools.partial(_train_steps_split, graphdef), donate_argnums=0, static_argnames="unroll"),
+            epoch=jax.jit(functools.partial(_train_epoch_steps_split, graphdef), donate_argnums=0),
+            start=functools.partial(to_split_state, like=abstract),
+            finish=functools.partial(to_train_state, like=like),
+        )
+    if config.api == "nnx-jit":
+        return Route(
+            "Flax NNX, nnx.jit",
+            single=_train_step_stateful,
+            start=functools.partial(_merge_train_state, graphdef=graphdef, like=abstract),
+            finish=functools.partial(_split_train_state, like=like),
+            ahead_of_time=False,
+        )
+    raise ValueError(f"--api {config.api!r} is not one of linen, nnx-split, nnx-jit; pass one of them")

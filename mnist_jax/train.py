@@ -1,9 +1,12 @@
 """Train the Flax CNN: optax SGD with momentum on cross-entropy, jit-compiled, evaluated on the test set each epoch.
 
-Usage: python -m mnist_jax.train [--epochs 10] [--batch-size 128] [--lr 0.1] [--momentum 0.9] [--resume] ...
+Usage: python -m mnist_jax.train [--epochs 10] [--batch-size 128] [--lr 0.1] [--momentum 0.9] [--api linen] ...
 
 Writes into --out-dir: metrics.json, a checkpoint after every epoch (`--resume` continues
 from it), weights.safetensors, and the plots curves.png, confusion.png, misclassified.png.
+
+--api picks the Flax API the step is written in: Linen (this mirror's), or Flax NNX's functional or
+stateful route (`mnist_jax.steps_nnx`); checkpoints, metrics.json and weights are the same in each.
 
 Data parallel: ``--devices N`` trains on N devices of this process, and ``--num-processes`` joins several
 processes through `jax.distributed` (`mnist_jax.parallel`); every global batch is split among the devices.
@@ -85,6 +88,7 @@ from mnist_jax.steps import (
     resolve_device,
     start_backends,
 )
+from mnist_jax.steps_nnx import make_route
 from mnist_jax.weights import export_weights
 
 
@@ -104,12 +108,15 @@ def train_epoch(
     its share of every batch; otherwise `train` is in host memory, and the batches go FUSED_STEPS at a
     time through `train_steps` and the few left over through `train_step` (on several CPU devices every
     step goes through `train_step`: `fuse_steps`), each batch split among the devices. The same SGD steps
-    in the same order either way. Losses stay on the device until the epoch ends: reading each one would
-    make the host wait for every step instead of queueing the next; at most IN_FLIGHT calls are queued
-    ahead, so that an interrupt waits for those alone. The progress bar (a terminal only) reads the latest
-    loss every few steps, which lets the queue run ahead in between.
+    in the same order either way, and in every --api: the epoch runs on the API's own form of the state
+    (`steps.route`, `mnist_jax.steps_nnx`), converted from and back to the `TrainState` once. Losses stay
+    on the device until the epoch ends: reading each one would make the host wait for every step instead
+    of queueing the next; at most IN_FLIGHT calls are queued ahead, so that an interrupt waits for those
+    alone. The progress bar (a terminal only) reads the latest loss every few steps, which lets the queue
+    run ahead in between.
     """
     order = epoch_order(config, epoch, len(train.labels))
+    state = steps.route.start(state)  # the --api's own form of the state (Linen's: the TrainState itself)
     losses: list[jax.Array] = []
     with EpochProgress(len(order), epoch, config.epochs, config.batch_size, progress_enabled(config.quiet)) as progress:
         for rows in steps.calls(order):
@@ -119,7 +126,7 @@ def train_epoch(
                 losses[-1 - IN_FLIGHT].block_until_ready()
             for k in range(len(rows)):
                 progress.step(lambda loss=loss, k=k: float(loss[k]))
-    return state, np.asarray(jnp.concatenate(losses))
+    return steps.route.finish(state), np.asarray(jnp.concatenate(losses))
 
 
 def params_finite(params: Any) -> bool:
@@ -127,6 +134,7 @@ def params_finite(params: Any) -> bool:
 
 
 def train(config: TrainConfig) -> list[EpochRecord]:
+    config = dataclasses.replace(config, api=config.api or "linen")  # metrics.json names the API that ran
     with deterministic(not config.nondeterministic):
         start_processes(config)  # jax.distributed, before any backend starts; nothing for one process
         start_backends()  # JAX_PLATFORMS naming an absent platform: one line
@@ -158,7 +166,10 @@ def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
         if not config.quiet:
             print(f"resumed from {config.out_dir} after epoch {len(records)}", flush=True)
     interrupts.now("during compilation")
-    steps, compile_seconds, lookups = compile_steps(state, train_split, test_split, config.batch_size, device, mesh)
+    route = make_route(config, device)
+    steps, compile_seconds, lookups = compile_steps(
+        state, train_split, test_split, config.batch_size, device, mesh, route
+    )
     if not config.quiet:
         print(
             f"compiled train and eval steps ({steps.describe()}, {describe_device(mesh)}) in {compile_seconds:.2f}s "

@@ -87,7 +87,8 @@ def test_the_shared_short_run_learns_and_writes_metrics(framework, trained_run):
     below checks of the real command's metrics.json, without a training run of its own."""
     out_dir = trained_run(framework)
     mode = "eager" if framework == "torch" else None  # PyTorch's --mode; JAX has one mode, compiled
-    config = TrainConfig(epochs=2, train_size=6400, out_dir=out_dir, mode=mode, quiet=True)
+    api = "linen" if framework == "jax" else None  # JAX's --api; PyTorch has one
+    config = TrainConfig(epochs=2, train_size=6400, out_dir=out_dir, mode=mode, api=api, quiet=True)
     assert_learned(json.loads((out_dir / "metrics.json").read_text()), framework, config)
 
 
@@ -117,7 +118,8 @@ def test_short_real_training_learns_and_writes_metrics(framework, tmp_path):
     assert "train loss" in lines[-2] and "img/s" in lines[-2]
 
     mode = "eager" if framework == "torch" else None  # PyTorch's --mode; JAX has one mode, compiled
-    config = TrainConfig(epochs=2, train_size=6400, out_dir=tmp_path, mode=mode)
+    api = "linen" if framework == "jax" else None  # JAX's --api; PyTorch has one
+    config = TrainConfig(epochs=2, train_size=6400, out_dir=tmp_path, mode=mode, api=api)
     assert_learned(json.loads((tmp_path / "metrics.json").read_text()), framework, config)
 
 

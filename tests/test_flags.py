@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 from mnist_common.cli import check_command_line, out_dir_problem
 from mnist_common.config import (
     DEVICES,
+    JAX_APIS,
     MAX_EPOCHS,
     MAX_SEED,
     NUM_TRAIN,
@@ -159,6 +160,7 @@ GOOD = {
     "--device": st.sampled_from(DEVICES),
     "--precision": st.sampled_from(PRECISIONS),
     "--mode": st.sampled_from(TORCH_MODES),
+    "--api": st.sampled_from(JAX_APIS),
     "--devices": st.integers(1, 8).map(str),
     "--dist-timeout": st.integers(1, 3600).map(str),
     "--stop-at-accuracy": st.floats(0, 1, exclude_min=True).map(repr),
@@ -178,7 +180,7 @@ TRAIN_FLAGS = [
 ]
 FLAGS = {
     ("train", "torch"): TRAIN_FLAGS + ["--mode", "--dist-timeout"],
-    ("train", "jax"): TRAIN_FLAGS + ["--devices", "--dist-timeout"],
+    ("train", "jax"): TRAIN_FLAGS + ["--api", "--devices", "--dist-timeout"],
     ("evaluate", "torch"): ["--weights", "--checkpoint", "--device", "--data-dir"],
     ("predict", "torch"): ["--checkpoint", "--device"],
 }
@@ -273,6 +275,7 @@ def assert_valid(command: str, framework: str, parsed: object, argv: list[str]) 
         assert 0 <= parsed.momentum < 1 and math.copysign(1, parsed.momentum) == 1  # never -0.0
         assert parsed.device in DEVICES and parsed.precision in PRECISIONS
         assert parsed.mode in (TORCH_MODES if framework == "torch" else (None,))
+        assert parsed.api in (JAX_APIS if framework == "jax" else (None,))
         assert parsed.stop_at_accuracy is None or 0 < parsed.stop_at_accuracy <= 1
         assert isinstance(parsed.nondeterministic, bool)
         assert parsed.data_dir.is_dir() and out_dir_problem(parsed.out_dir) is None

@@ -121,7 +121,7 @@ def test_conv1_as_matmul_is_nn_conv_in_float64(jax_mnist):
         args = (x, params["kernel"], params["bias"])
         np.testing.assert_allclose(conv1_as_matmul(*args), conv.apply({"params": params}, x), rtol=1e-12, atol=1e-12)
         for got, want in zip(
-            jax.grad(written, argnums=(0, 1, 2))(*args), jax.grad(reference, argnums=(0, 1, 2))(*args)
+            jax.jit(jax.grad(written, argnums=(0, 1, 2)))(*args), jax.jit(jax.grad(reference, argnums=(0, 1, 2)))(*args)
         ):
             assert got.dtype == jnp.float64
             np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-11)
@@ -137,8 +137,8 @@ def test_conv1_as_matmul_trains_like_nn_conv_in_float32(jax_variables, jax_mnist
     assert jax.tree.structure(matmul.init(jax.random.key(0), x[:1])) == jax.tree.structure(jax_variables)
     np.testing.assert_allclose(matmul.apply(jax_variables, x), JaxCNN().apply(jax_variables, x), rtol=0, atol=2e-6)
 
-    def grads(model):
-        return jax.grad(lambda p: jax_steps.cross_entropy(model.apply({"params": p}, x), labels))(
+    def grads(model):  # compiled: op by op, autodiff's many small ops each compile apart
+        return jax.jit(jax.grad(lambda p: jax_steps.cross_entropy(model.apply({"params": p}, x), labels)))(
             jax_variables["params"]
         )
 
@@ -165,7 +165,10 @@ def test_cross_entropy_is_the_integer_label_one_without_a_scatter():
 
     np.testing.assert_allclose(jax_steps.cross_entropy(logits, labels), optax_loss(logits, labels), rtol=1e-6)
     np.testing.assert_allclose(
-        jax.grad(jax_steps.cross_entropy)(logits, labels), jax.grad(optax_loss)(logits, labels), rtol=0, atol=1e-8
+        jax.jit(jax.grad(jax_steps.cross_entropy))(logits, labels),
+        jax.jit(jax.grad(optax_loss))(logits, labels),
+        rtol=0,
+        atol=1e-8,
     )
     assert "scatter" not in jax.jit(jax.grad(jax_steps.cross_entropy)).lower(logits, labels).as_text()
     assert "scatter" in jax.jit(jax.grad(optax_loss)).lower(logits, labels).as_text()

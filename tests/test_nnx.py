@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import math
+import os
+import subprocess
+import sys
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -12,13 +18,17 @@ import torch
 from flax import nnx
 
 from mnist_common.config import TrainConfig
+from mnist_common.weights import WEIGHTS_FILE, read_weights
+from mnist_jax import checkpoint as jax_checkpoint
 from mnist_jax import steps as jax_steps
 from mnist_jax import steps_nnx
+from mnist_jax import train as jax_train
 from mnist_jax.model import CNN as LinenCNN
 from mnist_jax.model_nnx import CNN, from_linen_params, to_linen_params
 from mnist_jax.port import params_from_torch, params_to_torch
 from mnist_torch.model import CNN as TorchCNN
 
+SHORT = ["--train-size", "6400", "--quiet"]  # as tests/test_resume.py, whose shared Linen run (`trained_run`) it is
 FAN_IN = {"conv1": 1 * 3 * 3, "conv2": 32 * 3 * 3, "fc1": 64 * 7 * 7, "fc2": 256}
 CONFIG = TrainConfig()
 
@@ -73,46 +83,174 @@ def test_create_model_starts_from_the_linen_trainers_parameters():
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
-def test_twenty_sgd_steps_of_every_nnx_route_equal_the_linen_steps(jax_mnist):
+def _stateful(step: Callable, batches: list) -> tuple[list, dict, int]:
+    model, optimizer = steps_nnx.create_model(0, CONFIG)
+    losses = [step(model, optimizer, batch) for batch in batches]
+    return losses, to_linen_params(model), int(optimizer.step[...])
+
+
+def _cached(batches: list) -> tuple[list, dict, int]:
+    model, optimizer = steps_nnx.create_model(0, CONFIG)
+    step = steps_nnx.cached_train_step(model, optimizer)
+    losses = [step(batch) for batch in batches]
+    return losses, to_linen_params(model), int(optimizer.step[...])
+
+
+def _split(batches: list) -> tuple[list, dict, int]:
+    graphdef, state = steps_nnx.split(*steps_nnx.create_model(0, CONFIG))
+    losses = []
+    for batch in batches:
+        state, metrics = steps_nnx.train_step_split(graphdef, state, batch)
+        losses.append(metrics["loss"])
+    return losses, steps_nnx.linen_params(state), int(steps_nnx.merge(graphdef, state)[1].step[...])
+
+
+def _leaves(batches: list) -> tuple[list, dict, int]:
+    graphdef, state = steps_nnx.split(*steps_nnx.create_model(0, CONFIG))
+    leaves, treedef = jax.tree.flatten(state)
+    losses = []
+    for batch in batches:
+        leaves, metrics = steps_nnx.train_step_leaves(graphdef, treedef, leaves, batch)
+        losses.append(metrics["loss"])
+    state = jax.tree.unflatten(treedef, leaves)
+    return losses, steps_nnx.linen_params(state), int(steps_nnx.merge(graphdef, state)[1].step[...])
+
+
+def _fused(batches: list) -> tuple[list, dict, int]:
+    graphdef, state = steps_nnx.split(*steps_nnx.create_model(0, CONFIG))
+    stacked = tuple(jnp.stack(parts) for parts in zip(*batches))
+    state, metrics = steps_nnx.train_steps_split(graphdef, state, stacked, unroll=True)
+    return list(metrics["loss"]), steps_nnx.linen_params(state), int(steps_nnx.merge(graphdef, state)[1].step[...])
+
+
+#: Every NNX route of `mnist_jax.steps_nnx`: batches -> (each step's loss, the final parameters as Linen's tree,
+#: the optimizer's step count).
+NNX_ROUTES = {
+    "nnx.jit": functools.partial(_stateful, steps_nnx.train_step_nnx_jit),
+    "tree mode": functools.partial(_stateful, steps_nnx.train_step_nnx_tree),
+    "cached_partial": _cached,
+    "split": _split,
+    "leaves": _leaves,
+    "fused split": _fused,
+}
+#: The trainer's two (--api nnx-jit, nnx-split) run by default; the routes only the benchmarks time run with e2e.
+TRAINER_ROUTES = ("nnx.jit", "split")
+
+
+@pytest.fixture(scope="module")
+def twenty_linen_steps(jax_mnist):
+    """Twenty batches of 32 and Linen's `train_step` over them: the losses and the final parameters."""
+    batches = [
+        (jnp.asarray(jax_mnist.train.images[rows]), jnp.asarray(jax_mnist.train.labels[rows]))
+        for rows in (slice(step * 32, (step + 1) * 32) for step in range(20))
+    ]
+    linen, losses = jax_steps.create_state(0, CONFIG), []  # the same parameters and conv1 form as create_model
+    for batch in batches:
+        linen, metrics = jax_steps.train_step(linen, batch)
+        losses.append(float(metrics["loss"]))
+    return batches, losses, linen.params
+
+
+@pytest.mark.parametrize(
+    "route", [r if r in TRAINER_ROUTES else pytest.param(r, marks=pytest.mark.e2e) for r in NNX_ROUTES]
+)
+def test_twenty_sgd_steps_of_each_nnx_route_equal_the_linen_steps(route, twenty_linen_steps):
     """Each route traces the same loss, gradient and optax update as Linen's `train_step` (NNX's split and
     merge move arrays, they compute nothing), so XLA compiles the same arithmetic: measured bit-identical
     losses and parameters after 20 steps on this CPU. Asserted within 1e-6 of each parameter's scale, room
     for another XLA fusing the two programs differently, still far below any real difference (a wrong
     momentum or learning rate moves parameters by 1e-3 relative within a few steps). Batches of 32 keep it
     quick; the arithmetic is the same at any size."""
-    linen = jax_steps.create_state(0, CONFIG)  # the same parameters and model form (conv1 as a matmul on the CPU)
-    stateful = {name: steps_nnx.create_model(0, CONFIG) for name in ("nnx.jit", "tree mode", "cached_partial")}
-    cached = steps_nnx.cached_train_step(*stateful["cached_partial"])
-    graphdef, state = steps_nnx.split(*steps_nnx.create_model(0, CONFIG))
-    leaves_graphdef, leaves_state = steps_nnx.split(*steps_nnx.create_model(0, CONFIG))
-    leaves, treedef = steps_nnx.flatten(leaves_state)
-    fused_graphdef, fused = steps_nnx.split(*steps_nnx.create_model(0, CONFIG))
-    batches = [
-        (jnp.asarray(jax_mnist.train.images[rows]), jnp.asarray(jax_mnist.train.labels[rows]))
-        for rows in (slice(step * 32, (step + 1) * 32) for step in range(20))
-    ]
-    for batch in batches:
-        linen, metrics = jax_steps.train_step(linen, batch)
-        losses = {
-            "nnx.jit": steps_nnx.train_step_nnx_jit(*stateful["nnx.jit"], batch),
-            "tree mode": steps_nnx.train_step_nnx_tree(*stateful["tree mode"], batch),
-            "cached_partial": cached(batch),
-        }
-        state, losses["split"] = steps_nnx.train_step_split(graphdef, state, batch)
-        leaves, losses["leaves"] = steps_nnx.train_step_leaves(leaves_graphdef, treedef, leaves, batch)
-        for route, loss in losses.items():
-            assert float(loss) == pytest.approx(float(metrics["loss"]), rel=1e-6, abs=0), route
-    stacked = tuple(jnp.stack(parts) for parts in zip(*batches))
-    fused, fused_losses = steps_nnx.train_steps_split(fused_graphdef, fused, stacked, unroll=True)
-    assert float(fused_losses[-1]) == pytest.approx(float(metrics["loss"]), rel=1e-6, abs=0)
-    assert all(int(optimizer.step[...]) == 20 for _, optimizer in stateful.values())
-    final = {route: to_linen_params(model) for route, (model, _) in stateful.items()}
-    final["split"] = steps_nnx.linen_params(state)
-    final["leaves"] = steps_nnx.linen_params(steps_nnx.unflatten(treedef, leaves))
-    final["fused split"] = steps_nnx.linen_params(fused)
-    for route, params in final.items():
-        for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(linen.params)):
-            scale = float(jnp.abs(want).max())
-            assert float(jnp.abs(got - want).max()) <= 1e-6 * scale, (route, jax.tree_util.keystr(path))
-    model_back, optimizer_back = steps_nnx.merge(graphdef, state)
-    assert isinstance(model_back, CNN) and int(optimizer_back.step[...]) == 20
+    batches, linen_losses, linen_params = twenty_linen_steps
+    losses, params, steps_done = NNX_ROUTES[route](batches)
+    assert steps_done == 20
+    for step, (loss, want) in enumerate(zip(losses, linen_losses, strict=True)):
+        assert float(loss) == pytest.approx(want, rel=1e-6, abs=0), step
+    for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(linen_params)):
+        scale = float(jnp.abs(want).max())
+        assert float(jnp.abs(got - want).max()) <= 1e-6 * scale, jax.tree_util.keystr(path)
+
+
+def test_the_train_state_and_the_split_state_hold_the_same_arrays(jax_mnist):
+    """`to_split_state` and `to_train_state` move arrays between the two forms, by path, and copy none: after a
+    step the momentum trace differs from the parameters, so a swap would show."""
+    linen = jax_steps.create_state(0, CONFIG)
+    batch = (jnp.asarray(jax_mnist.train.images[:32]), jnp.asarray(jax_mnist.train.labels[:32]))
+    linen, _ = jax_steps.train_step(linen, batch)
+    _, like = steps_nnx.split(*steps_nnx.create_model(0, CONFIG))
+    split_state = steps_nnx.to_split_state(linen, like)
+    model, optimizer = nnx.merge(nnx.split(steps_nnx.create_model(0, CONFIG))[0], split_state)
+    assert to_linen_params(model)["fc1"]["kernel"] is linen.params["fc1"]["kernel"]
+    assert optimizer.opt_state[0].trace["conv2"]["bias"][...] is linen.opt_state[0].trace["conv2"]["bias"]
+    assert optimizer.step[...] is linen.step
+    back = steps_nnx.to_train_state(split_state, linen)
+    assert jax.tree.structure(back) == jax.tree.structure(linen)
+    assert all(got is want for got, want in zip(jax.tree.leaves(back), jax.tree.leaves(linen)))
+
+
+def test_the_trainer_with_api_nnx_jit_takes_the_same_sgd_steps(jax_mnist, tmp_path):
+    """`--api nnx-jit` end to end, in process: ten steps, one `nnx.jit` call each, in the trainer's batch order,
+    from the seed's parameters, end where ten of Linen's `train_step` do from the same state. Both compile with
+    XLA's default options here (jax.jit and nnx.jit alike), so the bits agree; the trainer's Linen path compiles
+    with its CPU options instead, whose kernels round differently (tests/test_nnx.py's e2e test compares those)."""
+    config = TrainConfig(epochs=1, batch_size=64, train_size=640, out_dir=tmp_path, quiet=True, api="nnx-jit")
+    jax_train.main(
+        ["--api", "nnx-jit", "--epochs", "1", "--batch-size", "64", "--train-size", "640"]
+        + ["--out-dir", str(tmp_path), "--quiet"]
+    )
+    state = jax_steps.create_state(0, config)
+    for rows in jax_train.epoch_order(config, 1, 640):
+        batch = (jnp.asarray(jax_mnist.train.images[rows]), jnp.asarray(jax_mnist.train.labels[rows]))
+        state, _ = jax_steps.train_step(state, batch)
+    trained = jax_checkpoint.load_params(tmp_path, jax.devices("cpu")[0])
+    for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(trained), jax.tree.leaves(state.params)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=jax.tree_util.keystr(path))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["config"]["api"] == "nnx-jit" and len(metrics["epochs"]) == 1
+
+
+@pytest.mark.e2e  # an epoch of training of its own, and a resumed one: a longer real run, as tests/test_resume.py's
+def test_an_nnx_split_checkpoint_resumes_under_linen_as_if_linen_had_trained_it(trained_run, tmp_path):
+    """`--api nnx-split` compiles as Linen's trainer does (the same options, the same fused calls), so its epoch is
+    Linen's bit for bit, and its checkpoint is Linen's format: a Linen run resumed from it ends on the very
+    weights and records of the shared two-epoch Linen run."""
+    uninterrupted = trained_run("jax")
+    jax_train.main(["--api", "nnx-split", "--epochs", "1", *SHORT, "--out-dir", str(tmp_path)])
+    assert json.loads((tmp_path / "metrics.json").read_text())["config"]["api"] == "nnx-split"
+    jax_train.main(["--api", "linen", "--epochs", "2", *SHORT, "--out-dir", str(tmp_path), "--resume"])
+    expected, resumed = read_weights(uninterrupted / WEIGHTS_FILE), read_weights(tmp_path / WEIGHTS_FILE)
+    for name in expected:
+        np.testing.assert_array_equal(resumed[name], expected[name], err_msg=name)
+    expected_metrics, resumed_metrics = (
+        json.loads((d / "metrics.json").read_text()) for d in (uninterrupted, tmp_path)
+    )
+    assert learning(resumed_metrics) == learning(expected_metrics)
+    assert resumed_metrics["config"]["api"] == "linen"
+
+
+def learning(metrics: dict) -> list[dict]:
+    """The epoch records without the wall-clock fields, which differ from run to run."""
+    return [{k: v for k, v in e.items() if k not in ("seconds", "images_per_s")} for e in metrics["epochs"]]
+
+
+@pytest.mark.e2e  # a trainer subprocess, for XLA_FLAGS
+def test_api_nnx_jit_is_linen_bit_for_bit_with_the_trainers_cpu_options(tmp_path):
+    """`nnx.jit` takes no compiler options, so on the CPU it compiles with XLA's YNNPACK fusions, which round
+    differently from the Linen trainer's kernels (and run slower: benchmarks/RESULTS.md, "Flax NNX"). Given the
+    trainer's option through XLA_FLAGS instead, the nnx-jit trainer computes Linen's very bits."""
+    runs = {}
+    for api in ("linen", "nnx-jit"):
+        runs[api] = tmp_path / api
+        env = {**os.environ, "XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=", "JAX_PLATFORMS": "cpu"}
+        subprocess.run(
+            [sys.executable, "-m", "mnist_jax.train", "--api", api, "--epochs", "1", "--train-size", "1280"]
+            + ["--out-dir", str(runs[api]), "--quiet"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+    linen, nnx_jit = (read_weights(runs[api] / WEIGHTS_FILE) for api in ("linen", "nnx-jit"))
+    for name in linen:
+        np.testing.assert_array_equal(nnx_jit[name], linen[name], err_msg=name)
+    linen_metrics, nnx_metrics = (json.loads((runs[api] / "metrics.json").read_text()) for api in runs)
+    assert learning(nnx_metrics) == learning(linen_metrics)

@@ -76,6 +76,7 @@ def test_run_settings_leave_out_the_per_process_fields_alone():
         "precision",
         "train_size",
         "mode",
+        "api",
         "devices",
         "num_processes",
         "resume",

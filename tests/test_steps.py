@@ -51,9 +51,10 @@ def test_jax_whole_epoch_scan_equals_the_per_step_path(jax_mnist):
 
 def test_jax_trainer_picks_the_epoch_scan_on_accelerators_only():
     assert not jax_steps.epoch_per_call(jax.devices("cpu")[0])
-    assert jax_steps.Steps(epoch=len).describe() == "a whole epoch per call"
-    assert jax_steps.Steps(fused=len, single=len).describe() == f"{jax_steps.FUSED_STEPS} unrolled steps per call"
-    assert jax_steps.Steps(single=len).describe() == "one step per call"  # several CPU devices: `fuse_steps`
+    assert jax_steps.Steps(epoch=len).describe() == "Linen, a whole epoch per call"
+    fused = f"Linen, {jax_steps.FUSED_STEPS} unrolled steps per call"
+    assert jax_steps.Steps(fused=len, single=len).describe() == fused
+    assert jax_steps.Steps(single=len).describe() == "Linen, one step per call"  # several CPU devices: `fuse_steps`
 
 
 def test_an_xla_without_the_cpu_options_compiles_without_them_and_says_so(jax_mnist, capsys):

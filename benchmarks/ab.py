@@ -1,0 +1,89 @@
+"""A paired A/B of a few training-step variants of the suite, with as many rounds as a tight interval needs.
+
+The suite's throughput benchmark (`test_throughput.py`) times every variant at once, ten to forty rounds each;
+a claim like "within 2%" needs a narrower interval than that gives, so this runs only the variants named, in
+the suite's interleaved schedule (order reversed every other cycle), with the suite's rounds (`runners`):
+the same batches, compilation and warm-up. Writes a JSON with every round and prints the paired speed of
+each variant against the first, with its 95% interval (`stats.paired_speed_ratio`).
+
+    python -m benchmarks.ab jax_jit jax_nnx_split --batch-size 128 --rounds 60 --out ab.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from benchmarks.conditions import LoadMeter
+from benchmarks.conftest import environment
+from benchmarks.runners import TRAIN_VARIANTS, autotuned, images_per_round, jax_round, precision, torch_round
+from benchmarks.stats import interleaved_schedule, paired_speed_ratio, rate_summary
+from mnist_jax.data import load_mnist as load_jax_mnist
+from mnist_torch.data import load_mnist
+
+
+def run(variants: list[str], batch_size: int, rounds: int, device: str, smoke: bool = False) -> dict:
+    """Every variant built as the suite builds it, then `rounds` timed rounds each, interleaved."""
+    mnist = load_mnist()
+    jax_mnist = load_jax_mnist()
+    images = images_per_round("train", device, batch_size, smoke)
+    seconds: dict[str, list[float | None]] = {v: [None] * rounds for v in variants}
+    with precision("float32"), autotuned(device):  # as the suite's comparisons run
+        built = {
+            v: torch_round(v, "train", mnist, device, batch_size, images, "float32")
+            if v.startswith("torch")
+            else jax_round(v, "train", jax_mnist.train, device, batch_size, images, mnist, "float32")
+            for v in variants
+        }
+        with LoadMeter() as whole:
+            for cycle, variant in interleaved_schedule(dict.fromkeys(variants, rounds)):
+                start = time.perf_counter()
+                built[variant].run()
+                seconds[variant][cycle] = time.perf_counter() - start
+    first = variants[0]
+    return {
+        "batch_size": batch_size,
+        "device": device,
+        "precision": "float32",
+        "images_per_round": images,
+        "rows": [
+            {
+                "variant": v,
+                "round_seconds": seconds[v],
+                "images_per_s": rate_summary([s for s in seconds[v] if s is not None], images),
+                "compile_seconds": built[v].compile_seconds,
+                f"speed_vs_{first}": paired_speed_ratio(seconds[v], seconds[first]),
+            }
+            for v in variants
+        ],
+        **whole.record(),
+        **environment(device),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ab", description=__doc__.splitlines()[0])
+    parser.add_argument("variants", nargs="+", choices=TRAIN_VARIANTS, help="the first is the baseline")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=60, help="timed rounds of each variant")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--smoke", action="store_true", help="two steps per round: checks the tool, times nothing")
+    parser.add_argument("--out", type=Path, required=True, help="the JSON file to write")
+    args = parser.parse_args(argv)
+    if len(args.variants) < 2 or args.rounds < 2:
+        parser.error("an A/B needs two variants or more and two rounds or more")
+    result = run(args.variants, args.batch_size, args.rounds, args.device, args.smoke)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    first = args.variants[0]
+    for row in result["rows"][1:]:
+        ratio = row[f"speed_vs_{first}"]
+        print(
+            f"{row['variant']} vs {first}, batch {args.batch_size}, {args.device}: "
+            f"{ratio['ratio']:.3f}x [{ratio['low']:.3f}-{ratio['high']:.3f}] over {ratio['pairs']} paired rounds"
+        )
+
+
+if __name__ == "__main__":
+    main()
