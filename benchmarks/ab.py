@@ -19,7 +19,7 @@ from pathlib import Path
 from benchmarks.conditions import LoadMeter
 from benchmarks.conftest import environment
 from benchmarks.runners import TRAIN_VARIANTS, autotuned, images_per_round, jax_round, precision, torch_round
-from benchmarks.stats import interleaved_schedule, paired_speed_ratio, rate_summary
+from benchmarks.stats import MIN_VALUES_FOR_INTERVAL, interleaved_schedule, paired_speed_ratio, rate_summary
 from mnist_jax.data import load_mnist as load_jax_mnist
 from mnist_torch.data import load_mnist
 
@@ -67,21 +67,25 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ab", description=__doc__.splitlines()[0])
     parser.add_argument("variants", nargs="+", choices=TRAIN_VARIANTS, help="the first is the baseline")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=60, help="timed rounds of each variant")
+    parser.add_argument("--rounds", type=int, default=60, help="timed rounds of each variant, at least 5")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--smoke", action="store_true", help="two steps per round: checks the tool, times nothing")
     parser.add_argument("--out", type=Path, required=True, help="the JSON file to write")
     args = parser.parse_args(argv)
-    if len(args.variants) < 2 or args.rounds < 2:
-        parser.error("an A/B needs two variants or more and two rounds or more")
+    if len(args.variants) < 2 or args.rounds < MIN_VALUES_FOR_INTERVAL:
+        parser.error(
+            f"an A/B needs two variants or more and {MIN_VALUES_FOR_INTERVAL} rounds or more (an interval needs "
+            f"them); got {len(args.variants)} variants and --rounds {args.rounds}"
+        )
     result = run(args.variants, args.batch_size, args.rounds, args.device, args.smoke)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     first = args.variants[0]
     for row in result["rows"][1:]:
         ratio = row[f"speed_vs_{first}"]
+        interval = "no interval" if ratio["low"] is None else f"[{ratio['low']:.3f}-{ratio['high']:.3f}]"
         print(
             f"{row['variant']} vs {first}, batch {args.batch_size}, {args.device}: "
-            f"{ratio['ratio']:.3f}x [{ratio['low']:.3f}-{ratio['high']:.3f}] over {ratio['pairs']} paired rounds"
+            f"{ratio['ratio']:.3f}x {interval} over {ratio['pairs']} paired rounds"
         )
 
 
