@@ -41,6 +41,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="benchmarks: seeds each trainer runs in the accuracy benchmark (default 10 on a GPU, 3 on the CPU)",
     )
     parser.addoption(
+        "--bench-trainers",
+        default=None,
+        metavar="NAMES",
+        help="benchmarks: the accuracy benchmark runs only these trainers, comma-separated (such as jax,jax_nnx_jit; "
+        "benchmarks/test_accuracy.py's TRAINERS); default: every trainer the device has",
+    )
+    parser.addoption(
         "--bench-allow-dirty",
         action="store_true",
         help="benchmarks: run even though the working tree differs from its commit (the results are marked dirty)",

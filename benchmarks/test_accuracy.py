@@ -133,6 +133,22 @@ def summarize(runs: list[dict]) -> dict:
     }
 
 
+def chosen_trainers(config: pytest.Config) -> list[str]:
+    """--bench-trainers' trainers (all of TRAINERS by default), in TRAINERS' order; an unknown name fails the
+    benchmark at once with one line (it would otherwise measure nothing, silently)."""
+    option = config.getoption("bench_trainers")
+    if option is None:
+        return list(TRAINERS)
+    names = [name.strip() for name in option.split(",") if name.strip()]
+    if unknown := [name for name in names if name not in TRAINERS]:
+        pytest.fail(
+            f"--bench-trainers names {', '.join(unknown)}, not among the trainers {', '.join(TRAINERS)}; "
+            "pass some of those, comma-separated",
+            pytrace=False,
+        )
+    return [name for name in TRAINERS if name in names]
+
+
 @pytest.mark.parametrize("setting", list(SETTINGS))
 @pytest.mark.parametrize("precision_name", ["float32", "bf16"])
 def test_accuracy(benchmark, precision_name, setting, device, smoke, tmp_path, request):
@@ -142,7 +158,7 @@ def test_accuracy(benchmark, precision_name, setting, device, smoke, tmp_path, r
             "on the CPU the trainers' deterministic settings change no kernel (tests/test_stop_and_settings.py: "
             "the same weights, bit for bit, with and without --nondeterministic), so this column is the shipped one"
         )
-    variants = [v for v in TRAINERS if v != "torch_cudagraph" or device == "cuda"]
+    variants = [v for v in chosen_trainers(request.config) if v != "torch_cudagraph" or device == "cuda"]
     planned = SMOKE_SEEDS[setting] if smoke else request.config.getoption("bench_seeds") or DEFAULT_SEEDS[device]
     deadline = request.config.getoption("bench_deadline")
     threads = request.config.bench_threads

@@ -173,3 +173,23 @@ def test_bench_threads_out_of_range_is_one_usage_line():
         f"ERROR: --bench-threads 99: this process may use {conditions.available_cores()} cores; pass 1 to "
         f"{conditions.available_cores()}"
     ], done.stderr
+
+
+class _Options:
+    """A pytest config's `getoption` for one option's value (the accuracy benchmark reads nothing else)."""
+
+    def __init__(self, bench_trainers: str | None) -> None:
+        self.bench_trainers = bench_trainers
+
+    def getoption(self, name: str) -> str | None:
+        assert name == "bench_trainers"
+        return self.bench_trainers
+
+
+def test_bench_trainers_picks_the_named_trainers_in_their_order():
+    from benchmarks.test_accuracy import TRAINERS, chosen_trainers
+
+    assert chosen_trainers(_Options(None)) == list(TRAINERS)
+    assert chosen_trainers(_Options(" jax_nnx_jit,jax ")) == ["jax", "jax_nnx_jit"]
+    with pytest.raises(pytest.fail.Exception, match=r"--bench-trainers names nope, not among the trainers jax, "):
+        chosen_trainers(_Options("jax,nope"))

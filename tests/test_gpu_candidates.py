@@ -26,6 +26,7 @@ NCHW_LOGITS_ATOL = 1e-6
 LOSS_ATOL = 2e-6
 
 
+@pytest.mark.e2e  # compiles GPU-candidate programs; the e2e dry run of gpu_candidates runs them too
 def test_nchw_variant_gives_the_cnns_logits() -> None:
     variables = jax.jit(CNN().init)(jax.random.key(0), jnp.zeros((1, 28, 28, 1), jnp.float32))
     images = jax.random.normal(jax.random.key(1), (16, 28, 28, 1), jnp.float32)
@@ -34,6 +35,7 @@ def test_nchw_variant_gives_the_cnns_logits() -> None:
     assert np.abs(got - expected).max() <= NCHW_LOGITS_ATOL
 
 
+@pytest.mark.e2e  # compiles GPU-candidate programs; the e2e dry run of gpu_candidates runs them too
 def test_optax_loss_epoch_matches_the_trainers_epoch() -> None:
     """A few steps of each epoch function from the same state (batches of 8 keep the CPU's rolled scan quick)."""
     device = jax.devices("cpu")[0]

@@ -24,7 +24,8 @@ FAN_IN = {"conv1": 1 * 3 * 3, "conv2": 32 * 3 * 3, "fc1": 64 * 7 * 7, "fc2": 256
 
 @pytest.fixture(scope="module")
 def jax_variables():
-    return JaxCNN().init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    """`JaxCNN().init(key(0), ...)`, compiled as one program (`create_state`'s), not op by op."""
+    return {"params": jax_steps.create_state(0, jax_train.TrainConfig()).params}
 
 
 def test_torch_model_maps_a_batch_to_ten_logits(mnist):
@@ -134,7 +135,9 @@ def test_conv1_as_matmul_trains_like_nn_conv_in_float32(jax_variables, jax_mnist
     rows, at most 3.4e-7); asserted at 2e-6, headroom for another CPU's blocking."""
     x, labels = jnp.asarray(jax_mnist.train.images[:128]), jnp.asarray(jax_mnist.train.labels[:128])
     matmul = JaxCNN(conv1_as_matmul=True)
-    assert jax.tree.structure(matmul.init(jax.random.key(0), x[:1])) == jax.tree.structure(jax_variables)
+    assert jax.tree.structure(jax.eval_shape(matmul.init, jax.random.key(0), x[:1])) == jax.tree.structure(
+        jax_variables
+    )
     np.testing.assert_allclose(matmul.apply(jax_variables, x), JaxCNN().apply(jax_variables, x), rtol=0, atol=2e-6)
 
     def grads(model):  # compiled: op by op, autodiff's many small ops each compile apart

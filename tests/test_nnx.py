@@ -35,7 +35,7 @@ CONFIG = TrainConfig()
 
 @pytest.fixture(scope="module")
 def linen_params():
-    return LinenCNN().init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+    return jax_steps.create_state(0, CONFIG).params  # LinenCNN().init's, compiled as one program
 
 
 def test_the_same_parameters_give_bit_identical_logits(linen_params, jax_mnist):
