@@ -16,6 +16,7 @@ import json
 import time
 from pathlib import Path
 
+from benchmarks import conditions
 from benchmarks.conditions import LoadMeter
 from benchmarks.conftest import environment
 from benchmarks.runners import TRAIN_VARIANTS, autotuned, images_per_round, jax_round, precision, torch_round
@@ -69,14 +70,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=60, help="timed rounds of each variant, at least 5")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--smoke", action="store_true", help="two steps per round: checks the tool, times nothing")
+    parser.add_argument(
+        "--smoke", action="store_true", help="two steps per round, from any tree: checks the tool, times nothing"
+    )
     parser.add_argument("--out", type=Path, required=True, help="the JSON file to write")
+    parser.add_argument(
+        "--bench-allow-dirty", action="store_true", help="run from a tree that differs from its commit (marked dirty)"
+    )
     args = parser.parse_args(argv)
     if len(args.variants) < 2 or args.rounds < MIN_VALUES_FOR_INTERVAL:
         parser.error(
             f"an A/B needs two variants or more and {MIN_VALUES_FOR_INTERVAL} rounds or more (an interval needs "
             f"them); got {len(args.variants)} variants and --rounds {args.rounds}"
         )
+    refusal = conditions.dirty_refusal(conditions.provenance())
+    if refusal and not (args.bench_allow_dirty or args.smoke):  # as the suite: results traced to a commit
+        parser.exit(2, refusal + "\n")
     result = run(args.variants, args.batch_size, args.rounds, args.device, args.smoke)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     first = args.variants[0]
