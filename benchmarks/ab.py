@@ -19,7 +19,7 @@ from pathlib import Path
 from benchmarks import conditions
 from benchmarks.conditions import LoadMeter
 from benchmarks.conftest import environment
-from benchmarks.runners import TRAIN_VARIANTS, autotuned, images_per_round, jax_round, precision, torch_round
+from benchmarks.runners import TRAIN_VARIANTS, autotuned, build_round, precision
 from benchmarks.stats import MIN_VALUES_FOR_INTERVAL, interleaved_schedule, paired_speed_ratio, rate_summary
 from mnist_jax.data import load_mnist as load_jax_mnist
 from mnist_torch.data import load_mnist
@@ -29,15 +29,9 @@ def run(variants: list[str], batch_size: int, rounds: int, device: str, smoke: b
     """Every variant built as the suite builds it, then `rounds` timed rounds each, interleaved."""
     mnist = load_mnist()
     jax_mnist = load_jax_mnist()
-    images = images_per_round("train", device, batch_size, smoke)
     seconds: dict[str, list[float | None]] = {v: [None] * rounds for v in variants}
     with precision("float32"), autotuned(device):  # as the suite's comparisons run
-        built = {
-            v: torch_round(v, "train", mnist, device, batch_size, images, "float32")
-            if v.startswith("torch")
-            else jax_round(v, "train", jax_mnist.train, device, batch_size, images, mnist, "float32")
-            for v in variants
-        }
+        built = {v: build_round(v, "train", device, batch_size, "float32", mnist, jax_mnist, smoke) for v in variants}
         with LoadMeter() as whole:
             for cycle, variant in interleaved_schedule(dict.fromkeys(variants, rounds)):
                 start = time.perf_counter()
@@ -48,12 +42,12 @@ def run(variants: list[str], batch_size: int, rounds: int, device: str, smoke: b
         "batch_size": batch_size,
         "device": device,
         "precision": "float32",
-        "images_per_round": images,
+        "images_per_round": built[first].images,
         "rows": [
             {
                 "variant": v,
                 "round_seconds": seconds[v],
-                "images_per_s": rate_summary([s for s in seconds[v] if s is not None], images),
+                "images_per_s": rate_summary([s for s in seconds[v] if s is not None], built[v].images),
                 "compile_seconds": built[v].compile_seconds,
                 f"speed_vs_{first}": paired_speed_ratio(seconds[v], seconds[first]),
             }

@@ -21,6 +21,7 @@ from flax import nnx
 from mnist_common.config import TrainConfig
 from mnist_jax import steps as jax_steps
 from mnist_jax import steps_nnx
+from mnist_jax.data import MNISTData as JaxMNISTData
 from mnist_jax.data import Split as JaxSplit
 from mnist_torch import steps as torch_steps
 from mnist_torch import train as torch_train
@@ -285,6 +286,25 @@ def jax_round(
 
     compile_seconds = time.perf_counter() - start
     return Round(run, compile_seconds, _warm_up(run), idx.size, len(idx))
+
+
+def build_round(
+    variant: str,
+    mode: str,
+    device: str,
+    batch_size: int,
+    precision_name: str,
+    mnist: MNISTData,
+    jax_mnist: JaxMNISTData,
+    smoke: bool,
+) -> Round:
+    """A variant's round as every comparison builds it (the throughput benchmark, `benchmarks.ab`): the mode's
+    images per round, from the split the mode uses."""
+    images = images_per_round(mode, device, batch_size, smoke)
+    if variant.startswith("torch"):
+        return torch_round(variant, mode, mnist, device, batch_size, images, precision_name)
+    split = jax_mnist.test if mode == "eval" else jax_mnist.train
+    return jax_round(variant, mode, split, device, batch_size, images, mnist, precision_name)
 
 
 def nnx_round(

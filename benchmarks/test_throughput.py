@@ -22,10 +22,8 @@ from benchmarks.runners import (
     TRAIN_VARIANTS,
     Round,
     autotuned,
-    images_per_round,
-    jax_round,
+    build_round,
     precision,
-    torch_round,
 )
 from benchmarks.stats import interleaved_schedule, rate_summary
 
@@ -60,14 +58,6 @@ def not_run_reason(variant: str, device: str, batch_size: int, smoke: bool) -> s
             "measured at batch 128 only"
         )
     return None
-
-
-def build_round(variant, mode, device, batch_size, precision_name, mnist, jax_mnist, smoke) -> Round:
-    images = images_per_round(mode, device, batch_size, smoke)
-    if variant.startswith("torch"):
-        return torch_round(variant, mode, mnist, device, batch_size, images, precision_name)
-    split = jax_mnist.test if mode == "eval" else jax_mnist.train
-    return jax_round(variant, mode, split, device, batch_size, images, mnist, precision_name)
 
 
 def run_comparison(benchmark, mode, device, batch_size, precision_name, mnist, jax_mnist, smoke) -> None:

@@ -29,7 +29,7 @@ import jax
 from flax import nnx
 from flax.training.train_state import TrainState
 
-from mnist_common.config import TrainConfig
+from mnist_common.config import JAX_APIS, TrainConfig
 from mnist_jax.model_nnx import CNN, from_linen_params
 from mnist_jax.steps import (
     COMPUTE_DTYPES,
@@ -209,4 +209,4 @@ def make_route(config: TrainConfig, device: jax.Device) -> Route:
             finish=functools.partial(_split_train_state, like=like),
             ahead_of_time=False,
         )
-    raise ValueError(f"--api {config.api!r} is not one of linen, nnx-split, nnx-jit; pass one of them")
+    raise ValueError(f"--api {config.api!r} is not one of {', '.join(JAX_APIS)}; pass one of them")
