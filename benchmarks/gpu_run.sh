@@ -176,6 +176,12 @@ command -v nvidia-smi >/dev/null && nvidia-smi -L
 start=$(date +%s)
 end=$((start + budget))
 failed=()
+# Seconds each step took, printed at the end, so that the slow step of a run (or of CI's dry run) shows.
+took=() step_started=$start
+took() {  # $1: the step that just ended
+  local now; now=$(date +%s)
+  took+=("$1 $((now - step_started))s"); step_started=$now
+}
 # Each chosen stage's deadline: the budget shared in proportion to SHARE, cumulatively, in STAGES' order.
 declare -A deadline_of=()
 total=0; for stage in "${!chosen[@]}"; do total=$((total + SHARE[$stage])); done
@@ -198,12 +204,14 @@ if ! (cd "$work" && "$PY" -m pytest -q -p no:cacheprovider test_probe.py --bench
   echo "error: pytest $("$PY" -c 'import pytest; print(pytest.__version__)') and pytest-benchmark cannot run a benchmark together here (pytest 9 removed node._nodeid, which pytest-benchmark 5.3.0 reads); put pytest 8.4.2 beside the repo (pip download pytest==8.4.2; unzip the wheel into a folder) and on PYTHONPATH, then run again; skipping the benchmark stages"
   failed+=("pytest-benchmark")
 fi
+took "pytest-benchmark probe"
 
 # --- 3. the GPU tests ---------------------------------------------------------------------------------
 if [ -n "${chosen[gpu-tests]+x}" ]; then
   echo "== pytest -m gpu (the trainers' own GPU runs are step 5)"
   bounded $((deadline_of[gpu-tests] - $(date +%s) + 60)) "$PY" -m pytest -m gpu tests -q -p no:cacheprovider \
     -k "not test_trainers_train_on_the_gpu" || failed+=("pytest -m gpu")
+  took gpu-tests
 fi
 
 # --- 3b. JAX's GPU candidates and the per-kernel profiles, written as they go -------------------------------
@@ -218,6 +226,7 @@ if [ -n "${chosen[candidates]+x}" ]; then
     bounded $((left + 60)) "$PY" -m benchmarks.gpu_candidates "$out_dir/$name-candidates" "${candidate_opts[@]}" \
       || failed+=("candidates")
   fi
+  took candidates
 fi
 if [ -n "${chosen[profile]+x}" ]; then
   profile_opts=(--device "$device" --batch-size 128); [ "$dry_run" = 1 ] && profile_opts+=(--smoke)
@@ -229,6 +238,7 @@ if [ -n "${chosen[profile]+x}" ]; then
     XLA_FLAGS="$flags" bounded "$left" "$PY" -m benchmarks.profile "${profile_opts[@]}" --out "$out_dir/$name-profile-$determinism" \
       || failed+=("profile $determinism")
   done
+  took profile
 fi
 
 # --- 4. the benchmark suite, most important first ---------------------------------------------------
@@ -251,6 +261,7 @@ bench_stage() {  # $1: the stage's name in STAGES, $2: label, $3: -k expression
     --benchmark-json "$json" --bench-deadline "$deadline" "${bench_opts[@]}" "${bench_provenance[@]}" -k "$expr" -W ignore::UserWarning \
     || failed+=("$label")
   [ -s "$json" ] && parts+=("$json") && report
+  took "$stage"
 }
 if [ "$benchmarks_ok" = 1 ]; then
   bench_stage b128 "train and eval, batch 128, float32 and tf32" "$device and 128 and (float32 or tf32) and (train_step or test_eval)"
@@ -289,6 +300,7 @@ for label, m in runs.items():
     print(f"{label}: {len(e)} epochs, {100 * m['test_accuracy']:.2f}%, {sum(r['seconds'] for r in e) / len(e):.3f} s/epoch, "
           f"compile {m['compile_seconds']}, on {m['device']}")
 EOF
+  took trainers
 fi
 
 # --- 6. reproducibility: each trainer twice with the same flags, bytes compared -------------------------
@@ -300,10 +312,12 @@ if [ -n "${chosen[repro]+x}" ]; then
   repro_left=$((deadline_of[repro] - $(date +%s))); [ "$repro_left" -ge 60 ] || repro_left=60
   bounded "$repro_left" "$PY" -m benchmarks.reproducibility "$out_dir/$name-repro.json" --device "$device" "${repro_opts[@]}" \
     || failed+=("reproducibility")
+  took repro
 fi
 
 [ -s "$work/report.md" ] && cat "$work/report.md"  # written after the last benchmark stage
 echo "gpu_run: done in $(($(date +%s) - start))s; wrote $(cd "$out_dir" && ls | tr '\n' ' ')"
+echo "gpu_run: seconds per step: $(IFS=';'; echo "${took[*]}")"
 if [ ${#failed[@]} -gt 0 ]; then
   echo "gpu_run: these steps did not complete: $(IFS=';'; echo "${failed[*]}")"
   exit 1

@@ -11,7 +11,9 @@ import jax
 import pytest
 import torch
 
+from benchmarks.reproducibility import without_timings
 from mnist_common.config import TrainConfig, parse_config
+from mnist_common.weights import WEIGHTS_FILE
 from mnist_jax import train as jax_train
 from mnist_torch import train as torch_train
 
@@ -94,8 +96,12 @@ def test_the_shared_short_run_learns_and_writes_metrics(framework, trained_run):
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_short_real_training_learns_and_writes_metrics(framework, tmp_path):
-    """Two epochs over the first 6 400 real images (100 SGD steps): the model must clearly learn."""
+def test_short_real_training_learns_and_writes_metrics(framework, trained_run, tmp_path):
+    """Two epochs over the first 6 400 real images (100 SGD steps) by command: the model must clearly learn, and the
+    run is the one `train(TrainConfig(...))` makes in this process (conftest's `trained_run`, the same flags):
+    byte-identical weights, identical metrics apart from timings. So the determinism the trainers set for themselves
+    (`deterministic` in both steps.py) holds where users meet it, in a fresh process; on a GPU, benchmarks/gpu_run.sh
+    measures the same with `benchmarks.reproducibility` (README, "Reproducibility")."""
     result = subprocess.run(
         [
             sys.executable,
@@ -120,7 +126,17 @@ def test_short_real_training_learns_and_writes_metrics(framework, tmp_path):
     mode = "eager" if framework == "torch" else None  # PyTorch's --mode; JAX has one mode, compiled
     api = "linen" if framework == "jax" else None  # JAX's --api; PyTorch has one
     config = TrainConfig(epochs=2, train_size=6400, out_dir=tmp_path, mode=mode, api=api)
-    assert_learned(json.loads((tmp_path / "metrics.json").read_text()), framework, config)
+    by_command = json.loads((tmp_path / "metrics.json").read_text())
+    assert_learned(by_command, framework, config)
+
+    first = trained_run(framework)  # --epochs 2 --train-size 6400, the other flags at their defaults
+    assert (tmp_path / WEIGHTS_FILE).read_bytes() == (first / WEIGHTS_FILE).read_bytes()
+    in_process, by_command = (
+        without_timings(m) for m in (json.loads((first / "metrics.json").read_text()), by_command)
+    )
+    for metrics in (in_process, by_command):  # the out-dirs differ; --quiet prints less
+        metrics["config"] = {k: v for k, v in metrics["config"].items() if k not in ("out_dir", "quiet")}
+    assert by_command == in_process
 
 
 @pytest.mark.e2e

@@ -33,6 +33,18 @@ FAN_IN = {"conv1": 1 * 3 * 3, "conv2": 32 * 3 * 3, "fc1": 64 * 7 * 7, "fc2": 256
 CONFIG = TrainConfig()
 
 
+def paired_leaves(got, want) -> list:
+    """``(path, got leaf, want leaf)`` of two trees of the same structure holding the CNN's 8 arrays (4 layers'
+    kernel and bias); fails on a different structure or an empty tree, which a plain zip would pass as equal."""
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    pairs = [
+        (path, leaf, other)
+        for (path, leaf), other in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want), strict=True)
+    ]
+    assert len(pairs) == 2 * len(FAN_IN), [jax.tree_util.keystr(path) for path, _, _ in pairs]
+    return pairs
+
+
 @pytest.fixture(scope="module")
 def linen_params():
     return jax_steps.create_state(0, CONFIG).params  # LinenCNN().init's, compiled as one program
@@ -47,7 +59,7 @@ def test_the_same_parameters_give_bit_identical_logits(linen_params, jax_mnist):
 
 def test_conversion_is_exact_both_ways_and_through_pytorch(linen_params, jax_mnist):
     model = from_linen_params(linen_params)
-    for got, want in zip(jax.tree.leaves(to_linen_params(model)), jax.tree.leaves(linen_params)):
+    for _, got, want in paired_leaves(to_linen_params(model), linen_params):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
     # PyTorch's state_dict -> Linen params -> NNX -> Linen params -> state_dict: the same tensors.
     torch.manual_seed(3)
@@ -79,7 +91,7 @@ def test_nnx_init_draws_from_torch_default_distributions():
 def test_create_model_starts_from_the_linen_trainers_parameters():
     model, _ = steps_nnx.create_model(7, CONFIG)
     linen = jax_steps.create_state(7, CONFIG).params
-    for got, want in zip(jax.tree.leaves(to_linen_params(model)), jax.tree.leaves(linen)):
+    for _, got, want in paired_leaves(to_linen_params(model), linen):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
@@ -166,7 +178,7 @@ def test_twenty_sgd_steps_of_each_nnx_route_equal_the_linen_steps(route, twenty_
     assert steps_done == 20
     for step, (loss, want) in enumerate(zip(losses, linen_losses, strict=True)):
         assert float(loss) == pytest.approx(want, rel=1e-6, abs=0), step
-    for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(linen_params)):
+    for path, got, want in paired_leaves(params, linen_params):
         scale = float(jnp.abs(want).max())
         assert float(jnp.abs(got - want).max()) <= 1e-6 * scale, jax.tree_util.keystr(path)
 
@@ -185,7 +197,8 @@ def test_the_train_state_and_the_split_state_hold_the_same_arrays(jax_mnist):
     assert optimizer.step[...] is linen.step
     back = steps_nnx.to_train_state(split_state, linen)
     assert jax.tree.structure(back) == jax.tree.structure(linen)
-    assert all(got is want for got, want in zip(jax.tree.leaves(back), jax.tree.leaves(linen)))
+    leaves = list(zip(jax.tree.leaves(back), jax.tree.leaves(linen), strict=True))
+    assert len(leaves) > 2 * len(FAN_IN) and all(got is want for got, want in leaves)  # parameters, momenta, step
 
 
 def test_the_trainer_with_api_nnx_jit_takes_the_same_sgd_steps(jax_mnist, tmp_path):
@@ -203,7 +216,7 @@ def test_the_trainer_with_api_nnx_jit_takes_the_same_sgd_steps(jax_mnist, tmp_pa
         batch = (jnp.asarray(jax_mnist.train.images[rows]), jnp.asarray(jax_mnist.train.labels[rows]))
         state, _ = jax_steps.train_step(state, batch)
     trained = jax_checkpoint.load_params(tmp_path, jax.devices("cpu")[0])
-    for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(trained), jax.tree.leaves(state.params)):
+    for path, got, want in paired_leaves(trained, state.params):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=jax.tree_util.keystr(path))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["config"]["api"] == "nnx-jit" and len(metrics["epochs"]) == 1
@@ -219,6 +232,7 @@ def test_an_nnx_split_checkpoint_resumes_under_linen_as_if_linen_had_trained_it(
     assert json.loads((tmp_path / "metrics.json").read_text())["config"]["api"] == "nnx-split"
     jax_train.main(["--api", "linen", "--epochs", "2", *SHORT, "--out-dir", str(tmp_path), "--resume"])
     expected, resumed = read_weights(uninterrupted / WEIGHTS_FILE), read_weights(tmp_path / WEIGHTS_FILE)
+    assert resumed.keys() == expected.keys() and len(expected) == 2 * len(FAN_IN)
     for name in expected:
         np.testing.assert_array_equal(resumed[name], expected[name], err_msg=name)
     expected_metrics, resumed_metrics = (
@@ -250,6 +264,7 @@ def test_api_nnx_jit_is_linen_bit_for_bit_with_the_trainers_cpu_options(tmp_path
             capture_output=True,
         )
     linen, nnx_jit = (read_weights(runs[api] / WEIGHTS_FILE) for api in ("linen", "nnx-jit"))
+    assert nnx_jit.keys() == linen.keys() and len(linen) == 2 * len(FAN_IN)
     for name in linen:
         np.testing.assert_array_equal(nnx_jit[name], linen[name], err_msg=name)
     linen_metrics, nnx_metrics = (json.loads((runs[api] / "metrics.json").read_text()) for api in runs)

@@ -28,8 +28,8 @@ CONFIG = TrainConfig()  # the default hyperparameters: lr 0.1, momentum 0.9, bat
 CPU = torch.device("cpu")
 
 
-def torch_batches(mnist, steps: int, epoch: int = 1):
-    for step, idx in enumerate(batch_indices(CONFIG.seed, epoch, 60_000, CONFIG.batch_size)):
+def torch_batches(mnist, steps: int, epoch: int = 1, batch_size: int = CONFIG.batch_size):
+    for step, idx in enumerate(batch_indices(CONFIG.seed, epoch, 60_000, batch_size)):
         if step == steps:
             return
         yield mnist.train.images[idx], mnist.train.labels[idx], idx
@@ -62,7 +62,13 @@ def test_forward_logits_and_predictions_agree(trained_torch_model, mnist, jax_mn
     assert (expected.argmax(axis=1) == mnist.test.labels[:512].numpy()).mean() > 0.9  # a real, trained model
 
 
-def test_gradients_agree(trained_torch_model, mnist, jax_mnist):
+#: Largest relative gradient error between the frameworks, float32 on the CPU: measured 8.3e-6 on an AMD EPYC
+#: (AVX2), 6.5e-6 on an Intel Xeon (AVX-512), for either form of conv1; a wrong term in any gradient is >= 1e-3.
+GRADIENT_BOUND = 3e-5
+
+
+@pytest.mark.parametrize("conv1_as_matmul", [False, True], ids=["nn.Conv", "conv1-as-matmul"])
+def test_gradients_agree(conv1_as_matmul, trained_torch_model, mnist, jax_mnist):
     idx = next(batch_indices(CONFIG.seed, 2, 60_000, CONFIG.batch_size))
     model = trained_torch_model
     model.zero_grad()
@@ -72,11 +78,12 @@ def test_gradients_agree(trained_torch_model, mnist, jax_mnist):
     model.zero_grad()
 
     params = params_from_torch(model.state_dict())["params"]
-    jax_loss, jax_grads = jax_steps.loss_and_grads(params, (jax_mnist.train.images[idx], jax_mnist.train.labels[idx]))
+    batch = (jax_mnist.train.images[idx], jax_mnist.train.labels[idx])
+    jax_loss, jax_grads = jax_steps.loss_and_grads(params, batch, JaxCNN(conv1_as_matmul=conv1_as_matmul).apply)
 
     assert float(jax_loss) == pytest.approx(torch_loss.item(), rel=1e-6)
     errors = jax.tree.map(lambda t, j: relative_error(np.asarray(t), np.asarray(j)), torch_grads, jax_grads)
-    assert max(jax.tree.leaves(errors)) < 1e-4, errors
+    assert len(jax.tree.leaves(errors)) == 8 and max(jax.tree.leaves(errors)) < GRADIENT_BOUND, errors
 
 
 def test_sgd_momentum_conventions_match_torch():
@@ -115,15 +122,17 @@ def test_one_and_two_optimizer_steps_agree(mnist, jax_mnist):
     assert int(jax_state.step) == 2
 
 
-def run_both(mnist, jax_mnist, steps: int, dtype: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-step training losses of both frameworks from the same initial weights and batches."""
+def run_both(
+    mnist, jax_mnist, steps: int, dtype: str, batch_size: int = CONFIG.batch_size
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-step training losses of both frameworks from the same initial weights and batches of `batch_size`."""
     torch_state = torch_steps.create_state(CONFIG.seed, CONFIG, CPU)
     with jax.enable_x64(dtype == "float64"):
         if dtype == "float64":
             torch_state[0].double()
         jax_state = jax_state_from(torch_state[0])
         torch_losses, jax_losses = [], []
-        for images, labels, idx in torch_batches(mnist, steps):
+        for images, labels, idx in torch_batches(mnist, steps, batch_size=batch_size):
             torch_images = images.double() if dtype == "float64" else images
             torch_losses.append(torch_steps.train_step(torch_state, (torch_images, labels))["loss"].item())
             jax_images = jax_mnist.train.images[idx].astype(dtype)
@@ -136,9 +145,12 @@ def run_both(mnist, jax_mnist, steps: int, dtype: str) -> tuple[np.ndarray, np.n
 def test_trajectory_is_identical_maths_in_float64(mnist, jax_mnist):
     """200 real steps in float64: per-step losses agree to ~1e-14, so both sides compute the same maths.
 
-    Measured: largest difference 4.7e-15 over 200 steps (lr 0.1, momentum 0.9, batch 128).
+    Batches of 32 (lr 0.1, momentum 0.9): float64 convolutions are several times slower than float32 ones on
+    both sides, and what is tested, the same maths step after step through the chaotic early phase, does not
+    depend on the batch's size. Measured: largest difference 4.7e-15 over 200 steps at batch 128,
+    7.5e-14 at batch 32 (Intel Xeon).
     """
-    torch_losses, jax_losses = run_both(mnist, jax_mnist, 200, "float64")
+    torch_losses, jax_losses = run_both(mnist, jax_mnist, 200, "float64", batch_size=32)
     assert np.abs(torch_losses - jax_losses).max() < 1e-12
     assert torch_losses[-1] < 0.5 * torch_losses[0]  # it trained
 

@@ -2,7 +2,10 @@
 a transparent canvas, coloured pens) are read by a trained model; pictures without a digit are refused, one line each.
 
 The pictures are generated from the first `COUNT` MNIST test digits, enlarged with smooth interpolation to a
-realistic size. Each style's minimum is what the preparation reached when it was written, less a margin.
+realistic size. What is asserted is the preparation's fidelity: the model names a picture as it names the original
+28x28 digit. How many of the originals a short run's model names right depends on the CPU its float32 training
+rounded on (measured: 19/20 on an AMD EPYC, 17/20 on an Intel Xeon with AVX-512), so no count of right answers is
+asserted on its own.
 """
 
 from __future__ import annotations
@@ -97,14 +100,15 @@ def colour_pen(ink: np.ndarray, rng: np.random.Generator) -> Image.Image:
     return to_image(canvas + rng.normal(0, 0.01, canvas.shape))
 
 
-#: Each style: how its pictures are made, the digit's size in pixels, and the fewest of COUNT that must be read right.
+#: Each style: how its pictures are made, the digit's size in pixels, and the fewest of COUNT that must be named as
+#: the model names the original digit (measured: 19 or 20 in every style, on an AMD EPYC and on an Intel Xeon).
 STYLES: dict[str, tuple[Callable[[np.ndarray, np.random.Generator], Image.Image], int, int]] = {
-    "dark desk": (dark_desk, 240, 17),
-    "lined paper": (lined_paper, 260, 17),
-    "shadow corner": (shadow_corner, 260, 17),
-    "off-centre, noise, specks": (off_centre_with_specks, 220, 17),
-    "transparent canvas": (transparent_canvas, 300, 17),
-    "colour pen": (colour_pen, 260, 17),
+    "dark desk": (dark_desk, 240, 18),
+    "lined paper": (lined_paper, 260, 18),
+    "shadow corner": (shadow_corner, 260, 18),
+    "off-centre, noise, specks": (off_centre_with_specks, 220, 18),
+    "transparent canvas": (transparent_canvas, 300, 18),
+    "colour pen": (colour_pen, 260, 18),
 }
 
 
@@ -145,15 +149,19 @@ def digits_read(model, paths: list[Path]) -> np.ndarray:
 
 @pytest.mark.parametrize("style", list(STYLES))
 def test_each_style_of_picture_is_read_correctly(style, trained_run, mnist, tmp_path):
-    """The session's trained PyTorch run (conftest's `trained_run`: 94% on the test images) reads each style's
-    pictures nearly as well as the original 28x28 digits (19 of these 20; measured: 19/20 in every style)."""
+    """The session's trained PyTorch run (conftest's `trained_run`, about 90% on the test images) names each style's
+    pictures as it names the original 28x28 digits, and gets at most one more of them wrong than of the originals
+    (measured: the same count, or one fewer right)."""
     model = load_model(trained_run("torch"), torch.device("cpu"))
     labels = mnist.test.labels[:COUNT].numpy()
+    originals = np.asarray(torch_steps.predict(model, mnist.test.images[:COUNT]).argmax(axis=1))
     read = digits_read(model, write_style(mnist, style, tmp_path))
-    correct = int((read == labels).sum())
-    assert correct >= STYLES[style][2], (
-        f"{style}: {correct}/{COUNT} read correctly ({read.tolist()} vs {labels.tolist()})"
+    as_originals, correct = int((read == originals).sum()), int((read == labels).sum())
+    assert as_originals >= STYLES[style][2] and correct >= int((originals == labels).sum()) - 1, (
+        f"{style}: {as_originals}/{COUNT} read as the originals, {correct} right "
+        f"({read.tolist()}; originals {originals.tolist()}; labels {labels.tolist()})"
     )
+    assert int((originals == labels).sum()) >= 15  # a model that learned: 17-19 of 20 measured
 
 
 @pytest.mark.parametrize("refusal", ["pure noise", "blank page", "2x1 picture"])

@@ -13,6 +13,7 @@ import torch
 from mnist_common.config import TrainConfig
 from mnist_jax import steps as jax_steps
 from mnist_jax import train as jax_train
+from mnist_jax.parallel import make_mesh
 from mnist_torch import steps as torch_steps_module
 from mnist_torch import train as torch_train
 from mnist_torch.data import batch_order
@@ -49,12 +50,25 @@ def test_jax_whole_epoch_scan_equals_the_per_step_path(jax_mnist):
     assert int(epoch_state.step) == 12
 
 
-def test_jax_trainer_picks_the_epoch_scan_on_accelerators_only():
-    assert not jax_steps.epoch_per_call(jax.devices("cpu")[0])
+def test_jax_trainer_compiles_fused_steps_on_one_cpu_and_cuts_the_epoch_into_their_calls(jax_mnist):
+    """On one CPU device `compile_steps` compiles FUSED_STEPS unrolled steps per call plus the single step for the
+    remainder, not the epoch scan (the accelerators' path), and `Steps.calls` covers every batch once, in order."""
+    cpu = jax.devices("cpu")[0]
+    assert not jax_steps.epoch_per_call(cpu)
+    mesh = make_mesh("cpu", 1)
+    train = jax_train_split(jax_mnist, SMALL.train_size)
+    steps, seconds, _ = jax_steps.compile_steps(
+        jax_steps.create_state(0, SMALL, cpu), train, train, SMALL.batch_size, cpu, mesh
+    )
+    assert steps.epoch is None and steps.fused is not None and steps.single is not None and seconds > 0
+    assert steps.describe() == f"Linen, {jax_steps.FUSED_STEPS} unrolled steps per call"
+    order = np.arange(37 * 4).reshape(37, 4)  # 37 steps: two fused calls of 16, then 5 single steps
+    calls = steps.calls(order)
+    assert [len(rows) for rows in calls] == [jax_steps.FUSED_STEPS] * 2 + [1] * 5
+    np.testing.assert_array_equal(np.concatenate(calls), order)
+    assert jax_steps.Steps(epoch=len).calls(order)[0] is order  # the accelerators' path: the whole epoch at once
     assert jax_steps.Steps(epoch=len).describe() == "Linen, a whole epoch per call"
-    fused = f"Linen, {jax_steps.FUSED_STEPS} unrolled steps per call"
-    assert jax_steps.Steps(fused=len, single=len).describe() == fused
-    assert jax_steps.Steps(single=len).describe() == "Linen, one step per call"  # several CPU devices: `fuse_steps`
+    assert [len(rows) for rows in jax_steps.Steps(single=len).calls(order)] == [1] * 37  # several CPU devices
 
 
 def test_an_xla_without_the_cpu_options_compiles_without_them_and_says_so(jax_mnist, capsys):
@@ -71,12 +85,15 @@ def test_an_xla_without_the_cpu_options_compiles_without_them_and_says_so(jax_mn
     assert np.isfinite(float(metrics["loss"]))
 
 
-def test_the_cpu_options_are_accepted_by_this_xla(jax_mnist, capsys):
+def test_the_cpu_options_are_accepted_by_this_xla_and_turn_its_ynnpack_fusions_off(jax_mnist, capsys):
+    """The shipped CPU options reach XLA: its default compilation of the training step holds YNNPACK fusions (45 in
+    jaxlib 0.10.2), the trainer's holds none, and no note says an option was dropped."""
     state = jax_steps.create_state(0, SMALL)
-    jax_steps.compile_train(
-        jax_steps.train_step.lower(state, (jax_mnist.train.images[:32], jax_mnist.train.labels[:32])), "cpu"
-    )
+    lowered = jax_steps.train_step.lower(state, (jax_mnist.train.images[:32], jax_mnist.train.labels[:32]))
+    shipped = jax_steps.compile_train(lowered, "cpu").as_text()
     assert "does not accept" not in capsys.readouterr().err
+    assert "ynn_fusion" in lowered.compile().as_text()  # what the option exists to turn off
+    assert "ynn_fusion" not in shipped
 
 
 def torch_steps(state, mnist, steps: int, start: int = 0) -> list[float]:

@@ -58,49 +58,35 @@ def test_stopped_at_is_the_epoch_that_reached_the_target_before_the_last():
     assert stopped_at(TrainConfig(epochs=3, stop_at_accuracy=1.0), [0.9999]) is None
 
 
-@pytest.mark.e2e  # longer real runs: three epochs and two resumes in each framework
+@pytest.mark.e2e  # longer real runs: two runs of two epochs, and two resumes, in each framework
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_a_reached_target_stops_the_run_writes_everything_and_resume_honours_it(framework, tmp_path, capsys):
+    """The target run; then the same run with --nondeterministic, which on the CPU changes no byte of the weights and
+    puts the frameworks' settings back as it found them; then the target run resumed with the same target (nothing
+    more to train) and without it (every epoch)."""
     trainer = TRAINERS[framework]
-    config = TrainConfig(epochs=3, stop_at_accuracy=TARGET, out_dir=tmp_path, **SMALL)
+    config = TrainConfig(epochs=3, stop_at_accuracy=TARGET, out_dir=tmp_path / "default", **SMALL)
     records = trainer.train(config)
 
-    run = metrics(tmp_path)
+    out_dir = config.out_dir
+    run = metrics(out_dir)
     accuracies = [e["test_accuracy"] for e in run["epochs"]]
     assert 1 <= len(accuracies) < config.epochs, accuracies
     assert run["stopped_at_accuracy"] == len(accuracies) == records[-1].epoch
     assert accuracies[-1] >= TARGET and all(a < TARGET for a in accuracies[:-1]), accuracies
     assert run["test_accuracy"] == accuracies[-1] and run["diverged"] is None
     assert run["config"]["stop_at_accuracy"] == TARGET and run["config"]["epochs"] == 3
-    assert (tmp_path / CHECKPOINT[framework]).exists()
-    assert all((tmp_path / name).stat().st_size > 0 for name in OUTPUTS)
+    assert run["config"]["nondeterministic"] is False
+    assert (out_dir / CHECKPOINT[framework]).exists()
+    assert all((out_dir / name).stat().st_size > 0 for name in OUTPUTS)
     final = capsys.readouterr().out.splitlines()
     assert len(final) == 1 and final[0].startswith(f"test accuracy {100 * accuracies[-1]:.2f}% on cpu")
     assert f", stopped after epoch {len(accuracies)} of 3 at >= 50.00%; wrote " in final[0]
+    weights = (out_dir / WEIGHTS_FILE).read_bytes()
 
-    # Resumed with the same target, which its last epoch reached: nothing more is trained, everything is written again.
-    weights = (tmp_path / WEIGHTS_FILE).read_bytes()
-    (tmp_path / "metrics.json").unlink()
-    resumed_records = trainer.train(dataclasses.replace(config, resume=True))
-    resumed = metrics(tmp_path)
-    assert resumed_records == records and learning(resumed) == learning(run)
-    assert resumed["stopped_at_accuracy"] == len(accuracies)
-    assert (tmp_path / WEIGHTS_FILE).read_bytes() == weights
-
-    # Resumed without the target: it trains on to --epochs, and metrics.json says it ran every epoch.
-    finished = trainer.train(dataclasses.replace(config, resume=True, stop_at_accuracy=None))
-    assert [r.epoch for r in finished] == [1, 2, 3] and finished[: len(records)] == records
-    assert metrics(tmp_path)["stopped_at_accuracy"] is None
-
-
-@pytest.mark.e2e  # longer real runs: two runs of two epochs in each framework
-@pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_nondeterministic_changes_nothing_on_the_cpu_and_no_target_runs_every_epoch(framework, tmp_path):
-    trainer = TRAINERS[framework]
-    default, fast = tmp_path / "default", tmp_path / "nondeterministic"
-    trainer.train(TrainConfig(epochs=2, out_dir=default, **SMALL))
-
-    # PyTorch: settings other than the defaults before the run, to see that the run puts them back.
+    # --nondeterministic: the same bytes on the CPU. PyTorch's settings other than the defaults before the run, to
+    # see that the run puts them back.
+    fast = dataclasses.replace(config, out_dir=tmp_path / "nondeterministic", nondeterministic=True)
     before = (
         torch.are_deterministic_algorithms_enabled(),
         torch.is_deterministic_algorithms_warn_only_enabled(),
@@ -110,20 +96,33 @@ def test_nondeterministic_changes_nothing_on_the_cpu_and_no_target_runs_every_ep
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
     try:
-        trainer.train(TrainConfig(epochs=2, out_dir=fast, nondeterministic=True, **SMALL))
+        fast_records = trainer.train(fast)
         assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
         assert torch.backends.cudnn.benchmark is False
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
         torch.backends.cudnn.benchmark = before[2]
     assert os.environ.get("XLA_FLAGS") == xla_flags
+    assert (fast.out_dir / WEIGHTS_FILE).read_bytes() == weights
+    untimed = [[dataclasses.replace(r, seconds=0.0, images_per_s=0.0) for r in rs] for rs in (records, fast_records)]
+    assert untimed[0] == untimed[1]
+    nondeterministic = metrics(fast.out_dir)
+    assert learning(nondeterministic) == learning(run) and nondeterministic["config"]["nondeterministic"] is True
+    capsys.readouterr()
 
-    assert (fast / WEIGHTS_FILE).read_bytes() == (default / WEIGHTS_FILE).read_bytes()
-    plain, nondeterministic = metrics(default), metrics(fast)
-    assert learning(nondeterministic) == learning(plain) and len(plain["epochs"]) == 2
-    assert plain["stopped_at_accuracy"] is None and nondeterministic["stopped_at_accuracy"] is None
-    assert plain["config"]["nondeterministic"] is False and nondeterministic["config"]["nondeterministic"] is True
-    assert plain["config"]["stop_at_accuracy"] is None
+    # Resumed with the same target, which its last epoch reached: nothing more is trained, everything is written again.
+    (out_dir / "metrics.json").unlink()
+    resumed_records = trainer.train(dataclasses.replace(config, resume=True))
+    resumed = metrics(out_dir)
+    assert resumed_records == records and learning(resumed) == learning(run)
+    assert resumed["stopped_at_accuracy"] == len(accuracies)
+    assert (out_dir / WEIGHTS_FILE).read_bytes() == weights
+
+    # Resumed without the target: it trains on to --epochs, and metrics.json says it ran every epoch.
+    finished = trainer.train(dataclasses.replace(config, resume=True, stop_at_accuracy=None))
+    assert [r.epoch for r in finished] == [1, 2, 3] and finished[: len(records)] == records
+    assert metrics(out_dir)["stopped_at_accuracy"] is None and metrics(out_dir)["config"]["stop_at_accuracy"] is None
+    assert len(metrics(out_dir)["epochs"]) == 3
 
 
 @pytest.mark.parametrize("enabled", [True, False])
