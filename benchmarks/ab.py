@@ -59,7 +59,9 @@ def run(variants: list[str], batch_size: int, rounds: int, device: str, smoke: b
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.ab", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python -m benchmarks.ab", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("variants", nargs="+", choices=TRAIN_VARIANTS, help="the first is the baseline")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=60, help="timed rounds of each variant, at least 5")

@@ -223,7 +223,9 @@ def mismatch(runs: Sequence[tuple[Path, dict[str, Any]]]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mnist_common.compare", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python -m mnist_common.compare", description=__doc__.splitlines()[0]
+    )
     parser.add_argument(
         "metrics", nargs="+", type=Path, help="metrics.json files, e.g. runs/torch/metrics.json runs/jax/metrics.json"
     )
