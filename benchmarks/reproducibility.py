@@ -115,7 +115,7 @@ def unwritable(out: Path) -> str | None:
     if not parent.is_dir():
         existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
         if existing is not None and not existing.is_dir():  # a file where a folder should be: say so
-            return f"{existing} is a file, not a folder, so {out} cannot be written; give another path for the JSON results"
+            return f"{existing} is a file, not a folder, so {out} cannot be written; give another path for the results"
         return f"the folder {parent} does not exist; create it or give another path for the JSON results"
     if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         return f"cannot write {out}; give a path you can write to"
