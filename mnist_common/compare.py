@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-if __name__ == "__main__":  # before matplotlib loads: Ctrl-C or SIGTERM from here on is one line, exit 130 / 143
+if __name__ == "__main__":  # before matplotlib loads: Ctrl-C, SIGTERM, SIGHUP... from here on: one line, exit 128 + N
     from mnist_common import interrupts
 
     interrupts.install("python -m mnist_common.compare")

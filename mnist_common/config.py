@@ -470,6 +470,17 @@ def parse_config(framework: str, argv: Sequence[str] | None = None) -> TrainConf
 
 
 def _add_model_source(parser: argparse.ArgumentParser, framework: str) -> None:
+    """--weights FILE or --checkpoint DIR, the model predict and evaluate use, and their --device and --json."""
+    parser.add_argument(
+        "--weights",
+        type=_path,
+        default=None,
+        metavar="FILE",
+        help=(
+            "a .safetensors file in PyTorch state_dict layout, exported by either framework "
+            "(instead of --checkpoint); must exist"
+        ),
+    )
     parser.add_argument(
         "--checkpoint",
         type=_path,
@@ -482,7 +493,8 @@ def _add_model_source(parser: argparse.ArgumentParser, framework: str) -> None:
 
 
 def build_predict_parser(framework: str) -> argparse.ArgumentParser:
-    """``python -m mnist_<framework>.predict IMAGE... [--checkpoint DIR] [--json]``, the same for both."""
+    """``python -m mnist_<framework>.predict IMAGE... [--weights FILE | --checkpoint DIR] [--json]``, the same for
+    both."""
     parser = Parser(
         prog=f"python -m mnist_{framework}.predict",
         description=(
@@ -504,16 +516,6 @@ def build_evaluate_parser(framework: str) -> argparse.ArgumentParser:
             "Test loss and accuracy of trained weights (from either framework) on the 10 000 MNIST test images."
         ),
     )
-    parser.add_argument(
-        "--weights",
-        type=_path,
-        default=None,
-        metavar="FILE",
-        help=(
-            "a .safetensors file in PyTorch state_dict layout, exported by either framework "
-            "(instead of --checkpoint); must exist"
-        ),
-    )
     _add_model_source(parser, framework)
     parser.add_argument(
         "--data-dir", type=_path, default=DEFAULT_DATA_DIR, help="folder holding MNIST/raw/*.gz; must exist"
@@ -521,11 +523,19 @@ def build_evaluate_parser(framework: str) -> argparse.ArgumentParser:
     return parser
 
 
-def parse_evaluate_args(framework: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """`evaluate`'s arguments; exits with status 2 and one argparse error line for a bad value or both
-    model sources at once. Looks at no file: `mnist_common.cli` checks the paths."""
-    parser = build_evaluate_parser(framework)
+def _parse_model_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.weights is not None and args.checkpoint is not None:
         parser.error("pass either --weights FILE or --checkpoint DIR, not both")
     return args
+
+
+def parse_evaluate_args(framework: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """`evaluate`'s arguments; exits with status 2 and one argparse error line for a bad value or both
+    model sources at once. Looks at no file: `mnist_common.cli` checks the paths."""
+    return _parse_model_args(build_evaluate_parser(framework), argv)
+
+
+def parse_predict_args(framework: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """`predict`'s arguments, as `parse_evaluate_args`: --weights FILE or --checkpoint DIR, not both."""
+    return _parse_model_args(build_predict_parser(framework), argv)
