@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -82,7 +83,10 @@ def main(argv: list[str] | None = None) -> None:
     refusal = conditions.dirty_refusal(conditions.provenance())
     if refusal and not (args.bench_allow_dirty or args.smoke):  # as the suite: results traced to a commit
         parser.exit(2, refusal + "\n")
-    result = run(args.variants, args.batch_size, args.rounds, args.device, args.smoke)
+    warning = None if args.smoke else conditions.load_warning()  # as the suite's header: a busy machine is said
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    result = {**run(args.variants, args.batch_size, args.rounds, args.device, args.smoke), "load_warning": warning}
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     first = args.variants[0]
     for row in result["rows"][1:]:

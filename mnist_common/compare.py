@@ -1,6 +1,6 @@
 """Overlay the curves of two (or more) runs from their metrics.json files, in one figure.
 
-Usage: python -m mnist_common.compare runs/torch/metrics.json runs/jax/metrics.json [--out compare.png]
+Usage: python -m mnist_common.compare runs/torch/metrics.json runs/jax/metrics.json [--out runs/compare.png]
 
 Framework-neutral: it reads only metrics.json, whose schema both trainers share (`report.write_metrics`).
 The files may come from anyone, so each is checked before it is plotted: anything that is not a trainer's
@@ -229,7 +229,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "metrics", nargs="+", type=Path, help="metrics.json files, e.g. runs/torch/metrics.json runs/jax/metrics.json"
     )
-    parser.add_argument("--out", type=Path, default=Path("compare.png"), help="the PNG to write")
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs") / "compare.png", help="the PNG to write (runs/ is git-ignored)"
+    )
     args = parser.parse_args(argv)
     runs: dict[str, Any] = {}
     read: list[tuple[Path, dict[str, Any]]] = []
