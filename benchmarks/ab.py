@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -59,7 +60,9 @@ def run(variants: list[str], batch_size: int, rounds: int, device: str, smoke: b
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.ab", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python -m benchmarks.ab", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("variants", nargs="+", choices=TRAIN_VARIANTS, help="the first is the baseline")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=60, help="timed rounds of each variant, at least 5")
@@ -80,7 +83,10 @@ def main(argv: list[str] | None = None) -> None:
     refusal = conditions.dirty_refusal(conditions.provenance())
     if refusal and not (args.bench_allow_dirty or args.smoke):  # as the suite: results traced to a commit
         parser.exit(2, refusal + "\n")
-    result = run(args.variants, args.batch_size, args.rounds, args.device, args.smoke)
+    warning = None if args.smoke else conditions.load_warning()  # as the suite's header: a busy machine is said
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    result = {**run(args.variants, args.batch_size, args.rounds, args.device, args.smoke), "load_warning": warning}
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     first = args.variants[0]
     for row in result["rows"][1:]:

@@ -294,7 +294,9 @@ def _jax_process(device: str, steps: int) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.cold_start", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python -m benchmarks.cold_start", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("variant", choices=CLI_VARIANTS)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument(

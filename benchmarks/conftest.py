@@ -35,7 +35,7 @@ def pytest_configure(config: pytest.Config) -> None:
     info = conditions.provenance()
     refusal = conditions.dirty_refusal(info)
     if measuring(config) and refusal and not config.getoption("bench_allow_dirty"):
-        raise pytest.UsageError(refusal)
+        raise pytest.UsageError(refusal.removeprefix("error: "))  # pytest says ERROR: itself
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -493,7 +493,9 @@ def gpu_problem() -> str | None:
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_candidates", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python -m benchmarks.gpu_candidates", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("out_stem", type=Path, help="writes OUT_STEM.json and OUT_STEM.md")
     parser.add_argument("--device", choices=["cuda", "cpu"], default=None)
     parser.add_argument(

@@ -110,7 +110,9 @@ def _measure(variant: str, mode: str, device: str, batch_size: int, precision_na
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python -m benchmarks.memory", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("variant")
     parser.add_argument("mode", choices=("train", "eval"))
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda")

@@ -662,7 +662,9 @@ def write(stem: Path, result: dict[str, Any]) -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python -m benchmarks.profile", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--device", choices=("cpu", "cuda"), required=True)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--out", type=Path, required=True, help="path stem: writes STEM.json and STEM.md")

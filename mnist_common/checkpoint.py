@@ -17,13 +17,12 @@ from mnist_common.config import TrainConfig
 from mnist_common.divergence import non_finite
 from mnist_common.errors import ProjectError
 from mnist_common.files import CheckedFileError, first_line, read_checked
+from mnist_common.outdir import FRAMEWORKS
 from mnist_common.report import EpochRecord
 
 #: What must be equal for the saved epochs and the resumed ones to be one run (--epochs may grow).
 RESUME_KEYS = ("batch_size", "lr", "momentum", "seed", "train_size", "precision")
 
-#: The frameworks' names in a checkpoint's header, for messages.
-FRAMEWORKS = {"torch": "PyTorch", "jax": "JAX"}
 
 #: How to recover when --resume finds no checkpoint.
 RESUME_FIX = "drop --resume to start afresh, or pass the --out-dir of the run to continue"

@@ -34,6 +34,7 @@ from mnist_common.config import (
     build_predict_parser,
     parse_config,
     parse_evaluate_args,
+    parse_predict_args,
 )
 
 
@@ -167,24 +168,29 @@ def _checkpoint_problems(checkpoint: Path | None) -> list[str]:
     return [f"{checkpoint} {problem}; pass a training run's --out-dir, the folder that holds its checkpoint"]
 
 
+def _check_model_source(build: Callable[[], argparse.ArgumentParser], args: argparse.Namespace) -> None:
+    """An explicit --weights must be a readable file, an explicit --checkpoint a folder."""
+    if args.weights is not None and (problem := file_problem(args.weights)) is not None:
+        _refuse(build, "--weights", [f"{args.weights} {problem}; pass a weights.safetensors written by a training run"])
+    _refuse(build, "--checkpoint", _checkpoint_problems(args.checkpoint))
+
+
 def check_evaluate(framework: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
     """`evaluate`'s arguments, with an existing --weights file or --checkpoint folder and --data-dir."""
     args = parse_evaluate_args(framework, argv)
     build = functools.partial(build_evaluate_parser, framework)
-    if args.weights is not None and (problem := file_problem(args.weights)) is not None:
-        _refuse(build, "--weights", [f"{args.weights} {problem}; pass a weights.safetensors written by a training run"])
-    _refuse(build, "--checkpoint", _checkpoint_problems(args.checkpoint))
+    _check_model_source(build, args)
     _refuse(build, "--data-dir", _data_dir_problems(args.data_dir))
     return args
 
 
 def check_predict(framework: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """`predict`'s arguments, every IMAGE an existing file and an explicit --checkpoint an existing folder."""
-    parser = build_predict_parser(framework)
-    args = parser.parse_args(argv)
+    """`predict`'s arguments, every IMAGE an existing file, with an existing --weights file or --checkpoint folder."""
+    args = parse_predict_args(framework, argv)
+    build = functools.partial(build_predict_parser, framework)
     images = [f"{path} {problem}" for path in args.images if (problem := file_problem(path)) is not None]
-    _refuse(lambda: parser, "IMAGE", images)
-    _refuse(lambda: parser, "--checkpoint", _checkpoint_problems(args.checkpoint))
+    _refuse(build, "IMAGE", images)
+    _check_model_source(build, args)
     return args
 
 

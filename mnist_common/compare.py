@@ -1,6 +1,6 @@
 """Overlay the curves of two (or more) runs from their metrics.json files, in one figure.
 
-Usage: python -m mnist_common.compare runs/torch/metrics.json runs/jax/metrics.json [--out compare.png]
+Usage: python -m mnist_common.compare runs/torch/metrics.json runs/jax/metrics.json [--out runs/compare.png]
 
 Framework-neutral: it reads only metrics.json, whose schema both trainers share (`report.write_metrics`).
 The files may come from anyone, so each is checked before it is plotted: anything that is not a trainer's
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-if __name__ == "__main__":  # before matplotlib loads: Ctrl-C or SIGTERM from here on is one line, exit 130 / 143
+if __name__ == "__main__":  # before matplotlib loads: Ctrl-C, SIGTERM, SIGHUP... from here on: one line, exit 128 + N
     from mnist_common import interrupts
 
     interrupts.install("python -m mnist_common.compare")
@@ -223,11 +223,15 @@ def mismatch(runs: Sequence[tuple[Path, dict[str, Any]]]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mnist_common.compare", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python -m mnist_common.compare", description=__doc__.splitlines()[0]
+    )
     parser.add_argument(
         "metrics", nargs="+", type=Path, help="metrics.json files, e.g. runs/torch/metrics.json runs/jax/metrics.json"
     )
-    parser.add_argument("--out", type=Path, default=Path("compare.png"), help="the PNG to write")
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs") / "compare.png", help="the PNG to write (runs/ is git-ignored)"
+    )
     args = parser.parse_args(argv)
     runs: dict[str, Any] = {}
     read: list[tuple[Path, dict[str, Any]]] = []

@@ -124,6 +124,7 @@ class TrainConfig:
     train_size: int = NUM_TRAIN
     quiet: bool = False
     resume: bool = False  # continue from the checkpoint in out_dir instead of starting afresh
+    overwrite: bool = False  # replace the run already in out_dir (`mnist_common.outdir`); else it is refused
     mode: str | None = None  # PyTorch: one of TORCH_MODES (None: eager); JAX: None, it always compiles
     api: str | None = None  # JAX: one of JAX_APIS (None: linen); PyTorch: None, it has one API
     # Data parallelism. JAX: --devices per process, and --num-processes > 1 starts jax.distributed with
@@ -275,9 +276,25 @@ def _one_line(message: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each help line ends with its default, unless it says the default itself or there is none (None):
+    ``(default: runs/jax) (default: None)`` said the same thing twice, the second time wrongly."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or "(default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse's parser, whose error is always one line, whatever the user typed. Like argparse's, it
-    prints the usage and ``PROG: error: MESSAGE`` on stderr and exits with status 2."""
+    prints the usage and ``PROG: error: MESSAGE`` on stderr and exits with status 2. It takes no
+    abbreviated flag: ``--epoch 3`` is refused, not read as ``--epochs 3`` (nor, one day, as another flag)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         super().error(_one_line(message))
@@ -293,7 +310,6 @@ def build_parser(framework: str) -> argparse.ArgumentParser:
         description=(
             f"Train the MNIST CNN with {'PyTorch' if framework == 'torch' else 'JAX'} on the shipped real MNIST."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "--epochs", type=_epochs, default=d.epochs, help=f"passes over the training set: 1 to {MAX_EPOCHS}"
@@ -394,7 +410,7 @@ def build_parser(framework: str) -> argparse.ArgumentParser:
         metavar="ACC",
         help="stop after the first epoch whose test accuracy is >= ACC, a fraction in (0, 1] (0.99 for 99%%); "
         "everything is written as after a full run, and metrics.json's stopped_at_accuracy names that epoch; "
-        "None: train every --epochs",
+        "without it: train every --epochs",
     )
     parser.add_argument(
         "--nondeterministic",
@@ -413,6 +429,12 @@ def build_parser(framework: str) -> argparse.ArgumentParser:
             "(same batch size, lr, momentum, seed, train size)"
         ),
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in --out-dir (its metrics.json, checkpoint, weights and plots), which is "
+        "otherwise refused; its files are kept until this run has an epoch to save",
+    )
     return parser
 
 
@@ -421,6 +443,8 @@ def parse_config(framework: str, argv: Sequence[str] | None = None) -> TrainConf
     argparse error line for a bad value. Looks at no file: `mnist_common.cli` checks the paths."""
     parser = build_parser(framework)
     args = parser.parse_args(argv)
+    if args.resume and args.overwrite:
+        parser.error("pass either --resume (continue the run in --out-dir) or --overwrite (replace it), not both")
     if args.batch_size > args.train_size:
         parser.error(
             f"argument --batch-size: {args.batch_size} is larger than --train-size {args.train_size}; lower it"
@@ -446,6 +470,17 @@ def parse_config(framework: str, argv: Sequence[str] | None = None) -> TrainConf
 
 
 def _add_model_source(parser: argparse.ArgumentParser, framework: str) -> None:
+    """--weights FILE or --checkpoint DIR, the model predict and evaluate use, and their --device and --json."""
+    parser.add_argument(
+        "--weights",
+        type=_path,
+        default=None,
+        metavar="FILE",
+        help=(
+            "a .safetensors file in PyTorch state_dict layout, exported by either framework "
+            "(instead of --checkpoint); must exist"
+        ),
+    )
     parser.add_argument(
         "--checkpoint",
         type=_path,
@@ -458,13 +493,13 @@ def _add_model_source(parser: argparse.ArgumentParser, framework: str) -> None:
 
 
 def build_predict_parser(framework: str) -> argparse.ArgumentParser:
-    """``python -m mnist_<framework>.predict IMAGE... [--checkpoint DIR] [--json]``, the same for both."""
+    """``python -m mnist_<framework>.predict IMAGE... [--weights FILE | --checkpoint DIR] [--json]``, the same for
+    both."""
     parser = Parser(
         prog=f"python -m mnist_{framework}.predict",
         description=(
             "Name the digit in each picture (PNG or JPEG, any size, light or dark background) with a trained CNN."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "images", nargs="+", type=_path, metavar="IMAGE", help="pictures of one digit each; each must exist"
@@ -480,17 +515,6 @@ def build_evaluate_parser(framework: str) -> argparse.ArgumentParser:
         description=(
             "Test loss and accuracy of trained weights (from either framework) on the 10 000 MNIST test images."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument(
-        "--weights",
-        type=_path,
-        default=None,
-        metavar="FILE",
-        help=(
-            "a .safetensors file in PyTorch state_dict layout, exported by either framework "
-            "(instead of --checkpoint); must exist"
-        ),
     )
     _add_model_source(parser, framework)
     parser.add_argument(
@@ -499,11 +523,19 @@ def build_evaluate_parser(framework: str) -> argparse.ArgumentParser:
     return parser
 
 
-def parse_evaluate_args(framework: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """`evaluate`'s arguments; exits with status 2 and one argparse error line for a bad value or both
-    model sources at once. Looks at no file: `mnist_common.cli` checks the paths."""
-    parser = build_evaluate_parser(framework)
+def _parse_model_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.weights is not None and args.checkpoint is not None:
         parser.error("pass either --weights FILE or --checkpoint DIR, not both")
     return args
+
+
+def parse_evaluate_args(framework: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """`evaluate`'s arguments; exits with status 2 and one argparse error line for a bad value or both
+    model sources at once. Looks at no file: `mnist_common.cli` checks the paths."""
+    return _parse_model_args(build_evaluate_parser(framework), argv)
+
+
+def parse_predict_args(framework: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """`predict`'s arguments, as `parse_evaluate_args`: --weights FILE or --checkpoint DIR, not both."""
+    return _parse_model_args(build_predict_parser(framework), argv)

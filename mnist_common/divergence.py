@@ -12,7 +12,8 @@ price of a divergence, and the last good checkpoint stays as it was.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,11 +47,26 @@ def non_finite(arrays: Mapping[str, Any]) -> list[str]:
     return found
 
 
-def kept(out_dir: Any, last_good_epoch: int | None) -> str:
-    """What a diverged run leaves on disk, for its error line."""
-    if last_good_epoch is None:
-        return f"the files already in {out_dir} are left as they were, and metrics.json records the divergence"
-    return f"the checkpoint of epoch {last_good_epoch} in {out_dir} is kept, and metrics.json records the divergence"
+def kept(out_dir: Any, last_good_epoch: int | None, recorded: bool) -> str:
+    """What a diverged run leaves on disk, for its error line; `recorded`: whether its metrics.json records the
+    divergence (`records_divergence`), which it does not where that would replace an earlier run's file."""
+    metrics = (
+        "metrics.json records the divergence"
+        if recorded
+        else "metrics.json is the earlier run's, left as it was (it does not record this divergence)"
+    )
+    if last_good_epoch is not None:
+        return f"the checkpoint of epoch {last_good_epoch} in {out_dir} is kept, and {metrics}"
+    if recorded:
+        return f"no epoch was complete, so no checkpoint was written; {metrics}"
+    return f"the files already in {out_dir} are left as they were, byte for byte (metrics.json does not record this)"
+
+
+def records_divergence(out_dir: Any, earlier: Sequence[str]) -> bool:
+    """Whether a diverged run writes its metrics.json: not over an earlier run's metrics.json (a resumed one's,
+    or one --overwrite has not replaced yet), nor beside an earlier run's files (`earlier`), which it would mix
+    with; the earlier files stay byte for byte as they were, and the error line says what is there."""
+    return not earlier and not (Path(out_dir) / "metrics.json").exists()
 
 
 def check_epoch(epoch: int, losses: np.ndarray, params_finite: bool, lr: float, kept: str) -> None:

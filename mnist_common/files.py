@@ -22,7 +22,10 @@ from mnist_common.errors import ProjectError
 def write_atomically(path: Path | str, write: Callable[[Path], None]) -> Path:
     """Call ``write(partial_path)``, then rename the result to ``path``; on failure, remove the partial file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if os.path.abspath(path.parent) in _held:  # a run's out-dir: never recreate it, stop if it vanished
+        check_held(path.parent)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     try:
         write(partial)
@@ -147,6 +150,35 @@ class OutDirBusy(ProjectError, RuntimeError):
     """Another live process is writing the out-dir; the message names it."""
 
 
+class OutDirLost(ProjectError, RuntimeError):
+    """The out-dir, or its lock file, vanished while this run held it; the message says the run stopped."""
+
+
+#: The out-dirs this process holds the lock of (by absolute path), with the open lock file.
+_held: dict[str, IO[str]] = {}
+
+
+def _is_ours(path: Path, handle: IO[str]) -> bool:
+    """Whether `path` is still the very file `handle` holds open (not removed, not replaced by another)."""
+    try:
+        return os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+    except OSError:
+        return False
+
+
+def check_held(out_dir: Path) -> None:
+    """Raise `OutDirLost` if the out-dir this process locked, or its lock file, is gone or was replaced:
+    its results went with it, and writing on would recreate the folder without a lock, where a second
+    run would not be refused. Called before every write into it (`write_atomically`) and at each epoch end."""
+    handle = _held.get(os.path.abspath(out_dir))
+    if handle is not None and not _is_ours(Path(out_dir) / LOCK_FILE, handle):
+        raise OutDirLost(
+            f"{out_dir} or its {LOCK_FILE} was removed while this run was writing there; stopped without writing "
+            f"into it again, so that nothing mixes with what is there now; train again, into another --out-dir "
+            f"if something else uses that one"
+        )
+
+
 @contextlib.contextmanager
 def out_dir_lock(out_dir: Path, command: str) -> Iterator[None]:
     """Hold ``<out_dir>/.lock`` while a run writes there, so that a second run is refused instead of mixing files.
@@ -163,12 +195,16 @@ def out_dir_lock(out_dir: Path, command: str) -> Iterator[None]:
         raise OutDirBusy(
             f"{out_dir} is being written by a run still going ({holder}); wait for it to end, or pass another --out-dir"
         )
+    key = os.path.abspath(out_dir)
     try:
         record_holder(handle, f"pid {os.getpid()}, {command}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         remove_partial_files(out_dir)
+        _held[key] = handle
         yield
     finally:
-        path.unlink(missing_ok=True)
+        _held.pop(key, None)
+        if _is_ours(path, handle):  # never the lock of a run that took a recreated folder
+            path.unlink(missing_ok=True)
         handle.close()
 
 

@@ -1,9 +1,10 @@
-"""Ctrl-C (SIGINT) and SIGTERM in every command: one line on stderr, exit status 130 / 143, nothing half-written.
+"""Ctrl-C (SIGINT), SIGTERM, SIGHUP and every other signal that ends a command: one line on stderr naming it,
+exit status 128 + its number (130, 143, 129, ...), nothing half-written, no lock left behind.
 
 Shared by both frameworks' commands; like `mnist_common.cli` it imports only the standard library, so a
 command calls `install` from its ``if __name__ == "__main__":`` block, before PyTorch or JAX load.
 
-From `install` on, either signal stops the command with one line saying what was interrupted and exits
+From `install` on, each signal of `SIGNALS` stops the command with one line saying what was interrupted and exits
 with 128 + the signal's number. Outside `catching` (the imports, and the read-only commands throughout)
 the handler says so itself and exits at once (`os._exit`): every file is written atomically
 (`mnist_common.files.write_atomically`), so every complete file is whole and none is half-written.
@@ -26,13 +27,34 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
-#: The signals handled, each exiting with 128 + its number (130, 143), as a shell reports them.
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: The signals handled: every one whose default action ends the process and that comes from outside it (a
+#: terminal closed: SIGHUP; Ctrl-\\: SIGQUIT; kill -USR1; a batch system's SIGXCPU), each exiting with 128 + its
+#: number (129, 130, 131, 143, ...), as a shell reports them. Not SIGPIPE and SIGXFSZ, which Python ignores so
+#: that the write fails with an error instead; not the faults (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT), which
+#: come from the process itself and leave nothing to clean up safely; not the real-time signals, which
+#: libraries may use for themselves.
+SIGNALS = tuple(
+    getattr(signal, name)
+    for name in (
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGTERM",
+        "SIGUSR1",
+        "SIGUSR2",
+        "SIGALRM",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGXCPU",
+        "SIGPWR",
+    )
+    if hasattr(signal, name)
+)
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived while a command was `catching` it; a KeyboardInterrupt, so that code
-    cleaning up after Ctrl-C cleans up after SIGTERM too."""
+    """A signal of `SIGNALS` arrived while a command was `catching` it; a KeyboardInterrupt, so that code
+    cleaning up after Ctrl-C cleans up after SIGTERM, SIGHUP and the others too."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
@@ -81,11 +103,13 @@ def _handler(signum: int, frame: object) -> None:
 
 
 def install(command: str) -> None:
-    """Handle SIGINT and SIGTERM from now on in this process; `command` names it in the line printed."""
+    """Handle every signal of SIGNALS from now on in this process; `command` names it in the line printed.
+    A signal the parent set to be ignored stays ignored: ``nohup`` asks a run to outlive its terminal."""
     _state.command = command
     _state.installed = True
     for signum in SIGNALS:
-        signal.signal(signum, _handler)
+        if signal.getsignal(signum) != signal.SIG_IGN:
+            signal.signal(signum, _handler)
 
 
 @contextlib.contextmanager

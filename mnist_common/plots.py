@@ -23,10 +23,9 @@ import numpy as np  # noqa: E402
 
 from mnist_common.config import MNIST_MEAN, MNIST_STD, NUM_CLASSES  # noqa: E402
 from mnist_common.files import write_atomically  # noqa: E402
+from mnist_common.outdir import PLOT_FILES  # noqa: E402
 
-CURVES_FILE = "curves.png"
-CONFUSION_FILE = "confusion.png"
-MISCLASSIFIED_FILE = "misclassified.png"
+CURVES_FILE, CONFUSION_FILE, MISCLASSIFIED_FILE = PLOT_FILES
 
 Epochs = list[Mapping[str, Any]]  # metrics.json's "epochs": one dict per epoch
 

@@ -24,9 +24,7 @@ from mnist_common.cli import file_problem
 from mnist_common.divergence import non_finite
 from mnist_common.errors import ProjectError
 from mnist_common.files import write_atomically
-
-#: The name of the file each trainer writes into its out-dir at the end.
-WEIGHTS_FILE = "weights.safetensors"
+from mnist_common.outdir import WEIGHTS_FILE  # noqa: F401  (the file each trainer writes at the end)
 
 
 class WeightsError(ProjectError, RuntimeError):

@@ -33,10 +33,11 @@ from mnist_common.checkpoint import (
 )
 from mnist_common.config import TrainConfig
 from mnist_common.files import checked_bytes, write_atomically
+from mnist_common.outdir import CHECKPOINT_FILES
 from mnist_common.report import EpochRecord
 
 #: The file inside a run's out-dir.
-CHECKPOINT_FILE = "checkpoint.msgpack"
+CHECKPOINT_FILE = CHECKPOINT_FILES["jax"]
 
 
 def checkpoint_path(out_dir: Path) -> Path:

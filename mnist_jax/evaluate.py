@@ -20,7 +20,7 @@ if __name__ == "__main__":
     from mnist_common import interrupts
     from mnist_common.cli import check_command_line
 
-    interrupts.install("python -m mnist_jax.evaluate")  # Ctrl-C or SIGTERM from here on: one line, exit 130 / 143
+    interrupts.install("python -m mnist_jax.evaluate")  # Ctrl-C, SIGTERM, SIGHUP...: one line, exit 128 + N
     CHECKED = check_command_line("evaluate", "jax", sys.argv[1:])  # parsed once: main runs what was checked
 
 import jax

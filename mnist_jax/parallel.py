@@ -30,6 +30,7 @@ import numpy as np
 from jax._src import distributed as jax_distributed
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from mnist_common import interrupts
 from mnist_common.config import DeviceUnavailable, DistributedError, TrainConfig
 from mnist_common.files import first_line, record_holder, try_lock
 from mnist_common.parallel import (
@@ -59,9 +60,9 @@ def start_processes(config: TrainConfig) -> None:
     """
     if config.num_processes == 1:
         return
-    # From here on SIGINT and SIGTERM stop this process at once, with one line, and skip jax.distributed's
-    # shutdown barrier (which the other processes would never reach); they then lose this one.
-    exit_on_interrupt(lambda signum: interrupted(config, signum), (signal.SIGINT, signal.SIGTERM))
+    # From here on SIGINT, SIGTERM and the other ending signals stop this process at once, with one line, and
+    # skip jax.distributed's shutdown barrier (which the other processes would never reach); they then lose this one.
+    exit_on_interrupt(lambda signum: interrupted(config, signum), interrupts.SIGNALS)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if config.process_id != 0:
         wait_for_coordinator(config)
@@ -121,7 +122,8 @@ _held: list[Any] = []  # the lock file of `hold_coordinator_port`, open until th
 
 
 def interrupted(config: TrainConfig, signum: int) -> str:
-    """The line a process of a several-process run prints when SIGINT or SIGTERM stops it (`exit_on_interrupt`)."""
+    """The line a process of a several-process run prints when a signal (SIGINT, SIGTERM, ...) stops it
+    (`exit_on_interrupt`)."""
     return (
         f"error: process {config.process_id} of {config.num_processes} "
         f"was interrupted ({signal.Signals(signum).name}); "

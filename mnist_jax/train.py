@@ -36,7 +36,7 @@ if __name__ == "__main__":
     from mnist_common import interrupts
     from mnist_common.cli import check_command_line
 
-    interrupts.install("python -m mnist_jax.train")  # Ctrl-C or SIGTERM from here on: one line, exit 130 / 143
+    interrupts.install("python -m mnist_jax.train")  # Ctrl-C, SIGTERM, SIGHUP...: one line, exit 128 + N
     CHECKED = check_command_line("train", "jax", sys.argv[1:])  # parsed once: main runs what was checked
 
 import flax
@@ -54,9 +54,10 @@ from mnist_common.config import (
     per_device_batch,
     stopped_at,
 )
-from mnist_common.divergence import Diverged, check_epoch, kept
+from mnist_common.divergence import Diverged, check_epoch, kept, records_divergence
 from mnist_common.errors import ProjectError
-from mnist_common.files import out_dir_lock, write_failure
+from mnist_common.files import check_held, out_dir_lock, write_failure
+from mnist_common.outdir import claim, replace_earlier
 from mnist_common.plots import write_plots
 from mnist_common.progress import EpochProgress, progress_enabled
 from mnist_common.report import EpochRecord, format_epoch, write_metrics
@@ -150,6 +151,7 @@ def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
     per_device_batch(config.batch_size, mesh.size, f"{mesh.size} devices")
     if not writer:  # one progress bar and one report per run: process 0's
         config = dataclasses.replace(config, quiet=True)
+    earlier = claim(config, "jax") if writer else []  # a run already there: resumed, replaced, or refused
     interrupts.now("while loading the MNIST data")
     data = load_mnist(config.data_dir)
     train_host = Split(data.train.images[: config.train_size], data.train.labels[: config.train_size])
@@ -217,17 +219,22 @@ def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
                 losses,
                 params_finite(state.params),
                 config.lr,
-                kept(config.out_dir, records[-1].epoch if records else None),
+                kept(
+                    config.out_dir, records[-1].epoch if records else None, records_divergence(config.out_dir, earlier)
+                ),
             )
-        except Diverged as err:  # nothing of this epoch is saved; metrics.json says where it stopped
-            metrics_file(err.record())
+        except Diverged as err:  # nothing of this epoch is saved; metrics.json says where it stopped, unless not ours
+            if writer and records_divergence(config.out_dir, earlier):
+                metrics_file(err.record())
             raise
         test_loss, test_accuracy = evaluate(state.params, test_split)
         records.append(
             EpochRecord(epoch, float(losses.mean()), test_loss, test_accuracy, seconds, images_per_epoch / seconds)
         )
         if writer:
+            check_held(config.out_dir)  # its folder or lock removed: stop rather than write into a recreated one
             interrupts.now("while writing the checkpoint")
+            earlier = replace_earlier(config.out_dir, earlier)  # --overwrite: the earlier run goes at the first save
             with interrupts.deferred():  # a checkpoint begun is finished; then the interrupt acts
                 path = save_checkpoint(config.out_dir, state, records, config)
                 interrupts.kept(f"the checkpoint after epoch {epoch} in {path}")

@@ -38,6 +38,7 @@ from mnist_common.checkpoint import (
 )
 from mnist_common.config import TrainConfig
 from mnist_common.files import checked_bytes, write_atomically
+from mnist_common.outdir import CHECKPOINT_FILES
 from mnist_common.report import EpochRecord
 from mnist_torch.model import CNN
 
@@ -45,7 +46,7 @@ if TYPE_CHECKING:  # annotations only
     from mnist_torch.steps import TrainState
 
 #: The file inside a run's out-dir.
-CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FILE = CHECKPOINT_FILES["torch"]
 
 
 def checkpoint_path(out_dir: Path) -> Path:

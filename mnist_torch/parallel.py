@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from mnist_common import interrupts
 from mnist_common.config import DistributedError, TrainConfig
 from mnist_common.files import first_line
 from mnist_common.parallel import LOST_PEER_SIGNS, exit_on_interrupt, first_difference, last_word, run_settings
@@ -63,8 +64,8 @@ def start_processes(config: TrainConfig, device_type: str) -> World:
     if world.size == 1:
         return world
     exit_on_interrupt(
-        lambda signum: (interrupted if signum == signal.SIGINT else stopped)(world, config),
-        (signal.SIGINT, signal.SIGTERM),
+        lambda signum: stopped(world, config) if signum == signal.SIGTERM else interrupted(world, config, signum),
+        interrupts.SIGNALS,
     )
     if device_type == "cuda":
         torch.cuda.set_device(world.local_rank)  # one GPU per process, before NCCL starts
@@ -95,10 +96,12 @@ def stopped(world: World, config: TrainConfig) -> str:
     )
 
 
-def interrupted(world: World, config: TrainConfig) -> str:
-    """The line a rank of a several-process run prints when SIGINT stops it (`exit_on_interrupt`)."""
+def interrupted(world: World, config: TrainConfig, signum: int) -> str:
+    """The line a rank of a several-process run prints when SIGINT (or another signal but SIGTERM) stops it
+    (`exit_on_interrupt`)."""
     return (
-        f"error: rank {world.rank} of {world.size} was interrupted (SIGINT); the other ranks stop too; the checkpoint "
+        f"error: rank {world.rank} of {world.size} was interrupted ({signal.Signals(signum).name}); the other ranks "
+        "stop too; the checkpoint "
         f"of the last finished epoch in {config.out_dir} is whole: run the same torchrun command again with --resume"
     )
 

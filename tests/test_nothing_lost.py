@@ -1,0 +1,289 @@
+"""Nothing lost, ever: a folder holding a run is resumed, replaced on request (--overwrite) or refused in one
+line; a run of the other framework never mixes with it; a run whose out-dir vanished stops instead of
+recreating it; every signal that ends a command says so in one line, exits 128 + N and leaves no lock."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mnist_common import files
+from mnist_common.config import build_evaluate_parser, build_parser, build_predict_parser, parse_config
+from mnist_common.files import LOCK_FILE, out_dir_lock, write_atomically
+from mnist_common.weights import WEIGHTS_FILE
+from mnist_jax import predict as jax_predict
+from mnist_jax import train as jax_train
+from mnist_torch import predict as torch_predict
+from mnist_torch import train as torch_train
+
+REPO = Path(__file__).resolve().parent.parent
+FRAMEWORKS = ["torch", "jax"]
+OTHER = {"torch": "jax", "jax": "torch"}
+NAME = {"torch": "PyTorch", "jax": "JAX"}
+TRAINERS = {"torch": torch_train, "jax": jax_train}
+PREDICTORS = {"torch": torch_predict, "jax": jax_predict}
+CHECKPOINT = {"torch": "checkpoint.pt", "jax": "checkpoint.msgpack"}
+TINY = ["--epochs", "1", "--train-size", "256", "--quiet"]
+DIGIT = REPO / "docs" / "seven.png"
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def refusal(framework: str, argv: list[str]) -> str:
+    """The one error line the trainer exits with."""
+    with pytest.raises(SystemExit) as exit_info:
+        TRAINERS[framework].main(argv)
+    message = str(exit_info.value.code)
+    assert message.startswith("error: ") and "\n" not in message, message
+    return message
+
+
+@pytest.fixture
+def copied_run(trained_run, tmp_path):
+    """``copied_run(framework)``: a copy of the session's finished run of that framework, free to change."""
+
+    def copy(framework: str) -> Path:
+        out_dir = tmp_path / f"{framework}-copy"
+        shutil.copytree(trained_run(framework), out_dir)
+        return out_dir
+
+    return copy
+
+
+# --- A. results lost -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_second_run_into_a_finished_run_is_refused_and_changes_nothing(framework, copied_run):
+    out_dir = copied_run(framework)
+    before = digest(out_dir)
+    message = refusal(framework, [*TINY, "--out-dir", str(out_dir)])
+    assert message.startswith(f"error: {out_dir} already holds a {NAME[framework]} run (metrics.json, "), message
+    assert "pass --resume to continue it, --overwrite to replace it, or another --out-dir" in message
+    assert digest(out_dir) == before and not (out_dir / LOCK_FILE).exists()
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_run_of_the_other_framework_is_refused_with_and_without_resume(framework, copied_run):
+    out_dir = copied_run(OTHER[framework])
+    before = digest(out_dir)
+    for extra in ([], ["--resume"]):
+        message = refusal(framework, [*TINY, "--out-dir", str(out_dir), *extra])
+        assert message.startswith(f"error: {out_dir} holds a {NAME[OTHER[framework]]} run ("), message
+        assert f"which a {NAME[framework]} run can neither resume nor share" in message, message
+        assert "--overwrite to replace that run" in message
+    assert digest(out_dir) == before
+
+
+def test_resume_without_its_checkpoint_beside_results_says_overwrite_not_drop_resume(copied_run):
+    out_dir = copied_run("torch")
+    (out_dir / CHECKPOINT["torch"]).unlink()
+    message = refusal("torch", [*TINY, "--out-dir", str(out_dir), "--resume"])
+    assert "but no checkpoint.pt to resume from; pass --overwrite instead of --resume" in message, message
+
+
+def test_resume_and_overwrite_together_are_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config("torch", ["--resume", "--overwrite"])
+    assert exit_info.value.code == 2
+    assert "error: pass either --resume (continue the run in --out-dir) or --overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.e2e  # a real epoch, its evaluation and its plots: a longer real run
+def test_overwrite_replaces_a_run_of_the_other_framework_whole(copied_run, mnist, monkeypatch):
+    """No JAX checkpoint is left beside the PyTorch run that replaced the JAX one: the folder is one run."""
+    out_dir = copied_run("jax")
+    monkeypatch.setattr(torch_train, "load_mnist", lambda data_dir: mnist)  # this session's copy, not a reload
+    torch_train.main([*TINY, "--out-dir", str(out_dir), "--overwrite"])
+    names = sorted(p.name for p in out_dir.iterdir())
+    assert names == sorted(
+        ["metrics.json", "checkpoint.pt", WEIGHTS_FILE, "curves.png", "confusion.png", "misclassified.png"]
+    )
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert metrics["framework"] == "torch" and metrics["config"]["overwrite"] is True
+
+
+def test_a_vanished_out_dir_is_never_recreated_and_a_new_runs_lock_is_left_alone(tmp_path):
+    out_dir = tmp_path / "run"
+    with out_dir_lock(out_dir, "test"):
+        write_atomically(out_dir / "metrics.json", lambda p: p.write_text("{}"))
+        shutil.rmtree(out_dir)
+        with pytest.raises(files.OutDirLost, match=rf"^{re.escape(str(out_dir))} or its \.lock was removed while"):
+            write_atomically(out_dir / "metrics.json", lambda p: p.write_text("{}"))
+        assert not out_dir.exists()  # not recreated, lock-less, for a second run to write into unrefused
+        out_dir.mkdir()
+        (out_dir / LOCK_FILE).write_text("pid 1, another run\n")  # a second run took the recreated folder
+        with pytest.raises(files.OutDirLost):
+            files.check_held(out_dir)
+    assert (out_dir / LOCK_FILE).read_text() == "pid 1, another run\n"  # the first run's exit left it alone
+
+
+@pytest.mark.e2e  # the process boundary is the subject: a folder removed under a running trainer
+def test_a_trainer_whose_out_dir_is_removed_stops_in_one_line_without_recreating_it(tmp_path):
+    out_dir = tmp_path / "run"
+    args = ["--epochs", "50", "--train-size", "1280", "--quiet", "--out-dir", str(out_dir)]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "mnist_torch.train", *args], stderr=subprocess.PIPE, text=True, cwd=REPO
+    )
+    deadline = time.monotonic() + 60
+    while not (out_dir / CHECKPOINT["torch"]).exists() and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.01)
+    shutil.rmtree(out_dir)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 1, stderr
+    assert stderr.strip().startswith(f"error: {out_dir} or its .lock was removed while this run was writing"), stderr
+    assert len(stderr.strip().splitlines()) == 1 and not out_dir.exists(), stderr
+
+
+# --- B. signals ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.e2e  # real signals to a real trainer
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1])
+def test_every_ending_signal_is_one_line_its_status_and_no_stale_lock(signum, tmp_path):
+    """Once the out-dir is locked (the run is loading data or preparing its step), the signal ends the run as
+    SIGINT does: one line naming it, 128 + N, the lock released."""
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mnist_torch.train",
+            "--epochs",
+            "20",
+            "--train-size",
+            "1280",
+            "--out-dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    deadline = time.monotonic() + 60
+    while not (tmp_path / LOCK_FILE).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    run.send_signal(signum)
+    _, stderr = run.communicate(timeout=60)
+    name = signal.Signals(signum).name
+    assert run.returncode == 128 + signum, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert re.fullmatch(rf"interrupted .*\({name}\); .*", last) and "Traceback" not in stderr, stderr
+    assert not (tmp_path / LOCK_FILE).exists() and not list(tmp_path.glob("*.partial"))
+
+
+# --- C. messages and flags -----------------------------------------------------------------------------
+
+PARSERS = [
+    build(framework)
+    for build in (build_parser, build_predict_parser, build_evaluate_parser)
+    for framework in FRAMEWORKS
+]
+
+
+@pytest.mark.parametrize("parser", PARSERS, ids=lambda p: p.prog)
+def test_help_states_each_default_once_and_never_none(parser):
+    text = " ".join(parser.format_help().split())
+    assert "(default: None)" not in text
+    assert not re.search(r"\(default: [^)]*\) \(default:", text), text
+
+
+def test_an_abbreviated_flag_is_refused_not_taken_for_the_long_one(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config("torch", ["--epoch", "3"])
+    assert exit_info.value.code == 2 and "unrecognized arguments: --epoch 3" in capsys.readouterr().err
+
+
+def test_every_argparse_parser_in_the_project_refuses_abbreviations():
+    """Every ``argparse.ArgumentParser(...)`` call in the repository passes allow_abbrev=False (the commands'
+    own parsers are `mnist_common.config.Parser`, which does)."""
+    missing = []
+    for path in [*REPO.glob("*/*.py"), *REPO.glob("*.py")]:
+        if ".venv" in path.parts or path.parts[-2] == "tests":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "argparse.ArgumentParser":
+                flags = {k.arg: ast.unparse(k.value) for k in node.keywords}
+                if flags.get("allow_abbrev") != "False":
+                    missing.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert missing == []
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_predict_takes_weights_as_evaluate_does(framework, trained_run, capsys):
+    weights = trained_run(OTHER[framework]) / WEIGHTS_FILE  # the other framework's file: the shared layout
+    PREDICTORS[framework].main([str(DIGIT), "--weights", str(weights), "--json"])
+    answer = json.loads(capsys.readouterr().out)
+    assert answer[0]["digit"] == 7
+    with pytest.raises(SystemExit) as exit_info:
+        PREDICTORS[framework].main([str(DIGIT), "--weights", str(weights), "--checkpoint", str(weights.parent)])
+    assert exit_info.value.code == 2 and "pass either --weights FILE or --checkpoint DIR" in capsys.readouterr().err
+
+
+def test_reproducibility_says_a_file_where_a_folder_should_be_is_a_file(tmp_path):
+    from benchmarks.reproducibility import unwritable
+
+    (tmp_path / "file").write_text("")
+    problem = unwritable(tmp_path / "file" / "sub" / "repro.json")
+    assert problem.startswith(f"{tmp_path / 'file'} is a file, not a folder"), problem
+
+
+# --- D. the clone stays clean --------------------------------------------------------------------------
+
+
+def test_gitignore_ignores_no_tracked_file_and_the_readme_writes_only_ignored_files():
+    tracked_but_ignored = subprocess.run(
+        ["git", "ls-files", "-ci", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    assert tracked_but_ignored == ""
+    readme = (REPO / "README.md").read_text()
+    outs = re.findall(r"--out (\S+)", readme)
+    assert outs, "the README's compare example names its --out"
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", *outs, "build/lib/x.py"], cwd=REPO, capture_output=True, text=True
+    ).stdout.split()
+    assert ignored == [*outs, "build/lib/x.py"]
+
+
+def test_ab_warns_of_a_busy_machine_as_the_suite_does(tmp_path, monkeypatch, capsys):
+    """The warning is `conditions.load_warning`'s own, from a load average over the core count; the rounds
+    themselves (minutes) are not what is tested, so `run` returns a baseline row at once."""
+    from benchmarks import ab, conditions
+
+    monkeypatch.setattr(conditions.os, "getloadavg", lambda: (1000.0, 1000.0, 1000.0))
+    monkeypatch.setattr(ab, "run", lambda *args: {"rows": [{"variant": "jax_jit"}]})
+    out = tmp_path / "ab.json"
+    ab.main(["jax_jit", "jax_nnx_split", "--out", str(out), "--bench-allow-dirty"])
+    err = capsys.readouterr().err
+    assert err.startswith("warning: the machine is busy before the benchmarks start"), err
+    assert json.loads(out.read_text())["load_warning"] == err.strip()
+
+
+def test_the_suite_refuses_a_dirty_tree_without_a_doubled_error_prefix(monkeypatch):
+    """pytest prints ``ERROR: `` before a UsageError's message: the refusal must not bring its own ``error: ``."""
+    import benchmarks.conftest as bench_conftest
+    from benchmarks import conditions
+
+    class Options:  # the few options pytest_configure reads, as pytest's config answers them
+        def getoption(self, name):
+            return {"bench_threads": None}.get(name, False)
+
+    dirty = {"commit": "0" * 40, "dirty": True, "changed_files": ["x.py"], "commit_source": "git"}
+    monkeypatch.setattr(conditions, "provenance", lambda: dirty)
+    monkeypatch.setattr(conditions, "set_threads", lambda count: 1)  # this test process keeps its own threads
+    with pytest.raises(pytest.UsageError) as error:
+        bench_conftest.pytest_configure(Options())
+    assert str(error.value).startswith("the working tree differs from commit 000000000000"), str(error.value)
