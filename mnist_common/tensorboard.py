@@ -47,7 +47,9 @@ class TrainingLog:
 
         self.steps_per_epoch = steps_per_epoch
         first = epochs_done * steps_per_epoch + 1
-        self.writer = SummaryWriter(str(folder), purge_step=first, flush_secs=10)
+        # The file's name holds the second it was made in and this suffix: a resume within the same second must
+        # not write over the file of the run it continues (a file starting at the same step holds nothing to keep).
+        self.writer = SummaryWriter(str(folder), purge_step=first, flush_secs=10, filename_suffix=f".from-step-{first}")
         text = json.dumps({"framework": framework, **config}, indent=2)
         self.writer.add_text(CONFIG, "".join(f"    {line}\n" for line in text.splitlines()), global_step=first)
 
