@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "notebooks" / "pytorch_and_jax_side_by_side.ipynb"
 #: The quick setting's budget on a 2-core CPU, kernel start included.
 QUICK_SECONDS = 90
-#: The figures: sample digits, both runs' curves, both confusion matrices.
+#: The cells that draw: sample digits; both runs' curves and step losses; both confusion matrices.
 FIGURES = 3
 
 
