@@ -7,7 +7,8 @@ throughput suite's rounds (the same step functions, data, threads and settings).
 compiler options); on a GPU `train_epoch_steps`. PyTorch: eager and `torch.compile` (--mode compile), and on a
 GPU the CUDA-graph step (--mode cuda-graphs).
 
-How it is measured: two warm-up rounds, then N steps under the framework's profiler. JAX: `jax.profiler.trace`,
+How it is measured: two warm-up rounds, then N steps under the framework's profiler, captured as the trainers'
+--profile captures (`mnist_jax.profiling`, `mnist_torch.profiling`). JAX: `jax.profiler.trace`,
 whose trace JSON is parsed here; the events that name an HLO instruction (``args.hlo_op``) count. On a GPU they
 are the kernels on the device's streams, each its own duration. On the CPU they are XLA's thunks, and a
 multithreaded convolution or dot is asynchronous: its event covers only its launch, and an ``end: NAME`` event
@@ -443,6 +444,7 @@ def profile_jax(variant: str, device: str, batch_size: int, steps: int, mnist: A
     from benchmarks import runners
     from mnist_jax import data as jax_data
     from mnist_jax import steps as jax_steps
+    from mnist_jax.profiling import capture
 
     dev = runners.jax_device(device)
     split = jax_data.from_torch(mnist.train)
@@ -491,9 +493,7 @@ def profile_jax(variant: str, device: str, batch_size: int, steps: int, mnist: A
         run()
         unprofiled = time.perf_counter() - start
     with tempfile.TemporaryDirectory(prefix="jax-profile-") as folder:
-        options = _jax_profile_options(jax)
-        kwargs = {"create_perfetto_trace": True, **({"profiler_options": options} if options else {})}
-        with jax.profiler.trace(folder, **kwargs):
+        with capture(Path(folder), device):  # the trainers' --profile capture: Perfetto's trace JSON beside the xplane
             start = time.perf_counter()
             run()
             wall = time.perf_counter() - start
@@ -538,16 +538,6 @@ def profile_jax(variant: str, device: str, batch_size: int, steps: int, mnist: A
     )
 
 
-def _jax_profile_options(jax: Any) -> Any:
-    """No Python tracer (it adds an event per Python call to the profiled steps); None where unsupported."""
-    try:
-        options = jax.profiler.ProfileOptions()
-        options.python_tracer_level = 0
-        return options
-    except (AttributeError, TypeError):
-        return None
-
-
 # --- PyTorch ----------------------------------------------------------------------------------------------
 
 #: Rows of torch.profiler's table that wrap the steps rather than do work in them.
@@ -558,13 +548,12 @@ def profile_torch(variant: str, device: str, batch_size: int, steps: int, mnist:
     """Profile one PyTorch path (`runners.torch_round`: compiled or captured, warmed up) over `steps` steps; run it
     inside `runners.precision` and `runners.autotuned`, as the throughput suite does."""
     import torch
-    from torch.profiler import ProfilerActivity
 
     from benchmarks import runners
+    from mnist_torch.profiling import capture
 
     round_ = runners.torch_round(variant, "train", mnist, device, batch_size, steps * batch_size, PRECISION)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
-    with torch.profiler.profile(activities=activities) as prof:
+    with capture(None, device) as prof:  # the trainers' --profile capture, keeping no trace file
         start = time.perf_counter()
         round_.run()
         wall = time.perf_counter() - start

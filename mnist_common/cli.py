@@ -149,6 +149,10 @@ def _data_dir_problems(path: Path) -> list[str]:
     return [f"{path} {problem}; expected the folder holding MNIST/raw/*.gz (the default is {DEFAULT_DATA_DIR})"]
 
 
+#: How to fix a --tensorboard or --profile folder that cannot be written.
+FOLDER_FIX = "pass a writable folder, or a new one's path inside a writable folder, such as runs/tensorboard"
+
+
 def check_train(framework: str, argv: Sequence[str] | None = None) -> TrainConfig:
     """The training run `argv` asks for, its --data-dir readable and its --out-dir writable or creatable."""
     config = parse_config(framework, argv)
@@ -156,6 +160,14 @@ def check_train(framework: str, argv: Sequence[str] | None = None) -> TrainConfi
     _refuse(build, "--data-dir", _data_dir_problems(config.data_dir))
     problem = out_dir_problem(config.out_dir)
     _refuse(build, "--out-dir", [] if problem is None else [f"{config.out_dir} {problem}"])
+    for flag, folder, what in (
+        ("--tensorboard", config.tensorboard, "TensorBoard's event files"),
+        ("--profile", config.profile, "the profiler's trace"),
+    ):
+        if folder is not None and (problem := out_dir_problem(folder)) is not None:
+            _refuse(
+                build, flag, [f"{folder} {problem}; expected a folder for {what} (created if missing); {FOLDER_FIX}"]
+            )
     return config
 
 

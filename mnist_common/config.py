@@ -138,6 +138,10 @@ class TrainConfig:
         None  # stop after the first epoch whose test accuracy reaches it (None: every epoch)
     )
     nondeterministic: bool = False  # skip the trainers' deterministic settings (`deterministic` in both train.py)
+    tensorboard: Path | None = None  # a folder for TensorBoard's event files (`mnist_common.tensorboard`); None: none
+    profile: Path | None = (
+        None  # a folder for the profiler's trace of a few steps (`mnist_common.profiling`); None: none
+    )
 
     def to_json(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
@@ -417,6 +421,23 @@ def build_parser(framework: str) -> argparse.ArgumentParser:
         action="store_true",
         help="skip the deterministic settings and let each framework autotune its kernels (cuDNN benchmark, XLA's "
         "default): faster on a GPU, but not bit-reproducible there; changes nothing on the CPU",
+    )
+    parser.add_argument(
+        "--tensorboard",
+        type=_path,
+        default=None,
+        metavar="DIR",
+        help="write TensorBoard scalars into DIR (created if missing): the training loss every few steps, test loss, "
+        "test accuracy and images/s every epoch, the configuration; the same tags in both frameworks, so that two "
+        "runs overlay (`tensorboard --logdir DIR`); --resume continues the same curves",
+    )
+    parser.add_argument(
+        "--profile",
+        type=_path,
+        default=None,
+        metavar="DIR",
+        help="capture a few training steps of the first epoch, after compilation, with the framework's own "
+        "profiler, into DIR (created if missing): a trace that Perfetto (ui.perfetto.dev) or TensorBoard opens",
     )
     parser.add_argument(
         "--quiet", action="store_true", help="print only the final result (no progress bar, no epoch lines)"

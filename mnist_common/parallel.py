@@ -63,10 +63,13 @@ def last_word() -> bool:
 #: TrainConfig fields that may differ between the processes of one run, left out of `check_same_flags`:
 #: the process's own id; paths, which name the same folders differently on different machines (the data
 #: folder is each machine's own; process 0 alone writes the out-dir, though --resume reads it everywhere);
-#: --quiet, which only process 0's output obeys; and --dist-timeout, each process's own patience. The
-#: coordinator is not compared either: processes that reached each other agree on it. Every other field
-#: decides the SGD steps, the devices or when training stops, and must be the same in every process.
-PER_PROCESS_FIELDS = frozenset({"process_id", "out_dir", "data_dir", "quiet", "dist_timeout", "coordinator"})
+#: --quiet, which only process 0's output obeys, and --tensorboard and --profile, which only process 0 writes;
+#: and --dist-timeout, each process's own patience. The coordinator is not compared either: processes that
+#: reached each other agree on it. Every other field decides the SGD steps, the devices or when training
+#: stops, and must be the same in every process.
+PER_PROCESS_FIELDS = frozenset(
+    {"process_id", "out_dir", "data_dir", "quiet", "dist_timeout", "coordinator", "tensorboard", "profile"}
+)
 
 
 def run_settings(config: TrainConfig) -> dict[str, Any]:

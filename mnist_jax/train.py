@@ -59,8 +59,10 @@ from mnist_common.errors import ProjectError
 from mnist_common.files import check_held, out_dir_lock, write_failure
 from mnist_common.outdir import claim, replace_earlier
 from mnist_common.plots import write_plots
+from mnist_common.profiling import StepWindow
 from mnist_common.progress import EpochProgress, progress_enabled
 from mnist_common.report import EpochRecord, format_epoch, write_metrics
+from mnist_common.tensorboard import TrainingLog
 from mnist_common.weights import WEIGHTS_FILE
 from mnist_jax.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from mnist_jax.compilation_cache import describe_lookups, use_compilation_cache
@@ -76,6 +78,7 @@ from mnist_jax.parallel import (
     replicated,
     start_processes,
 )
+from mnist_jax.profiling import capture
 from mnist_jax.steps import (
     IN_FLIGHT,
     Steps,
@@ -99,7 +102,13 @@ def epoch_order(config: TrainConfig, epoch: int, num_examples: int) -> np.ndarra
 
 
 def train_epoch(
-    state: TrainState, train: Split, config: TrainConfig, epoch: int, steps: Steps, mesh: Mesh
+    state: TrainState,
+    train: Split,
+    config: TrainConfig,
+    epoch: int,
+    steps: Steps,
+    mesh: Mesh,
+    profile: Path | None = None,
 ) -> tuple[TrainState, np.ndarray]:
     """One pass in the shared batch order; returns the new state and every step's loss, on the host, once the
     device has finished.
@@ -114,19 +123,28 @@ def train_epoch(
     on the device until the epoch ends: reading each one would make the host wait for every step instead
     of queueing the next; at most IN_FLIGHT calls are queued ahead, so that an interrupt waits for those
     alone. The progress bar (a terminal only) reads the latest loss every few steps, which lets the queue
-    run ahead in between.
+    run ahead in between. `profile` (--profile) captures a few of the calls with JAX's profiler.
     """
     order = epoch_order(config, epoch, len(train.labels))
     state = steps.route.start(state)  # the --api's own form of the state (Linen's: the TrainState itself)
     losses: list[jax.Array] = []
-    with EpochProgress(len(order), epoch, config.epochs, config.batch_size, progress_enabled(config.quiet)) as progress:
-        for rows in steps.calls(order):
+    calls = steps.calls(order)
+    window = StepWindow(profile, len(calls), capture)
+    with (
+        EpochProgress(len(order), epoch, config.epochs, config.batch_size, progress_enabled(config.quiet)) as progress,
+        window,
+    ):
+        for index, rows in enumerate(calls):
+            window.before(index, len(rows))
             state, loss = steps(state, train, rows, mesh)
+            window.after(index, loss.block_until_ready)
             losses.append(loss)
             if len(losses) > IN_FLIGHT:  # JAX queues calls without bound: wait for the one IN_FLIGHT calls ago
                 losses[-1 - IN_FLIGHT].block_until_ready()
             for k in range(len(rows)):
                 progress.step(lambda loss=loss, k=k: float(loss[k]))
+    if window.done and not config.quiet:
+        print(window.describe(), flush=True)
     return steps.route.finish(state), np.asarray(jnp.concatenate(losses))
 
 
@@ -205,41 +223,59 @@ def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
             else None
         )
 
-    for epoch in range(len(records) + 1, config.epochs + 1):
-        if stopped_at(config, [r.test_accuracy for r in records]) is not None:
-            # --stop-at-accuracy reached, by this run or by the one it resumes: every process takes the same decision
-            break
-        interrupts.now(f"during epoch {epoch}/{config.epochs}")
-        start = time.perf_counter()
-        state, losses = train_epoch(state, train_split, config, epoch, steps, mesh)
-        seconds = time.perf_counter() - start
-        try:
-            check_epoch(
-                epoch,
-                losses,
-                params_finite(state.params),
-                config.lr,
-                kept(
-                    config.out_dir, records[-1].epoch if records else None, records_divergence(config.out_dir, earlier)
-                ),
-            )
-        except Diverged as err:  # nothing of this epoch is saved; metrics.json says where it stopped, unless not ours
-            if writer and records_divergence(config.out_dir, earlier):
-                metrics_file(err.record())
-            raise
-        test_loss, test_accuracy = evaluate(state.params, test_split)
-        records.append(
-            EpochRecord(epoch, float(losses.mean()), test_loss, test_accuracy, seconds, images_per_epoch / seconds)
+    first_epoch = len(records) + 1  # --profile captures steps of this epoch; --tensorboard continues after the last
+    log = (
+        TrainingLog(
+            config.tensorboard, "jax", config.to_json(), num_batches(config.train_size, config.batch_size), len(records)
         )
-        if writer:
-            check_held(config.out_dir)  # its folder or lock removed: stop rather than write into a recreated one
-            interrupts.now("while writing the checkpoint")
-            earlier = replace_earlier(config.out_dir, earlier)  # --overwrite: the earlier run goes at the first save
-            with interrupts.deferred():  # a checkpoint begun is finished; then the interrupt acts
-                path = save_checkpoint(config.out_dir, state, records, config)
-                interrupts.kept(f"the checkpoint after epoch {epoch} in {path}")
-        if not config.quiet:
-            print(format_epoch(records[-1], config.epochs), flush=True)
+        if writer and config.tensorboard is not None
+        else contextlib.nullcontext()
+    )
+    with log:
+        for epoch in range(len(records) + 1, config.epochs + 1):
+            if stopped_at(config, [r.test_accuracy for r in records]) is not None:
+                # --stop-at-accuracy reached, by this run or by the one it resumes: every process decides alike
+                break
+            interrupts.now(f"during epoch {epoch}/{config.epochs}")
+            start = time.perf_counter()
+            profile = config.profile if writer and epoch == first_epoch else None
+            state, losses = train_epoch(state, train_split, config, epoch, steps, mesh, profile)
+            seconds = time.perf_counter() - start
+            try:
+                check_epoch(
+                    epoch,
+                    losses,
+                    params_finite(state.params),
+                    config.lr,
+                    kept(
+                        config.out_dir,
+                        records[-1].epoch if records else None,
+                        records_divergence(config.out_dir, earlier),
+                    ),
+                )
+            except (
+                Diverged
+            ) as err:  # nothing of this epoch is saved; metrics.json says where it stopped, unless not ours
+                if writer and records_divergence(config.out_dir, earlier):
+                    metrics_file(err.record())
+                raise
+            test_loss, test_accuracy = evaluate(state.params, test_split)
+            records.append(
+                EpochRecord(epoch, float(losses.mean()), test_loss, test_accuracy, seconds, images_per_epoch / seconds)
+            )
+            if isinstance(log, TrainingLog):
+                log.epoch(records[-1], losses.tolist())
+            if writer:
+                check_held(config.out_dir)  # its folder or lock removed: stop rather than write into a recreated one
+                interrupts.now("while writing the checkpoint")
+                earlier = replace_earlier(
+                    config.out_dir, earlier
+                )  # --overwrite: the earlier run goes at the first save
+                with interrupts.deferred():  # a checkpoint begun is finished; then the interrupt acts
+                    path = save_checkpoint(config.out_dir, state, records, config)
+                    interrupts.kept(f"the checkpoint after epoch {epoch} in {path}")
+            if not config.quiet:
+                print(format_epoch(records[-1], config.epochs), flush=True)
     stopped = stopped_at(config, [r.test_accuracy for r in records])
     interrupts.now("after the last epoch, while writing metrics.json, the weights and the plots")
     predictions = predict(state.params, test_split.images).argmax(axis=1)  # a computation on every process's devices

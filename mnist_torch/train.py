@@ -50,8 +50,10 @@ from mnist_common.errors import ProjectError
 from mnist_common.files import check_held, first_line, out_dir_lock, write_failure
 from mnist_common.outdir import claim, replace_earlier
 from mnist_common.plots import write_plots
+from mnist_common.profiling import StepWindow
 from mnist_common.progress import EpochProgress, progress_enabled
 from mnist_common.report import EpochRecord, format_epoch, write_metrics
+from mnist_common.tensorboard import TrainingLog
 from mnist_common.weights import WEIGHTS_FILE
 from mnist_torch.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from mnist_torch.data import Split, batch_order, load_mnist, num_batches
@@ -69,6 +71,7 @@ from mnist_torch.parallel import (
     lost_process,
     start_processes,
 )
+from mnist_torch.profiling import capture
 from mnist_torch.steps import (
     PREPARED,
     Steps,
@@ -90,7 +93,13 @@ def epoch_order(config: TrainConfig, epoch: int, num_examples: int, world: World
 
 
 def train_epoch(
-    state: TrainState, train: Split, config: TrainConfig, epoch: int, steps: Steps, world: World
+    state: TrainState,
+    train: Split,
+    config: TrainConfig,
+    epoch: int,
+    steps: Steps,
+    world: World,
+    profile: Path | None = None,
 ) -> tuple[TrainState, np.ndarray]:
     """One pass in the shared batch order; returns the state (updated in place) and every step's loss, on the host,
     once the device has finished.
@@ -99,16 +108,26 @@ def train_epoch(
     SGD step each. The epoch's batch order goes to the device once, as one (steps, batch) index tensor,
     and each step gathers its batch there. The losses stay on the device until the epoch ends, then are
     averaged over the ranks into the global batches' losses, and the progress bar (a terminal only)
-    reads the latest one every few steps, not every step.
+    reads the latest one every few steps, not every step. `profile` (--profile) captures a few of the calls
+    with PyTorch's profiler.
     """
     order = torch.from_numpy(epoch_order(config, epoch, len(train.labels), world)).to(train.images.device)
     losses: list[torch.Tensor] = []
-    with EpochProgress(len(order), epoch, config.epochs, config.batch_size, progress_enabled(config.quiet)) as progress:
-        for rows in steps.calls(order):
+    calls = steps.calls(order)
+    window = StepWindow(profile, len(calls), lambda folder: capture(folder, train.images.device.type))
+    with (
+        EpochProgress(len(order), epoch, config.epochs, config.batch_size, progress_enabled(config.quiet)) as progress,
+        window,
+    ):
+        for index, rows in enumerate(calls):
+            window.before(index, len(rows))
             state, loss = steps(state, rows)
+            window.after(index, loss.cpu)
             losses.append(loss)
             for k in range(len(rows)):
                 progress.step(lambda loss=loss, k=k: float(loss[k]))
+    if window.done and not config.quiet:
+        print(window.describe(), flush=True)
     return state, global_mean(torch.cat(losses), world).cpu().numpy()
 
 
@@ -186,41 +205,63 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
             else None
         )
 
-    for epoch in range(len(records) + 1, config.epochs + 1):
-        if stopped_at(config, [r.test_accuracy for r in records]) is not None:
-            # --stop-at-accuracy reached, by this run or by the one it resumes: every rank takes the same decision
-            break
-        interrupts.now(f"during epoch {epoch}/{config.epochs}")
-        start = time.perf_counter()
-        state, losses = train_epoch(state, train_split, config, epoch, steps, world)
-        seconds = time.perf_counter() - start
-        try:
-            check_epoch(
-                epoch,
-                losses,
-                params_finite(state.model),
-                config.lr,
-                kept(
-                    config.out_dir, records[-1].epoch if records else None, records_divergence(config.out_dir, earlier)
-                ),
-            )
-        except Diverged as err:  # nothing of this epoch is saved; metrics.json says where it stopped, unless not ours
-            if writer and records_divergence(config.out_dir, earlier):
-                metrics_file(err.record())
-            raise
-        test_loss, test_accuracy = evaluate(state.model, test_split)
-        records.append(
-            EpochRecord(epoch, float(losses.mean()), test_loss, test_accuracy, seconds, images_per_epoch / seconds)
+    first_epoch = len(records) + 1  # --profile captures steps of this epoch; --tensorboard continues after the last
+    log = (
+        TrainingLog(
+            config.tensorboard,
+            "torch",
+            config.to_json(),
+            num_batches(config.train_size, config.batch_size),
+            len(records),
         )
-        if writer:
-            check_held(config.out_dir)  # its folder or lock removed: stop rather than write into a recreated one
-            interrupts.now("while writing the checkpoint")
-            earlier = replace_earlier(config.out_dir, earlier)  # --overwrite: the earlier run goes at the first save
-            with interrupts.deferred():  # a checkpoint begun is finished; then the interrupt acts
-                path = save_checkpoint(config.out_dir, state, records, config)
-                interrupts.kept(f"the checkpoint after epoch {epoch} in {path}")
-        if not config.quiet:
-            print(format_epoch(records[-1], config.epochs), flush=True)
+        if writer and config.tensorboard is not None
+        else contextlib.nullcontext()
+    )
+    with log:
+        for epoch in range(len(records) + 1, config.epochs + 1):
+            if stopped_at(config, [r.test_accuracy for r in records]) is not None:
+                # --stop-at-accuracy reached, by this run or by the one it resumes: every rank decides alike
+                break
+            interrupts.now(f"during epoch {epoch}/{config.epochs}")
+            start = time.perf_counter()
+            profile = config.profile if writer and epoch == first_epoch else None
+            state, losses = train_epoch(state, train_split, config, epoch, steps, world, profile)
+            seconds = time.perf_counter() - start
+            try:
+                check_epoch(
+                    epoch,
+                    losses,
+                    params_finite(state.model),
+                    config.lr,
+                    kept(
+                        config.out_dir,
+                        records[-1].epoch if records else None,
+                        records_divergence(config.out_dir, earlier),
+                    ),
+                )
+            except (
+                Diverged
+            ) as err:  # nothing of this epoch is saved; metrics.json says where it stopped, unless not ours
+                if writer and records_divergence(config.out_dir, earlier):
+                    metrics_file(err.record())
+                raise
+            test_loss, test_accuracy = evaluate(state.model, test_split)
+            records.append(
+                EpochRecord(epoch, float(losses.mean()), test_loss, test_accuracy, seconds, images_per_epoch / seconds)
+            )
+            if isinstance(log, TrainingLog):
+                log.epoch(records[-1], losses.tolist())
+            if writer:
+                check_held(config.out_dir)  # its folder or lock removed: stop rather than write into a recreated one
+                interrupts.now("while writing the checkpoint")
+                earlier = replace_earlier(
+                    config.out_dir, earlier
+                )  # --overwrite: the earlier run goes at the first save
+                with interrupts.deferred():  # a checkpoint begun is finished; then the interrupt acts
+                    path = save_checkpoint(config.out_dir, state, records, config)
+                    interrupts.kept(f"the checkpoint after epoch {epoch} in {path}")
+            if not config.quiet:
+                print(format_epoch(records[-1], config.epochs), flush=True)
     stopped = stopped_at(config, [r.test_accuracy for r in records])
     interrupts.now("after the last epoch, while writing metrics.json, the weights and the plots")
 

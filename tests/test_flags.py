@@ -177,6 +177,8 @@ TRAIN_FLAGS = [
     "--out-dir",
     "--train-size",
     "--stop-at-accuracy",
+    "--tensorboard",
+    "--profile",
 ]
 FLAGS = {
     ("train", "torch"): TRAIN_FLAGS + ["--mode", "--dist-timeout"],
@@ -205,7 +207,8 @@ def good_paths(flag: str, places: dict[str, str]) -> st.SearchStrategy[str]:
         return st.sampled_from([places["seven"], places["file"]])
     if flag in ("--data-dir", "--checkpoint"):
         return st.sampled_from([places["folder"], places["data"]])
-    return st.sampled_from([places["folder"], places["missing"], places["missing_deeper"]])  # --out-dir
+    # --out-dir, --tensorboard, --profile
+    return st.sampled_from([places["folder"], places["missing"], places["missing_deeper"]])
 
 
 def command_lines(command: str, framework: str, places: dict[str, str]) -> st.SearchStrategy[list[str]]:
@@ -279,6 +282,7 @@ def assert_valid(command: str, framework: str, parsed: object, argv: list[str]) 
         assert parsed.stop_at_accuracy is None or 0 < parsed.stop_at_accuracy <= 1
         assert isinstance(parsed.nondeterministic, bool)
         assert parsed.data_dir.is_dir() and out_dir_problem(parsed.out_dir) is None
+        assert all(folder is None or out_dir_problem(folder) is None for folder in (parsed.tensorboard, parsed.profile))
         assert parse_config(framework, argv) == parsed  # main() parses the same run
         return
     assert parsed.device in DEVICES and isinstance(parsed.json, bool)
@@ -535,6 +539,18 @@ def test_paths_that_cannot_work_are_refused_and_nothing_is_created(framework, pl
             f"argument --data-dir: {places['missing']} does not exist; expected the folder holding MNIST/raw/*.gz",
         ),
         ("train", ["--data-dir", places["file"]], f"argument --data-dir: {places['file']} is a file, not a folder"),
+        (
+            "train",
+            ["--tensorboard", places["file"]],
+            f"argument --tensorboard: {places['file']} is a file, not a folder; expected a folder for TensorBoard's "
+            "event files (created if missing); pass a writable folder",
+        ),
+        (
+            "train",
+            ["--profile", places["under_file"]],
+            f"argument --profile: {places['under_file']} cannot be created: {places['file']} is a file, not a folder; "
+            "expected a folder for the profiler's trace",
+        ),
         ("evaluate", ["--weights", places["missing"]], f"argument --weights: {places['missing']} does not exist"),
         (
             "evaluate",
@@ -580,8 +596,13 @@ def test_paths_that_cannot_work_are_refused_and_nothing_is_created(framework, pl
                 stderr,
             )
         # A creatable --out-dir passes, and is left for the trainer to create under its lock.
-        config = check_command_line("train", framework, ["--out-dir", places["missing_deeper"]])
+        config = check_command_line(
+            "train",
+            framework,
+            ["--out-dir", places["missing_deeper"], "--tensorboard", places["missing"], "--profile", places["missing"]],
+        )
         assert config.out_dir == Path(places["missing_deeper"])
+        assert config.tensorboard == config.profile == Path(places["missing"])
     assert listing(root) == before and not any(tmp_path.iterdir())
 
 

@@ -1,0 +1,83 @@
+"""--profile (`mnist_common.profiling`): which calls are captured, in-process; end to end (e2e), each trainer's
+trace file, written by its framework's profiler, names the convolutions of its training step."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mnist_common.config import TrainConfig
+from mnist_common.profiling import PROFILED_CALLS, StepWindow
+
+
+def test_the_window_captures_a_few_calls_after_the_first_and_ends_after_the_device_finished(tmp_path):
+    seen: list[str] = []
+
+    @contextlib.contextmanager
+    def capture(folder: Path) -> Iterator[None]:
+        seen.append(f"start {folder.name}")
+        yield
+        seen.append("stop")
+
+    with StepWindow(tmp_path / "trace", 10, capture) as window:
+        for index in range(10):
+            window.before(index, 16)
+            seen.append(f"call {index}")
+            window.after(index, lambda index=index: seen.append(f"wait {index}"))
+    last = PROFILED_CALLS
+    assert seen[:2] == ["call 0", "start trace"]
+    assert seen[seen.index("start trace") : seen.index("stop") + 1] == [
+        "start trace",
+        *[f"call {i}" for i in range(1, last)],
+        f"call {last}",
+        f"wait {last}",
+        "stop",
+    ]
+    assert window.done and window.steps == 16 * PROFILED_CALLS and (tmp_path / "trace").is_dir()
+    one = StepWindow(tmp_path / "one", 1, capture)  # an epoch of one call: that call
+    assert (one.first, one.last) == (0, 0)
+    assert not StepWindow(None, 10, capture).done
+
+
+def test_an_error_inside_the_window_ends_the_capture(tmp_path):
+    seen: list[str] = []
+
+    @contextlib.contextmanager
+    def capture(folder: Path) -> Iterator[None]:
+        yield
+        seen.append("stop")
+
+    with pytest.raises(KeyboardInterrupt), StepWindow(tmp_path, 10, capture) as window:
+        window.before(1, 1)
+        raise KeyboardInterrupt
+    assert seen == ["stop"]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+def test_the_trace_exists_and_names_the_steps_convolutions(framework, tmp_path, capsys):
+    if framework == "torch":
+        from mnist_torch import train as trainer
+    else:
+        from mnist_jax import train as trainer
+    folder = tmp_path / "profile"
+    trainer.train(TrainConfig(epochs=1, train_size=640, batch_size=16, out_dir=tmp_path / "run", profile=folder))
+    assert f"training steps into {folder}" in capsys.readouterr().out
+    if framework == "torch":
+        (trace,) = folder.glob("*.pt.trace.json")
+        text = trace.read_text()
+        assert "aten::convolution" in text and "autograd::engine::evaluate_function: ConvolutionBackward0" in text
+    else:
+        (trace,) = folder.glob("plugins/profile/*/perfetto_trace.json.gz")
+        assert list(folder.glob("plugins/profile/*/*.xplane.pb"))  # TensorBoard's profile plugin reads this one
+        with gzip.open(trace, "rt") as f:
+            events = json.load(f)
+        events = events["traceEvents"] if isinstance(events, dict) else events
+        ops = {e.get("args", {}).get("hlo_op", "") for e in events}
+        assert any(op.startswith("convolution") for op in ops), sorted(ops)[:40]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["config"]["profile"] == str(folder)

@@ -1,0 +1,104 @@
+"""--tensorboard (`mnist_common.tensorboard`): the events read back as TensorBoard shows them. In-process, the
+writer alone: the tags, the steps, a resumed writer purging what an earlier one wrote from its first step on. End
+to end (e2e): both trainers, one epoch and then --resume to two, their events equal to their metrics.json, with
+the same tags at the same steps in both frameworks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_common import tensorboard as tb
+from mnist_common.config import TrainConfig
+from mnist_common.report import EpochRecord
+
+STEPS = 2 * tb.LOSS_EVERY + 3  # per epoch: two training-loss points in the first epoch, then at 60, 80, ...
+
+
+def record(epoch: int, shift: float = 0.0) -> EpochRecord:
+    return EpochRecord(epoch, 1.0 / epoch + shift, 0.5 / epoch + shift, 0.9 + epoch / 100, 1.5, 1000.0 * epoch)
+
+
+def test_the_scalars_read_back_with_their_steps(tmp_path):
+    with tb.TrainingLog(tmp_path, "jax", {"lr": 0.1}, STEPS) as log:
+        for epoch in (1, 2):
+            log.epoch(record(epoch), [float(k) for k in range(STEPS)])
+    scalars = tb.read_scalars(tmp_path)
+    assert set(scalars) == {
+        tb.TRAIN_LOSS,
+        tb.EPOCH_TRAIN_LOSS,
+        tb.TEST_LOSS,
+        tb.TEST_ACCURACY,
+        tb.IMAGES_PER_S,
+        tb.CONFIG,
+    }
+    every = tb.LOSS_EVERY
+    assert scalars[tb.TRAIN_LOSS] == [(k, float((k - 1) % STEPS)) for k in range(every, 2 * STEPS + 1, every)]
+    assert [s for s, _ in scalars[tb.TEST_LOSS]] == [STEPS, 2 * STEPS]  # each epoch at its last step
+    assert [v for _, v in scalars[tb.TEST_ACCURACY]] == [np.float32(0.91), np.float32(0.92)]
+    (step, text), *_ = scalars[tb.CONFIG]
+    assert step == 1 and json.loads(text) == {"framework": "jax", "lr": 0.1}
+
+
+def test_a_resumed_writer_continues_the_curves_and_purges_what_it_trains_again(tmp_path):
+    """The first run logged epochs 1 and 2 but was killed before epoch 2's checkpoint: the resumed run trains epoch
+    2 again, and TensorBoard shows the new epoch 2 alone, after the first run's epoch 1."""
+    with tb.TrainingLog(tmp_path, "torch", {}, STEPS) as log:
+        log.epoch(record(1), [1.0] * STEPS)
+        log.epoch(record(2), [2.0] * STEPS)
+    with tb.TrainingLog(tmp_path, "torch", {"resume": True}, STEPS, epochs_done=1) as log:
+        log.epoch(record(2, shift=1.0), [3.0] * STEPS)
+    scalars = tb.read_scalars(tmp_path)
+    assert scalars[tb.TEST_LOSS] == [(STEPS, 0.5), (2 * STEPS, 1.25)]
+    every = tb.LOSS_EVERY
+    assert scalars[tb.TRAIN_LOSS] == [(k, 1.0) for k in range(every, STEPS + 1, every)] + [
+        (k, 3.0) for k in range(every, 2 * STEPS + 1, every) if k > STEPS
+    ]
+    assert [s for s, _ in scalars[tb.CONFIG]] == [1, STEPS + 1]
+
+
+@pytest.mark.e2e
+def test_both_trainers_write_their_metrics_and_resume_continues_them(tmp_path):
+    from mnist_jax import train as jax_train
+    from mnist_torch import train as torch_train
+
+    shown = {}
+    for framework, trainer in (("torch", torch_train), ("jax", jax_train)):
+        config = TrainConfig(
+            epochs=1,
+            train_size=640,
+            batch_size=16,
+            out_dir=tmp_path / framework,
+            tensorboard=tmp_path / "tensorboard" / framework,
+            quiet=True,
+        )
+        trainer.train(config)
+        trainer.train(TrainConfig(**{**vars(config), "epochs": 2, "resume": True}))
+        metrics = json.loads((config.out_dir / "metrics.json").read_text())
+        scalars = tb.read_scalars(config.tensorboard)
+        steps = 640 // 16
+        for tag, field in (
+            (tb.EPOCH_TRAIN_LOSS, "train_loss"),
+            (tb.TEST_LOSS, "test_loss"),
+            (tb.TEST_ACCURACY, "test_accuracy"),
+            (tb.IMAGES_PER_S, "images_per_s"),
+        ):
+            assert scalars[tag] == [(e["epoch"] * steps, np.float32(e[field])) for e in metrics["epochs"]], tag
+        assert [s for s, _ in scalars[tb.TRAIN_LOSS]] == list(range(tb.LOSS_EVERY, 2 * steps + 1, tb.LOSS_EVERY))
+        config_texts = [json.loads(text) for _, text in scalars[tb.CONFIG]]
+        assert [c["resume"] for c in config_texts] == [False, True] and config_texts[1]["framework"] == framework
+        shown[framework] = {tag: [s for s, _ in points] for tag, points in scalars.items()}
+    assert shown["torch"] == shown["jax"]  # the same tags at the same steps: the two runs overlay
+
+
+def test_the_folder_of_an_installed_writer_is_created(tmp_path):
+    folder = tmp_path / "new" / "deeper"
+    tb.TrainingLog(folder, "jax", {}, 1).close()
+    assert list(folder.glob("events.out.tfevents.*"))
+
+
+def test_read_scalars_of_an_empty_folder_is_empty(tmp_path):
+    assert tb.read_scalars(Path(tmp_path)) == {}
