@@ -38,8 +38,11 @@
 # e.g. --stages gpu-tests,candidates,profile, then b128,accuracy,fastest,b1024, then the rest, and merges the
 # NAME.json files with
 # python -m benchmarks.report. A stage that ends early leaves its time to the next.
-# --dry-run runs every step on the CPU with one tiny round per benchmark and one-epoch trainings
-# (.ci/run runs it, so the GPU command cannot rot). Exit status: 0 when every step ran, 1 otherwise.
+# --dry-run runs every step on the CPU with one tiny round per benchmark and one-epoch trainings, each code path
+# once (.ci/run runs it, so the GPU command cannot rot): two candidates for one round, one profile, the accuracy
+# stages on each framework's default trainer, batch 1024's selection collected, not run again (the e2e tests
+# run all candidates, the profile's checks and every trainer mode). Each step's seconds are printed at the end.
+# Exit status: 0 when every step ran, 1 otherwise.
 set -uo pipefail
 
 usage="usage: bash benchmarks/gpu_run.sh OUT_DIR [--dry-run] [--budget SECONDS] [--stages LIST] [--name NAME] [--commit SHA] [--allow-dirty]"
@@ -222,7 +225,7 @@ if [ -n "${chosen[candidates]+x}" ]; then
     echo "== JAX's GPU candidates, A/B in interleaved rounds (until $((deadline_of[candidates] - start))s of ${budget}s)"
     candidate_opts=(--device "$device" --budget $((left - 20)))
     # The dry run proves the stage's wiring with two candidates; tests/test_gpu_candidates.py runs all of them (e2e).
-    [ "$dry_run" = 1 ] && candidate_opts=(--dry-run --candidates shipped,nondeterministic)
+    [ "$dry_run" = 1 ] && candidate_opts=(--dry-run --candidates shipped,nondeterministic --rounds 1)
     bounded $((left + 60)) "$PY" -m benchmarks.gpu_candidates "$out_dir/$name-candidates" "${candidate_opts[@]}" \
       || failed+=("candidates")
   fi
@@ -230,7 +233,10 @@ if [ -n "${chosen[candidates]+x}" ]; then
 fi
 if [ -n "${chosen[profile]+x}" ]; then
   profile_opts=(--device "$device" --batch-size 128); [ "$dry_run" = 1 ] && profile_opts+=(--smoke)
-  for determinism in deterministic nondeterministic; do  # XLA's deterministic ops on, as the trainer ships, and off
+  determinisms=(deterministic nondeterministic)
+  # The dry run's CPU ignores the GPU's determinism flag: one profile proves the step; tests/test_profile.py checks it.
+  [ "$dry_run" = 1 ] && determinisms=(deterministic)
+  for determinism in "${determinisms[@]}"; do  # XLA's deterministic ops on, as the trainer ships, and off
     left=$((deadline_of[profile] - $(date +%s)))
     if [ "$left" -lt 20 ]; then echo "== profile ($determinism): skipped, the budget is spent"; failed+=("profile $determinism (no time)"); continue; fi
     echo "== per-kernel profile of one training step, $determinism"
@@ -249,8 +255,9 @@ report() {
     --title "PyTorch vs JAX, MNIST CNN on $name: throughput (higher is better)" >"$work/report.md" \
     || failed+=("report")
 }
-bench_stage() {  # $1: the stage's name in STAGES, $2: label, $3: -k expression
+bench_stage() {  # $1: the stage's name in STAGES, $2: label, $3: -k expression, then more pytest options
   local stage="$1" label="$2" expr="$3" deadline json="$work/stage${#parts[@]}.json"
+  shift 3
   [ -n "${chosen[$stage]+x}" ] || return 0
   deadline=${deadline_of[$stage]}
   if [ "$(date +%s)" -ge "$deadline" ]; then
@@ -258,21 +265,26 @@ bench_stage() {  # $1: the stage's name in STAGES, $2: label, $3: -k expression
   fi
   echo "== $label (until $((deadline - start))s of ${budget}s)"
   bounded $((deadline - $(date +%s) + 120)) "$PY" -m pytest benchmarks --benchmark-only -q -p no:cacheprovider \
-    --benchmark-json "$json" --bench-deadline "$deadline" "${bench_opts[@]}" "${bench_provenance[@]}" -k "$expr" -W ignore::UserWarning \
+    --benchmark-json "$json" --bench-deadline "$deadline" "${bench_opts[@]}" "${bench_provenance[@]}" -k "$expr" -W ignore::UserWarning "$@" \
     || failed+=("$label")
   [ -s "$json" ] && parts+=("$json") && report
   took "$stage"
 }
+# The dry run runs each benchmark function once: the accuracy stages on each framework's default trainer (the
+# trainers' other modes are their own e2e tests), and batch 1024's stage only collects its selection (the same
+# benchmark functions as batch 128's, which ran), so that its -k expression still must select something.
+dry_trainers=() dry_collect=()
+[ "$dry_run" = 1 ] && dry_trainers=(--bench-trainers jax,torch_eager) && dry_collect=(--collect-only)
 if [ "$benchmarks_ok" = 1 ]; then
   bench_stage b128 "train and eval, batch 128, float32 and tf32" "$device and 128 and (float32 or tf32) and (train_step or test_eval)"
-  bench_stage accuracy "time to 99% over seeds, float32, as shipped" "$device and accuracy and float32 and shipped"
-  bench_stage fastest "time to 99% over seeds, float32, fastest settings" "$device and accuracy and float32 and fastest"
-  bench_stage b1024 "train and eval, batch 1024, float32 and tf32" "$device and 1024 and (float32 or tf32) and (train_step or test_eval)"
+  bench_stage accuracy "time to 99% over seeds, float32, as shipped" "$device and accuracy and float32 and shipped" "${dry_trainers[@]}"
+  bench_stage fastest "time to 99% over seeds, float32, fastest settings" "$device and accuracy and float32 and fastest" "${dry_trainers[@]}"
+  bench_stage b1024 "train and eval, batch 1024, float32 and tf32" "$device and 1024 and (float32 or tf32) and (train_step or test_eval)" "${dry_collect[@]}"
   bench_stage latency "latency, one image per call, and the float32 matmul peak" "$device and (latency or peak)"
   bench_stage cold "cold start: compile from empty and warm caches, break-even" "$device and cold_start"
   bench_stage memory "peak memory, each variant in its own process" "$device and memory"
   bench_stage bf16 "train, bf16" "$device and bf16 and train_step"
-  bench_stage bf16-accuracy "accuracy runs, bf16, as shipped" "$device and accuracy and bf16 and shipped"
+  bench_stage bf16-accuracy "accuracy runs, bf16, as shipped" "$device and accuracy and bf16 and shipped" "${dry_trainers[@]}"
   bench_stage scaling "data-parallel scaling (2 or more GPUs)" "$device and scaling"
 fi
 

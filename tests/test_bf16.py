@@ -99,10 +99,11 @@ def test_bf16_training_learns_like_float32(framework, tmp_path):
     assert records[-1].test_accuracy > 0.85
 
 
-@pytest.mark.slow
+@pytest.mark.gpu  # the device bf16 is for, where 10 epochs take seconds: gpu_run.sh's gpu-tests stage runs it
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible to PyTorch")
 @pytest.mark.parametrize("framework", TRAINERS)
 def test_bf16_default_training_reaches_99_percent(framework, tmp_path):
-    """The issue's bar for the bf16 mode: >= 99.0% test accuracy with the default 10 epochs (float32 gets there by
-    epoch 3)."""
-    records = TRAINERS[framework].train(TrainConfig(precision="bf16", out_dir=tmp_path, quiet=True))
+    """The bar for the bf16 mode: >= 99.0% test accuracy with the default 10 epochs (float32 gets there by epoch 3).
+    On the CPU, bf16's arithmetic is emulated, slowly: there the e2e test above trains 100 bf16 steps instead."""
+    records = TRAINERS[framework].train(TrainConfig(precision="bf16", device="cuda", out_dir=tmp_path, quiet=True))
     assert max(r.test_accuracy for r in records) >= 0.99

@@ -16,6 +16,8 @@ from mnist_jax import steps as jax_steps
 from mnist_jax import train as jax_train
 from mnist_torch import checkpoint as torch_checkpoint
 from mnist_torch import train as torch_train
+from tests.test_profiling import assert_the_trace_names_the_steps_convolutions
+from tests.test_tensorboard import assert_events_are_the_runs_metrics
 
 FRAMEWORKS = ["torch", "jax"]
 TRAINERS = {"torch": torch_train, "jax": jax_train}
@@ -31,23 +33,36 @@ def learning(metrics: dict) -> list[dict]:
 @pytest.mark.e2e  # two epochs of training of its own in each framework: a longer real run
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_stop_after_epoch_one_then_resume_equals_an_uninterrupted_run(framework, trained_run, tmp_path):
+    """One epoch, then --resume to two, ends on the uninterrupted run's very weights and records; with the
+    instruments on (--tensorboard over both parts, --profile in the first), which therefore change nothing of the
+    training, and write what they must: the events are the run's metrics.json, the trace names the convolutions."""
     uninterrupted = trained_run(framework)  # --epochs 2 in one go, same seed and data
-    TRAINERS[framework].main(["--epochs", "1", *SHORT, "--out-dir", str(tmp_path)])
-    assert (tmp_path / CHECKPOINT_NAME[framework]).exists()  # a one-epoch run leaves its checkpoint and plots
+    out_dir, events, trace = tmp_path / "run", tmp_path / "tensorboard", tmp_path / "profile"
+    instruments = ["--out-dir", str(out_dir), "--tensorboard", str(events)]
+    TRAINERS[framework].main(["--epochs", "1", *SHORT, *instruments, "--profile", str(trace)])
+    assert (out_dir / CHECKPOINT_NAME[framework]).exists()  # a one-epoch run leaves its checkpoint and plots
     assert all(
-        (tmp_path / name).stat().st_size > 10_000 for name in ("curves.png", "confusion.png", "misclassified.png")
+        (out_dir / name).stat().st_size > 10_000 for name in ("curves.png", "confusion.png", "misclassified.png")
     )
-    assert json.loads((tmp_path / "metrics.json").read_text())["config"]["epochs"] == 1
-    TRAINERS[framework].main(["--epochs", "2", *SHORT, "--out-dir", str(tmp_path), "--resume"])
+    assert json.loads((out_dir / "metrics.json").read_text())["config"]["epochs"] == 1
+    TRAINERS[framework].main(["--epochs", "2", *SHORT, *instruments, "--resume"])
 
-    expected, resumed = read_weights(uninterrupted / WEIGHTS_FILE), read_weights(tmp_path / WEIGHTS_FILE)
+    expected, resumed = read_weights(uninterrupted / WEIGHTS_FILE), read_weights(out_dir / WEIGHTS_FILE)
+    assert resumed.keys() == expected.keys() and len(expected) == 8
     for name in expected:  # measured: bit-exact on CPU in both frameworks
         np.testing.assert_array_equal(resumed[name], expected[name], err_msg=name)
     expected_metrics = json.loads((uninterrupted / "metrics.json").read_text())
-    resumed_metrics = json.loads((tmp_path / "metrics.json").read_text())
+    resumed_metrics = json.loads((out_dir / "metrics.json").read_text())
     assert learning(resumed_metrics) == learning(expected_metrics)  # both epochs, the first one from the checkpoint
     assert resumed_metrics["test_accuracy"] == expected_metrics["test_accuracy"] > 0.85
-    assert resumed_metrics["config"] == {**expected_metrics["config"], "resume": True, "out_dir": str(tmp_path)}
+    assert resumed_metrics["config"] == {
+        **expected_metrics["config"],
+        "resume": True,
+        "out_dir": str(out_dir),
+        "tensorboard": str(events),
+    }
+    assert_events_are_the_runs_metrics(events, resumed_metrics, framework, steps_per_epoch=6400 // 128)
+    assert_the_trace_names_the_steps_convolutions(framework, trace)
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)

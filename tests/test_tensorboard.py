@@ -1,7 +1,7 @@
 """--tensorboard (`mnist_common.tensorboard`): the events read back as TensorBoard shows them. In-process, the
-writer alone: the tags, the steps, a resumed writer purging what an earlier one wrote from its first step on. End
-to end (e2e): both trainers, one epoch and then --resume to two, their events equal to their metrics.json, with
-the same tags at the same steps in both frameworks."""
+writer alone: the tags, the steps, a resumed writer purging what an earlier one wrote from its first step on. And what
+both trainers' events must be over one epoch and a --resume to two (checked on tests/test_resume.py's e2e run):
+their metrics.json, with the same tags at the same steps in both frameworks."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from mnist_common import tensorboard as tb
-from mnist_common.config import TrainConfig
 from mnist_common.report import EpochRecord
 
+#: The tags written once per epoch, at its last step.
+EPOCH_TAGS = (tb.EPOCH_TRAIN_LOSS, tb.TEST_LOSS, tb.TEST_ACCURACY, tb.IMAGES_PER_S)
 STEPS = 2 * tb.LOSS_EVERY + 3  # per epoch: two training-loss points in the first epoch, then at 60, 80, ...
 
 
@@ -60,38 +60,21 @@ def test_a_resumed_writer_continues_the_curves_and_purges_what_it_trains_again(t
     assert [s for s, _ in scalars[tb.CONFIG]] == [1, STEPS + 1]
 
 
-@pytest.mark.e2e
-def test_both_trainers_write_their_metrics_and_resume_continues_them(tmp_path):
-    from mnist_jax import train as jax_train
-    from mnist_torch import train as torch_train
-
-    shown = {}
-    for framework, trainer in (("torch", torch_train), ("jax", jax_train)):
-        config = TrainConfig(
-            epochs=1,
-            train_size=640,
-            batch_size=16,
-            out_dir=tmp_path / framework,
-            tensorboard=tmp_path / "tensorboard" / framework,
-            quiet=True,
-        )
-        trainer.train(config)
-        trainer.train(TrainConfig(**{**vars(config), "epochs": 2, "resume": True}))
-        metrics = json.loads((config.out_dir / "metrics.json").read_text())
-        scalars = tb.read_scalars(config.tensorboard)
-        steps = 640 // 16
-        for tag, field in (
-            (tb.EPOCH_TRAIN_LOSS, "train_loss"),
-            (tb.TEST_LOSS, "test_loss"),
-            (tb.TEST_ACCURACY, "test_accuracy"),
-            (tb.IMAGES_PER_S, "images_per_s"),
-        ):
-            assert scalars[tag] == [(e["epoch"] * steps, np.float32(e[field])) for e in metrics["epochs"]], tag
-        assert [s for s, _ in scalars[tb.TRAIN_LOSS]] == list(range(tb.LOSS_EVERY, 2 * steps + 1, tb.LOSS_EVERY))
-        config_texts = [json.loads(text) for _, text in scalars[tb.CONFIG]]
-        assert [c["resume"] for c in config_texts] == [False, True] and config_texts[1]["framework"] == framework
-        shown[framework] = {tag: [s for s, _ in points] for tag, points in scalars.items()}
-    assert shown["torch"] == shown["jax"]  # the same tags at the same steps: the two runs overlay
+def assert_events_are_the_runs_metrics(folder: Path, metrics: dict, framework: str, steps_per_epoch: int) -> None:
+    """The events `--tensorboard folder` wrote over a run (one epoch, then --resume to the last) are its metrics.json,
+    at the tags and steps both frameworks share (so two runs overlay). tests/test_resume.py's e2e run writes them,
+    in a run whose weights it checks too."""
+    scalars = tb.read_scalars(folder)
+    epochs = len(metrics["epochs"])
+    for tag, field in zip(EPOCH_TAGS, ("train_loss", "test_loss", "test_accuracy", "images_per_s"), strict=True):
+        assert scalars[tag] == [(e["epoch"] * steps_per_epoch, np.float32(e[field])) for e in metrics["epochs"]], tag
+    config_texts = [json.loads(text) for _, text in scalars[tb.CONFIG]]
+    assert [c["resume"] for c in config_texts] == [False, True] and config_texts[1]["framework"] == framework
+    assert {tag: [s for s, _ in points] for tag, points in scalars.items()} == {  # the same in both frameworks
+        tb.TRAIN_LOSS: list(range(tb.LOSS_EVERY, epochs * steps_per_epoch + 1, tb.LOSS_EVERY)),
+        **{tag: [e * steps_per_epoch for e in range(1, epochs + 1)] for tag in EPOCH_TAGS},
+        tb.CONFIG: [1, steps_per_epoch + 1],
+    }
 
 
 def test_the_folder_of_an_installed_writer_is_created(tmp_path):
