@@ -41,7 +41,7 @@
 # --dry-run runs every step on the CPU with one tiny round per benchmark and one-epoch trainings, each code path
 # once (.ci/run runs it, so the GPU command cannot rot): two candidates for one round, one profile, the accuracy
 # stages on each framework's default trainer, batch 1024's selection collected, not run again (the e2e tests
-# run all candidates, the profile's checks and every trainer mode). Each step's seconds are printed at the end.
+# run all candidates, the profile's checks and every trainer mode), scaling's rows of several devices only. Each step's seconds are printed at the end.
 # Exit status: 0 when every step ran, 1 otherwise.
 set -uo pipefail
 
@@ -273,8 +273,10 @@ bench_stage() {  # $1: the stage's name in STAGES, $2: label, $3: -k expression,
 # The dry run runs each benchmark function once: the accuracy stages on each framework's default trainer (the
 # trainers' other modes are their own e2e tests), and batch 1024's stage only collects its selection (the same
 # benchmark functions as batch 128's, which ran), so that its -k expression still must select something.
-dry_trainers=() dry_collect=()
-[ "$dry_run" = 1 ] && dry_trainers=(--bench-trainers jax,torch_eager) && dry_collect=(--collect-only)
+# Scaling's one-device rows are each trainer's plain run, which the trainers and reproducibility steps run too.
+dry_trainers=() dry_collect=() dry_scaling=""
+[ "$dry_run" = 1 ] && dry_trainers=(--bench-trainers jax,torch_eager) && dry_collect=(--collect-only) \
+  && dry_scaling=" and not 1x1"
 if [ "$benchmarks_ok" = 1 ]; then
   bench_stage b128 "train and eval, batch 128, float32 and tf32" "$device and 128 and (float32 or tf32) and (train_step or test_eval)"
   bench_stage accuracy "time to 99% over seeds, float32, as shipped" "$device and accuracy and float32 and shipped" "${dry_trainers[@]}"
@@ -285,7 +287,7 @@ if [ "$benchmarks_ok" = 1 ]; then
   bench_stage memory "peak memory, each variant in its own process" "$device and memory"
   bench_stage bf16 "train, bf16" "$device and bf16 and train_step"
   bench_stage bf16-accuracy "accuracy runs, bf16, as shipped" "$device and accuracy and bf16 and shipped" "${dry_trainers[@]}"
-  bench_stage scaling "data-parallel scaling (2 or more GPUs)" "$device and scaling"
+  bench_stage scaling "data-parallel scaling (2 or more GPUs)" "$device and scaling$dry_scaling"
 fi
 
 # --- 5. the trainers' default runs ----------------------------------------------------------------------
