@@ -254,9 +254,8 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
             if writer:
                 check_held(config.out_dir)  # its folder or lock removed: stop rather than write into a recreated one
                 interrupts.now("while writing the checkpoint")
-                earlier = replace_earlier(
-                    config.out_dir, earlier
-                )  # --overwrite: the earlier run goes at the first save
+                # --overwrite: the earlier run goes at the first save
+                earlier = replace_earlier(config.out_dir, earlier)
                 with interrupts.deferred():  # a checkpoint begun is finished; then the interrupt acts
                     path = save_checkpoint(config.out_dir, state, records, config)
                     interrupts.kept(f"the checkpoint after epoch {epoch} in {path}")
