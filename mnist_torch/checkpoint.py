@@ -28,6 +28,7 @@ from mnist_common.checkpoint import (
     RESUME_FIX,
     CheckpointError,
     check_contents,
+    check_dtypes,
     check_finite,
     check_resumable,
     read_payload,
@@ -84,6 +85,9 @@ def _read(out_dir: Path, fix: str) -> dict[str, Any]:
     except Exception as err:  # whole and ours, but not what this version writes: say which, never a traceback
         raise unreadable(path, err) from None
     check_contents(path, saved)
+    model = saved["model"] if isinstance(saved["model"], dict) else {}
+    found = {name: str(t.dtype).removeprefix("torch.") for name, t in model.items() if isinstance(t, torch.Tensor)}
+    check_dtypes(path, found, dict.fromkeys(found, "float32"), "written by a model in another precision (.double()?)")
     return saved
 
 

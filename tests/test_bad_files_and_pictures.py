@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import threading
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -20,7 +22,7 @@ from PIL import Image
 
 from mnist_common.cli import check_command_line
 from mnist_common.images import load_digits
-from mnist_common.weights import EXPECTED_SHAPES, write_weights
+from mnist_common.weights import EXPECTED_SHAPES, WeightsError, read_weights, write_weights
 
 #: Few examples per property, derandomized: the module joins the default test run, whose budget is tight.
 PROPERTY = settings(
@@ -129,3 +131,108 @@ def test_a_pipe_named_as_a_picture_is_read_as_input(framework, tmp_path, capsys)
     writer.join(timeout=10)
     [answer] = json.loads(capsys.readouterr().out)
     assert answer["image"] == str(fifo) and answer["digit"] in range(10)
+
+
+# --- 1. weights checked by their header before their bytes -------------------------------------------------------
+
+NAMES = sorted(EXPECTED_SHAPES)
+DTYPES = ["F32", "F16", "BF16", "F64", "I32", "I64", "BOOL", "U8", "F8_E4M3", "??"]
+
+
+def safetensors_file(path, header: object, length: int | None = None, size: int | None = None):
+    """A file with `header` as its JSON header (`length` bytes declared for it), made `size` bytes long by a
+    sparse tail (no disk, no writing): a small file can claim gigabytes."""
+    encoded = json.dumps(header).encode()
+    with open(path, "wb") as file:
+        file.write(struct.pack("<Q", len(encoded) if length is None else length) + encoded)
+        file.truncate(max(size or 0, 8 + len(encoded)))
+    return path
+
+
+def consistent_header(shapes: dict[str, list[int]], dtype: str = "F32") -> tuple[dict, int]:
+    """A header whose data offsets tile its tensors, and the bytes of tensors it declares."""
+    header, offset = {}, 0
+    for name, shape in shapes.items():
+        size = int(np.prod(shape, dtype=object)) * {"F32": 4, "F64": 8, "F16": 2, "BF16": 2}.get(dtype, 4)
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    return header, offset
+
+
+def peak_memory(call) -> tuple[BaseException | None, int]:
+    """What `call` raised (None if nothing) and the most memory Python and NumPy allocated meanwhile."""
+    tracemalloc.start()
+    try:
+        call()
+        raised = None
+    except Exception as err:  # noqa: BLE001 - the caller looks at what it was
+        raised = err
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return raised, peak
+
+
+#: At most this much memory for reading any file: the CNN in float64 (6.6 MB) and room for the interpreter.
+MEMORY_BOUND = 40 << 20
+
+entries = st.fixed_dictionaries(
+    {
+        "dtype": st.sampled_from(DTYPES),
+        "shape": st.lists(st.integers(0, 2**40), max_size=4),
+        "data_offsets": st.lists(st.integers(0, 2**40), min_size=2, max_size=2),
+    }
+)
+random_headers = st.dictionaries(st.sampled_from(NAMES) | st.text(max_size=12), entries, max_size=10)
+
+
+@st.composite
+def huge_headers(draw):
+    """This CNN's names, one or more shapes grown huge, the offsets consistent and the file that long (sparse), or
+    cut short, or longer: what a file of another model, or a forged one, declares."""
+    shapes = {name: list(shape) for name, shape in EXPECTED_SHAPES.items()}
+    for name in draw(st.lists(st.sampled_from(NAMES), max_size=3, unique=True)):
+        shapes[name][0] *= draw(st.integers(1, 10**6))
+    header, declared = consistent_header(shapes, draw(st.sampled_from(["F32", "F64", "BF16"])))
+    return header, max(0, declared + draw(st.sampled_from([0, -1, 1, -(10**6), 2**32])))
+
+
+@settings(PROPERTY, max_examples=25)
+@given(case=st.one_of(random_headers.map(lambda h: (h, draw_size(h))), huge_headers()))
+def test_any_safetensors_header_is_refused_in_one_line_within_the_models_memory(case, tmp_path_factory):
+    header, data_bytes = case
+    path = tmp_path_factory.mktemp("weights") / "w.safetensors"
+    encoded = len(json.dumps(header).encode())
+    safetensors_file(path, header, size=8 + encoded + data_bytes)
+    raised, peak = peak_memory(lambda: read_weights(path))
+    assert peak < MEMORY_BOUND, peak
+    if raised is not None:
+        assert isinstance(raised, WeightsError), repr(raised)
+        assert "\n" not in str(raised) and str(path) in str(raised)
+
+
+def draw_size(header: dict) -> int:
+    """The bytes of tensors a random header's file holds: what its last offset declares, to reach past checks."""
+    ends = [e["data_offsets"][1] for e in header.values()]
+    return min(max(ends, default=0), 2**40)
+
+
+def test_a_sparse_file_declaring_huge_tensors_is_refused_from_its_header(tmp_path):
+    shapes = {name: list(shape) for name, shape in EXPECTED_SHAPES.items()}
+    shapes["fc1.weight"] = [256 * 1000, 3136]  # 3.2 GB of float32, on no disk
+    header, declared = consistent_header(shapes)
+    path = safetensors_file(tmp_path / "w.safetensors", header, size=8 + len(json.dumps(header)) + declared)
+    raised, peak = peak_memory(lambda: read_weights(path))
+    assert isinstance(raised, WeightsError) and peak < MEMORY_BOUND
+    assert "fc1.weight (256000, 3136) (expected (256, 3136))" in str(raised)
+
+
+def test_weights_cut_short_or_longer_than_declared_are_named_so(tmp_path):
+    header, declared = consistent_header({name: list(shape) for name, shape in EXPECTED_SHAPES.items()})
+    size = 8 + len(json.dumps(header))
+    for tail, said in [(declared - 4, "is cut short"), (declared + 10**9, "is longer than its header declares")]:
+        path = safetensors_file(tmp_path / f"{tail}.safetensors", header, size=size + tail)
+        with pytest.raises(WeightsError, match=f"{said}: {tail} bytes of tensors after its header, {declared}"):
+            read_weights(path)
+    with pytest.raises(WeightsError, match="its header declares 4294967296 bytes, more than the"):
+        read_weights(safetensors_file(tmp_path / "long.safetensors", header, length=2**32, size=size + declared))
