@@ -8,21 +8,36 @@ answered or refused in one line of its own; names with control characters stay o
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import os
 import struct
 import threading
 import tracemalloc
 
+import flax
+import jax
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from mnist_common.checkpoint import MAX_CHECKPOINT_BYTES, CheckpointError, read_payload
 from mnist_common.cli import check_command_line
+from mnist_common.config import TrainConfig
+from mnist_common.files import checked_bytes, read_checked
 from mnist_common.images import load_digits
+from mnist_common.outdir import CHECKPOINT_FILES, FRAMEWORKS
+from mnist_common.report import EpochRecord
 from mnist_common.weights import EXPECTED_SHAPES, WeightsError, read_weights, write_weights
+from mnist_jax import checkpoint as jax_checkpoint
+from mnist_jax import steps as jax_steps
+from mnist_torch import checkpoint as torch_checkpoint
+from mnist_torch import steps as torch_steps
+from tests.checkpoint_files import write_torch_checkpoint
 
 #: Few examples per property, derandomized: the module joins the default test run, whose budget is tight.
 PROPERTY = settings(
@@ -236,3 +251,146 @@ def test_weights_cut_short_or_longer_than_declared_are_named_so(tmp_path):
             read_weights(path)
     with pytest.raises(WeightsError, match="its header declares 4294967296 bytes, more than the"):
         read_weights(safetensors_file(tmp_path / "long.safetensors", header, length=2**32, size=size + declared))
+
+
+# --- 1. checkpoints checked by their header before their bytes ---------------------------------------------------
+
+CONFIG = TrainConfig(epochs=2, train_size=640, device="cpu")
+RECORDS = [EpochRecord(1, 0.5, 0.4, 0.9, 1.0, 640.0)]
+
+
+_SAVED: dict[str, tuple] = {}
+
+
+def saved_run(framework: str, out_dir):
+    """A fresh state's checkpoint, as a trainer writes it after epoch 1, and a fresh state to resume into (made
+    once per framework: creating a state costs more than the checks tested)."""
+    if framework not in _SAVED:
+        made = _saved_run(framework, out_dir)
+        _SAVED[framework] = (*made, made[0].checkpoint_path(out_dir).read_bytes())
+    module, fresh, data = _SAVED[framework]
+    module.checkpoint_path(out_dir).write_bytes(data)
+    return module, fresh
+
+
+def _saved_run(framework: str, out_dir):
+    if framework == "torch":
+        state = torch_steps.create_state(0, CONFIG, torch.device("cpu"))
+        torch_checkpoint.save_checkpoint(out_dir, state, RECORDS, CONFIG)
+        return torch_checkpoint, torch_steps.create_state(0, CONFIG, torch.device("cpu"))
+    state = jax_steps.create_state(0, CONFIG, jax.devices("cpu")[0])
+    jax_checkpoint.save_checkpoint(out_dir, state, RECORDS, CONFIG)
+    return jax_checkpoint, state
+
+
+def reseal(framework: str, path, change) -> None:
+    """The checkpoint at `path` opened, its parts changed by ``change(saved)``, sealed again with a valid header:
+    what another version of this project, or a forger, writes."""
+    payload = read_checked(path, framework, FRAMEWORKS)
+    if framework == "torch":
+        saved = torch.load(io.BytesIO(payload), weights_only=True)
+        change(saved)
+        write_torch_checkpoint(path, saved)
+        return
+    saved = flax.serialization.msgpack_restore(payload)
+    meta = json.loads(saved["meta"])
+    change(meta)
+    change.state(saved["state"]) if hasattr(change, "state") else None
+    saved["meta"] = json.dumps(meta)
+    path.write_bytes(checked_bytes("jax", flax.serialization.msgpack_serialize(saved)))
+
+
+FIELDS = [field.name for field in dataclasses.fields(TrainConfig)]
+
+
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+@settings(PROPERTY, max_examples=12)
+@given(
+    where=st.sampled_from(["config", "record"]),
+    dropped=st.lists(st.sampled_from(FIELDS), max_size=2, unique=True),
+    added=st.lists(st.text("abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=10), max_size=2, unique=True),
+)
+def test_a_stored_configuration_of_another_version_names_the_field_it_lacks_or_adds(
+    framework, where, dropped, added, tmp_path_factory
+):
+    out_dir = tmp_path_factory.mktemp("ckpt")
+    module, fresh = saved_run(framework, out_dir)
+    if where == "record":
+        dropped = [f for f in dropped if f in ("epoch",)] or ["seconds"]
+    added = [a for a in added if a not in FIELDS and a not in ("epoch", "seconds", "images_per_s")]
+    if not dropped and not added:
+        dropped = ["profile"]
+
+    def change(saved):
+        stored = saved["config"] if where == "config" else saved["records"][0]
+        for name in dropped:
+            stored.pop(name, None)
+        for name in added:
+            stored[name] = 1
+
+    reseal(framework, module.checkpoint_path(out_dir), change)
+    with pytest.raises(CheckpointError) as refused:
+        module.load_checkpoint(out_dir, fresh, CONFIG)
+    message = str(refused.value)
+    assert "\n" not in message and "was written by another version of this project" in message
+    assert all(repr(name) in message for name in [*dropped, *added]), message
+
+
+def sixty_four_bits(state):
+    """The arrays of a state as 64-bit JAX writes them: float64 and int64."""
+    for key, value in list(state.items()):
+        if isinstance(value, dict):
+            sixty_four_bits(value)
+        elif isinstance(value, np.ndarray) and value.dtype in (np.float32, np.int32):
+            state[key] = value.astype(np.float64 if value.dtype == np.float32 else np.int64)
+
+
+def test_a_checkpoint_written_with_64_bit_jax_is_named_so_not_called_unreadable(tmp_path):
+    module, fresh = saved_run("jax", tmp_path)
+
+    def change(meta):
+        pass
+
+    change.state = sixty_four_bits
+    reseal("jax", module.checkpoint_path(tmp_path), change)
+    for read in (
+        lambda: module.load_checkpoint(tmp_path, fresh, CONFIG),
+        lambda: module.load_params(tmp_path, jax.devices("cpu")[0]),
+    ):
+        with pytest.raises(CheckpointError, match=r"holds float64 .*arrays .*written with 64-bit JAX enabled") as err:
+            read()
+        assert "expected float32" in str(err.value) and "not a readable checkpoint" not in str(err.value)
+
+
+def test_a_float64_pytorch_checkpoint_is_named_so(tmp_path):
+    module, fresh = saved_run("torch", tmp_path)
+
+    def change(saved):
+        saved["model"] = {name: tensor.double() for name, tensor in saved["model"].items()}
+
+    reseal("torch", module.checkpoint_path(tmp_path), change)
+    with pytest.raises(CheckpointError, match=r"holds float64 arrays \(conv1.bias, .*\), .*; expected float32"):
+        module.load_model(tmp_path, torch.device("cpu"))
+
+
+@settings(PROPERTY, max_examples=25)
+@given(
+    declared=st.integers(0, 2**40) | st.sampled_from([MAX_CHECKPOINT_BYTES, MAX_CHECKPOINT_BYTES + 1]),
+    size=st.integers(0, 2**36) | st.sampled_from([MAX_CHECKPOINT_BYTES + 300, 10 * MAX_CHECKPOINT_BYTES]),
+    framework=st.sampled_from(["torch", "jax"]),
+)
+def test_a_checkpoint_of_any_declared_or_real_size_is_refused_in_one_line_within_the_models_memory(
+    declared, size, framework, tmp_path_factory
+):
+    out_dir = tmp_path_factory.mktemp("big")
+    path = out_dir / CHECKPOINT_FILES[framework]
+    header = f"MNIST-CHECKPOINT 1 {framework} {declared} {'0' * 64}\n".encode()
+    with open(path, "wb") as file:  # sparse: a small file that is any size
+        file.write(header)
+        file.truncate(max(size, len(header)))
+    raised, peak = peak_memory(lambda: read_payload(out_dir, path, framework, "fix"))
+    assert isinstance(raised, CheckpointError) and "\n" not in str(raised), repr(raised)
+    assert peak < 2 * MAX_CHECKPOINT_BYTES, peak
+    if size > MAX_CHECKPOINT_BYTES + 200:
+        assert f"more than the {MAX_CHECKPOINT_BYTES:,} any checkpoint of this CNN takes" in str(raised)
+        assert peak < MEMORY_BOUND
