@@ -42,7 +42,7 @@ def train_fix(framework: str) -> str:
 
 
 def missing(out_dir: Path, expected: Path, fix: str) -> CheckpointError:
-    return CheckpointError(f"no checkpoint in {out_dir} (looked for {expected}); {fix}")
+    return CheckpointError(f"no checkpoint in {shown_path(out_dir)} (looked for {shown_path(expected)}); {fix}")
 
 
 def refused(err: CheckedFileError) -> CheckpointError:
@@ -52,7 +52,7 @@ def refused(err: CheckedFileError) -> CheckpointError:
 
 def unreadable(path: Path, err: Exception) -> CheckpointError:
     return CheckpointError(
-        f"{path} is not a readable checkpoint ({type(err).__name__}: {first_line(err)}); {DISCARD_FIX}"
+        f"{shown_path(path)} is not a readable checkpoint ({type(err).__name__}: {first_line(err)}); {DISCARD_FIX}"
     )
 
 
@@ -61,8 +61,8 @@ def check_finite(path: Path, arrays: dict[str, Any]) -> None:
     so it was damaged or written elsewhere, and would resume, predict or evaluate nonsense."""
     if bad := non_finite(arrays):
         raise CheckpointError(
-            f"{path} holds NaN or infinite values in {', '.join(bad)}; it was not written by a healthy run of this "
-            f"project: {DISCARD_FIX}"
+            f"{shown_path(path)} holds NaN or infinite values in {', '.join(bad)}; it was not written by a healthy run "
+            f"of this project: {DISCARD_FIX}"
         )
 
 
@@ -81,15 +81,15 @@ def check_resumable(saved_config: dict[str, Any], epoch: int, config: TrainConfi
         if saved_config[key] != current[key]:
             flag = "--" + key.replace("_", "-")
             raise CheckpointError(
-                f"the checkpoint in {where} was trained with {flag} {saved_config[key]}, "
+                f"the checkpoint in {shown_path(where)} was trained with {flag} {saved_config[key]}, "
                 f"this run asks for {flag} {current[key]}; "
                 f"pass {flag} {saved_config[key]} to resume it, "
                 "or drop --resume (or use another --out-dir) to start afresh"
             )
     if epoch > config.epochs:
         raise CheckpointError(
-            f"the checkpoint in {where} has already trained {epoch} epochs, more than --epochs {config.epochs}; "
-            f"pass --epochs {epoch} or more to resume it"
+            f"the checkpoint in {shown_path(where)} has already trained {epoch} epochs, more than "
+            f"--epochs {config.epochs}; pass --epochs {epoch} or more to resume it"
         )
 
 

@@ -152,5 +152,5 @@ def format_evaluation(
         )
     return (
         f"test loss {loss:.4f}  test acc {100 * correct / total:.2f}% ({correct}/{total})  "
-        f"{framework} on {device}, weights {source}"
+        f"{framework} on {device}, weights {shown_path(source)}"
     )
