@@ -36,6 +36,7 @@ from mnist_common.config import (
     parse_evaluate_args,
     parse_predict_args,
 )
+from mnist_common.errors import shown_path
 
 
 def _stat(path: Path) -> os.stat_result | None:
@@ -70,9 +71,10 @@ _SPECIAL_FILES = (
 )
 
 
-def file_problem(path: Path) -> str | None:
-    """What makes `path` unusable as a file to read, or None. It only stats the path, never opens it: a FIFO
-    or a device file is refused as not a regular file (opening a FIFO to read would wait for a writer)."""
+def file_problem(path: Path, pipes: bool = False) -> str | None:
+    """What makes `path` unusable as a file to read, or None. It only stats the path, never opens it: a device
+    file is refused as not a regular file, and so is a FIFO unless `pipes` (pictures: ``predict /dev/stdin``
+    and ``<(cat x.png)`` name a pipe, read once); a file whose length is checked first (weights) needs a real one."""
     try:
         status = _stat(path)
     except OSError as err:
@@ -85,7 +87,7 @@ def file_problem(path: Path) -> str | None:
         )
     if stat.S_ISDIR(status.st_mode):
         return "is a folder, not a file"
-    if not stat.S_ISREG(status.st_mode):
+    if not stat.S_ISREG(status.st_mode) and not (pipes and stat.S_ISFIFO(status.st_mode)):
         kind = next((name for test, name in _SPECIAL_FILES if test(status.st_mode)), "a special file")
         return f"is not a regular file (it is {kind})"
     if not os.access(path, os.R_OK):
@@ -183,7 +185,11 @@ def _checkpoint_problems(checkpoint: Path | None) -> list[str]:
 def _check_model_source(build: Callable[[], argparse.ArgumentParser], args: argparse.Namespace) -> None:
     """An explicit --weights must be a readable file, an explicit --checkpoint a folder."""
     if args.weights is not None and (problem := file_problem(args.weights)) is not None:
-        _refuse(build, "--weights", [f"{args.weights} {problem}; pass a weights.safetensors written by a training run"])
+        _refuse(
+            build,
+            "--weights",
+            [f"{shown_path(args.weights)} {problem}; pass a weights.safetensors written by a training run"],
+        )
     _refuse(build, "--checkpoint", _checkpoint_problems(args.checkpoint))
 
 
@@ -200,7 +206,11 @@ def check_predict(framework: str, argv: Sequence[str] | None = None) -> argparse
     """`predict`'s arguments, every IMAGE an existing file, with an existing --weights file or --checkpoint folder."""
     args = parse_predict_args(framework, argv)
     build = functools.partial(build_predict_parser, framework)
-    images = [f"{path} {problem}" for path in args.images if (problem := file_problem(path)) is not None]
+    images = [
+        f"{shown_path(path)} {problem}"
+        for path in args.images
+        if (problem := file_problem(path, pipes=True)) is not None
+    ]
     _refuse(build, "IMAGE", images)
     _check_model_source(build, args)
     return args

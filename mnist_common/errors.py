@@ -9,3 +9,10 @@ from __future__ import annotations
 
 class ProjectError(Exception):
     """An error this project raises on purpose, with a one-line message a user can act on."""
+
+
+def shown_path(path: object) -> str:
+    """A file name as messages and answers show it: as typed when it is printable, else quoted as a Python
+    string literal (``'a\\nb.png'``), so that a newline or another control character in it cannot split a line."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from mnist_common.errors import ProjectError
+from mnist_common.errors import ProjectError, shown_path
 
 
 def write_atomically(path: Path | str, write: Callable[[Path], None]) -> Path:
@@ -58,47 +58,61 @@ def checked_bytes(kind: str, payload: bytes) -> bytes:
     return fields + b" " + digest + b"\n" + payload
 
 
-def read_checked(path: Path, kind: str, kinds: dict[str, str]) -> bytes:
+def read_checked(path: Path, kind: str, kinds: dict[str, str], limit: int | None = None) -> bytes:
     """The payload of a file written as ``checked_bytes(kind, ...)``, verified; `CheckedFileError` otherwise.
 
     ``kinds`` names each kind for messages (``{"torch": "PyTorch", "jax": "JAX"}``), so a file of another
     framework is named as such. The messages say what the file is, never what it might be made to do.
+    The header line is read and checked against the file's length (``os.fstat``) before the payload is, and a
+    file of more than ``limit`` bytes is refused by its length alone, so no file costs more memory than that.
     """
-    data = Path(path).read_bytes()
-    newline = data.find(b"\n", 0, _HEADER_LIMIT)
-    fields = data[:newline].split(b" ") if newline > 0 else []
-    if not data.startswith(CHECKED_MAGIC):
-        found = (
-            "a plain torch.save file, a zip archive"
-            if data.startswith(b"PK")
-            else "it is empty"
-            if not data
-            else "it has no checkpoint header"
-        )
-        raise CheckedFileError(
-            f"{path} is not a checkpoint written by this project's trainers ({found}; "
-            f"expected a file starting with {CHECKED_MAGIC.decode()})"
-        )
-    if len(fields) != 5 or fields[1] != CHECKED_VERSION or not fields[3].isdigit():
-        raise CheckedFileError(
-            f"{path} has a damaged or unknown checkpoint header (expected "
-            f"'{CHECKED_MAGIC.decode()} {CHECKED_VERSION.decode()} <framework> <length> <sha256>')"
-        )
-    found_kind, length, digest = fields[2].decode(errors="replace"), int(fields[3]), fields[4]
-    if found_kind != kind and found_kind in kinds:
-        raise CheckedFileError(
-            f"{path} is a {kinds[found_kind]} checkpoint, not a {kinds[kind]} one; "
-            f"use python -m mnist_{found_kind}'s tools with it"
-        )
-    payload = data[newline + 1 :]
-    if len(payload) != length:
-        raise CheckedFileError(
-            f"{path} is {'cut short' if len(payload) < length else 'longer than written'}: "
-            f"{len(payload)} bytes after its header, {length} expected"
-        )
+    shown = shown_path(path)
+    with open(path, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        if limit is not None and size > limit + _HEADER_LIMIT:
+            raise CheckedFileError(
+                f"{shown} is {size:,} bytes, more than the {limit:,} any checkpoint of this CNN takes: "
+                f"not a checkpoint written by this project's trainers"
+            )
+        data = file.read(_HEADER_LIMIT)
+        newline = data.find(b"\n", 0, _HEADER_LIMIT)
+        fields = data[:newline].split(b" ") if newline > 0 else []
+        if not data.startswith(CHECKED_MAGIC):
+            found = (
+                "a plain torch.save file, a zip archive"
+                if data.startswith(b"PK")
+                else "it is empty"
+                if not data
+                else "it has no checkpoint header"
+            )
+            raise CheckedFileError(
+                f"{shown} is not a checkpoint written by this project's trainers ({found}; "
+                f"expected a file starting with {CHECKED_MAGIC.decode()})"
+            )
+        if len(fields) != 5 or fields[1] != CHECKED_VERSION or not fields[3].isdigit():
+            raise CheckedFileError(
+                f"{shown} has a damaged or unknown checkpoint header (expected "
+                f"'{CHECKED_MAGIC.decode()} {CHECKED_VERSION.decode()} <framework> <length> <sha256>')"
+            )
+        found_kind, length, digest = fields[2].decode(errors="replace"), int(fields[3]), fields[4]
+        if found_kind != kind and found_kind in kinds:
+            raise CheckedFileError(
+                f"{shown} is a {kinds[found_kind]} checkpoint, not a {kinds[kind]} one; "
+                f"use python -m mnist_{found_kind}'s tools with it"
+            )
+        stored = size - (newline + 1)
+        if stored != length:
+            raise CheckedFileError(
+                f"{shown} is {'cut short' if stored < length else 'longer than written'}: "
+                f"{stored} bytes after its header, {length} expected"
+            )
+        file.seek(newline + 1)
+        payload = file.read(length)
+    if len(payload) != length:  # it shrank while being read
+        raise CheckedFileError(f"{shown} is cut short: {len(payload)} bytes after its header, {length} expected")
     if hashlib.sha256(b" ".join(fields[:4]) + b"\n" + payload).hexdigest().encode() != digest or found_kind != kind:
         raise CheckedFileError(
-            f"{path} does not match the SHA-256 written with it: it was damaged or edited after it was written"
+            f"{shown} does not match the SHA-256 written with it: it was damaged or edited after it was written"
         )
     return payload
 

@@ -15,7 +15,10 @@ lines, specks or noise). A picture in which nothing looks like a digit is refuse
 
 from __future__ import annotations
 
+import io
+import os
 import re
+import stat
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from mnist_common.config import IMAGE_SHAPE, MNIST_MEAN, MNIST_STD
-from mnist_common.errors import ProjectError
+from mnist_common.errors import ProjectError, shown_path
 
 #: The box MNIST fitted each digit into, inside the 28x28 frame.
 DIGIT_BOX = 20
@@ -36,6 +39,9 @@ INK_THRESHOLD = 0.2
 WORK_SIDE = 768
 MIN_WORK_SIDE = 224
 MIN_PICTURE_SIDE = 8
+#: The most one side may exceed the other: a digit, even a 1, fills a squarish box, and a strip beyond this
+#: (8x5000) shrinks to under `MIN_PICTURE_SIDE` pixels across at the working size, where no stroke survives.
+MAX_ASPECT = 40
 #: A light region is a sheet of paper on a dark desk when it covers this much of the picture and of its own box.
 SHEET_MIN_AREA = 0.2
 SHEET_MIN_FILL = 0.8
@@ -72,6 +78,9 @@ EDGE_MARGIN = 0.06
 #: silenced here; an error above 179 MP, raised while the header is read and reported in the same words as
 #: this limit).
 MAX_PIXELS = 50_000_000
+#: The most bytes read from a pipe (``predict /dev/stdin``, ``<(cat x.png)``), which is read once into memory
+#: since it cannot be seeked: an uncompressed 8-bit RGB picture of `MAX_PIXELS`. Files are read by PIL lazily.
+MAX_PICTURE_BYTES = 3 * MAX_PIXELS
 
 #: The formats predict opens. Pillow knows some forty; each is parsing code that an untrusted file can reach (EPS
 #: even runs Ghostscript), while pictures of digits come as these ("JPEG" includes the MPO files many phones write;
@@ -95,9 +104,9 @@ class ImageError(ProjectError, RuntimeError):
 
 def _too_large(path: Path, declared: str) -> ImageError:
     return ImageError(
-        f"{path} declares {declared}, more than the {MAX_PIXELS / 1e6:.0f} megapixels predict decodes (a decompression "
-        f"bomb, or a picture to scale down); {_EXPECTED}, at most {MAX_PIXELS / 1e6:.0f} megapixels (scaled down, "
-        f"or cropped to the digit)"
+        f"{shown_path(path)} declares {declared}, more than the {MAX_PIXELS / 1e6:.0f} megapixels predict decodes "
+        f"(a decompression bomb, or a picture to scale down); {_EXPECTED}, at most {MAX_PIXELS / 1e6:.0f} megapixels "
+        f"(scaled down, or cropped to the digit)"
     )
 
 
@@ -107,6 +116,24 @@ def _refuse_if_too_large(size: tuple[int, int], path: Path) -> None:
         raise _too_large(path, f"{width}x{height} pixels ({width * height / 1e6:,.1f} megapixels)")
 
 
+def _source(path: Path) -> Path | io.BytesIO:
+    """What PIL opens: the path of a regular file (or of nothing, a folder: PIL says so), else the bytes of the
+    pipe or device, read once and at most `MAX_PICTURE_BYTES`, since PIL seeks and a pipe cannot be re-read."""
+    try:
+        if stat.S_ISREG(mode := os.stat(path).st_mode) or stat.S_ISDIR(mode):
+            return path
+    except OSError:
+        return path
+    with open(path, "rb") as stream:
+        data = stream.read(MAX_PICTURE_BYTES + 1)
+    if len(data) > MAX_PICTURE_BYTES:
+        raise ImageError(
+            f"{shown_path(path)} holds more than {MAX_PICTURE_BYTES / 1e6:.0f} MB, more than any picture predict "
+            f"decodes; {_EXPECTED}, at most {MAX_PIXELS / 1e6:.0f} megapixels"
+        )
+    return io.BytesIO(data)
+
+
 def _decode(path: Path) -> Image.Image:
     """The first frame, upright (photos: the orientation the camera recorded), decoded only if its declared size
     is within `MAX_PIXELS`. PIL's warnings are silenced here: its decompression bomb warning because the check
@@ -114,7 +141,7 @@ def _decode(path: Path) -> Image.Image:
     decoded or refused with one line, and a warning would be a second line on stderr."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with Image.open(path, formats=FORMATS) as image:
+        with Image.open(_source(path), formats=FORMATS) as image:
             _refuse_if_too_large(image.size, path)  # Image.open only read the header: nothing is decoded yet
             upright = ImageOps.exif_transpose(image)  # decodes (a copy when there is nothing to turn)
             upright.load()
@@ -133,7 +160,7 @@ def _unit_range(image: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarray 
     if image.mode in _SIXTEEN_BIT or image.mode in ("I", "F"):
         raw = np.asarray(image)
         if image.mode == "F" and not np.isfinite(raw).all():
-            raise ImageError(f"{path} holds NaN or infinite pixel values; {_EXPECTED}")
+            raise ImageError(f"{shown_path(path)} holds NaN or infinite pixel values; {_EXPECTED}")
         values = raw.astype(np.float64)
         low, high = (0.0, 65535.0) if image.mode != "F" else (0.0, 1.0)
         if values.min() < low or values.max() > high:
@@ -169,32 +196,34 @@ def read_picture(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     except ImageError:
         raise
     except FileNotFoundError:
-        raise ImageError(f"{path} does not exist; pass the path of a PNG or JPEG picture of one digit") from None
+        raise ImageError(
+            f"{shown_path(path)} does not exist; pass the path of a PNG or JPEG picture of one digit"
+        ) from None
     except IsADirectoryError:
-        raise ImageError(f"{path} is a directory; {_EXPECTED}") from None
+        raise ImageError(f"{shown_path(path)} is a directory; {_EXPECTED}") from None
     except Image.DecompressionBombError as err:  # above PIL's own limit, raised while Image.open read the header
         declared = re.search(r"\((\d+) pixels\)", str(err))
         amount = f"{int(declared[1]) / 1e6:,.1f} megapixels" if declared else "more pixels than PIL reads"
         raise _too_large(path, amount) from None
     except MemoryError:
         raise ImageError(
-            f"{path} needs more memory to decode than this machine has; {_EXPECTED}, scaled down"
+            f"{shown_path(path)} needs more memory to decode than this machine has; {_EXPECTED}, scaled down"
         ) from None
     except Exception as err:  # noqa: BLE001 - PIL's decoders raise OSError, SyntaxError, ValueError, struct.error,
         # EOFError, IndexError... for a malformed file, and each means the same to the user: not a picture we can read
         detail = " ".join(str(err).split())[:200] or type(err).__name__
-        raise ImageError(f"{path} is not a readable image ({detail}); {_EXPECTED}") from None
+        raise ImageError(f"{shown_path(path)} is not a readable image ({detail}); {_EXPECTED}") from None
     with image:
         try:
             return _unit_range(image, path)
         except ValueError as err:  # PIL has no conversion from this pixel mode (e.g. "La")
             raise ImageError(
-                f"{path} has pixels of mode {image.mode}, which predict cannot read ({err}); {_EXPECTED}"
+                f"{shown_path(path)} has pixels of mode {image.mode}, which predict cannot read ({err}); {_EXPECTED}"
             ) from None
 
 
 def _refuse(path: Path, why: str) -> ImageError:
-    return ImageError(f"no digit found in {path}: {why}; {_NO_DIGIT_ADVICE}")
+    return ImageError(f"no digit found in {shown_path(path)}: {why}; {_NO_DIGIT_ADVICE}")
 
 
 def _working_copy(grey: np.ndarray, path: Path) -> np.ndarray:
@@ -208,6 +237,12 @@ def _working_copy(grey: np.ndarray, path: Path) -> np.ndarray:
             f"(at least {MIN_PICTURE_SIDE}x{MIN_PICTURE_SIDE}; MNIST's are 28x28)",
         )
     longest = max(height, width)
+    if longest > MAX_ASPECT * min(height, width):
+        raise _refuse(
+            path,
+            f"the picture is {width}x{height} pixels, a strip more than {MAX_ASPECT} times longer than it is wide "
+            f"(a digit fills a squarish box; MNIST's are 28x28)",
+        )
     scale = WORK_SIDE / longest if longest > WORK_SIDE else max(1.0, MIN_WORK_SIDE / longest)
     if scale == 1.0:
         return grey.astype(np.float32)
@@ -449,4 +484,9 @@ def load_digits(paths: Sequence[Path | str]) -> tuple[np.ndarray, dict[int, str]
             digits.append(load_digit(path))
         except ImageError as err:
             errors[position] = str(err)
+        except Exception as err:  # noqa: BLE001 - a case the analysis missed costs this picture only, in one line
+            detail = " ".join(str(err).split())[:200] or type(err).__name__
+            errors[position] = (
+                f"{shown_path(path)} could not be read as a digit ({type(err).__name__}: {detail}); {_EXPECTED}"
+            )
     return np.stack(digits) if digits else np.zeros((0, *IMAGE_SHAPE), np.float32), errors

@@ -18,6 +18,7 @@ import numpy as np
 
 from mnist_common.config import TrainConfig
 from mnist_common.divergence import finite_or_none
+from mnist_common.errors import shown_path
 from mnist_common.files import write_atomically
 
 #: The original notebook's accuracy on the 10 000 test images, the bar to clear.
@@ -115,7 +116,8 @@ def format_predictions(
             allow_nan=False,
         )
     return "\n".join(
-        f"{names[i]}: {top[0][0]}  ({', '.join(f'{d} {100 * q:.1f}%' for d, q in top)})" for i, top in ranked.items()
+        f"{shown_path(names[i])}: {top[0][0]}  ({', '.join(f'{d} {100 * q:.1f}%' for d, q in top)})"
+        for i, top in ranked.items()
     )
 
 
@@ -150,5 +152,5 @@ def format_evaluation(
         )
     return (
         f"test loss {loss:.4f}  test acc {100 * correct / total:.2f}% ({correct}/{total})  "
-        f"{framework} on {device}, weights {source}"
+        f"{framework} on {device}, weights {shown_path(source)}"
     )

@@ -23,6 +23,7 @@ from flax.training.train_state import TrainState
 from mnist_common.checkpoint import (
     RESUME_FIX,
     check_contents,
+    check_dtypes,
     check_finite,
     check_resumable,
     read_payload,
@@ -35,6 +36,9 @@ from mnist_common.config import TrainConfig
 from mnist_common.files import checked_bytes, write_atomically
 from mnist_common.outdir import CHECKPOINT_FILES
 from mnist_common.report import EpochRecord
+
+#: Why a checkpoint would hold 64-bit arrays, for the one line that refuses it.
+X64 = "written with 64-bit JAX enabled (JAX_ENABLE_X64)?"
 
 #: The file inside a run's out-dir.
 CHECKPOINT_FILE = CHECKPOINT_FILES["jax"]
@@ -79,15 +83,18 @@ def restore_into(path: Path, target: Any, saved: Any) -> Any:
         restored = serialization.from_state_dict(target, saved)
     except (ValueError, KeyError, TypeError) as err:
         raise unreadable(path, err) from None
-    for (where, want), got in zip(jax.tree_util.tree_leaves_with_path(target), jax.tree.leaves(restored)):
-        want, got = jnp.asarray(want), np.asarray(got)  # JAX's dtypes: a fresh state's Python-int step is int32
-        if got.shape != want.shape or got.dtype != want.dtype:
+    pairs = [
+        (jax.tree_util.keystr(where), jnp.asarray(want), np.asarray(got))  # a fresh state's Python-int step: int32
+        for (where, want), got in zip(jax.tree_util.tree_leaves_with_path(target), jax.tree.leaves(restored))
+    ]
+    check_dtypes(
+        path, {name: str(got.dtype) for name, _, got in pairs}, {name: str(want.dtype) for name, want, _ in pairs}, X64
+    )
+    for name, want, got in pairs:
+        if got.shape != want.shape:
             raise unreadable(
                 path,
-                ValueError(
-                    f"{jax.tree_util.keystr(where)} is {got.dtype}{list(got.shape)}, "
-                    f"expected {want.dtype}{list(want.shape)}"
-                ),
+                ValueError(f"{name} is {got.dtype}{list(got.shape)}, expected {want.dtype}{list(want.shape)}"),
             )
     return restored
 
@@ -114,14 +121,17 @@ def load_params(out_dir: Path, device: jax.Device) -> Any:
     params = saved["state"].get("params") if isinstance(saved["state"], dict) else None
     if not isinstance(params, dict):
         raise unreadable(checkpoint_path(out_dir), KeyError("the state has no params"))
+    found = {name: str(np.asarray(leaf).dtype) for name, leaf in named_leaves(params, floating=False).items()}
+    check_dtypes(checkpoint_path(out_dir), found, dict.fromkeys(found, "float32"), X64)
     check_finite(checkpoint_path(out_dir), named_leaves(params))
     return jax.device_put(params, device)
 
 
-def named_leaves(tree: Any) -> dict[str, Any]:
-    """The pytree's arrays by their path (`['params']['conv1']['kernel']`), for messages that name them."""
+def named_leaves(tree: Any, floating: bool = True) -> dict[str, Any]:
+    """The pytree's arrays (floating-point ones only, unless not `floating`) by their path
+    (`['params']['conv1']['kernel']`), for messages that name them."""
     return {
         jax.tree_util.keystr(path): leaf
         for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
-        if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.floating)
+        if not floating or (hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.floating))
     }

@@ -28,6 +28,7 @@ from mnist_common.checkpoint import (
     RESUME_FIX,
     CheckpointError,
     check_contents,
+    check_dtypes,
     check_finite,
     check_resumable,
     read_payload,
@@ -37,6 +38,7 @@ from mnist_common.checkpoint import (
     unreadable,
 )
 from mnist_common.config import TrainConfig
+from mnist_common.errors import shown_path
 from mnist_common.files import checked_bytes, write_atomically
 from mnist_common.outdir import CHECKPOINT_FILES
 from mnist_common.report import EpochRecord
@@ -78,12 +80,16 @@ def _read(out_dir: Path, fix: str) -> dict[str, Any]:
         )  # weights_only: runs no pickled code
     except pickle.UnpicklingError:  # PyTorch's own message advises weights_only=False: the opposite of safe
         raise CheckpointError(
-            f"{path} holds Python objects besides tensors, which could run code when loaded, so it is refused; "
-            f"use a checkpoint written by this project's trainer, or train again into that --out-dir without --resume"
+            f"{shown_path(path)} holds Python objects besides tensors, which could run code when loaded, so it is "
+            f"refused; use a checkpoint written by this project's trainer, or train again into that --out-dir "
+            f"without --resume"
         ) from None
     except Exception as err:  # whole and ours, but not what this version writes: say which, never a traceback
         raise unreadable(path, err) from None
     check_contents(path, saved)
+    model = saved["model"] if isinstance(saved["model"], dict) else {}
+    found = {name: str(t.dtype).removeprefix("torch.") for name, t in model.items() if isinstance(t, torch.Tensor)}
+    check_dtypes(path, found, dict.fromkeys(found, "float32"), "written by a model in another precision (.double()?)")
     return saved
 
 
