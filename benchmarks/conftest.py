@@ -4,7 +4,6 @@ provenance: refused on a dirty tree), and what every result records."""
 from __future__ import annotations
 
 import functools
-import os
 import platform
 import time
 from importlib.metadata import version
@@ -16,6 +15,7 @@ import torch
 
 from benchmarks import conditions
 from benchmarks.runners import BF16_DEVICES, SETTINGS, gpu_present
+from mnist_common.machine import cpu_identity, describe_cpu
 
 DEVICES = ("cpu", "cuda")
 
@@ -93,25 +93,18 @@ def smoke(benchmark, request) -> bool:
     return benchmark.disabled or dry_run
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine()
-
-
 def device_name(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name(0)
-    return f"{cpu_model()}, {os.cpu_count()} cores"
+    return describe_cpu()
 
 
 def environment(device: str) -> dict[str, Any]:
     """What every result row records: the device, the versions, the commit and the run's settings."""
     return {
         "device_name": device_name(device),
-        "cpu_name": f"{cpu_model()}, {os.cpu_count()} cores",
+        "cpu_name": describe_cpu(),  # vendor, family, model, cores and AVX-512: the ranking depends on them
+        "cpu": cpu_identity(),
         "settings": SETTINGS[device],
         **run_conditions(),
         "torch": torch.__version__,

@@ -60,8 +60,10 @@ COMMAND_BUFFER_WHILE = "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,C
 #: The verdict's goal: the adopted candidate runs at >= 91% of the non-deterministic speed (within 10%).
 GOAL_VS_NONDETERMINISTIC = 0.91
 DEFAULT_BUDGET = 240.0
-#: --dry-run's sizes: two steps per call (so the scan keeps its while loop), two rounds (so byte-identity is checked).
-DRY_RUN = {"device": "cpu", "train_size": 256, "epochs": 1, "rounds": 2, "budget": 3600.0}
+#: --dry-run's sizes: two steps per call (so the scan keeps its while loop), two rounds (so byte-identity is checked),
+#: batches of 16: on the CPU the rolled scan's backward convolutions run in XLA's naive emitter, and at batch 128 its
+#: four steps took most of each worker's seconds.
+DRY_RUN = {"device": "cpu", "batch_size": 16, "train_size": 32, "epochs": 1, "rounds": 2, "budget": 3600.0}
 
 
 @dataclass(frozen=True)
@@ -226,7 +228,7 @@ def params_sha256(params: Any) -> str:
     return digest.hexdigest()
 
 
-def worker(name: str, device_kind: str, epochs: int, train_size: int) -> dict[str, Any]:
+def worker(name: str, device_kind: str, epochs: int, train_size: int, batch_size: int) -> dict[str, Any]:
     """Train one candidate in this process as the environment says (XLA_FLAGS, the cache): times and facts."""
     from importlib.metadata import version
 
@@ -246,7 +248,7 @@ def worker(name: str, device_kind: str, epochs: int, train_size: int) -> dict[st
     epoch_fn = epoch_function(candidate.loss)
 
     def order(epoch: int) -> Any:  # the trainer's batch order (`mnist_jax.train.epoch_order`), uploaded per epoch
-        return jax.device_put(batch_order(SEED, epoch, train_size, BATCH_SIZE).astype(np.int32), device)
+        return jax.device_put(batch_order(SEED, epoch, train_size, batch_size).astype(np.int32), device)
 
     start = time.perf_counter()
     with count_cache_lookups() as lookups:
@@ -259,7 +261,7 @@ def worker(name: str, device_kind: str, epochs: int, train_size: int) -> dict[st
         jax.block_until_ready((state, metrics))
         seconds.append(time.perf_counter() - start)
         losses.append(float(np.mean(np.asarray(metrics["loss"]))))
-    images = (train_size // BATCH_SIZE) * BATCH_SIZE
+    images = (train_size // batch_size) * batch_size
     return {
         "candidate": name,
         "xla_flags": os.environ.get("XLA_FLAGS"),
@@ -322,6 +324,7 @@ def run_worker(
     env = worker_env(candidate, args.device, work / "cache" / name, work / f"{name}-autotune.textproto", round_)
     argv = [sys.executable, "-m", "benchmarks.gpu_candidates", str(result_file), "--worker", name]
     argv += ["--device", args.device, "--epochs", str(args.epochs), "--train-size", str(args.train_size)]
+    argv += ["--batch-size", str(args.batch_size)]
     start = time.perf_counter()
     try:
         done = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
@@ -439,7 +442,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"{' (' + report['stopped'] + ')' if report.get('stopped') else ''}; train size {s['train_size']}, "
         f"{s['epochs']} timed epochs per round after the first call.",
         "",
-        f"Settings: batch {BATCH_SIZE}, float32, batch order seed {SEED} (the trainer's `batch_order`), the trainer's "
+        f"Settings: batch {s.get('batch_size', BATCH_SIZE)}, float32, batch order seed {SEED} (the trainer's "
+        "`batch_order`), the trainer's "
         "whole-epoch scan (`train_epoch_steps`, `compile_train`), each candidate in a fresh process per round, "
         "interleaved; s/epoch over every timed epoch of every round (median, 95% bootstrap interval); speed vs shipped "
         "paired by round and epoch index (each epoch against the baseline's same epoch of the same round); "
@@ -504,6 +508,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None, help="timed epoch calls per round, after the first")
     parser.add_argument("--train-size", type=int, default=None)
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help=f"default {BATCH_SIZE} ({DRY_RUN['batch_size']} in a dry run)"
+    )
     parser.add_argument("--candidates", default=",".join(CANDIDATES), help="comma-separated, from: %(default)s")
     parser.add_argument("--dry-run", action="store_true", help="the CPU, tiny sizes: checks the command runs")
     parser.add_argument("--worker", choices=list(CANDIDATES), help=argparse.SUPPRESS)
@@ -511,7 +518,14 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     dry = (
         DRY_RUN
         if args.dry_run
-        else {"device": "cuda", "train_size": 60000, "epochs": 5, "rounds": 3, "budget": DEFAULT_BUDGET}
+        else {
+            "device": "cuda",
+            "batch_size": BATCH_SIZE,
+            "train_size": 60000,
+            "epochs": 5,
+            "rounds": 3,
+            "budget": DEFAULT_BUDGET,
+        }
     )
     for key, value in dry.items():
         if getattr(args, key) is None:
@@ -528,9 +542,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args.candidates = list(dict.fromkeys(names))
     if not 1 <= args.rounds <= 100 or not 1 <= args.epochs <= 1000:
         raise UsageError(f"--rounds takes 1-100 and --epochs 1-1000, got {args.rounds} and {args.epochs}")
-    if not BATCH_SIZE <= args.train_size <= 60000:
+    if not 1 <= args.batch_size <= 60000 or not args.batch_size <= args.train_size <= 60000:
         raise UsageError(
-            f"--train-size takes {BATCH_SIZE}-60000 images (one batch of {BATCH_SIZE} at least), got {args.train_size}"
+            f"--batch-size takes 1-60000 and --train-size {args.batch_size}-60000 images (one batch at least), got "
+            f"{args.batch_size} and {args.train_size}"
         )
     if not args.budget > 0:
         raise UsageError(f"--budget takes a positive number of seconds, got {args.budget}")
@@ -550,8 +565,8 @@ def orchestrate(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if args.device == "cuda" and (problem := gpu_problem()) is not None:
         raise UsageError(f"{problem}; run on a machine with an NVIDIA GPU, or use --dry-run to check on the CPU")
-    settings = {k: getattr(args, k) for k in ("device", "rounds", "epochs", "train_size")}
-    settings.update(budget_s=args.budget, candidates=args.candidates, dry_run=args.dry_run, batch_size=BATCH_SIZE)
+    settings = {k: getattr(args, k) for k in ("device", "rounds", "epochs", "train_size", "batch_size")}
+    settings.update(budget_s=args.budget, candidates=args.candidates, dry_run=args.dry_run)
     settings.update(dtype="float32", order_seed=SEED)
     report: dict[str, Any] = {
         "settings": settings,
@@ -610,7 +625,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         args = parse(argv)
         if args.worker is not None:
-            result = worker(args.worker, args.device, args.epochs, args.train_size)
+            result = worker(args.worker, args.device, args.epochs, args.train_size, args.batch_size)
             write_atomically(args.out_stem, lambda p: p.write_text(json.dumps(result) + "\n"))
             return
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a running worker is killed, the files are kept

@@ -270,9 +270,10 @@ bench_stage() {  # $1: the stage's name in STAGES, $2: label, $3: -k expression,
   [ -s "$json" ] && parts+=("$json") && report
   took "$stage"
 }
-# The dry run runs each benchmark function once: the accuracy stages on each framework's default trainer (the
-# trainers' other modes are their own e2e tests), and batch 1024's stage only collects its selection (the same
-# benchmark functions as batch 128's, which ran), so that its -k expression still must select something.
+# The dry run runs each benchmark function once: the accuracy stage on each framework's default trainer (the
+# trainers' other modes are their own e2e tests), and the stages that run a function another stage ran (batch
+# 1024's, batch 128's; the fastest settings' accuracy, the shipped settings') only collect their selection, so
+# that each -k expression still must select something.
 # Scaling's one-device rows are each trainer's plain run, which the trainers and reproducibility steps run too.
 dry_trainers=() dry_collect=() dry_scaling=""
 [ "$dry_run" = 1 ] && dry_trainers=(--bench-trainers jax,torch_eager) && dry_collect=(--collect-only) \
@@ -280,7 +281,7 @@ dry_trainers=() dry_collect=() dry_scaling=""
 if [ "$benchmarks_ok" = 1 ]; then
   bench_stage b128 "train and eval, batch 128, float32 and tf32" "$device and 128 and (float32 or tf32) and (train_step or test_eval)"
   bench_stage accuracy "time to 99% over seeds, float32, as shipped" "$device and accuracy and float32 and shipped" "${dry_trainers[@]}"
-  bench_stage fastest "time to 99% over seeds, float32, fastest settings" "$device and accuracy and float32 and fastest" "${dry_trainers[@]}"
+  bench_stage fastest "time to 99% over seeds, float32, fastest settings" "$device and accuracy and float32 and fastest" "${dry_trainers[@]}" "${dry_collect[@]}"
   bench_stage b1024 "train and eval, batch 1024, float32 and tf32" "$device and 1024 and (float32 or tf32) and (train_step or test_eval)" "${dry_collect[@]}"
   bench_stage latency "latency, one image per call, and the float32 matmul peak" "$device and (latency or peak)"
   bench_stage cold "cold start: compile from empty and warm caches, break-even" "$device and cold_start"

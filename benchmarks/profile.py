@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import conditions
+from mnist_common.machine import cpu_identity, describe_cpu
 
 #: The paths profiled on each device, as `benchmarks.runners` names its variants.
 PATHS = {
@@ -69,14 +70,6 @@ class ProfileError(Exception):
 # --- the header --------------------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine() or "unknown CPU"
-
-
 def commit() -> str:
     """`git rev-parse HEAD`, else MNIST_BENCH_COMMIT, else 'unknown' (never an error)."""
     try:
@@ -94,12 +87,13 @@ def header(device: str, batch_size: int, steps: int, threads: int) -> dict[str, 
     import jax
     import torch
 
-    name = torch.cuda.get_device_name(0) if device == "cuda" else cpu_model()
+    name = torch.cuda.get_device_name(0) if device == "cuda" else describe_cpu()
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "device": device,
         "device_name": name,
-        "cpu_name": cpu_model(),
+        "cpu_name": describe_cpu(),
+        "cpu": cpu_identity(),
         "cores": os.cpu_count(),
         "threads": threads,
         "torch": torch.__version__,

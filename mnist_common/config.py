@@ -64,10 +64,11 @@ DEVICES = ("auto", "cpu", "cuda")
 #: in bfloat16, weights, optimizer state and the loss in float32. Evaluation is always float32.
 PRECISIONS = ("float32", "bf16")
 
-#: PyTorch's execution modes of the training step (--mode): plain eager, the forward pass through
-#: `torch.compile`, or the whole step captured as a CUDA graph and replayed (a GPU only). JAX has one
-#: mode, compiled (`jax.jit`), and no --mode.
-TORCH_MODES = ("eager", "compile", "cuda-graphs")
+#: PyTorch's execution modes of the training step (--mode): plain eager; the model through `torch.compile` (what
+#: a user writes first); the whole step, forward, backward and SGD, as one `torch.compile(fullgraph=True)` graph
+#: (JAX's jitted step, with conv1 as one matmul on the CPU as JAX's); or the whole step captured as a CUDA graph
+#: and replayed (a GPU only). JAX has one mode, compiled (`jax.jit`), and no --mode.
+TORCH_MODES = ("eager", "compile", "compile-step", "cuda-graphs")
 
 #: The Flax APIs the JAX trainer writes its step in (--api): Linen, the pure-functional mirror; Flax NNX's
 #: functional route (`nnx.split` once, a `jax.jit` step over the pure state); and NNX's stateful route, the
@@ -363,8 +364,10 @@ def build_parser(framework: str) -> argparse.ArgumentParser:
             "--mode",
             choices=TORCH_MODES,
             default="eager",
-            help="how PyTorch runs the training step: eager, the forward pass through torch.compile, "
-            "or the whole step captured once as a CUDA graph and replayed (GPU only); the same SGD steps in every mode",
+            help="how PyTorch runs the training step: eager; compile, the model through torch.compile; compile-step, "
+            "the whole step (forward, backward, SGD) as one torch.compile(fullgraph=True) graph, PyTorch's fastest "
+            "on the CPU; or cuda-graphs, the whole step captured once as a CUDA graph and replayed (GPU only); the "
+            "same SGD steps in every mode",
         )
     if framework == "jax":
         parser.add_argument(

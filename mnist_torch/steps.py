@@ -109,11 +109,18 @@ def deterministic(enabled: bool = True) -> Iterator[None]:
 
 def create_state(seed: int, config: TrainConfig, device: torch.device) -> TrainState:
     """A freshly initialized model (PyTorch's default init, seeded), its SGD optimizer and the training compute
-    dtype."""
+    dtype; conv1 in the form the run trains it in (`conv1_as_matmul_on`)."""
     torch.manual_seed(seed)
-    model = CNN().to(device)
+    model = CNN(conv1_as_matmul=conv1_as_matmul_on(config.mode, device)).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
     return TrainState(model, optimizer, COMPUTE_DTYPES[config.precision])
+
+
+def conv1_as_matmul_on(mode: str | None, device: torch.device) -> bool:
+    """Whether the run computes conv1 as one matmul (`CNN(conv1_as_matmul=True)`): `--mode compile-step` on the
+    CPU, where its whole-step graph trains faster that way, as JAX's CPU trainer does (benchmarks/RESULTS.md,
+    "Tuning ledger"); in eager mode and under `--mode compile` the form was slower, and GPUs keep `nn.Conv2d`."""
+    return mode == "compile-step" and device.type == "cpu"
 
 
 def train_step(state: TrainState, batch: Batch) -> Metrics:
@@ -170,9 +177,60 @@ def predict(model: CNN, images: torch.Tensor) -> np.ndarray:
     return torch.cat(probabilities).cpu().numpy()
 
 
+def sgd_step(state: TrainState, config: TrainConfig) -> Callable[..., tuple[torch.Tensor, list, list]]:
+    """`train_step` as one pure function for `torch.compile(fullgraph=True)`: ``step(params, momenta, images,
+    labels, idx)`` trains on the batch ``images[idx]`` and returns its loss and the new parameters and momentum
+    buffers, touching none of its inputs: JAX's jitted step, in PyTorch.
+
+    The gradient comes from `torch.func.grad_and_value` over `torch.func.functional_call`, and the update is
+    torch.optim.SGD's maths written out (buf = momentum * buf + grad; p -= lr * buf), so forward, backward and
+    update are one graph with no autograd engine or optimizer loop between them. A zero momentum buffer gives
+    SGD's first step exactly (its buffer starts as the gradient).
+    """
+    model, compute_dtype = state.model, state.compute_dtype
+    names = [name for name, _ in model.named_parameters()]
+    lr, momentum = config.lr, config.momentum
+
+    def loss(params: list[torch.Tensor], images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        mixed = compute_dtype != torch.float32
+        with torch.autocast(images.device.type, dtype=compute_dtype, enabled=mixed):
+            logits = torch.func.functional_call(model, dict(zip(names, params, strict=True)), (images,))
+            return F.cross_entropy(logits, labels)
+
+    grad_and_loss = torch.func.grad_and_value(loss)
+
+    def step(params, momenta, images, labels, idx) -> tuple[torch.Tensor, list, list]:
+        grads, value = grad_and_loss(list(params), images[idx], labels[idx])
+        momenta = [momentum * buf + grad for buf, grad in zip(momenta, grads, strict=True)]
+        return value.detach(), [p - lr * buf for p, buf in zip(params, momenta, strict=True)], momenta
+
+    return step
+
+
+def momentum_buffers(state: TrainState) -> list[torch.Tensor]:
+    """The optimizer's momentum buffer of every parameter, created (zero) where SGD has made none yet, so that
+    `sgd_step` starts from the buffers a checkpoint saved, or from SGD's first step."""
+    with torch.no_grad():
+        for param in state.model.parameters():
+            entry = state.optimizer.state[param]
+            if entry.get("momentum_buffer") is None:
+                entry["momentum_buffer"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+    return [state.optimizer.state[p]["momentum_buffer"] for p in state.model.parameters()]
+
+
+@torch.no_grad()
+def adopt(state: TrainState, params: list[torch.Tensor], momenta: list[torch.Tensor]) -> None:
+    """Make `sgd_step`'s new tensors the model's parameters and the optimizer's momentum buffers: the Parameter
+    objects stay (the optimizer and checkpoints hold them), their data is swapped, no byte is copied."""
+    for param, new, buf in zip(state.model.parameters(), params, momenta, strict=True):
+        param.data = new
+        state.optimizer.state[param]["momentum_buffer"] = buf
+
+
 #: What compile_steps did, for the line the trainer prints.
 PREPARED = {
     "compile": "compiled the train step with torch.compile",
+    "compile-step": "compiled the whole train step (forward, backward, SGD) with torch.compile(fullgraph=True)",
     "cuda-graphs": "captured the train step as a CUDA graph",
 }
 
@@ -340,6 +398,23 @@ def compile_steps(
     if mode == "cuda-graphs":
         captured = CapturedStep(train_step, state, train, config.batch_size)
         return state, Steps(captured), captured.capture_seconds
+    if mode == "compile-step":
+        repair_inductor_cache()
+        # Channels-last memory (the parameters; the images have one channel): oneDNN's convolutions and Inductor's
+        # fusions ran the whole step faster in it (benchmarks/RESULTS.md, "Tuning ledger"). The same Parameter
+        # objects, so the optimizer and checkpoints still hold them.
+        state.model.to(memory_format=torch.channels_last)
+        compiled = torch.compile(sgd_step(state, config), fullgraph=True)
+        momentum_buffers(state)
+
+        def whole_step(idx: torch.Tensor) -> Metrics:
+            params = [p.detach() for p in state.model.parameters()]
+            loss, params, momenta = compiled(params, momentum_buffers(state), train.images, train.labels, idx)
+            adopt(state, params, momenta)
+            return {"loss": loss}
+
+        first = torch.arange(config.batch_size, device=train.images.device)
+        return state, Steps(whole_step), warm_up(lambda: whole_step(first), state, steps=1)
     forward = data_parallel(state.model, world, train.images.device)
     if mode == "compile":
         repair_inductor_cache()

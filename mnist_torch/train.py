@@ -158,10 +158,10 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
             f"--mode cuda-graphs captures CUDA graphs and needs a CUDA GPU, but this run is on {device}; "
             "use --mode eager or --mode compile, or --device cuda on a machine with a GPU"
         )
-    if config.mode == "cuda-graphs" and world.size > 1:
+    if config.mode in ("cuda-graphs", "compile-step") and world.size > 1:
         raise DistributedError(
-            "--mode cuda-graphs captures one process's step and does not run under torchrun; "
-            "use --mode eager or --mode compile with several processes"
+            f"--mode {config.mode} compiles one process's whole step, without DistributedDataParallel's gradient "
+            "averaging, and does not run under torchrun; use --mode eager or --mode compile with several processes"
         )
     per_device_batch(config.batch_size, world.size, f"{world.size} processes")
     writer = is_writer(world)
@@ -181,7 +181,9 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
         interrupts.kept(f"the checkpoint after epoch {len(records)} in {checkpoint_path(config.out_dir)}")
         if not config.quiet:
             print(f"resumed from {config.out_dir} after epoch {len(records)}", flush=True)
-    interrupts.now("during compilation" if config.mode == "compile" else "while preparing the train step")
+    interrupts.now(
+        "during compilation" if config.mode in ("compile", "compile-step") else "while preparing the train step"
+    )
     state, steps, compile_seconds = compile_steps(state, train_split, config, world)
     if not config.quiet and compile_seconds is not None:
         print(f"{PREPARED[config.mode]} in {compile_seconds:.2f}s", flush=True)

@@ -15,7 +15,8 @@ from mnist_torch.model import CNN
 
 
 def export_weights(model: CNN, path: Path) -> Path:
-    return write_weights(path, {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()})
+    # contiguous: `--mode compile-step` trains in channels-last memory; the file holds PyTorch's default layout
+    return write_weights(path, {k: v.detach().cpu().contiguous().numpy() for k, v in model.state_dict().items()})
 
 
 def load_weights(path: Path, device: torch.device) -> CNN:

@@ -33,6 +33,13 @@ from mnist_torch.checkpoint import CHECKPOINT_FILE as TORCH_CHECKPOINT
 
 pytestmark = pytest.mark.e2e
 
+
+@pytest.fixture(autouse=True)
+def compile_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Interrupts land during compilation: compile, as a first run does, instead of loading the session's cache."""
+    monkeypatch.setenv("JAX_ENABLE_COMPILATION_CACHE", "false")
+
+
 CHECKPOINT = {"torch": TORCH_CHECKPOINT, "jax": JAX_CHECKPOINT}
 #: 10 steps an epoch: the epochs are short, and the evaluation after each still takes long enough to be hit.
 FLAGS = ["--epochs", "2", "--train-size", "1280"]

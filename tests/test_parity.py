@@ -35,10 +35,16 @@ def torch_batches(mnist, steps: int, epoch: int = 1, batch_size: int = CONFIG.ba
         yield mnist.train.images[idx], mnist.train.labels[idx], idx
 
 
-def jax_state_from(model: TorchCNN) -> TrainState:
-    """The JAX training state holding exactly the torch model's weights, with fresh SGD state."""
+def jax_state_from(model: TorchCNN, conv1_as_matmul: bool = False) -> TrainState:
+    """The JAX training state holding exactly the torch model's weights, with fresh SGD state; conv1 in either
+    form (the CPU trainer ships it as a matmul, `mnist_jax.steps.conv1_as_matmul_on`)."""
     params = params_from_torch(model.state_dict())["params"]
-    return TrainState.create(apply_fn=JaxCNN().apply, params=params, tx=jax_steps.make_optimizer(CONFIG))
+    apply = JaxCNN(conv1_as_matmul=conv1_as_matmul).apply
+    return TrainState.create(apply_fn=apply, params=params, tx=jax_steps.make_optimizer(CONFIG))
+
+
+#: Both forms of the JAX model's conv1: what the GPU trainer runs, and what the CPU trainer runs.
+CONV1_FORMS = pytest.mark.parametrize("conv1_as_matmul", [False, True], ids=["nn.Conv", "conv1-as-matmul"])
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +57,12 @@ def trained_torch_model(trained_run) -> TorchCNN:
     return load_weights(trained_run("torch") / WEIGHTS_FILE, CPU).eval()
 
 
-def test_forward_logits_and_predictions_agree(trained_torch_model, mnist, jax_mnist):
+@CONV1_FORMS
+def test_forward_logits_and_predictions_agree(conv1_as_matmul, trained_torch_model, mnist, jax_mnist):
     with torch.no_grad():
         expected = trained_torch_model(mnist.test.images[:512]).numpy()
-    actual = np.asarray(
-        JaxCNN().apply(params_from_torch(trained_torch_model.state_dict()), jax_mnist.test.images[:512])
-    )
+    params = params_from_torch(trained_torch_model.state_dict())
+    actual = np.asarray(JaxCNN(conv1_as_matmul=conv1_as_matmul).apply(params, jax_mnist.test.images[:512]))
     assert relative_error(expected, actual) < 1e-5
     np.testing.assert_array_equal(expected.argmax(axis=1), actual.argmax(axis=1))
     assert (expected.argmax(axis=1) == mnist.test.labels[:512].numpy()).mean() > 0.9  # a real, trained model
@@ -67,7 +73,7 @@ def test_forward_logits_and_predictions_agree(trained_torch_model, mnist, jax_mn
 GRADIENT_BOUND = 3e-5
 
 
-@pytest.mark.parametrize("conv1_as_matmul", [False, True], ids=["nn.Conv", "conv1-as-matmul"])
+@CONV1_FORMS
 def test_gradients_agree(conv1_as_matmul, trained_torch_model, mnist, jax_mnist):
     idx = next(batch_indices(CONFIG.seed, 2, 60_000, CONFIG.batch_size))
     model = trained_torch_model
@@ -110,9 +116,10 @@ def test_sgd_momentum_conventions_match_torch():
     np.testing.assert_allclose(after[1], after[0] - 0.1 * (0.9 * grads[0] + grads[1]), atol=1e-15)
 
 
-def test_one_and_two_optimizer_steps_agree(mnist, jax_mnist):
+@CONV1_FORMS
+def test_one_and_two_optimizer_steps_agree(conv1_as_matmul, mnist, jax_mnist):
     torch_state = torch_steps.create_state(CONFIG.seed, CONFIG, CPU)
-    jax_state = jax_state_from(torch_state[0])
+    jax_state = jax_state_from(torch_state[0], conv1_as_matmul)
     for step, (images, labels, idx) in enumerate(torch_batches(mnist, 2), start=1):
         torch_steps.train_step(torch_state, (images, labels))
         jax_state, _ = jax_steps.train_step(jax_state, (jax_mnist.train.images[idx], jax_mnist.train.labels[idx]))
@@ -120,6 +127,25 @@ def test_one_and_two_optimizer_steps_agree(mnist, jax_mnist):
         diffs = jax.tree.map(lambda t, j: float(np.abs(np.asarray(t) - np.asarray(j)).max()), ported, jax_state.params)
         assert max(jax.tree.leaves(diffs)) < 1e-5, (step, diffs)
     assert int(jax_state.step) == 2
+
+
+@pytest.mark.e2e  # Inductor compiles the whole step first: seconds on 2 cores
+def test_pytorchs_compiled_whole_step_takes_jaxs_cpu_steps(mnist, jax_mnist):
+    """What each CPU trainer ships at its fastest: PyTorch's `--mode compile-step` (the whole step as one
+    `torch.compile(fullgraph=True)` graph, conv1 as a matmul) against JAX's jitted step with conv1 as a matmul,
+    from the same weights on the same batches: parameters within 1e-5 after each of 3 steps, as eager's are."""
+    config = TrainConfig(mode="compile-step")
+    torch_state = torch_steps.create_state(CONFIG.seed, config, CPU)
+    assert torch_state.model.conv1_as_matmul
+    torch_state, steps, _ = torch_steps.compile_steps(torch_state, mnist.train, config, torch_steps.World())
+    jax_state = jax_state_from(torch_state.model, conv1_as_matmul=True)
+    for step, (_, _, idx) in enumerate(torch_batches(mnist, 3), start=1):
+        _, loss = steps(torch_state, torch.from_numpy(idx)[None])
+        jax_state, metrics = jax_steps.train_step(jax_state, (jax_mnist.train.images[idx], jax_mnist.train.labels[idx]))
+        assert abs(float(loss[0]) - float(metrics["loss"])) < 1e-5
+        ported = params_from_torch(torch_state.model.state_dict())["params"]
+        diffs = jax.tree.map(lambda t, j: float(np.abs(np.asarray(t) - np.asarray(j)).max()), ported, jax_state.params)
+        assert max(jax.tree.leaves(diffs)) < 1e-5, (step, diffs)
 
 
 def run_both(

@@ -1,0 +1,23 @@
+"""The tests' one departure from the root conftest: trainers started as subprocesses share a compilation cache.
+
+The root conftest turns JAX's persistent cache off, so that the benchmarks time compilations and no test writes
+into the user's cache. Most end-to-end tests start `python -m mnist_jax.train` several times with the same
+flags, and each start compiled the same fused steps again (seconds each, on 2 cores): here they share one
+cache in the session's temporary folder, as a user's second run shares the user's. What a test proves of
+compilation itself runs with the cache off or in a folder of its own (tests/test_interrupts.py,
+tests/test_cli.py's cache test). This process's own JAX keeps the cache off (root conftest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_compilation_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JAX_ENABLE_COMPILATION_CACHE", "true")
+        patch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.mktemp("xla-cache")))
+        yield
