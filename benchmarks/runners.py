@@ -9,6 +9,7 @@ compiles and warms it up; those seconds are returned apart, never timed with the
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from mnist_torch import train as torch_train
 from mnist_torch.data import MNISTData, batch_order
 from mnist_torch.steps import CapturedStep
 
+#: torch_compile_step: the trainer's `--mode compile-step` (the whole step as one torch.compile(fullgraph=True) graph);
 #: torch_cudagraph: the whole step replayed as a CUDA graph (`--mode cuda-graphs`, GPU only);
 #: jax_scan_unrolled: the CPU trainer's path, FUSED_STEPS unrolled steps per call; jax_epoch: the GPU
 #: trainer's path, a rolled scan over the round's batches gathered on the device from the resident set.
@@ -40,6 +42,7 @@ from mnist_torch.steps import CapturedStep
 #: (benchmarks/gpu_run.sh) cuts it first.
 TRAIN_VARIANTS = (
     "torch_eager",
+    "torch_compile_step",
     "torch_cudagraph",
     "jax_epoch",
     "jax_jit",
@@ -175,6 +178,23 @@ def torch_round(
         model = state.forward
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
+    if variant == "torch_compile_step":
+        # What `python -m mnist_torch.train --mode compile-step` runs: the trainer's own prepared step, gathering
+        # each batch from the resident training set.
+        config = dataclasses.replace(train_config(precision_name), mode="compile-step")
+        state = torch_steps.create_state(0, config, dev)
+        train = torch_train.Split(data.train.images.to(dev), data.train.labels.to(dev))
+        start = time.perf_counter()
+        state, prepared, _ = torch_steps.compile_steps(state, train, config, torch_train.World())
+        calls = prepared.calls(torch.from_numpy(idx).to(dev))
+
+        def run() -> None:
+            for rows in calls:
+                prepared(state, rows)
+            sync()
+
+        run()  # torch.compile compiles on the first call (compile_steps made it on a real batch) and may again here
+        return Round(run, time.perf_counter() - start, _warm_up(run), idx.size, len(idx))
     if variant == "torch_cudagraph":
         # The captured step gathers its batch from the resident training set, like the trainer's.
         train = torch_train.Split(data.train.images.to(dev), data.train.labels.to(dev))

@@ -39,6 +39,7 @@ TRAINERS = {
     "torch_eager": ("mnist_torch.train", ["--mode", "eager"]),
     "torch_cudagraph": ("mnist_torch.train", ["--mode", "cuda-graphs"]),
     "torch_compile": ("mnist_torch.train", ["--mode", "compile"]),
+    "torch_compile_step": ("mnist_torch.train", ["--mode", "compile-step"]),
 }
 #: The columns: the trainers as they ship (deterministic), and each framework's fastest settings.
 SETTINGS = {"shipped": [], "fastest": ["--nondeterministic"]}

@@ -228,6 +228,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     variants = args.variants
+    # Every step_fullgraph variant compiles the same Python function again (a new graph each): past Dynamo's default
+    # limit of 8 recompilations of one function, fullgraph=True fails instead of falling back.
+    torch._dynamo.config.recompile_limit = 64
     warning = load_warning()
     config = TrainConfig()
     data = load_mnist()
