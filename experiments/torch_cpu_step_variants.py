@@ -267,6 +267,7 @@ def main(argv: list[str] | None = None) -> None:
         "question": __doc__.splitlines()[0],
         "batch_size": args.batch_size,
         "rows": rows,
+        "failed": failed,  # variants this PyTorch could not build, with the error
         "load_warning": warning,
         **whole.record(),
         **environment("cpu"),
