@@ -544,8 +544,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         raise UsageError(f"--rounds takes 1-100 and --epochs 1-1000, got {args.rounds} and {args.epochs}")
     if not 1 <= args.batch_size <= 60000 or not args.batch_size <= args.train_size <= 60000:
         raise UsageError(
-            f"--batch-size takes 1-60000 and --train-size {args.batch_size}-60000 images (one batch at least), got "
-            f"{args.batch_size} and {args.train_size}"
+            f"--train-size takes {args.batch_size}-60000 images (one batch of --batch-size {args.batch_size} at least) "
+            f"and --batch-size 1-60000, got {args.train_size} and {args.batch_size}"
         )
     if not args.budget > 0:
         raise UsageError(f"--budget takes a positive number of seconds, got {args.budget}")

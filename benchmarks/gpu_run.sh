@@ -172,7 +172,9 @@ EOF
 ) || exit 1
 name="${name:-$gpu_check}"
 log="$out_dir/$name.log"
-exec > >(tee -a "$log") 2>&1
+# tee ignores SIGINT and SIGTERM: Ctrl-C and `timeout` signal the whole process group, and a tee that died first
+# took the "stopped by" line with it (the script then died of SIGPIPE); it ends when the script's output closes.
+exec > >(trap '' INT TERM; exec tee -a "$log") 2>&1
 echo "gpu_run: $(date -u +%FT%TZ), results $out_dir/$name.*, budget ${budget}s, device $device$([ "$dry_run" = 1 ] && echo ', DRY RUN')"
 "$PY" -c "import sys; print(sys.executable)"
 command -v nvidia-smi >/dev/null && nvidia-smi -L
@@ -331,6 +333,9 @@ if [ -n "${chosen[repro]+x}" ]; then
 fi
 
 [ -s "$work/report.md" ] && cat "$work/report.md"  # written after the last benchmark stage
+# On a full disk (or past a quota) a step's results are cut short or empty: an empty file is never a result.
+empty="$(cd "$out_dir" && find . -maxdepth 1 -type f -empty -printf '%f ' 2>/dev/null)"
+[ -z "$empty" ] || failed+=("writing its results: empty in $out_dir (a full disk?): $empty")
 echo "gpu_run: done in $(($(date +%s) - start))s; wrote $(cd "$out_dir" && ls | tr '\n' ' ')"
 echo "gpu_run: seconds per step: $(IFS=';'; echo "${took[*]}")"
 if [ ${#failed[@]} -gt 0 ]; then

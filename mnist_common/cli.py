@@ -36,7 +36,7 @@ from mnist_common.config import (
     parse_evaluate_args,
     parse_predict_args,
 )
-from mnist_common.errors import shown_path
+from mnist_common.errors import install_memory_failure_hook, shown_path
 
 
 def _stat(path: Path) -> os.stat_result | None:
@@ -247,6 +247,11 @@ def check_command_line(
     or JAX: return what it parses to, or exit with status 2 and one error line (0 after --help). For JAX's
     commands, an environment JAX cannot start with (`jax_environment_problem`) then exits with status 1 and
     one error line: it is not the command line's fault."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:  # later, PyTorch's oneMKL ends the process with a FATAL of its own
+        sys.exit("error: the current folder no longer exists (deleted or moved away); cd into a folder that exists")
+    install_memory_failure_hook()  # from here on, the frameworks' imports included
     parsed = CHECKS[command](framework, argv)
     if framework == "jax" and (problem := jax_environment_problem()) is not None:
         sys.exit(f"error: {problem}")

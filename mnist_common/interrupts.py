@@ -69,6 +69,7 @@ class _State:
     command = "the command"  # as the user typed it, for the messages
     moment: str | None = None  # what the command is doing, as in "interrupted <moment>", when it says
     kept: str | None = None  # what a trainer has kept so far, as in "kept <kept>"
+    resumable: bool = True  # whether what is kept is a checkpoint that --resume continues
     catching = False
     deferring = False
     pending: int | None = None  # a signal that came while `deferred`
@@ -146,9 +147,10 @@ def deferred() -> Iterator[None]:
         _handler(signum, None)
 
 
-def kept(what: str | None) -> None:
-    """Record what an interrupt now leaves behind, e.g. "the checkpoint after epoch 2 in runs/torch/checkpoint.pt"."""
-    _state.kept = what
+def kept(what: str | None, resumable: bool = True) -> None:
+    """Record what an interrupt now leaves behind, e.g. "the checkpoint after epoch 2 in runs/torch/checkpoint.pt";
+    `resumable=False` for files --resume does not continue (an earlier run's, not yet replaced by --overwrite)."""
+    _state.kept, _state.resumable = what, resumable
 
 
 def resume_command(module: str, argv: Sequence[str]) -> str:
@@ -169,6 +171,7 @@ def report(err: Interrupted, resume: str | None) -> NoReturn:
     if _state.kept is None:
         after = "no epoch was complete, so nothing was kept; run the same command again to start afresh"
     else:
-        after = f"kept {_state.kept}" + (f"; continue with: {resume}" if resume else "")
+        again = f"; continue with: {resume}" if resume else ""
+        after = f"kept {_state.kept}" + (again if _state.resumable else "; run the same command again to replace them")
     print(f"interrupted {_state.moment or 'during start-up'} ({name}); {after}", file=sys.stderr, flush=True)
     os._exit(err.exit_status)

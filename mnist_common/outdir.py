@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mnist_common import interrupts
 from mnist_common.config import TrainConfig
 from mnist_common.errors import ProjectError
 
@@ -55,6 +56,10 @@ def claim(config: TrainConfig, framework: str) -> list[str]:
     earlier run's files that --overwrite replaces (`replace_earlier`, at this run's first write), else []."""
     out_dir = config.out_dir
     found = result_files(out_dir)
+    if found and config.overwrite:  # untouched until this run's first write: an interrupt before it says so
+        interrupts.kept(f"the earlier run's {', '.join(found)} in {out_dir}, as they were", resumable=False)
+    else:
+        interrupts.kept(None)  # a new run keeps nothing yet (nor what an earlier run in this process kept)
     if not found or config.overwrite:
         return found
     owner = run_framework(out_dir, found)
@@ -84,4 +89,6 @@ def replace_earlier(out_dir: Path, earlier: list[str]) -> list[str]:
     Returns [], what is left to replace."""
     for name in earlier:
         (Path(out_dir) / name).unlink(missing_ok=True)
+    if earlier:
+        interrupts.kept(None)  # the earlier run is gone; the checkpoint about to be written is kept next
     return []

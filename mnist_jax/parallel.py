@@ -15,6 +15,7 @@ run on N devices takes the same SGD steps, apart from the order in which float32
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -116,6 +117,27 @@ def hold_coordinator_port(config: TrainConfig) -> None:
         )
     record_holder(handle, f"pid {os.getpid()}")
     _held.append(handle)
+    check_port_free(config)
+
+
+def check_port_free(config: TrainConfig) -> None:
+    """Process 0 only: refuse in one line a --coordinator port another program listens on. The coordination
+    service would fail to bind it and end the process with a C++ abort (status 134) and a stack trace; a plain
+    bind of the port, released at once, finds that first."""
+    port = int(config.coordinator.rsplit(":", 1)[1])
+    with socket.socket(socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR, as gRPC sets it: a previous run's connections left in TIME_WAIT do not count, a listener does
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("", port))
+        except OSError as err:
+            if err.errno != errno.EADDRINUSE:
+                return  # no IPv6 here, say: the service's own bind decides, as without this check
+            raise DistributedError(
+                f"process 0 of {config.num_processes}: port {port} of --coordinator {config.coordinator} is taken by "
+                "another program on this host; choose a free port (the same --coordinator for every process), or "
+                "stop that program"
+            ) from None
 
 
 _held: list[Any] = []  # the lock file of `hold_coordinator_port`, open until this process ends

@@ -82,9 +82,12 @@ def session_processes(sid: int) -> list[str]:
 
 
 @pytest.mark.e2e
-def test_a_stopped_run_stops_its_children_and_says_what_it_kept(tmp_path):
-    """SIGTERM while a benchmark stage runs: the script exits 143 at once with one line, and no process of its
-    session (the stage's pytest and anything it started) is left running."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "timeout"])
+def test_a_stopped_run_stops_its_children_and_says_what_it_kept(signum, tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, the terminal's) or `timeout` (SIGTERM to its group) while a
+    benchmark stage runs: the script exits 128+N at once with its one line, which the log's `tee`, signalled
+    too, must still carry (it died first and the line went to a closed pipe: SIGPIPE, no line), and no process
+    of its session (the stage's pytest and anything it started) is left running."""
     out = tmp_path / "out"
     proc = subprocess.Popen(
         ["bash", str(SCRIPT), str(out), "--dry-run", "--stages", "b128,trainers"],
@@ -100,15 +103,15 @@ def test_a_stopped_run_stops_its_children_and_says_what_it_kept(tmp_path):
                 break
         time.sleep(3)  # the stage's pytest is running
         assert len(session_processes(proc.pid)) > 2
-        proc.send_signal(signal.SIGTERM)
+        os.killpg(proc.pid, signum)
         start = time.perf_counter()
         rest = proc.stdout.read()
-        assert proc.wait(timeout=30) == 143
+        assert proc.wait(timeout=30) == 128 + signum
         assert time.perf_counter() - start < 15
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert "gpu_run: stopped by SIGTERM" in rest and "Traceback" not in rest
+    assert f"gpu_run: stopped by {signal.Signals(signum).name}" in rest and "Traceback" not in rest
     deadline = time.time() + 10
     while session_processes(proc.pid) and time.time() < deadline:
         time.sleep(0.5)

@@ -106,6 +106,16 @@ def assert_interrupted(run: Run, signum: int, status: int, seconds: float, out_d
     return last
 
 
+def sigterm_once_locked(run: Run, out_dir: Path, line: str) -> str:
+    """SIGTERM as soon as the run holds its out-dir (its lock file exists), then `assert_interrupted` with `line`."""
+    deadline = time.monotonic() + TIMEOUT
+    while not (out_dir / LOCK_FILE).exists():
+        assert run.process.poll() is None and time.monotonic() < deadline, run.finish()
+        time.sleep(0.01)
+    status, seconds = run.signal(signal.SIGTERM)
+    return assert_interrupted(run, signal.SIGTERM, status, seconds, out_dir, line)
+
+
 def kept_line(framework: str, during: str, signum: int, out_dir: Path) -> str:
     """The line of a run interrupted `during` something after its first epoch's checkpoint, as a regex."""
     name = signal.Signals(signum).name
@@ -160,21 +170,30 @@ def test_interrupted_mid_epoch_and_during_compilation_then_resumed(framework, fi
 def test_interrupted_before_the_first_epoch_keeps_nothing_and_says_so(framework, tmp_path):
     """SIGTERM as soon as the run holds its out-dir (start-up, data, compilation): nothing to resume, nothing left."""
     run = Run(trainer(framework, *FLAGS, "--out-dir", str(tmp_path)))
-    deadline = time.monotonic() + TIMEOUT
-    while not (tmp_path / LOCK_FILE).exists():
-        assert run.process.poll() is None and time.monotonic() < deadline, run.finish()
-        time.sleep(0.01)
-    status, seconds = run.signal(signal.SIGTERM)
-    assert_interrupted(
+    sigterm_once_locked(
         run,
-        signal.SIGTERM,
-        status,
-        seconds,
         tmp_path,
         r"interrupted (during start-up|while loading the MNIST data|during compilation|while preparing the train step)"
         r" \(SIGTERM\); no epoch was complete, so nothing was kept; run the same command again to start afresh",
     )
     assert not list(tmp_path.iterdir())
+
+
+def test_an_overwrite_interrupted_before_its_first_epoch_says_the_earlier_run_is_there(trained_run, tmp_path):
+    """--overwrite replaces an earlier run at its own first write: stopped before it, the earlier run's files are
+    byte for byte as they were, and the line says so instead of "nothing was kept"."""
+    for path in trained_run("torch").iterdir():
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    run = Run(trainer("torch", *FLAGS, "--overwrite", "--out-dir", str(tmp_path)))
+    sigterm_once_locked(
+        run,
+        tmp_path,
+        r"interrupted (during start-up|while loading the MNIST data|while preparing the train step) \(SIGTERM\); "
+        rf"kept the earlier run's .*metrics\.json.* in {re.escape(str(tmp_path))}, as they were; "
+        r"run the same command again to replace them",
+    )
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
 @pytest.mark.parametrize("command", ["mnist_torch.evaluate", "mnist_jax.predict"])

@@ -1,0 +1,83 @@
+"""Question: does JAX's CPU trainer train faster with one intra-op thread, as PyTorch was tried (0.54x there)?
+
+Date: 2026-12-03. Answer: benchmarks/RESULTS.md, "Tuning ledger" (JAX, threads), from this tool's JSON,
+experiments/results/jax_cpu_threads.json.
+
+XLA:CPU reads its thread count once, at start-up, so each setting is its own trainer process:
+`python -m mnist_jax.train --epochs 2 --train-size 12800` (100 steps an epoch, the CPU trainer's 16-step calls),
+alternating the two settings (order reversed every other pair); the figure is epoch 2's images/s (epoch 1 holds the
+first calls' warm-up), paired by pair.
+
+    python -m experiments.jax_cpu_threads --pairs 6 --out experiments/results/jax_cpu_threads.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks.conditions import LoadMeter, load_warning
+from benchmarks.conftest import environment
+from benchmarks.stats import paired_speed_ratio, rate_summary
+
+SETTINGS = {
+    "default": "",
+    "threads1": "--xla_cpu_multi_thread_eigen=false",  # Eigen's pool, where XLA:CPU runs convolutions and dots
+}
+FLAGS = ["--epochs", "2", "--train-size", "12800", "--quiet"]
+
+
+def epoch_two_seconds(flags: str, out_dir: Path) -> float:
+    xla_flags = " ".join(filter(None, [os.environ.get("XLA_FLAGS", ""), flags]))
+    env = {**os.environ, "XLA_FLAGS": xla_flags, "JAX_ENABLE_COMPILATION_CACHE": "false"}
+    argv = [sys.executable, "-m", "mnist_jax.train", *FLAGS, "--out-dir", str(out_dir)]
+    subprocess.run(argv, env=env, check=True, capture_output=True, text=True)
+    return json.loads((out_dir / "metrics.json").read_text())["epochs"][1]["seconds"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=6)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    warning = load_warning()
+    seconds: dict[str, list[float]] = {name: [] for name in SETTINGS}
+    with tempfile.TemporaryDirectory() as work, LoadMeter() as whole:
+        for pair in range(args.pairs):
+            for name in list(SETTINGS) if pair % 2 == 0 else list(SETTINGS)[::-1]:
+                seconds[name].append(epoch_two_seconds(SETTINGS[name], Path(work) / f"{name}-{pair}"))
+                print(f"pair {pair}, {name}: {seconds[name][-1]:.2f} s", flush=True)
+    images = 12800
+    record = {
+        "question": __doc__.splitlines()[0],
+        "flags": FLAGS,
+        "xla_flags": SETTINGS,
+        "rows": [
+            {
+                "setting": name,
+                "epoch_2_seconds": seconds[name],
+                "images_per_s": rate_summary(seconds[name], images),
+                "speed_vs_default": paired_speed_ratio(seconds[name], seconds["default"]),
+            }
+            for name in SETTINGS
+        ],
+        "load_warning": warning,
+        **whole.record(),
+        **environment("cpu"),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    for row in record["rows"]:
+        r = row["speed_vs_default"]
+        print(
+            f"{row['setting']}: {row['images_per_s']['median']:.0f} img/s, {r['ratio']:.3f}x [{r['low']}-{r['high']}]"
+        )
+
+
+if __name__ == "__main__":
+    main()

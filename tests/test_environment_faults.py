@@ -1,0 +1,89 @@
+"""Faults of the machine rather than of the command line, each ending in one line with what to do (issue 34's
+environment class): another program on the JAX coordinator's port, a memory limit too small for the framework, a
+current folder deleted under the shell."""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e  # commands in subprocesses
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def assert_one_line(done: subprocess.CompletedProcess, status: int, start: str) -> str:
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == status, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and len(lines) == 1, done.stderr[-3000:]
+    assert lines[0].startswith(start), lines[0]
+    return lines[0]
+
+
+def test_a_foreign_program_on_the_coordinator_port_is_named_instead_of_a_cxx_abort(tmp_path):
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mnist_jax.train",
+                "--num-processes",
+                "2",
+                "--process-id",
+                "0",
+                "--quiet",
+                "--coordinator",
+                f"localhost:{port}",
+                "--out-dir",
+                str(tmp_path / "run"),
+                "--epochs",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            env=env(),
+            timeout=300,
+        )
+    line = assert_one_line(done, 1, f"error: process 0 of 2: port {port} of --coordinator localhost:{port} is taken")
+    assert line.endswith("or stop that program")
+
+
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+def test_a_memory_limit_too_small_for_the_framework_is_one_line(framework, tmp_path):
+    limit = 1 << 30  # 1 GiB of address space: Python starts, neither framework's libraries map
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    done = subprocess.run(
+        [sys.executable, "-m", f"mnist_{framework}.train", "--epochs", "1", "--out-dir", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=300,
+        preexec_fn=limited,
+    )
+    line = assert_one_line(done, 1, "error: out of memory (")
+    assert f"ulimit -v is {limit // 1024} KiB" in line and "ulimit -v unlimited" in line
+
+
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+def test_a_deleted_current_folder_is_one_line(framework, tmp_path):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    script = f'cd "{gone}" && rmdir "{gone}" && exec "{sys.executable}" -m mnist_{framework}.train --epochs 1'
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env(), timeout=300)
+    assert_one_line(done, 1, "error: the current folder no longer exists (deleted or moved away); cd into")
