@@ -5,14 +5,26 @@ into the user's cache. Most end-to-end tests start `python -m mnist_jax.train` s
 flags, and each start compiled the same fused steps again (seconds each, on 2 cores): here they share one
 cache in the session's temporary folder, as a user's second run shares the user's. What a test proves of
 compilation itself runs with the cache off or in a folder of its own (tests/test_interrupts.py,
-tests/test_cli.py's cache test). This process's own JAX keeps the cache off (root conftest).
+tests/test_cli.py's cache test). This process's own JAX keeps the cache off (root conftest). And the signals a
+background start ignores are given back to the commands the tests start.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the commands the tests start the signals' default dispositions: a suite started in the background of a
+    non-interactive shell inherits SIGINT and SIGQUIT ignored, and so would every trainer and script it starts
+    (an ignored signal stays ignored across exec, as nohup relies on), and the tests of Ctrl-C would fail."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a Python handler: SIG_DFL in the children
+    if signal.getsignal(signal.SIGQUIT) == signal.SIG_IGN:
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session", autouse=True)
