@@ -73,6 +73,7 @@ class _State:
     catching = False
     deferring = False
     pending: int | None = None  # a signal that came while `deferred`
+    swallowed: int | None = None  # a signal whose `Interrupted` Python reported as unraisable, to raise again
     installed = False
 
 
@@ -103,11 +104,31 @@ def _handler(signum: int, frame: object) -> None:
     os._exit(128 + signum)
 
 
+def _reraise(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)
+    swallowed, _state.swallowed = _state.swallowed, None
+    if swallowed is not None:
+        raise Interrupted(swallowed)
+
+
+def _unraisable(unraisable: sys.UnraisableHookArgs, previous=sys.unraisablehook) -> None:
+    """An `Interrupted` raised where Python cannot propagate it (a garbage-collector callback such as JAX's
+    ``_xla_gc_callback``, a ``__del__``) would be printed and dropped, and the run would go on to exit 0: it is
+    raised again from the program a moment later (SIGALRM's timer), until it lands where it unwinds the run."""
+    if not (isinstance(unraisable.exc_value, Interrupted) and _state.catching):
+        previous(unraisable)
+        return
+    _state.swallowed = unraisable.exc_value.signum
+    signal.signal(signal.SIGALRM, _reraise)
+    signal.setitimer(signal.ITIMER_REAL, 0.001)
+
+
 def install(command: str) -> None:
     """Handle every signal of SIGNALS from now on in this process; `command` names it in the line printed.
     A signal the parent set to be ignored stays ignored: ``nohup`` asks a run to outlive its terminal."""
     _state.command = command
     _state.installed = True
+    sys.unraisablehook = _unraisable
     for signum in SIGNALS:
         if signal.getsignal(signum) != signal.SIG_IGN:
             signal.signal(signum, _handler)
