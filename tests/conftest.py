@@ -12,7 +12,11 @@ background start ignores are given back to the commands the tests start.
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +37,32 @@ def shared_compilation_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterat
         patch.setenv("JAX_ENABLE_COMPILATION_CACHE", "true")
         patch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.mktemp("xla-cache")))
         yield
+
+
+#: The small run the kill and interrupt tests stop and resume: 10 steps an epoch, so the epochs are short and the
+#: evaluation after each still long enough to be hit.
+SMALL_RUN = ["--epochs", "2", "--train-size", "1280"]
+
+
+@pytest.fixture(scope="session")
+def uninterrupted_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[Path, float]]:
+    """``uninterrupted_run("torch" | "jax")``: the out-dir of `SMALL_RUN` by command, never stopped, and its seconds;
+    run once per session, the reference that every stopped-and-resumed run of tests/test_kill.py and
+    tests/test_interrupts.py must equal byte for byte."""
+    runs: dict[str, tuple[Path, float]] = {}
+
+    def run(framework: str) -> tuple[Path, float]:
+        if framework not in runs:
+            out_dir = tmp_path_factory.mktemp(f"{framework}-uninterrupted")
+            start = time.perf_counter()
+            done = subprocess.run(
+                [sys.executable, "-m", f"mnist_{framework}.train", *SMALL_RUN, "--quiet", "--out-dir", str(out_dir)],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            assert done.returncode == 0, done.stderr
+            runs[framework] = out_dir, time.perf_counter() - start
+        return runs[framework]
+
+    return run

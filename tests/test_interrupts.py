@@ -28,8 +28,10 @@ from pathlib import Path
 import pytest
 
 from mnist_common.files import LOCK_FILE
+from mnist_common.weights import WEIGHTS_FILE
 from mnist_jax.checkpoint import CHECKPOINT_FILE as JAX_CHECKPOINT
 from mnist_torch.checkpoint import CHECKPOINT_FILE as TORCH_CHECKPOINT
+from tests.conftest import SMALL_RUN
 
 pytestmark = pytest.mark.e2e
 
@@ -41,8 +43,7 @@ def compile_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 CHECKPOINT = {"torch": TORCH_CHECKPOINT, "jax": JAX_CHECKPOINT}
-#: 10 steps an epoch: the epochs are short, and the evaluation after each still takes long enough to be hit.
-FLAGS = ["--epochs", "2", "--train-size", "1280"]
+FLAGS = SMALL_RUN
 #: Seconds from the signal to the process's exit that count as stopping promptly (measured: 0.2-0.9 s).
 PROMPT = 3.0
 #: The most any one process may take in these tests.
@@ -140,9 +141,11 @@ def resume_command(line: str) -> list[str]:
         ("jax", signal.SIGTERM, signal.SIGINT),
     ],
 )
-def test_interrupted_mid_epoch_and_during_compilation_then_resumed(framework, first, second, tmp_path):
+def test_interrupted_mid_epoch_and_during_compilation_then_resumed(
+    framework, first, second, uninterrupted_run, tmp_path
+):
     """Mid-epoch (epoch 2, just after epoch 1's line), then the resumed run during compilation, then the resume to
-    the end."""
+    the end, whose weights are the session's uninterrupted run's, byte for byte."""
     run = Run(trainer(framework, *FLAGS, "--out-dir", str(tmp_path)))
     run.wait_for(r"^epoch 1/2 ")
     status, seconds = run.signal(first)
@@ -164,6 +167,8 @@ def test_interrupted_mid_epoch_and_during_compilation_then_resumed(framework, fi
     assert done.returncode == 0, done.stderr
     assert [e["epoch"] for e in json.loads((tmp_path / "metrics.json").read_text())["epochs"]] == [1, 2]
     assert not (tmp_path / LOCK_FILE).exists() and not list(tmp_path.glob("*.partial"))
+    reference, _ = uninterrupted_run(framework)
+    assert (tmp_path / WEIGHTS_FILE).read_bytes() == (reference / WEIGHTS_FILE).read_bytes()
 
 
 @pytest.mark.parametrize("framework", ["torch", "jax"])

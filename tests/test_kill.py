@@ -30,6 +30,7 @@ import pytest
 from benchmarks.reproducibility import without_timings
 from mnist_jax.checkpoint import CHECKPOINT_FILE as JAX_CHECKPOINT
 from mnist_torch.checkpoint import CHECKPOINT_FILE as TORCH_CHECKPOINT
+from tests.conftest import SMALL_RUN
 
 CHECKPOINT = {"torch": TORCH_CHECKPOINT, "jax": JAX_CHECKPOINT}
 #: All a finished run leaves in its out-dir: nothing half-written, no lock, nothing else.
@@ -117,9 +118,12 @@ def learning(out_dir: Path) -> dict:
     return metrics
 
 
-def check_killed_run(framework: str, tmp_path: Path, flags: list[str], kills: int) -> dict[str, int]:
-    uninterrupted, killed = tmp_path / "uninterrupted", tmp_path / "killed"
-    full_run = run_to_the_end(framework, uninterrupted, flags)
+def check_killed_run(
+    framework: str, tmp_path: Path, reference: tuple[Path, float], flags: list[str], kills: int
+) -> dict[str, int]:
+    """Kill and resume a run of `flags` `kills` times; `reference` is the same run's out-dir never killed, and its
+    seconds."""
+    (uninterrupted, full_run), killed = reference, tmp_path / "killed"
     counts = kill_and_resume(framework, killed, flags, kills, full_run, seed=len(framework) * 1000 + kills)
     assert (killed / "weights.safetensors").read_bytes() == (uninterrupted / "weights.safetensors").read_bytes(), counts
     assert learning(killed) == learning(uninterrupted)
@@ -130,10 +134,11 @@ def check_killed_run(framework: str, tmp_path: Path, flags: list[str], kills: in
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("framework", ["torch", "jax"])
-def test_killed_three_times_in_a_row_then_resumed_equals_an_uninterrupted_run(framework, tmp_path):
+def test_killed_three_times_in_a_row_then_resumed_equals_an_uninterrupted_run(framework, uninterrupted_run, tmp_path):
     """The chaos test, in CI: SIGKILL at a random moment, SIGKILL inside a write, SIGTERM at a random moment, each
-    run resumed from what the last left, and the bytes at the end are the uninterrupted run's."""
-    counts = check_killed_run(framework, tmp_path, ["--epochs", "3", "--train-size", "1280"], kills=3)
+    run resumed from what the last left, and the bytes at the end are the uninterrupted run's (the session's, which
+    tests/test_interrupts.py's resumed runs equal too)."""
+    counts = check_killed_run(framework, tmp_path, uninterrupted_run(framework), SMALL_RUN, kills=3)
     assert counts["kills"] == 3 and counts["mid_write"] == 1 and counts["sigterm"] == 1
 
 
@@ -141,7 +146,7 @@ def test_killed_three_times_in_a_row_then_resumed_equals_an_uninterrupted_run(fr
 def test_the_lock_names_the_live_run_and_a_killed_runs_lock_does_not_block(tmp_path):
     """Two runs on one out-dir: the second is refused in one line naming the first; once the first is
     killed (its lock file left behind), a new run takes the out-dir over."""
-    flags = ["--epochs", "2", "--train-size", "1280"]
+    flags = SMALL_RUN
     first = subprocess.Popen(command("torch", tmp_path, flags), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     lock = tmp_path / ".lock"
     deadline = time.monotonic() + 120
