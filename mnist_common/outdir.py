@@ -51,15 +51,23 @@ def run_framework(out_dir: Path, found: list[str]) -> str | None:
     return frameworks.pop() if len(frameworks) == 1 and frameworks <= set(FRAMEWORKS) else None
 
 
+def record_earlier(config: TrainConfig) -> list[str]:
+    """Tell `interrupts` what a stop now keeps: under --overwrite the earlier run's files, untouched until this
+    run's first write, else nothing yet (nor what an earlier run in this process kept). Called before the out-dir
+    lock is taken as well as by `claim`, so that a signal landing between the two says so too. Returns the files."""
+    found = result_files(config.out_dir)
+    if found and config.overwrite:
+        interrupts.kept(f"the earlier run's {', '.join(found)} in {config.out_dir}, as they were", resumable=False)
+    else:
+        interrupts.kept(None)
+    return found
+
+
 def claim(config: TrainConfig, framework: str) -> list[str]:
     """Refuse, in one line, a run that would replace or mix with the run already in its out-dir; return the
     earlier run's files that --overwrite replaces (`replace_earlier`, at this run's first write), else []."""
     out_dir = config.out_dir
-    found = result_files(out_dir)
-    if found and config.overwrite:  # untouched until this run's first write: an interrupt before it says so
-        interrupts.kept(f"the earlier run's {', '.join(found)} in {out_dir}, as they were", resumable=False)
-    else:
-        interrupts.kept(None)  # a new run keeps nothing yet (nor what an earlier run in this process kept)
+    found = record_earlier(config)
     if not found or config.overwrite:
         return found
     owner = run_framework(out_dir, found)

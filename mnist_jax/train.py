@@ -57,7 +57,7 @@ from mnist_common.config import (
 from mnist_common.divergence import Diverged, check_epoch, kept, records_divergence
 from mnist_common.errors import ProjectError
 from mnist_common.files import check_held, out_dir_lock, write_failure
-from mnist_common.outdir import claim, replace_earlier
+from mnist_common.outdir import claim, record_earlier, replace_earlier
 from mnist_common.plots import write_plots
 from mnist_common.profiling import StepWindow
 from mnist_common.progress import EpochProgress, progress_enabled
@@ -158,6 +158,8 @@ def train(config: TrainConfig) -> list[EpochRecord]:
         start_processes(config)  # jax.distributed, before any backend starts; nothing for one process
         start_backends()  # JAX_PLATFORMS naming an absent platform: one line
         writer = is_writer()  # process 0 writes the run's files; every process computes every step
+        if writer:  # what an interrupt keeps, said from before the lock is taken
+            record_earlier(config)
         with out_dir_lock(config.out_dir, "python -m mnist_jax.train") if writer else contextlib.nullcontext():
             return _train(config, writer)
 

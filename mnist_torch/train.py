@@ -48,7 +48,7 @@ from mnist_common.config import (
 from mnist_common.divergence import Diverged, check_epoch, kept, records_divergence
 from mnist_common.errors import ProjectError
 from mnist_common.files import check_held, first_line, out_dir_lock, write_failure
-from mnist_common.outdir import claim, replace_earlier
+from mnist_common.outdir import claim, record_earlier, replace_earlier
 from mnist_common.plots import write_plots
 from mnist_common.profiling import StepWindow
 from mnist_common.progress import EpochProgress, progress_enabled
@@ -142,6 +142,8 @@ def train(config: TrainConfig) -> list[EpochRecord]:
         world = start_processes(config, device.type)  # torch.distributed under torchrun; nothing for one process
         try:
             writer = is_writer(world)  # rank 0 writes the run's files; every rank computes every step
+            if writer:  # what an interrupt keeps, said from before the lock is taken
+                record_earlier(config)
             with out_dir_lock(config.out_dir, "python -m mnist_torch.train") if writer else contextlib.nullcontext():
                 return _train(
                     config,

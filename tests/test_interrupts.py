@@ -184,6 +184,23 @@ def test_interrupted_before_the_first_epoch_keeps_nothing_and_says_so(framework,
     assert not list(tmp_path.iterdir())
 
 
+def test_an_overwrite_interrupted_before_its_first_epoch_says_the_earlier_run_is_there(trained_run, tmp_path):
+    """--overwrite replaces an earlier run at its own first write: stopped before it, the earlier run's files are
+    byte for byte as they were, and the line says so instead of "nothing was kept"."""
+    for path in trained_run("torch").iterdir():
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    run = Run(trainer("torch", *FLAGS, "--overwrite", "--out-dir", str(tmp_path)))
+    sigterm_once_locked(
+        run,
+        tmp_path,
+        r"interrupted (during start-up|while loading the MNIST data|while preparing the train step) \(SIGTERM\); "
+        rf"kept the earlier run's .*metrics\.json.* in {re.escape(str(tmp_path))}, as they were; "
+        r"run the same command again to replace them",
+    )
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
 @pytest.mark.parametrize("command", ["mnist_torch.evaluate", "mnist_jax.predict"])
 def test_read_only_commands_interrupted_while_loading(command, tmp_path):
     """The commands that only read: one line and 130, even in the middle of importing PyTorch or JAX."""
