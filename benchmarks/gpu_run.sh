@@ -41,7 +41,8 @@
 # --dry-run runs every step on the CPU with one tiny round per benchmark and one-epoch trainings, each code path
 # once (.ci/run runs it, so the GPU command cannot rot): two candidates for one round, one profile, the accuracy
 # stages on each framework's default trainer, batch 1024's selection collected, not run again (the e2e tests
-# run all candidates, the profile's checks and every trainer mode), scaling's rows of several devices only. Each step's seconds are printed at the end.
+# run all candidates, the profile's checks and every trainer mode), scaling's row of JAX's two processes only.
+# Each step's seconds are printed at the end.
 # Exit status: 0 when every step ran, 1 otherwise.
 set -uo pipefail
 
@@ -276,10 +277,12 @@ bench_stage() {  # $1: the stage's name in STAGES, $2: label, $3: -k expression,
 # trainers' other modes are their own e2e tests), and the stages that run a function another stage ran (batch
 # 1024's, batch 128's; the fastest settings' accuracy, the shipped settings') only collect their selection, so
 # that each -k expression still must select something.
-# Scaling's one-device rows are each trainer's plain run, which the trainers and reproducibility steps run too.
+# Scaling trains one row, JAX's two processes (its launcher waiting on several): each engine's 2-process or 2-device
+# run on the CPU is an e2e test (tests/test_data_parallel.py), and every row's command line is checked against the
+# trainers' parser (tests/test_benchmark_scaling.py).
 dry_trainers=() dry_collect=() dry_scaling=""
 [ "$dry_run" = 1 ] && dry_trainers=(--bench-trainers jax,torch_eager) && dry_collect=(--collect-only) \
-  && dry_scaling=" and not 1x1"
+  && dry_scaling=" and jax_processes"
 if [ "$benchmarks_ok" = 1 ]; then
   bench_stage b128 "train and eval, batch 128, float32 and tf32" "$device and 128 and (float32 or tf32) and (train_step or test_eval)"
   bench_stage accuracy "time to 99% over seeds, float32, as shipped" "$device and accuracy and float32 and shipped" "${dry_trainers[@]}"

@@ -8,7 +8,8 @@ that the second run compiles afresh as a first run on another day would), and re
 The trainers set what determinism needs themselves (``deterministic`` in both train modules); the
 ``jax_nondeterministic`` case (GPU only) turns JAX's off again (``--xla_gpu_deterministic_ops=false``:
 autotuning and XLA's atomics-based GPU kernels back on), to show what it costs and what it changes.
-tests/test_reproducibility.py holds the CPU to it; benchmarks/gpu_run.sh records the GPU's answer.
+On the CPU, tests/test_cli.py (e2e) holds a fresh process to the in-process run's bytes; benchmarks/gpu_run.sh
+records the GPU's answer.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ background start ignores are given back to the commands the tests start.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -60,6 +61,7 @@ def uninterrupted_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str
                 capture_output=True,
                 text=True,
                 timeout=600,
+                env={**os.environ, "JAX_ENABLE_COMPILATION_CACHE": "true"},  # the session's, also where a test's is off
             )
             assert done.returncode == 0, done.stderr
             runs[framework] = out_dir, time.perf_counter() - start

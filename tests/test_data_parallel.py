@@ -170,8 +170,9 @@ def assert_stopped_in_one_line(stderr: str, start: str) -> None:
 
 @pytest.fixture(scope="module")
 def one_device(tmp_path_factory) -> dict[str, Path]:
-    """Each framework's one-device run of FLAGS, trained in this process (tests/test_reproducibility.py shows
-    the command line and the in-process run give the same bytes): two process starts saved."""
+    """Each framework's one-device run of FLAGS, trained in this process (tests/test_cli.py's e2e
+    `test_short_real_training_learns_and_writes_metrics` shows that the command line and the in-process run give
+    the same bytes): two process starts saved."""
     runs = {}
     for framework, trainer_module in (("torch", torch_train), ("jax", jax_train)):
         runs[framework] = tmp_path_factory.mktemp(f"{framework}-one")
