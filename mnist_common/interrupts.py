@@ -19,12 +19,13 @@ Called in-process (tests, benchmarks) without `install`, nothing changes: Ctrl-C
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shlex
 import signal
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
 
 #: The signals handled: every one whose default action ends the process and that comes from outside it (a
@@ -111,7 +112,7 @@ def _reraise(signum: int, frame: object) -> None:
         raise Interrupted(swallowed)
 
 
-def _unraisable(unraisable: sys.UnraisableHookArgs, previous=sys.unraisablehook) -> None:
+def _unraisable(unraisable: sys.UnraisableHookArgs, previous: Callable[[sys.UnraisableHookArgs], object]) -> None:
     """An `Interrupted` raised where Python cannot propagate it (a garbage-collector callback such as JAX's
     ``_xla_gc_callback``, a ``__del__``) would be printed and dropped, and the run would go on to exit 0: it is
     raised again from the program a moment later (SIGALRM's timer), until it lands where it unwinds the run."""
@@ -128,7 +129,7 @@ def install(command: str) -> None:
     A signal the parent set to be ignored stays ignored: ``nohup`` asks a run to outlive its terminal."""
     _state.command = command
     _state.installed = True
-    sys.unraisablehook = _unraisable
+    sys.unraisablehook = functools.partial(_unraisable, previous=sys.unraisablehook)  # the hook in force now
     for signum in SIGNALS:
         if signal.getsignal(signum) != signal.SIG_IGN:
             signal.signal(signum, _handler)

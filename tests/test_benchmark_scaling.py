@@ -21,7 +21,7 @@ def test_each_scaling_row_launches_its_engine_with_flags_the_trainer_takes(varia
     framework = "torch" if variant == "torch_ddp" else "jax"
     if variant == "torch_ddp" and processes > 1:
         (argv,) = argvs
-        assert argv[:7] == [
+        assert argv[:8] == [
             sys.executable,
             "-m",
             "torch.distributed.run",
@@ -29,9 +29,9 @@ def test_each_scaling_row_launches_its_engine_with_flags_the_trainer_takes(varia
             "--nproc-per-node",
             "2",
             "-m",
+            "mnist_torch.train",
         ]
         trainer_argvs = [argv[8:]]
-        assert argv[7] == "mnist_torch.train"
     else:
         assert len(argvs) == processes
         assert all(argv[:3] == [sys.executable, "-m", f"mnist_{framework}.train"] for argv in argvs)

@@ -137,8 +137,9 @@ def dry_run(stem: Path, candidates: list[str], rounds: int) -> dict:
             "--dry-run",
             "--candidates",
             ",".join(candidates),
-        ]
-        + ["--rounds", str(rounds)],
+            "--rounds",
+            str(rounds),
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -118,13 +118,11 @@ def learning(out_dir: Path) -> dict:
     return metrics
 
 
-def check_killed_run(
-    framework: str, tmp_path: Path, reference: tuple[Path, float], flags: list[str], kills: int
-) -> dict[str, int]:
-    """Kill and resume a run of `flags` `kills` times; `reference` is the same run's out-dir never killed, and its
-    seconds."""
+def check_killed_run(framework: str, tmp_path: Path, reference: tuple[Path, float], kills: int) -> dict[str, int]:
+    """Kill and resume a run of `SMALL_RUN` `kills` times; `reference` is that run's out-dir never killed, and its
+    seconds (conftest's `uninterrupted_run`)."""
     (uninterrupted, full_run), killed = reference, tmp_path / "killed"
-    counts = kill_and_resume(framework, killed, flags, kills, full_run, seed=len(framework) * 1000 + kills)
+    counts = kill_and_resume(framework, killed, SMALL_RUN, kills, full_run, seed=len(framework) * 1000 + kills)
     assert (killed / "weights.safetensors").read_bytes() == (uninterrupted / "weights.safetensors").read_bytes(), counts
     assert learning(killed) == learning(uninterrupted)
     assert {p.name for p in killed.iterdir()} == FINISHED | {CHECKPOINT[framework]}, counts  # no .partial, no .lock
@@ -138,7 +136,7 @@ def test_killed_three_times_in_a_row_then_resumed_equals_an_uninterrupted_run(fr
     """The chaos test, in CI: SIGKILL at a random moment, SIGKILL inside a write, SIGTERM at a random moment, each
     run resumed from what the last left, and the bytes at the end are the uninterrupted run's (the session's, which
     tests/test_interrupts.py's resumed runs equal too)."""
-    counts = check_killed_run(framework, tmp_path, uninterrupted_run(framework), SMALL_RUN, kills=3)
+    counts = check_killed_run(framework, tmp_path, uninterrupted_run(framework), kills=3)
     assert counts["kills"] == 3 and counts["mid_write"] == 1 and counts["sigterm"] == 1
 
 
