@@ -13,7 +13,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from mnist_common.config import TrainConfig
+from mnist_common.config import IMPLICIT_SETTINGS, TrainConfig
 from mnist_common.divergence import non_finite
 from mnist_common.errors import ProjectError, shown_path
 from mnist_common.files import CheckedFileError, first_line, read_checked
@@ -22,7 +22,7 @@ from mnist_common.report import EpochRecord
 from mnist_common.weights import MAX_TENSOR_BYTES
 
 #: What must be equal for the saved epochs and the resumed ones to be one run (--epochs may grow).
-RESUME_KEYS = ("batch_size", "lr", "momentum", "seed", "train_size", "precision")
+RESUME_KEYS = ("batch_size", "lr", "momentum", "seed", "train_size", "test_size", "precision")
 
 
 #: How to recover when --resume finds no checkpoint.
@@ -77,6 +77,7 @@ def records_from_json(records: list[dict[str, Any]]) -> list[EpochRecord]:
 def check_resumable(saved_config: dict[str, Any], epoch: int, config: TrainConfig, where: Path) -> None:
     """Refuse to continue a run under other hyperparameters: the result would match neither run."""
     current = config.to_json()
+    saved_config = {**IMPLICIT_SETTINGS, **saved_config}  # a checkpoint from before a setting existed
     for key in RESUME_KEYS:
         if saved_config[key] != current[key]:
             flag = "--" + key.replace("_", "-")

@@ -25,15 +25,16 @@ if __name__ == "__main__":  # before matplotlib loads: Ctrl-C, SIGTERM, SIGHUP..
 
     interrupts.install("python -m mnist_common.compare")
 
+from mnist_common.config import IMPLICIT_SETTINGS
 from mnist_common.errors import ProjectError
 from mnist_common.plots import plot_curves, save_figure
 
 #: The per-epoch fields compare plots, each a finite number (``epoch`` a whole one).
 EPOCH_FIELDS = ("epoch", "train_loss", "test_loss", "test_accuracy")
-#: The settings under which two runs' curves compare like with like: the same training images, batches,
+#: The settings under which two runs' curves compare like with like: the same training and test images, batches,
 #: optimizer, initialization and arithmetic. Device and mode are left out: they change the speed, and the
 #: curves only by rounding.
-COMPARABLE_SETTINGS = ("train_size", "batch_size", "lr", "momentum", "seed", "precision")
+COMPARABLE_SETTINGS = ("train_size", "test_size", "batch_size", "lr", "momentum", "seed", "precision")
 #: A trainer writes about 150 bytes per epoch; a file larger than this is not a metrics.json, and is not read whole.
 MAX_BYTES = 16 * 2**20
 
@@ -207,7 +208,9 @@ def mismatch(runs: Sequence[tuple[Path, dict[str, Any]]]) -> str | None:
         if key == "epochs":
             return len(metrics["epochs"])
         config = metrics.get("config")
-        return config.get(key, _NOT_RECORDED) if isinstance(config, dict) else _NOT_RECORDED
+        if not isinstance(config, dict):
+            return _NOT_RECORDED
+        return config.get(key, IMPLICIT_SETTINGS.get(key, _NOT_RECORDED))  # a file from before the setting existed
 
     differing = []
     for key in (*COMPARABLE_SETTINGS, "epochs"):

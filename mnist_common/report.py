@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mnist_common.config import TrainConfig
+from mnist_common.config import NUM_TEST, TrainConfig
 from mnist_common.divergence import finite_or_none
 from mnist_common.errors import shown_path
 from mnist_common.files import write_atomically
@@ -33,6 +33,12 @@ class EpochRecord:
     test_accuracy: float
     seconds: float  # training time of the epoch alone: evaluation and compilation excluded
     images_per_s: float
+
+
+def of_test_set(config: TrainConfig) -> str:
+    """What the final line's accuracy was measured on, when --test-size left part of the test set out: a
+    figure on part of the test set is not one on all of it, and the line says so."""
+    return "" if config.test_size == NUM_TEST else f" (on the first {config.test_size} of {NUM_TEST} test images)"
 
 
 def format_epoch(record: EpochRecord, epochs: int) -> str:

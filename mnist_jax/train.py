@@ -61,7 +61,7 @@ from mnist_common.outdir import claim, record_earlier, replace_earlier
 from mnist_common.plots import write_plots
 from mnist_common.profiling import StepWindow
 from mnist_common.progress import EpochProgress, progress_enabled
-from mnist_common.report import EpochRecord, format_epoch, write_metrics
+from mnist_common.report import EpochRecord, format_epoch, of_test_set, write_metrics
 from mnist_common.tensorboard import TrainingLog
 from mnist_common.weights import WEIGHTS_FILE
 from mnist_jax.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
@@ -178,7 +178,8 @@ def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
     # An accelerator keeps the training set resident (each device gathers its share of every batch);
     # the CPU path gathers the batches in host memory and sends each device its part.
     train_split = Split(*place(tuple(train_host), replicated(mesh))) if epoch_per_call(device) else train_host
-    test_split = Split(*place(tuple(data.test), replicated(mesh)))  # every device evaluates all of it
+    test_host = Split(data.test.images[: config.test_size], data.test.labels[: config.test_size])
+    test_split = Split(*place(tuple(test_host), replicated(mesh)))  # every device evaluates all of it
     with jax.default_device(device):
         state = place(create_state(config.seed, config, device), replicated(mesh))
     records: list[EpochRecord] = []
@@ -285,7 +286,7 @@ def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
         path = metrics_file(stopped=stopped)
         export_weights(state.params, config.out_dir / WEIGHTS_FILE)
         plots = write_plots(
-            config.out_dir, "jax", records_to_json(records), data.test.images, data.test.labels, predictions
+            config.out_dir, "jax", records_to_json(records), test_host.images, test_host.labels, predictions
         )
         written = ", ".join(p.name for p in plots)
         early = (
@@ -294,7 +295,8 @@ def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
             else f", stopped after epoch {stopped} of {config.epochs} at >= {100 * config.stop_at_accuracy:.2f}%"
         )
         print(
-            f"test accuracy {100 * records[-1].test_accuracy:.2f}% on {describe_device(mesh)}{early}; "
+            f"test accuracy {100 * records[-1].test_accuracy:.2f}%{of_test_set(config)} on "
+            f"{describe_device(mesh)}{early}; "
             f"wrote {path}, {WEIGHTS_FILE}, checkpoint, {written}"
         )
     return records

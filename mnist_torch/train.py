@@ -52,7 +52,7 @@ from mnist_common.outdir import claim, record_earlier, replace_earlier
 from mnist_common.plots import write_plots
 from mnist_common.profiling import StepWindow
 from mnist_common.progress import EpochProgress, progress_enabled
-from mnist_common.report import EpochRecord, format_epoch, write_metrics
+from mnist_common.report import EpochRecord, format_epoch, of_test_set, write_metrics
 from mnist_common.tensorboard import TrainingLog
 from mnist_common.weights import WEIGHTS_FILE
 from mnist_torch.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
@@ -175,7 +175,8 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
     train_split = Split(
         data.train.images[: config.train_size].to(device), data.train.labels[: config.train_size].to(device)
     )
-    test_split = Split(data.test.images.to(device), data.test.labels.to(device))  # every rank evaluates all of it
+    test_host = Split(data.test.images[: config.test_size], data.test.labels[: config.test_size])
+    test_split = Split(test_host.images.to(device), test_host.labels.to(device))  # every rank evaluates all of it
     state = create_state(config.seed, config, device)
     records: list[EpochRecord] = []
     if config.resume:
@@ -276,8 +277,8 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
             config.out_dir,
             "torch",
             records_to_json(records),
-            data.test.images.numpy(),
-            data.test.labels.numpy(),
+            test_host.images.numpy(),
+            test_host.labels.numpy(),
             predictions,
         )
         written = ", ".join(p.name for p in plots)
@@ -287,7 +288,8 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
             else f", stopped after epoch {stopped} of {config.epochs} at >= {100 * config.stop_at_accuracy:.2f}%"
         )
         print(
-            f"test accuracy {100 * records[-1].test_accuracy:.2f}% on {describe_device(device, world)}{early}; "
+            f"test accuracy {100 * records[-1].test_accuracy:.2f}%{of_test_set(config)} on "
+            f"{describe_device(device, world)}{early}; "
             f"wrote {path}, {WEIGHTS_FILE}, checkpoint, {written}"
         )
     return records

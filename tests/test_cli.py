@@ -38,6 +38,8 @@ def test_defaults_are_shared_and_out_dir_names_the_framework(framework):
         (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
         (["--train-size", "70000"], "argument --train-size: expected at most 60000"),
         (["--train-size", "100", "--batch-size", "128"], "--batch-size: 128 is larger than --train-size 100"),
+        (["--test-size", "0"], "argument --test-size: expected a positive integer, got 0"),
+        (["--test-size", "10001"], "argument --test-size: expected at most 10000 (the size of the test set)"),
     ],
 )
 @pytest.mark.parametrize("framework", FRAMEWORKS)

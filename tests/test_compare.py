@@ -270,9 +270,14 @@ def test_runs_trained_differently_are_plotted_behind_one_warning(trained_run, tm
     compare.main([str(torch_metrics), str(jax_metrics), "--out", str(tmp_path / "alike.png")])
     alike = capsys.readouterr()
     assert alike.err == "" and alike.out.startswith("final test accuracy: torch ")  # trained alike: no warning
+    older = json.loads(jax_metrics.read_text())
+    del older["config"]["test_size"]  # a file from before --test-size: evaluated on the whole test set, as these
+    (tmp_path / "older.json").write_text(json.dumps(older))
+    compare.main([str(torch_metrics), str(tmp_path / "older.json"), "--out", str(tmp_path / "older.png")])
+    assert capsys.readouterr().err == ""
 
     other = json.loads(jax_metrics.read_text())
-    other["config"].update(lr=0.05, seed=1)
+    other["config"].update(lr=0.05, seed=1, test_size=1000)
     del other["config"]["precision"]
     other["epochs"] = other["epochs"][:1]
     (tmp_path / "other").mkdir()
@@ -281,7 +286,8 @@ def test_runs_trained_differently_are_plotted_behind_one_warning(trained_run, tm
     compare.main([str(torch_metrics), str(changed), "--out", str(tmp_path / "unlike.png")])
     out, err = capsys.readouterr()
     assert err.splitlines() == [
-        f"warning: these runs differ in lr (0.1 in {torch_metrics}, 0.05 in {changed}); seed (0 in {torch_metrics}, "
+        f"warning: these runs differ in test_size (10000 in {torch_metrics}, 1000 in {changed}); "
+        f"lr (0.1 in {torch_metrics}, 0.05 in {changed}); seed (0 in {torch_metrics}, "
         f'1 in {changed}); precision ("float32" in {torch_metrics}, not recorded in {changed}); epochs (2 in '
         f"{torch_metrics}, 1 in {changed}): their curves are plotted together as asked, "
         "but do not compare like with like"

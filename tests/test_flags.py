@@ -34,6 +34,7 @@ from mnist_common.config import (
     JAX_APIS,
     MAX_EPOCHS,
     MAX_SEED,
+    NUM_TEST,
     NUM_TRAIN,
     PRECISIONS,
     TORCH_MODES,
@@ -154,6 +155,7 @@ GOOD = {
     "--epochs": st.integers(1, MAX_EPOCHS).map(str),
     "--batch-size": st.integers(1, 512).map(str),
     "--train-size": st.integers(512, NUM_TRAIN).map(str),
+    "--test-size": st.integers(1, NUM_TEST).map(str),
     "--lr": st.floats(1e-6, 10).map(repr),
     "--momentum": st.floats(0, 0.99).map(repr),
     "--seed": st.integers(0, MAX_SEED).map(str),
@@ -176,6 +178,7 @@ TRAIN_FLAGS = [
     "--data-dir",
     "--out-dir",
     "--train-size",
+    "--test-size",
     "--stop-at-accuracy",
     "--tensorboard",
     "--profile",
@@ -273,7 +276,7 @@ def assert_valid(command: str, framework: str, parsed: object, argv: list[str]) 
     if command == "train":
         assert isinstance(parsed, TrainConfig)
         assert 1 <= parsed.epochs <= MAX_EPOCHS and 0 <= parsed.seed <= MAX_SEED
-        assert 1 <= parsed.batch_size <= parsed.train_size <= NUM_TRAIN
+        assert 1 <= parsed.batch_size <= parsed.train_size <= NUM_TRAIN and 1 <= parsed.test_size <= NUM_TEST
         assert parsed.lr > 0 and math.isfinite(parsed.lr)
         assert 0 <= parsed.momentum < 1 and math.copysign(1, parsed.momentum) == 1  # never -0.0
         assert parsed.device in DEVICES and parsed.precision in PRECISIONS

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from mnist_common.checkpoint import CheckpointError, check_resumable
 from mnist_common.config import TrainConfig
 from mnist_common.report import EpochRecord
 from mnist_common.weights import WEIGHTS_FILE, read_weights
@@ -95,10 +96,26 @@ def test_resume_refuses_other_hyperparameters_and_fewer_epochs(framework, traine
     ):  # metrics.json would mislabel its epochs
         TRAINERS[framework].main(["--epochs", "3", *SHORT, "--precision", "bf16", "--out-dir", out_dir, "--resume"])
     with pytest.raises(
+        SystemExit,
+        match=r"was trained with --test-size 10000, this run asks for --test-size 1000; "
+        r"pass --test-size 10000 to resume it",
+    ):  # its accuracies would be on two test sets
+        TRAINERS[framework].main(["--epochs", "3", *SHORT, "--test-size", "1000", "--out-dir", out_dir, "--resume"])
+    with pytest.raises(
         SystemExit, match=r"has already trained 2 epochs, more than --epochs 1; pass --epochs 2 or more"
     ):
         TRAINERS[framework].main(["--epochs", "1", *SHORT, "--out-dir", out_dir, "--resume"])
     assert (trained_run(framework) / "metrics.json").read_text() == before  # nothing touched
+
+
+def test_a_checkpoint_from_before_test_size_resumes_as_the_whole_test_set(tmp_path):
+    """Checkpoints written before --test-size existed evaluated on every test image: one resumes under the default,
+    and is refused under another --test-size."""
+    saved = TrainConfig(epochs=2).to_json()
+    del saved["test_size"]
+    check_resumable(saved, 2, TrainConfig(epochs=3), tmp_path)
+    with pytest.raises(CheckpointError, match=r"trained with --test-size 10000, this run asks for --test-size 500"):
+        check_resumable(saved, 2, TrainConfig(epochs=3, test_size=500), tmp_path)
 
 
 def test_jax_fresh_run_replaces_a_later_checkpoint_left_in_its_out_dir(tmp_path):

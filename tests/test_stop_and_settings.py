@@ -1,7 +1,7 @@
-"""--stop-at-accuracy and --nondeterministic, in both trainers: real MNIST, real training, in-process.
+"""--stop-at-accuracy, --test-size and --nondeterministic, in both trainers: real MNIST, real training, in-process.
 
-A run with a low target stops after the first epoch that reaches it, writes everything a full run writes and
-records the epoch in metrics.json; resumed with the same target it trains nothing more, without it it goes on
+A run with a low target, evaluated on part of the test set (and saying so), stops after the first epoch that
+reaches it, writes everything a full run writes and records the epoch in metrics.json; resumed with the same target it trains nothing more, without it it goes on
 to --epochs. --nondeterministic changes nothing on the CPU (the same bytes of weights), and the trainers put
 the frameworks' settings back as they found them.
 """
@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+import jax
 import pytest
 import torch
 
@@ -21,19 +22,25 @@ from mnist_common.weights import WEIGHTS_FILE
 from mnist_jax import checkpoint as jax_checkpoint
 from mnist_jax import steps as jax_steps
 from mnist_jax import train as jax_train
+from mnist_jax import weights as jax_weights
 from mnist_torch import checkpoint as torch_checkpoint
 from mnist_torch import steps as torch_steps
 from mnist_torch import train as torch_train
+from mnist_torch import weights as torch_weights
 
 FRAMEWORKS = ["torch", "jax"]
 TRAINERS = {"torch": torch_train, "jax": jax_train}
 CHECKPOINT = {"torch": torch_checkpoint.CHECKPOINT_FILE, "jax": jax_checkpoint.CHECKPOINT_FILE}
 OUTPUTS = ("metrics.json", WEIGHTS_FILE, "curves.png", "confusion.png", "misclassified.png")
 
-#: 10 SGD steps per epoch at a learning rate low enough that test accuracy climbs over the epochs; measured on
-#: the CPU (PyTorch): 38.5%, 58.7%, 78.0%, so a target of 50% stops after epoch 2 of 3.
-SMALL = {"train_size": 1280, "lr": 0.02, "device": "cpu", "quiet": True}
+#: 10 SGD steps per epoch at a learning rate low enough that test accuracy climbs over the epochs, evaluated on the
+#: first 2 000 test images (--test-size); measured on the CPU: PyTorch 36.7%, 55.6%, 72.3%, JAX 42.8%, 57.2%, 71.3%,
+#: so a target of 50% stops after epoch 2 of 3.
+SMALL = {"train_size": 1280, "test_size": 2000, "lr": 0.02, "device": "cpu", "quiet": True}
 TARGET = 0.5
+EVALUATE = {"torch": torch_steps.evaluate, "jax": jax_steps.evaluate}
+LOAD_WEIGHTS = {"torch": torch_weights.load_weights, "jax": jax_weights.load_weights}
+DEVICE = {"torch": torch.device("cpu"), "jax": jax.devices("cpu")[0]}
 
 
 def metrics(out_dir: Path) -> dict:
@@ -60,7 +67,9 @@ def test_stopped_at_is_the_epoch_that_reached_the_target_before_the_last():
 
 @pytest.mark.e2e  # longer real runs: two runs of two epochs, and two resumes, in each framework
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_a_reached_target_stops_the_run_writes_everything_and_resume_honours_it(framework, tmp_path, capsys):
+def test_a_reached_target_stops_the_run_writes_everything_and_resume_honours_it(
+    framework, tmp_path, capsys, mnist, jax_mnist
+):
     """The target run; then the same run with --nondeterministic, which on the CPU changes no byte of the weights and
     puts the frameworks' settings back as it found them; then the target run resumed with the same target (nothing
     more to train) and without it (every epoch)."""
@@ -80,7 +89,16 @@ def test_a_reached_target_stops_the_run_writes_everything_and_resume_honours_it(
     assert (out_dir / CHECKPOINT[framework]).exists()
     assert all((out_dir / name).stat().st_size > 0 for name in OUTPUTS)
     final = capsys.readouterr().out.splitlines()
-    assert len(final) == 1 and final[0].startswith(f"test accuracy {100 * accuracies[-1]:.2f}% on cpu")
+    assert len(final) == 1 and final[0].startswith(
+        f"test accuracy {100 * accuracies[-1]:.2f}% (on the first 2000 of 10000 test images) on cpu"
+    )
+    # --test-size: every epoch's figures are those of the first 2 000 test images, recorded as such
+    assert run["config"]["test_size"] == 2000
+    test = (mnist if framework == "torch" else jax_mnist).test
+    first = type(test)(test.images[:2000], test.labels[:2000])
+    model = LOAD_WEIGHTS[framework](out_dir / WEIGHTS_FILE, DEVICE[framework])
+    loss, accuracy = EVALUATE[framework](model, first)
+    assert accuracy == accuracies[-1] and loss == pytest.approx(run["epochs"][-1]["test_loss"], rel=1e-6)
     assert f", stopped after epoch {len(accuracies)} of 3 at >= 50.00%; wrote " in final[0]
     weights = (out_dir / WEIGHTS_FILE).read_bytes()
 
