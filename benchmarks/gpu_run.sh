@@ -133,7 +133,7 @@ fi
 
 if [ "$dry_run" = 1 ]; then
   device=cpu; name="${name:-dry-run}"
-  bench_opts=(--bench-dry-run); train_opts=(--epochs 1 --train-size 1280)
+  bench_opts=(--bench-dry-run); train_opts=(--epochs 1 --train-size 1280 --test-size 1000)
 else
   device=cuda; bench_opts=(); train_opts=()
 fi
@@ -327,7 +327,7 @@ fi
 # What the README's "Reproducibility" says about the GPU; the pairs done are written as they finish.
 if [ -n "${chosen[repro]+x}" ]; then
   repro_opts=(--epochs 2 --train-size 6400)
-  [ "$dry_run" = 1 ] && repro_opts=(--epochs 1 --train-size 1280)
+  [ "$dry_run" = 1 ] && repro_opts=(--epochs 1 --train-size 1280 --test-size 1000)
   echo "== reproducibility: each trainer twice, ${repro_opts[*]}"
   repro_left=$((deadline_of[repro] - $(date +%s))); [ "$repro_left" -ge 60 ] || repro_left=60
   bounded "$repro_left" "$PY" -m benchmarks.reproducibility "$out_dir/$name-repro.json" --device "$device" "${repro_opts[@]}" \

@@ -1,6 +1,7 @@
 """Are two runs with the same flags the same run? Train twice, compare the bytes.
 
     python -m benchmarks.reproducibility OUT.json [--device cpu|cuda] [--epochs 2] [--train-size 6400]
+        [--test-size 10000]
 
 runs every case below twice (each in its own out-dir, with JAX's persistent compilation cache off, so
 that the second run compiles afresh as a first run on another day would), and records per case whether
@@ -24,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from mnist_common.config import NUM_TEST
 
 #: metrics.json fields that are measurements of time, or name the out-dir: they may differ between runs.
 TIMING_FIELDS = {"seconds", "images_per_s", "compile_seconds", "compilation_cache", "out_dir"}
@@ -52,7 +55,7 @@ def cases(device: str) -> dict[str, tuple[list[str], dict[str, str]]]:
 
 
 def train(
-    command: list[str], env: dict[str, str], out_dir: Path, device: str, epochs: int, train_size: int
+    command: list[str], env: dict[str, str], out_dir: Path, device: str, epochs: int, train_size: int, test_size: int
 ) -> dict[str, Any]:
     """One training run; its weights' SHA-256, metrics.json and wall seconds (or the error it ended with)."""
     argv = [
@@ -65,6 +68,8 @@ def train(
         str(epochs),
         "--train-size",
         str(train_size),
+        "--test-size",
+        str(test_size),
         "--out-dir",
         str(out_dir),
         "--quiet",
@@ -82,16 +87,17 @@ def train(
 
 
 def compare_twice(
-    command: list[str], env: dict[str, str], work: Path, device: str, epochs: int, train_size: int
+    command: list[str], env: dict[str, str], work: Path, device: str, epochs: int, train_size: int, test_size: int
 ) -> dict[str, Any]:
     """Train twice with the same flags; say whether the weights' bytes and the non-timing metrics agree."""
-    first, second = (train(command, env, work / f"run{i}", device, epochs, train_size) for i in (1, 2))
+    first, second = (train(command, env, work / f"run{i}", device, epochs, train_size, test_size) for i in (1, 2))
     result: dict[str, Any] = {
         "command": " ".join(command),
         "env": env,
         "device": device,
         "epochs": epochs,
         "train_size": train_size,
+        "test_size": test_size,
     }
     if "error" in first or "error" in second:
         return {**result, "error": first.get("error") or second.get("error")}
@@ -131,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train-size", type=int, default=6400)
+    parser.add_argument("--test-size", type=int, default=NUM_TEST)
     args = parser.parse_args(argv)
     problem = unwritable(args.out)
     if problem:  # before minutes of training, not after them
@@ -138,7 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     results = {}
     with tempfile.TemporaryDirectory() as work:
         for label, (command, env) in cases(args.device).items():
-            results[label] = compare_twice(command, env, Path(work) / label, args.device, args.epochs, args.train_size)
+            results[label] = compare_twice(
+                command, env, Path(work) / label, args.device, args.epochs, args.train_size, args.test_size
+            )
             r = results[label]
             verdict = r.get("error") or (
                 f"weights {'identical' if r['weights_identical'] else 'DIFFER'}, metrics "

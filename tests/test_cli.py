@@ -156,6 +156,8 @@ def test_second_jax_run_loads_its_compiled_steps_from_the_persistent_cache(tmp_p
                 "1",
                 "--train-size",
                 "1280",
+                "--test-size",
+                "1000",
                 "--out-dir",
                 str(tmp_path / run),
             ],

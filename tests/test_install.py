@@ -217,7 +217,7 @@ def test_installed_wheel_trains_and_evaluates_from_any_folder(wheel, tmp_path):
 
     try:
         run("-c", SHADOW_CHECK, str(site))  # the installed copy, not the checkout's editable one
-        flags = ["--epochs", "1", "--train-size", "1280", "--quiet"]
+        flags = ["--epochs", "1", "--train-size", "1280", "--test-size", "1000", "--quiet"]  # evaluate: all 10 000
         run("-m", "mnist_torch.train", *flags, "--out-dir", "runs/torch")
         run("-m", "mnist_jax.train", *flags, "--out-dir", "runs/jax")
         result = json.loads(run("-m", "mnist_jax.evaluate", "--weights", "runs/torch/weights.safetensors", "--json"))

@@ -1,9 +1,9 @@
 """--stop-at-accuracy, --test-size and --nondeterministic, in both trainers: real MNIST, real training, in-process.
 
 A run with a low target, evaluated on part of the test set (and saying so), stops after the first epoch that
-reaches it, writes everything a full run writes and records the epoch in metrics.json; resumed with the same target it trains nothing more, without it it goes on
-to --epochs. --nondeterministic changes nothing on the CPU (the same bytes of weights), and the trainers put
-the frameworks' settings back as they found them.
+reaches it, writes everything a full run writes and records the epoch in metrics.json; resumed with the same
+target it trains nothing more, without it it goes on to --epochs. --nondeterministic changes nothing on the CPU
+(the same bytes of weights), and the trainers put the frameworks' settings back as they found them.
 """
 
 from __future__ import annotations
