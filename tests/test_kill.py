@@ -143,14 +143,23 @@ def test_killed_three_times_in_a_row_then_resumed_equals_an_uninterrupted_run(fr
 @pytest.mark.e2e
 def test_the_lock_names_the_live_run_and_a_killed_runs_lock_does_not_block(tmp_path):
     """Two runs on one out-dir: the second is refused in one line naming the first; once the first is
-    killed (its lock file left behind), a new run takes the out-dir over."""
-    flags = SMALL_RUN
-    first = subprocess.Popen(command("torch", tmp_path, flags), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    killed (its lock file left behind), a new run takes the out-dir over.
+
+    The first run is one epoch of the whole training set, so it is still going, with no checkpoint yet, when the
+    second's refusal comes back (a `SMALL_RUN` first could end on its own in that time, taking its lock with it);
+    the take-over run is `SMALL_RUN`, started afresh."""
+    first = subprocess.Popen(
+        command("torch", tmp_path, ["--epochs", "1", "--test-size", "1000"]),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     lock = tmp_path / ".lock"
     deadline = time.monotonic() + 120
     while not (lock.exists() and lock.read_text().strip()) and time.monotonic() < deadline:
         time.sleep(0.01)
-    second = subprocess.run(command("jax", tmp_path, flags), capture_output=True, text=True, timeout=300)
+    second = subprocess.run(command("jax", tmp_path, SMALL_RUN), capture_output=True, text=True, timeout=300)
+    assert first.poll() is None, f"the first run ended (status {first.returncode}) before the second was refused"
+    assert not (tmp_path / TORCH_CHECKPOINT).exists(), "the first run wrote a checkpoint before it was killed"
     first.send_signal(signal.SIGKILL)
     first.wait()
     first.stderr.close()
@@ -160,6 +169,6 @@ def test_the_lock_names_the_live_run_and_a_killed_runs_lock_does_not_block(tmp_p
         f"error: {tmp_path} is being written by a run still going (pid {first.pid}, python -m mnist_torch.train, since "
     ), lines[0]
     assert lock.exists()  # what SIGKILL leaves: a lock file no process holds
-    run_to_the_end("torch", tmp_path, flags)
+    run_to_the_end("torch", tmp_path, SMALL_RUN)
     assert {p.name for p in tmp_path.iterdir()} == FINISHED | {TORCH_CHECKPOINT}
     assert os.path.getsize(tmp_path / "weights.safetensors") > 0
