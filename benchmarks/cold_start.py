@@ -240,6 +240,7 @@ def _jax_process(device: str, steps: int) -> dict[str, Any]:
         "jax_default_matmul_precision", "float32"
     )  # runners.precision("float32"): no TF32, as PyTorch above
     from mnist_common.config import TrainConfig
+    from mnist_jax import runtime as jax_runtime
     from mnist_jax import steps as jax_steps
     from mnist_jax.compilation_cache import count_cache_lookups, use_compilation_cache
     from mnist_jax.data import batch_order, load_mnist
@@ -256,7 +257,7 @@ def _jax_process(device: str, steps: int) -> dict[str, Any]:
 
     with count_cache_lookups() as lookups:
         start = time.perf_counter()
-        compiled = jax_steps.compile_train(jax_steps.train_step.lower(state, batches[0]), dev.platform)
+        compiled = jax_runtime.compile_train(jax_steps.train_step.lower(state, batches[0]), dev.platform)
         compile_s = time.perf_counter() - start
     holder = {"compiled": state, "eager": eager_state}
 

@@ -235,7 +235,7 @@ def worker(name: str, device_kind: str, epochs: int, train_size: int, batch_size
     import jax
     import numpy as np
 
-    from mnist_jax import steps as jax_steps
+    from mnist_jax import runtime as jax_runtime
     from mnist_jax.compilation_cache import count_cache_lookups, use_compilation_cache
     from mnist_jax.data import batch_order, load_mnist
 
@@ -252,7 +252,7 @@ def worker(name: str, device_kind: str, epochs: int, train_size: int, batch_size
 
     start = time.perf_counter()
     with count_cache_lookups() as lookups:
-        compiled = jax_steps.compile_train(epoch_fn.lower(state, resident, order(1)), device.platform)
+        compiled = jax_runtime.compile_train(epoch_fn.lower(state, resident, order(1)), device.platform)
     compile_s = time.perf_counter() - start
     seconds, losses = [], []
     for epoch in range(1, epochs + 2):

@@ -437,6 +437,7 @@ def profile_jax(variant: str, device: str, batch_size: int, steps: int, mnist: A
 
     from benchmarks import runners
     from mnist_jax import data as jax_data
+    from mnist_jax import runtime as jax_runtime
     from mnist_jax import steps as jax_steps
     from mnist_jax.profiling import capture
 
@@ -454,7 +455,7 @@ def profile_jax(variant: str, device: str, batch_size: int, steps: int, mnist: A
     if variant == "jax_scan_unrolled":
         images, labels = jax.device_put((split.images[idx], split.labels[idx]), dev)
         chunks = [(images[i : i + per_call], labels[i : i + per_call]) for i in range(0, steps, per_call)]
-        compiled = jax_steps.compile_train(jax_steps.train_steps.lower(state, chunks[0], unroll=True), dev.platform)
+        compiled = jax_runtime.compile_train(jax_steps.train_steps.lower(state, chunks[0], unroll=True), dev.platform)
 
         def run() -> None:
             s = holder["state"]
@@ -466,7 +467,9 @@ def profile_jax(variant: str, device: str, batch_size: int, steps: int, mnist: A
     else:
         resident = jax.device_put((split.images, split.labels), dev)
         orders = [jax.device_put(idx[i : i + per_call].astype(np.int32), dev) for i in range(0, steps, per_call)]
-        compiled = jax_steps.compile_train(jax_steps.train_epoch_steps.lower(state, resident, orders[0]), dev.platform)
+        compiled = jax_runtime.compile_train(
+            jax_steps.train_epoch_steps.lower(state, resident, orders[0]), dev.platform
+        )
 
         def run() -> None:
             s = holder["state"]

@@ -20,6 +20,7 @@ import torch
 from flax import nnx
 
 from mnist_common.config import TrainConfig
+from mnist_jax import runtime as jax_runtime
 from mnist_jax import steps as jax_steps
 from mnist_jax import steps_nnx
 from mnist_jax.data import MNISTData as JaxMNISTData
@@ -260,7 +261,7 @@ def jax_round(
     elif variant == "jax_jit":
         step_batches = [(images[i], labels[i]) for i in range(len(idx))]
         start = time.perf_counter()
-        step = jax_steps.compile_train(jax_steps.train_step.lower(state, step_batches[0]), platform)
+        step = jax_runtime.compile_train(jax_steps.train_step.lower(state, step_batches[0]), platform)
 
         def run() -> None:
             s = holder["state"]
@@ -277,7 +278,7 @@ def jax_round(
             )
         chunks = [(images[i : i + k], labels[i : i + k]) for i in range(0, len(idx) - k + 1, k)]
         start = time.perf_counter()
-        steps = jax_steps.compile_train(jax_steps.train_steps.lower(state, chunks[0], unroll=True), platform)
+        steps = jax_runtime.compile_train(jax_steps.train_steps.lower(state, chunks[0], unroll=True), platform)
 
         def run() -> None:
             s = holder["state"]
@@ -291,14 +292,14 @@ def jax_round(
         resident = jax.device_put((data.images, data.labels), dev)
         order = jax.device_put(idx.astype(np.int32), dev)
         start = time.perf_counter()
-        steps = jax_steps.compile_train(jax_steps.train_epoch_steps.lower(state, resident, order), platform)
+        steps = jax_runtime.compile_train(jax_steps.train_epoch_steps.lower(state, resident, order), platform)
 
         def run() -> None:
             s, _ = steps(holder["state"], resident, order)
             holder["state"] = jax.block_until_ready(s)
     else:
         start = time.perf_counter()
-        steps = jax_steps.compile_train(jax_steps.train_steps.lower(state, (images, labels), unroll=False), platform)
+        steps = jax_runtime.compile_train(jax_steps.train_steps.lower(state, (images, labels), unroll=False), platform)
 
         def run() -> None:
             s, _ = steps(holder["state"], (images, labels))
@@ -356,7 +357,7 @@ def nnx_round(
         leaves, treedef = jax.tree.flatten(state)
         holder = {"leaves": leaves}
         lowered = steps_nnx.train_step_leaves.lower(graphdef, treedef, leaves, step_batches[0])
-        step = jax_steps.compile_train(lowered, dev.platform)
+        step = jax_runtime.compile_train(lowered, dev.platform)
 
         def run() -> None:
             s = holder["leaves"]
@@ -367,7 +368,7 @@ def nnx_round(
         graphdef, state = steps_nnx.split(model, optimizer)
         holder = {"state": state}
         if variant == "jax_nnx_split":
-            step = jax_steps.compile_train(
+            step = jax_runtime.compile_train(
                 steps_nnx.train_step_split.lower(graphdef, state, step_batches[0]), dev.platform
             )
             calls = [(step, b) for b in step_batches]
@@ -375,7 +376,7 @@ def nnx_round(
             k = min(jax_steps.FUSED_STEPS, len(idx)) if dev.platform == "cpu" else len(idx)
             chunks = [(images[i : i + k], labels[i : i + k]) for i in range(0, len(idx) - k + 1, k)]
             lowered = steps_nnx.train_steps_split.lower(graphdef, state, chunks[0], unroll=dev.platform == "cpu")
-            step = jax_steps.compile_train(lowered, dev.platform)
+            step = jax_runtime.compile_train(lowered, dev.platform)
             calls = [(step, c) for c in chunks]
 
         def run() -> None:

@@ -30,7 +30,8 @@ from mnist_common.errors import ProjectError
 from mnist_common.report import format_evaluation
 from mnist_jax.checkpoint import checkpoint_path, load_params
 from mnist_jax.data import Split, load_mnist
-from mnist_jax.steps import evaluate, resolve_device
+from mnist_jax.runtime import resolve_device
+from mnist_jax.steps import evaluate
 from mnist_jax.weights import load_weights
 
 

@@ -33,7 +33,8 @@ from mnist_common.errors import ProjectError
 from mnist_common.images import load_digits
 from mnist_common.report import say_predictions
 from mnist_jax.checkpoint import load_params
-from mnist_jax.steps import predict, resolve_device
+from mnist_jax.runtime import resolve_device
+from mnist_jax.steps import predict
 from mnist_jax.weights import load_weights
 
 

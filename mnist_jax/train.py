@@ -79,18 +79,16 @@ from mnist_jax.parallel import (
     start_processes,
 )
 from mnist_jax.profiling import capture
+from mnist_jax.runtime import deterministic, resolve_device, start_backends
 from mnist_jax.steps import (
     IN_FLIGHT,
     Steps,
     TrainState,
     compile_steps,
     create_state,
-    deterministic,
     epoch_per_call,
     evaluate,
     predict,
-    resolve_device,
-    start_backends,
 )
 from mnist_jax.steps_nnx import make_route
 from mnist_jax.weights import export_weights

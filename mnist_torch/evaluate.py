@@ -27,7 +27,8 @@ from mnist_common.errors import ProjectError
 from mnist_common.report import format_evaluation
 from mnist_torch.checkpoint import checkpoint_path, load_model
 from mnist_torch.data import Split, load_mnist
-from mnist_torch.steps import evaluate, resolve_device
+from mnist_torch.runtime import resolve_device
+from mnist_torch.steps import evaluate
 from mnist_torch.weights import load_weights
 
 

@@ -33,7 +33,8 @@ from mnist_common.errors import ProjectError
 from mnist_common.images import load_digits
 from mnist_common.report import say_predictions
 from mnist_torch.checkpoint import load_model
-from mnist_torch.steps import predict, resolve_device
+from mnist_torch.runtime import resolve_device
+from mnist_torch.steps import predict
 from mnist_torch.weights import load_weights
 
 

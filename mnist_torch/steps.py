@@ -6,9 +6,9 @@ as it is, its forward pass through `torch.compile`, or the whole step captured a
 same SGD steps in the same order. Also here: the state the steps update (`TrainState`), which the
 checkpoints save.
 
-Also the device they run on (`resolve_device`), PyTorch's deterministic settings
-(`deterministic`), the state's creation (`create_state`), and
-evaluation and prediction over a whole split (`evaluate`, `predict`).
+Also the state's creation (`create_state`), and evaluation and prediction over a whole split (`evaluate`,
+`predict`). The machinery around them (the device, deterministic settings, Inductor's cache) is
+`mnist_torch.runtime`.
 
 Read it side by side with `mnist_jax/steps.py`: the names both define correspond, in the same order
 (tests/test_architecture.py).
@@ -31,22 +31,19 @@ training on it.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from mnist_common.config import EVAL_BATCH_SIZE, DeviceUnavailable, TrainConfig
+from mnist_common.config import EVAL_BATCH_SIZE, TrainConfig
 from mnist_torch.data import Split
 from mnist_torch.model import CNN
 from mnist_torch.parallel import World, data_parallel
+from mnist_torch.runtime import repair_inductor_cache
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images (N, 1, 28, 28) float, labels (N,) int64
 Metrics = dict[str, torch.Tensor]
@@ -64,47 +61,8 @@ class TrainState(NamedTuple):
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # None: the model
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DeviceUnavailable("--device cuda was asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
-    return torch.device(name)
-
-
 #: --precision's compute dtype of the training steps (the parameters stay float32).
 COMPUTE_DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16}
-
-
-@contextlib.contextmanager
-def deterministic(enabled: bool = True) -> Iterator[None]:
-    """Make two runs with the same flags compute the same bits, for the duration of a run: PyTorch's
-    deterministic algorithms only. The previous settings come back afterwards (the benchmarks measure
-    the steps at full speed in the same process).
-
-    On the CPU this changes nothing measurable; on CUDA it keeps cuDNN from choosing kernels by timing
-    (`cudnn.benchmark`) and from atomics-based ones, and cuBLAS needs a fixed workspace for it
-    (CUBLAS_WORKSPACE_CONFIG, read when cuBLAS starts, so set before any CUDA work). Set by the trainer,
-    not left to the user; the README's "Reproducibility" says what holds on which device.
-
-    `enabled=False` (--nondeterministic) runs PyTorch at its fastest instead: no deterministic algorithms,
-    and cuDNN autotuning (`cudnn.benchmark = True`, kernels chosen by timing them); on the CPU neither
-    changes a bit.
-    """
-    if enabled:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    before = (
-        torch.are_deterministic_algorithms_enabled(),
-        torch.is_deterministic_algorithms_warn_only_enabled(),
-        torch.backends.cudnn.benchmark,
-    )
-    torch.use_deterministic_algorithms(enabled)
-    torch.backends.cudnn.benchmark = not enabled
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
-        torch.backends.cudnn.benchmark = before[2]
 
 
 def create_state(seed: int, config: TrainConfig, device: torch.device) -> TrainState:
@@ -236,42 +194,6 @@ PREPARED = {
 
 #: A training step ready to run on one batch's indices into the resident training set.
 Step = Callable[[torch.Tensor], Metrics]
-
-
-#: How long ago a zero-byte file in Inductor's cache must have been written to be taken for one left by an
-#: interrupted compilation, not one a compiler (of another run) is writing now.
-STALE_SECONDS = 60
-
-
-def repair_inductor_cache() -> list[Path]:
-    """Remove the zero-byte ``.so`` and ``.o`` files from Inductor's cache (TORCHINDUCTOR_CACHE_DIR, or its
-    default folder), saying so in one line on stderr; returns them.
-
-    Inductor builds each compiled kernel straight into its cache under its final name, and skips the build
-    of a file that exists: a compilation interrupted (Ctrl-C, SIGTERM) while the C++ compiler writes one
-    leaves an empty ``.so`` (or ``.o``) there, and every later compilation that needs it failed with an
-    ``InductorError: ... file too short`` of about 90 lines. Removed, it is rebuilt by the next compilation.
-    """
-    from torch._inductor.runtime.cache_dir_utils import cache_dir
-
-    root = Path(cache_dir())
-    now = time.time()
-    damaged = []
-    for path in (p for p in root.rglob("*.*o") if p.suffix in (".so", ".o")):
-        with contextlib.suppress(OSError):
-            status = path.stat()
-            if status.st_size == 0 and now - status.st_mtime > STALE_SECONDS:
-                path.unlink()
-                damaged.append(path)
-    if damaged:
-        print(
-            f"note: removed {len(damaged)} empty compiled kernel file{'s' if len(damaged) > 1 else ''} "
-            "(.so, .o) that an "
-            f"interrupted compilation left in Inductor's cache {root}; this compilation rebuilds what it needs",
-            file=sys.stderr,
-            flush=True,
-        )
-    return damaged
 
 
 class Steps(NamedTuple):

@@ -72,16 +72,15 @@ from mnist_torch.parallel import (
     start_processes,
 )
 from mnist_torch.profiling import capture
+from mnist_torch.runtime import deterministic, resolve_device
 from mnist_torch.steps import (
     PREPARED,
     Steps,
     TrainState,
     compile_steps,
     create_state,
-    deterministic,
     evaluate,
     predict,
-    resolve_device,
 )
 from mnist_torch.weights import export_weights
 

@@ -12,22 +12,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("mnist_common", "mnist_torch", "mnist_jax")
 FRAMEWORKS = ("torch", "torchvision", "jax", "jaxlib", "flax", "optax")
 
-#: The names both steps.py define, in this relative order: the state's types, the device, the
-#: state's creation, the settings that
-#: make the steps deterministic, the eager/jitted step, the evaluation step and the
-#: evaluation and prediction over a whole split, what `train_epoch` calls, and the
-#: function that prepares it. The rest of each steps.py is framework-specific
-#: (JAX's fused and whole-epoch variants and its compiler options; PyTorch's CUDA-graph capture).
+#: The names both steps.py define, in this relative order: the state's types, the state's creation, the
+#: eager/jitted step, the evaluation step and the evaluation and prediction over a whole split, what
+#: `train_epoch` calls, and the function that prepares it. The rest of each steps.py is framework-specific
+#: (JAX's fused and whole-epoch variants; PyTorch's compiled whole step and CUDA-graph capture).
 CORRESPONDING_STEPS = [
     "Batch",
     "Metrics",
-    "resolve_device",
     "COMPUTE_DTYPES",
-    "deterministic",
     "create_state",
     "train_step",
     "eval_step",
@@ -36,6 +34,11 @@ CORRESPONDING_STEPS = [
     "Steps",
     "compile_steps",
 ]
+
+#: The names both runtime.py define, in this order: the device and the settings that make the steps
+#: deterministic. The rest is each framework's own machinery (JAX's backends, XLA_FLAGS and compiler options;
+#: Inductor's cache repair).
+CORRESPONDING_RUNTIME = ["resolve_device", "deterministic"]
 
 
 def public_names(path: Path) -> list[str]:
@@ -92,16 +95,36 @@ def test_the_two_train_modules_define_the_same_public_names_in_the_same_order():
     assert {"train_epoch", "train", "main"} <= set(torch_names)
 
 
-def test_the_two_steps_modules_define_the_corresponding_names_in_the_same_order():
+def parameters(path: Path) -> dict[str, list[str]]:
+    """Each top-level function's parameter names, in order (positional, then keyword-only), by name."""
+    found = {}
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args
+            found[node.name] = [a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]]
+    return found
+
+
+@pytest.mark.parametrize(
+    ("module", "corresponding"), [("steps", CORRESPONDING_STEPS), ("runtime", CORRESPONDING_RUNTIME)]
+)
+def test_the_mirrored_modules_define_the_corresponding_names_in_the_same_order(module, corresponding):
     for framework in ("torch", "jax"):
-        names = public_names(ROOT / f"mnist_{framework}" / "steps.py")
-        missing = [n for n in CORRESPONDING_STEPS if n not in names]
-        assert not missing, f"mnist_{framework}/steps.py no longer defines {missing}, which the other steps.py mirrors"
-        order = [n for n in names if n in CORRESPONDING_STEPS]
-        assert order == CORRESPONDING_STEPS, (
-            f"mnist_{framework}/steps.py defines the corresponding names in the order {order}, "
-            f"expected {CORRESPONDING_STEPS}"
+        names = public_names(ROOT / f"mnist_{framework}" / f"{module}.py")
+        missing = [n for n in corresponding if n not in names]
+        assert not missing, f"mnist_{framework}/{module}.py no longer defines {missing}, which the other mirrors"
+        order = [n for n in names if n in corresponding]
+        assert order == corresponding, (
+            f"mnist_{framework}/{module}.py defines the corresponding names in the order {order}, "
+            f"expected {corresponding}"
         )
+
+
+def test_the_mirrored_runtime_functions_take_the_same_parameters():
+    torch_params, jax_params = (parameters(ROOT / f"mnist_{f}" / "runtime.py") for f in ("torch", "jax"))
+    for name in CORRESPONDING_RUNTIME:
+        torch_side, jax_side = torch_params[name], jax_params[name]
+        assert torch_side == jax_side, f"{name} takes {torch_side} in mnist_torch/runtime.py, {jax_side} in mnist_jax's"
 
 
 def test_no_import_cycle_among_the_project_modules():

@@ -27,8 +27,7 @@ from safetensors.torch import save_file
 from mnist_common.cli import check_command_line
 from mnist_common.weights import WeightsError, read_weights
 from mnist_jax import compilation_cache
-from mnist_jax.steps import XlaFlagsError
-from mnist_jax.train import deterministic
+from mnist_jax.runtime import XlaFlagsError, deterministic
 from mnist_torch.data import MNIST_MEAN, MNIST_STD
 from mnist_torch.model import CNN
 

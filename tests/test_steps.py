@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from mnist_common.config import TrainConfig
+from mnist_jax import runtime as jax_runtime
 from mnist_jax import steps as jax_steps
 from mnist_jax import train as jax_train
 from mnist_jax.parallel import make_mesh
@@ -75,7 +76,9 @@ def test_an_xla_without_the_cpu_options_compiles_without_them_and_says_so(jax_mn
     """The CPU compiler options tune one XLA version; a version that no longer knows one must still train."""
     state = jax_steps.create_state(0, SMALL)
     batch = (jax_mnist.train.images[:32], jax_mnist.train.labels[:32])
-    compiled = jax_steps.compile_train(jax_steps.train_step.lower(state, batch), "cpu", {"xla_cpu_no_such_option": "1"})
+    compiled = jax_runtime.compile_train(
+        jax_steps.train_step.lower(state, batch), "cpu", {"xla_cpu_no_such_option": "1"}
+    )
     err = capsys.readouterr().err
     assert (
         "does not accept the compiler options ['xla_cpu_no_such_option']; compiling the training steps without them"
@@ -90,7 +93,7 @@ def test_the_cpu_options_are_accepted_by_this_xla_and_turn_its_ynnpack_fusions_o
     jaxlib 0.10.2), the trainer's holds none, and no note says an option was dropped."""
     state = jax_steps.create_state(0, SMALL)
     lowered = jax_steps.train_step.lower(state, (jax_mnist.train.images[:32], jax_mnist.train.labels[:32]))
-    shipped = jax_steps.compile_train(lowered, "cpu").as_text()
+    shipped = jax_runtime.compile_train(lowered, "cpu").as_text()
     assert "does not accept" not in capsys.readouterr().err
     assert "ynn_fusion" in lowered.compile().as_text()  # what the option exists to turn off
     assert "ynn_fusion" not in shipped

@@ -20,10 +20,12 @@ import torch
 from mnist_common.config import TrainConfig, stopped_at
 from mnist_common.weights import WEIGHTS_FILE
 from mnist_jax import checkpoint as jax_checkpoint
+from mnist_jax import runtime as jax_runtime
 from mnist_jax import steps as jax_steps
 from mnist_jax import train as jax_train
 from mnist_jax import weights as jax_weights
 from mnist_torch import checkpoint as torch_checkpoint
+from mnist_torch import runtime as torch_runtime
 from mnist_torch import steps as torch_steps
 from mnist_torch import train as torch_train
 from mnist_torch import weights as torch_weights
@@ -150,7 +152,7 @@ def test_torch_settings_during_the_run_and_restored_after(enabled):
         torch.is_deterministic_algorithms_warn_only_enabled(),
         torch.backends.cudnn.benchmark,
     )
-    with torch_steps.deterministic(enabled):
+    with torch_runtime.deterministic(enabled):
         assert torch.are_deterministic_algorithms_enabled() is enabled
         assert torch.backends.cudnn.benchmark is (not enabled)  # --nondeterministic: cuDNN autotuning
     assert (
@@ -163,7 +165,7 @@ def test_torch_settings_during_the_run_and_restored_after(enabled):
 @pytest.mark.parametrize("enabled", [True, False])
 def test_jax_adds_deterministic_gpu_ops_only_when_enabled(enabled, monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/nowhere")
-    with jax_steps.deterministic(enabled):
+    with jax_runtime.deterministic(enabled):
         expected = "--xla_dump_to=/nowhere --xla_gpu_deterministic_ops=true" if enabled else "--xla_dump_to=/nowhere"
         assert os.environ["XLA_FLAGS"] == expected
     assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/nowhere"

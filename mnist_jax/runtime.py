@@ -1,0 +1,187 @@
+"""Where the JAX trainer runs and how its compiler is set up: the machinery around the steps, apart from them.
+
+The device (`resolve_device`), XLA's deterministic GPU ops (`deterministic`), the compiler options of the
+training steps on the CPU (`compile_train`), and the start of JAX's backends with the XLA_FLAGS check
+(`start_backends`, `xla_flags_problem`), each failing in one line instead of XLA's fatal log. The persistent
+compilation cache is `mnist_jax.compilation_cache`.
+
+Mirrors `mnist_torch/runtime.py`: the names both define correspond, in the same order
+(tests/test_architecture.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from mnist_common.config import DeviceUnavailable
+
+
+def resolve_device(name: str) -> jax.Device:
+    """This process's first device of the kind asked for (in a several-process run, its own, not process 0's);
+    JAX's backends failing to start is `DeviceUnavailable` (`start_backends`)."""
+    start_backends()
+    if name == "auto":
+        return jax.local_devices()[0]  # JAX's default backend: the GPU when one is usable
+    if name == "cuda":
+        try:
+            return jax.local_devices(backend="gpu")[0]
+        except RuntimeError:
+            raise DeviceUnavailable(
+                "--device cuda was asked for, but JAX sees no CUDA GPU (install with `pip install -e .[cuda]`); "
+                "use --device cpu or auto"
+            ) from None
+    return jax.local_devices(backend="cpu")[0]
+
+
+@contextlib.contextmanager
+def deterministic(enabled: bool = True) -> Iterator[None]:
+    """Make two runs with the same flags compute the same bits: XLA's deterministic GPU ops.
+
+    XLA:CPU is deterministic already. XLA:GPU is not by default: autotuning picks kernels by timing
+    them, and some kernels accumulate with atomics, so two identical runs can end at different accuracies
+    without this and byte-identical with it (README, "Reproducibility"; see benchmarks/RESULTS.md,
+    "Design measurements").
+    XLA reads XLA_FLAGS when its backend starts, so this acts in a fresh process (the command line's
+    case) and not in one that has used JAX already. An XLA_FLAGS that names the option wins and is
+    left exactly as written. The previous XLA_FLAGS comes back afterwards.
+
+    An XLA_FLAGS that XLA would refuse (`xla_flags_problem`) is `XlaFlagsError`, naming the user's token,
+    whether or not the option would be added: appended to, it would fail in XLA with a misleading message.
+    An XLA_FLAGS naming a file of flags (XLA's other form) is left as written, since nothing can be appended
+    to a file name; a note on stderr says so unless the file names the option.
+
+    `enabled=False` (--nondeterministic) leaves XLA_FLAGS alone: XLA's default, autotuning and atomics
+    allowed, its fastest on a GPU; on the CPU nothing changes.
+    """
+    before = os.environ.get("XLA_FLAGS")
+    if before is not None and (problem := xla_flags_problem(before)) is not None:
+        raise XlaFlagsError(problem)
+    flag_file = Path(before.strip()) if before and before.strip() and not before.strip().startswith("-") else None
+    if enabled and flag_file is not None:
+        try:
+            named = "xla_gpu_deterministic_ops" in flag_file.read_text(errors="replace")
+        except OSError:  # unreadable: XLA will say so when it starts
+            named = False
+        if not named:
+            print(
+                f"note: XLA_FLAGS names the flag file {flag_file}, to which nothing can be added: GPU runs are "
+                f"deterministic only if it sets --xla_gpu_deterministic_ops=true",
+                file=sys.stderr,
+                flush=True,
+            )
+    elif enabled and "xla_gpu_deterministic_ops" not in (before or ""):
+        os.environ["XLA_FLAGS"] = f"{before or ''} --xla_gpu_deterministic_ops=true".strip()
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("XLA_FLAGS", None)
+        else:
+            os.environ["XLA_FLAGS"] = before
+
+
+#: Compiler options of the training steps on the CPU. jaxlib 0.10's XLA:CPU hands convolutions, dots
+#: and reductions to YNNPACK fusions by default; for this network's backward pass (conv1 has one input
+#: channel) they ran a training step slower than XLA's own Eigen kernels, with the same results (see
+#: benchmarks/RESULTS.md, "Design measurements"). The empty list turns those fusions off. Inference keeps
+#: them: there they were faster. Given to the CPU backend alone (`compile_train`): another backend, or an
+#: XLA that no longer knows the option, compiles without it.
+CPU_TRAIN_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def compile_train(
+    lowered: jax.stages.Lowered, platform: str, options: dict[str, Any] | None = None
+) -> jax.stages.Compiled:
+    """Compile a lowered training step for `platform` ("cpu", "gpu", ...) with that platform's options.
+
+    `options` defaults to CPU_TRAIN_COMPILER_OPTIONS on the CPU and none elsewhere. They tune one XLA
+    version's CPU backend; an XLA that does not know one of them must still train, so it compiles
+    without them and says so on stderr, instead of failing the run.
+    """
+    if options is None:
+        options = CPU_TRAIN_COMPILER_OPTIONS if platform == "cpu" else {}
+    if not options:
+        return lowered.compile()
+    try:
+        return lowered.compile(compiler_options=options)
+    except Exception as err:  # XLA's error type differs between versions; the message names the option
+        if not any(name in str(err) for name in options):
+            raise
+        print(
+            f"note: this XLA ({platform}, jaxlib {version('jaxlib')}) does not accept the compiler options "
+            f"{sorted(options)}; compiling the training steps without them",
+            file=sys.stderr,
+            flush=True,
+        )
+        return lowered.compile()
+
+
+def start_backends() -> None:
+    """Start JAX's backends, as the commands' first use of JAX does (`train`, `resolve_device`): a JAX_PLATFORMS
+    naming a platform this machine lacks (cuda without an NVIDIA GPU, tpu without libtpu, a misspelt name),
+    or a backend plugin that fails to start, is `DeviceUnavailable` with one line, not JAX's traceback."""
+    try:
+        jax.default_backend()
+    except (RuntimeError, AssertionError) as err:  # jaxlib 0.10 asserts when it skips every platform (cuda, no GPU)
+        raise DeviceUnavailable(_backend_failure(err)) from None
+
+
+def _backend_failure(err: BaseException) -> str:
+    """The error line for JAX's backends failing to start (`resolve_device`): what, why in JAX's words, and what
+    to set."""
+    reason = (str(err).strip().splitlines() or [""])[0].split(" (set JAX_PLATFORMS=")[0].split(" (you may need to")[0]
+    platforms = jax.config.jax_platforms
+    if platforms:
+        reason = reason or (
+            "no NVIDIA GPU is visible, so JAX skipped cuda"
+            if "cuda" in platforms or "gpu" in platforms
+            else "JAX started none of them"
+        )
+        return (
+            f"JAX_PLATFORMS={platforms} asks for a platform JAX cannot start on this machine ({reason}); expected "
+            f"platforms present here (cpu; cuda needs an NVIDIA GPU and `pip install -e .[cuda]`); unset "
+            f"JAX_PLATFORMS to let JAX choose, or set JAX_PLATFORMS=cpu"
+        )
+    return (
+        f"JAX could not start its backends ({reason or type(err).__name__}); set JAX_PLATFORMS=cpu to skip a "
+        f"failing accelerator plugin, or reinstall it"
+    )
+
+
+class XlaFlagsError(DeviceUnavailable):
+    """An XLA_FLAGS that XLA would refuse when its backend starts (with a fatal log line); the message names the
+    token."""
+
+
+def xla_flags_problem(value: str) -> str | None:
+    """What in an XLA_FLAGS value XLA would refuse, or None. XLA reads a value that does not start with ``-``
+    as the name of a file of flags, and takes any later word starting with ``-`` for a flag; one starting
+    with a single ``-`` it refuses. (A ``--`` flag XLA does not know is left to XLA, which names it.)"""
+    import shlex  # here: the one user of it
+
+    try:
+        words = shlex.split(value)
+    except ValueError:  # an unclosed quote: XLA splits on its own terms
+        words = value.split()
+    if not words:
+        return None
+    if not words[0].startswith("-") and not os.path.isfile(value.strip()):
+        return (
+            f"XLA_FLAGS holds {words[0]!r}, which is neither an XLA flag nor a flag file that exists (XLA would "
+            f"read the whole value as a file name); expected flags starting with --, such as "
+            f"--xla_gpu_deterministic_ops=true; correct or unset XLA_FLAGS"
+        )
+    if bad := next((w for w in words if w.startswith("-") and not w.startswith("--")), None):
+        return (
+            f"XLA_FLAGS holds {bad!r}, which XLA refuses: its flags start with two dashes; write "
+            f"it as -{bad}, or correct or unset XLA_FLAGS"
+        )
+    return None
