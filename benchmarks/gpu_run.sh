@@ -327,7 +327,9 @@ fi
 # What the README's "Reproducibility" says about the GPU; the pairs done are written as they finish.
 if [ -n "${chosen[repro]+x}" ]; then
   repro_opts=(--epochs 2 --train-size 6400)
-  [ "$dry_run" = 1 ] && repro_opts=(--epochs 1 --train-size 1280 --test-size 1000)
+  # The dry run compares one case, JAX's, twice: every case runs the same code with another command, and both
+  # trainers' fresh processes are held to their in-process runs' bytes by tests/test_cli.py (e2e).
+  [ "$dry_run" = 1 ] && repro_opts=(--epochs 1 --train-size 1280 --test-size 1000 --cases jax)
   echo "== reproducibility: each trainer twice, ${repro_opts[*]}"
   repro_left=$((deadline_of[repro] - $(date +%s))); [ "$repro_left" -ge 60 ] || repro_left=60
   bounded "$repro_left" "$PY" -m benchmarks.reproducibility "$out_dir/$name-repro.json" --device "$device" "${repro_opts[@]}" \

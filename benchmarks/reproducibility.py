@@ -1,10 +1,11 @@
 """Are two runs with the same flags the same run? Train twice, compare the bytes.
 
     python -m benchmarks.reproducibility OUT.json [--device cpu|cuda] [--epochs 2] [--train-size 6400]
-        [--test-size 10000]
+        [--test-size 10000] [--cases jax,torch_eager,...]
 
-runs every case below twice (each in its own out-dir, with JAX's persistent compilation cache off, so
-that the second run compiles afresh as a first run on another day would), and records per case whether
+runs every case below (or those --cases names) twice (each in its own out-dir, with JAX's persistent
+compilation cache off, so that the second run compiles afresh as a first run on another day would), and records
+per case whether
 ``weights.safetensors`` is byte-identical and whether ``metrics.json`` is identical apart from timings.
 The trainers set what determinism needs themselves (``deterministic`` in both train modules); the
 ``jax_nondeterministic`` case (GPU only) turns JAX's off again (``--xla_gpu_deterministic_ops=false``:
@@ -138,13 +139,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train-size", type=int, default=6400)
     parser.add_argument("--test-size", type=int, default=NUM_TEST)
+    parser.add_argument(
+        "--cases", help="comma-separated labels of the cases to run (default: all of the device's); the dry run's one"
+    )
     args = parser.parse_args(argv)
     problem = unwritable(args.out)
     if problem:  # before minutes of training, not after them
         parser.exit(2, f"error: {problem}\n")
+    chosen = cases(args.device)
+    if args.cases is not None:
+        asked = args.cases.split(",")
+        if unknown := [label for label in asked if label not in chosen]:
+            parser.error(f"argument --cases: {', '.join(unknown)} not among {args.device}'s cases {', '.join(chosen)}")
+        chosen = {label: chosen[label] for label in asked}
     results = {}
     with tempfile.TemporaryDirectory() as work:
-        for label, (command, env) in cases(args.device).items():
+        for label, (command, env) in chosen.items():
             results[label] = compare_twice(
                 command, env, Path(work) / label, args.device, args.epochs, args.train_size, args.test_size
             )

@@ -82,6 +82,7 @@ from mnist_jax.profiling import capture
 from mnist_jax.runtime import deterministic, resolve_device, start_backends
 from mnist_jax.steps import (
     IN_FLIGHT,
+    LINEN,
     Steps,
     TrainState,
     compile_steps,
@@ -90,7 +91,6 @@ from mnist_jax.steps import (
     evaluate,
     predict,
 )
-from mnist_jax.steps_nnx import make_route
 from mnist_jax.weights import export_weights
 
 
@@ -187,7 +187,12 @@ def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
         if not config.quiet:
             print(f"resumed from {config.out_dir} after epoch {len(records)}", flush=True)
     interrupts.now("during compilation")
-    route = make_route(config, device)
+    if config.api == "linen":
+        route = LINEN
+    else:  # Flax NNX's routes (--api nnx-*), loaded when asked for: flax.nnx adds a third of a second to every start
+        from mnist_jax.steps_nnx import make_route
+
+        route = make_route(config, device)
     steps, compile_seconds, lookups = compile_steps(
         state, train_split, test_split, config.batch_size, device, mesh, route
     )

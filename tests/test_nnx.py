@@ -258,7 +258,7 @@ def test_api_nnx_jit_is_linen_bit_for_bit_with_the_trainers_cpu_options(tmp_path
         env = {**os.environ, "XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=", "JAX_PLATFORMS": "cpu"}
         subprocess.run(
             [sys.executable, "-m", "mnist_jax.train", "--api", api, "--epochs", "1", "--train-size", "1280"]
-            + ["--out-dir", str(runs[api]), "--quiet"],
+            + ["--test-size", "1000", "--out-dir", str(runs[api]), "--quiet"],
             env=env,
             check=True,
             capture_output=True,

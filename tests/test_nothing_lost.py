@@ -277,6 +277,18 @@ def test_reproducibility_says_a_file_where_a_folder_should_be_is_a_file(tmp_path
     assert problem.startswith(f"{tmp_path / 'file'} is a file, not a folder"), problem
 
 
+def test_reproducibility_refuses_a_case_the_device_lacks_before_training(tmp_path, capsys):
+    from benchmarks.reproducibility import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "repro.json"), "--cases", "jax,torch_cudagraph"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and err[-1].endswith(
+        "argument --cases: torch_cudagraph not among cpu's cases jax, torch_eager"
+    ), err
+    assert not (tmp_path / "repro.json").exists()
+
+
 # --- D. the clone stays clean --------------------------------------------------------------------------
 
 
