@@ -165,10 +165,11 @@ def _torch_process(variant: str, device: str, steps: int) -> dict[str, Any]:
     import torch
     from torch._dynamo.utils import counters
 
+    from mnist_common.batches import batch_order
     from mnist_common.config import TrainConfig
     from mnist_torch import steps as torch_steps
     from mnist_torch import train as torch_train
-    from mnist_torch.data import batch_order, load_mnist
+    from mnist_torch.data import load_mnist
     from mnist_torch.steps import CapturedStep
 
     # runners.precision("float32"): full float32 matmuls and convolutions (no TF32 on an NVIDIA GPU), as JAX below.
@@ -239,11 +240,12 @@ def _jax_process(device: str, steps: int) -> dict[str, Any]:
     jax.config.update(
         "jax_default_matmul_precision", "float32"
     )  # runners.precision("float32"): no TF32, as PyTorch above
+    from mnist_common.batches import batch_order
     from mnist_common.config import TrainConfig
     from mnist_jax import runtime as jax_runtime
     from mnist_jax import steps as jax_steps
     from mnist_jax.compilation_cache import count_cache_lookups, use_compilation_cache
-    from mnist_jax.data import batch_order, load_mnist
+    from mnist_jax.data import load_mnist
 
     cache_dir = use_compilation_cache()  # JAX_COMPILATION_CACHE_DIR, and every compilation cached
     dev = jax.devices("gpu" if device == "cuda" else "cpu")[0]

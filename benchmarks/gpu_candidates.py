@@ -235,9 +235,10 @@ def worker(name: str, device_kind: str, epochs: int, train_size: int, batch_size
     import jax
     import numpy as np
 
+    from mnist_common.batches import batch_order
     from mnist_jax import runtime as jax_runtime
     from mnist_jax.compilation_cache import count_cache_lookups, use_compilation_cache
-    from mnist_jax.data import batch_order, load_mnist
+    from mnist_jax.data import load_mnist
 
     candidate = CANDIDATES[name]
     cache_dir = use_compilation_cache()

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from flax import nnx
 
+from mnist_common.batches import batch_order
 from mnist_common.config import TrainConfig
 from mnist_jax import runtime as jax_runtime
 from mnist_jax import steps as jax_steps
@@ -27,7 +28,7 @@ from mnist_jax.data import MNISTData as JaxMNISTData
 from mnist_jax.data import Split as JaxSplit
 from mnist_torch import steps as torch_steps
 from mnist_torch import train as torch_train
-from mnist_torch.data import MNISTData, batch_order
+from mnist_torch.data import MNISTData
 from mnist_torch.steps import CapturedStep
 
 #: torch_compile_step: the trainer's `--mode compile-step` (the whole step as one torch.compile(fullgraph=True) graph);

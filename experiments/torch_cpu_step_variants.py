@@ -41,9 +41,10 @@ from torch.nn import functional as F
 from benchmarks.conditions import LoadMeter, load_warning
 from benchmarks.conftest import environment
 from benchmarks.stats import interleaved_schedule, paired_speed_ratio, rate_summary
+from mnist_common.batches import batch_order
 from mnist_common.config import TrainConfig
 from mnist_torch import steps
-from mnist_torch.data import batch_order, load_mnist
+from mnist_torch.data import load_mnist
 from mnist_torch.model import CNN, Conv1AsMatmul
 from mnist_torch.parallel import World
 

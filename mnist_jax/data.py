@@ -3,7 +3,7 @@
 Not a second loader: this converts the very tensors that torchvision loaded and
 `mnist_torch.data` verified and normalized. The only change is the layout, NCHW ->
 NHWC (XLA's and Flax's convention for convolutions), and int32 labels (JAX's default
-integer width). The batch order comes from the same `batch_indices`.
+integer width). The batch order is both trainers' own: `mnist_common.batches`.
 """
 
 from __future__ import annotations
@@ -15,14 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mnist_torch import data as torch_data
-from mnist_torch.data import (  # noqa: F401  (re-exported: one batch order for both frameworks)
-    DEFAULT_DATA_DIR,
-    DataError,
-    batch_indices,
-    batch_order,
-    epoch_permutation,
-    num_batches,
-)
+from mnist_torch.data import DEFAULT_DATA_DIR, DataError  # noqa: F401  (re-exported: one data path for both)
 
 
 class Split(NamedTuple):

@@ -8,7 +8,7 @@ itself; nothing here sums a gradient. Several processes (``--num-processes``) fi
 `jax.distributed.initialize`; `jax.devices()` then lists every process's devices, the same mesh spans
 them, and each process computes on its own. On the CPU their collectives go through gloo.
 
-The global batch and its order are those of the one-device run (`mnist_torch.data.batch_order`), so a
+The global batch and its order are those of the one-device run (`mnist_common.batches.batch_order`), so a
 run on N devices takes the same SGD steps, apart from the order in which float32 sums are added.
 """
 

@@ -27,9 +27,10 @@ import optax
 from flax.training.train_state import TrainState
 from jax.sharding import Mesh
 
+from mnist_common.batches import num_batches
 from mnist_common.config import EVAL_BATCH_SIZE, TrainConfig
 from mnist_jax.compilation_cache import count_cache_lookups
-from mnist_jax.data import Split, num_batches
+from mnist_jax.data import Split
 from mnist_jax.model import CNN
 from mnist_jax.parallel import batch_sharded, place
 from mnist_jax.runtime import compile_train
@@ -49,7 +50,7 @@ def create_state(seed: int, config: TrainConfig, device: jax.Device | None = Non
     The state is a pytree: params, optimizer state and step count, with the model's `apply` (in the
     training compute dtype) as static metadata. It carries no RNG key
     because nothing after initialization is random (no dropout); the batch order comes
-    from the seed through `batch_indices`, shared with the PyTorch trainer. The model computes conv1 in the
+    from the seed through `mnist_common.batches`, shared with the PyTorch trainer. The model computes conv1 in the
     device's form (`conv1_as_matmul_on`). The Flax NNX routes start from this very state (`mnist_jax.steps_nnx`).
     """
     model = CNN(dtype=COMPUTE_DTYPES[config.precision], conv1_as_matmul=conv1_as_matmul_on(device))

@@ -47,6 +47,7 @@ import optax
 from jax.sharding import Mesh
 
 from mnist_common import interrupts
+from mnist_common.batches import batch_order, num_batches
 from mnist_common.checkpoint import records_to_json
 from mnist_common.config import (
     TrainConfig,
@@ -66,7 +67,7 @@ from mnist_common.tensorboard import TrainingLog
 from mnist_common.weights import WEIGHTS_FILE
 from mnist_jax.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from mnist_jax.compilation_cache import describe_lookups, use_compilation_cache
-from mnist_jax.data import Split, batch_order, load_mnist, num_batches
+from mnist_jax.data import Split, load_mnist
 from mnist_jax.parallel import (
     describe,
     describe_device,

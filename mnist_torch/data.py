@@ -1,8 +1,8 @@
 """Real MNIST, loaded once through torchvision and shared by both frameworks.
 
 This module is the project's single data path: `mnist_jax.data` converts the very
-tensors returned here instead of reading the files a second time, and both trainers
-draw their batch order from `epoch_permutation`. The four original IDX files ship in
+tensors returned here instead of reading the files a second time; both trainers draw
+their batch order from `mnist_common.batches`. The four original IDX files ship in
 the repository gzipped (``data/MNIST/raw/*.gz``); they are verified against the
 published SHA-256 digests on every load, so a model is never trained on partial or
 altered data, and nothing is ever downloaded.
@@ -21,12 +21,10 @@ import gzip
 import hashlib
 import os
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from torchvision.datasets import MNIST
 
@@ -199,33 +197,3 @@ def load_mnist(data_dir: Path | str = DEFAULT_DATA_DIR) -> MNISTData:
     """Verified, normalized MNIST: 60 000 training and 10 000 test images."""
     root = ensure_verified(data_dir).parent.parent  # data_dir, or the folder its files were extracted into
     return MNISTData(train=load_split(root, train=True), test=load_split(root, train=False))
-
-
-def epoch_permutation(seed: int, epoch: int, num_examples: int = NUM_TRAIN) -> np.ndarray:
-    """The training order of one epoch, a function of (seed, epoch) alone.
-
-    Drawn with NumPy rather than either framework's generator so that the torch and
-    JAX trainers, on any device, visit exactly the same batches in the same order.
-    """
-    return np.random.default_rng([seed, epoch]).permutation(num_examples)
-
-
-def batch_indices(seed: int, epoch: int, num_examples: int, batch_size: int) -> Iterator[np.ndarray]:
-    """Index arrays of the epoch's full batches; the incomplete last batch is dropped.
-
-    Dropping it keeps every step the same shape (one compiled XLA program, equal work
-    per step in both frameworks); the dropped images differ from epoch to epoch.
-    """
-    order = epoch_permutation(seed, epoch, num_examples)
-    for start in range(0, num_examples - batch_size + 1, batch_size):
-        yield order[start : start + batch_size]
-
-
-def batch_order(seed: int, epoch: int, num_examples: int, batch_size: int) -> np.ndarray:
-    """The epoch's batches as one (steps, batch) index array, `batch_indices` stacked: the form the
-    trainers send to the device once per epoch, so each step gathers its batch there."""
-    return np.stack(list(batch_indices(seed, epoch, num_examples, batch_size)))
-
-
-def num_batches(num_examples: int, batch_size: int) -> int:
-    return num_examples // batch_size

@@ -8,7 +8,7 @@ the environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT); each j
 the gradients during the backward pass, so every rank applies the same SGD update to its own copy of
 the model. Nothing here sums a gradient.
 
-The global batch and its order are those of the one-process run (`mnist_torch.data.batch_order`): rank
+The global batch and its order are those of the one-process run (`mnist_common.batches.batch_order`): rank
 r of N trains on columns [r*B/N, (r+1)*B/N) of every batch. The mean of the ranks' mean gradients over
 equal slices is the gradient of the mean over the whole batch, so a run on N processes takes the same
 SGD steps, apart from the order in which float32 sums are added.

@@ -36,6 +36,7 @@ import torch
 import torchvision
 
 from mnist_common import interrupts
+from mnist_common.batches import batch_order, num_batches
 from mnist_common.checkpoint import records_to_json
 from mnist_common.config import (
     DeviceUnavailable,
@@ -56,7 +57,7 @@ from mnist_common.report import EpochRecord, format_epoch, of_test_set, write_me
 from mnist_common.tensorboard import TrainingLog
 from mnist_common.weights import WEIGHTS_FILE
 from mnist_torch.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
-from mnist_torch.data import Split, batch_order, load_mnist, num_batches
+from mnist_torch.data import Split, load_mnist
 from mnist_torch.model import CNN
 from mnist_torch.parallel import (
     World,

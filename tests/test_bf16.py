@@ -19,6 +19,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from mnist_common.batches import batch_indices
 from mnist_common.config import TrainConfig
 from mnist_common.weights import WEIGHTS_FILE
 from mnist_jax import steps as jax_steps
@@ -26,7 +27,6 @@ from mnist_jax import train as jax_train
 from mnist_jax.model import CNN as JaxCNN
 from mnist_jax.port import params_from_torch
 from mnist_torch import train as torch_train
-from mnist_torch.data import batch_indices
 from mnist_torch.weights import load_weights
 from tests.numerics import relative_error
 

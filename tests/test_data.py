@@ -11,15 +11,14 @@ import numpy as np
 import pytest
 import torch
 
+from mnist_common.batches import batch_indices, epoch_permutation
 from mnist_torch.data import (
     DEFAULT_DATA_DIR,
     IDX_FILES,
     MNIST_MEAN,
     MNIST_STD,
     DataError,
-    batch_indices,
     ensure_verified,
-    epoch_permutation,
     load_mnist,
     raw_dir,
 )

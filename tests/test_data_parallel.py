@@ -285,7 +285,7 @@ def test_a_global_batch_must_split_evenly():
 
 
 def test_local_columns_split_every_batch_among_the_ranks():
-    from mnist_torch.data import batch_order
+    from mnist_common.batches import batch_order
     from mnist_torch.parallel import World, local_columns
 
     order = batch_order(0, 1, 1280, 128)

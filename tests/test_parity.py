@@ -15,12 +15,12 @@ import torch
 from flax.training.train_state import TrainState
 from torch.nn import functional as F
 
+from mnist_common.batches import batch_indices
 from mnist_common.config import TrainConfig
 from mnist_jax import steps as jax_steps
 from mnist_jax.model import CNN as JaxCNN
 from mnist_jax.port import params_from_torch, params_to_torch
 from mnist_torch import steps as torch_steps
-from mnist_torch.data import batch_indices
 from mnist_torch.model import CNN as TorchCNN
 from tests.numerics import relative_error
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from mnist_common.batches import batch_order
 from mnist_common.config import TrainConfig
 from mnist_jax import runtime as jax_runtime
 from mnist_jax import steps as jax_steps
@@ -17,7 +18,6 @@ from mnist_jax import train as jax_train
 from mnist_jax.parallel import make_mesh
 from mnist_torch import steps as torch_steps_module
 from mnist_torch import train as torch_train
-from mnist_torch.data import batch_order
 from mnist_torch.steps import warm_up
 from tests.numerics import relative_error
 
