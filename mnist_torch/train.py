@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import sys
 import time
 from collections.abc import Sequence
@@ -36,26 +37,21 @@ import torch
 import torchvision
 
 from mnist_common import interrupts
-from mnist_common.batches import batch_order, num_batches
-from mnist_common.checkpoint import records_to_json
+from mnist_common.batches import batch_order
 from mnist_common.config import (
     DeviceUnavailable,
     DistributedError,
     TrainConfig,
     parse_config,
     per_device_batch,
-    stopped_at,
 )
-from mnist_common.divergence import Diverged, check_epoch, kept, records_divergence
 from mnist_common.errors import ProjectError
-from mnist_common.files import check_held, first_line, out_dir_lock, write_failure
-from mnist_common.outdir import claim, record_earlier, replace_earlier
-from mnist_common.plots import write_plots
+from mnist_common.files import first_line, out_dir_lock, write_failure
+from mnist_common.outdir import claim, record_earlier
 from mnist_common.profiling import StepWindow
 from mnist_common.progress import EpochProgress, progress_enabled
-from mnist_common.report import EpochRecord, format_epoch, of_test_set, write_metrics
-from mnist_common.tensorboard import TrainingLog
-from mnist_common.weights import WEIGHTS_FILE
+from mnist_common.report import EpochRecord
+from mnist_common.run import Run
 from mnist_torch.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from mnist_torch.data import Split, load_mnist
 from mnist_torch.model import CNN
@@ -190,109 +186,27 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
     state, steps, compile_seconds = compile_steps(state, train_split, config, world)
     if not config.quiet and compile_seconds is not None:
         print(f"{PREPARED[config.mode]} in {compile_seconds:.2f}s", flush=True)
-    images_per_epoch = num_batches(config.train_size, config.batch_size) * config.batch_size
     versions = {"torch": torch.__version__, "torchvision": torchvision.__version__}
-
-    def metrics_file(diverged: dict | None = None, stopped: int | None = None) -> Path | None:
-        return (
-            write_metrics(
-                "torch",
-                config,
-                records,
-                str(device),
-                versions,
-                compile_seconds,
-                diverged=diverged,
-                parallel=describe(world),
-                stopped_at_accuracy=stopped,
-            )
-            if writer
-            else None
-        )
-
-    first_epoch = len(records) + 1  # --profile captures steps of this epoch; --tensorboard continues after the last
-    log = (
-        TrainingLog(
-            config.tensorboard,
-            "torch",
-            config.to_json(),
-            num_batches(config.train_size, config.batch_size),
-            len(records),
-        )
-        if writer and config.tensorboard is not None
-        else contextlib.nullcontext()
-    )
-    with log:
-        for epoch in range(len(records) + 1, config.epochs + 1):
-            if stopped_at(config, [r.test_accuracy for r in records]) is not None:
-                # --stop-at-accuracy reached, by this run or by the one it resumes: every rank decides alike
-                break
-            interrupts.now(f"during epoch {epoch}/{config.epochs}")
+    parallel = describe(world)
+    with Run(config, "torch", writer, earlier, records, str(device), versions, compile_seconds, parallel) as run:
+        for epoch in run.epochs():
             start = time.perf_counter()
-            profile = config.profile if writer and epoch == first_epoch else None
-            state, losses = train_epoch(state, train_split, config, epoch, steps, world, profile)
+            state, losses = train_epoch(state, train_split, config, epoch, steps, world, run.profile(epoch))
             seconds = time.perf_counter() - start
-            try:
-                check_epoch(
-                    epoch,
-                    losses,
-                    params_finite(state.model),
-                    config.lr,
-                    kept(
-                        config.out_dir,
-                        records[-1].epoch if records else None,
-                        records_divergence(config.out_dir, earlier),
-                    ),
-                )
-            except (
-                Diverged
-            ) as err:  # nothing of this epoch is saved; metrics.json says where it stopped, unless not ours
-                if writer and records_divergence(config.out_dir, earlier):
-                    metrics_file(err.record())
-                raise
+            run.check(epoch, losses, params_finite(state.model))
             test_loss, test_accuracy = evaluate(state.model, test_split)
-            records.append(
-                EpochRecord(epoch, float(losses.mean()), test_loss, test_accuracy, seconds, images_per_epoch / seconds)
-            )
-            if isinstance(log, TrainingLog):
-                log.epoch(records[-1], losses.tolist())
-            if writer:
-                check_held(config.out_dir)  # its folder or lock removed: stop rather than write into a recreated one
-                interrupts.now("while writing the checkpoint")
-                # --overwrite: the earlier run goes at the first save
-                earlier = replace_earlier(config.out_dir, earlier)
-                with interrupts.deferred():  # a checkpoint begun is finished; then the interrupt acts
-                    path = save_checkpoint(config.out_dir, state, records, config)
-                    interrupts.kept(f"the checkpoint after epoch {epoch} in {path}")
-            if not config.quiet:
-                print(format_epoch(records[-1], config.epochs), flush=True)
-    stopped = stopped_at(config, [r.test_accuracy for r in records])
-    interrupts.now("after the last epoch, while writing metrics.json, the weights and the plots")
-
-    if writer:
-        path = metrics_file(stopped=stopped)
-        export_weights(state.model, config.out_dir / WEIGHTS_FILE)
-        predictions = predict(state.model, test_split.images).argmax(axis=1)
-        plots = write_plots(
-            config.out_dir,
-            "torch",
-            records_to_json(records),
-            test_host.images.numpy(),
-            test_host.labels.numpy(),
-            predictions,
-        )
-        written = ", ".join(p.name for p in plots)
-        early = (
-            ""
-            if stopped is None
-            else f", stopped after epoch {stopped} of {config.epochs} at >= {100 * config.stop_at_accuracy:.2f}%"
-        )
-        print(
-            f"test accuracy {100 * records[-1].test_accuracy:.2f}%{of_test_set(config)} on "
-            f"{describe_device(device, world)}{early}; "
-            f"wrote {path}, {WEIGHTS_FILE}, checkpoint, {written}"
-        )
-    return records
+            save = functools.partial(save_checkpoint, config.out_dir, state, run.records, config)
+            run.end_epoch(epoch, losses, test_loss, test_accuracy, seconds, save)
+    run.finishing()
+    predictions = predict(state.model, test_split.images).argmax(axis=1)  # every rank's model is the same
+    run.finish(
+        functools.partial(export_weights, state.model),
+        test_host.images.numpy(),
+        test_host.labels.numpy(),
+        predictions,
+        describe_device(device, world),
+    )
+    return run.records
 
 
 def main(argv: Sequence[str] | None = None, checked: TrainConfig | None = None) -> None:
