@@ -112,6 +112,21 @@ def timed_blocks(
     return timed
 
 
+def mean_interval(values: Sequence[float]) -> dict[str, float | int | None]:
+    """The mean of `values` and its 95% Student-t interval (low and high None for fewer than two values): for
+    a figure over seeds, each seed one independent draw (the accuracy after an epoch, a time to it)."""
+    from scipy import stats as scipy_stats  # jax's own dependency; here only, the suite's one use of it
+
+    data = [float(v) for v in values]
+    if not data:
+        return {"mean": None, "low": None, "high": None, "n": 0}
+    mean = sum(data) / len(data)
+    if len(data) < 2:
+        return {"mean": mean, "low": None, "high": None, "n": 1}
+    half = scipy_stats.t.ppf((1 + CONFIDENCE) / 2, len(data) - 1) * float(np.std(data, ddof=1)) / math.sqrt(len(data))
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(data)}
+
+
 def mean_and_spread(values: Sequence[float]) -> dict[str, float | int | None]:
     """Mean, sample standard deviation (None for one value), min and max: for accuracies and times over seeds."""
     data = [float(v) for v in values]

@@ -193,3 +193,15 @@ def test_bench_trainers_picks_the_named_trainers_in_their_order():
     assert chosen_trainers(_Options(" jax_nnx_jit,jax ")) == ["jax", "jax_nnx_jit"]
     with pytest.raises(pytest.fail.Exception, match=r"--bench-trainers names nope, not among the trainers jax, "):
         chosen_trainers(_Options("jax,nope"))
+
+
+def test_mean_interval_is_students_t_over_the_values():
+    from benchmarks.stats import mean_interval
+
+    summary = mean_interval([1.0, 2.0, 3.0])  # sd 1, t(0.975, 2 degrees of freedom) = 4.3027
+    assert summary["mean"] == 2.0 and summary["n"] == 3
+    assert summary["low"] == pytest.approx(2.0 - 4.302653 / 3**0.5) and summary["high"] == pytest.approx(
+        2.0 + 4.302653 / 3**0.5
+    )
+    assert mean_interval([5.0]) == {"mean": 5.0, "low": None, "high": None, "n": 1}
+    assert mean_interval([]) == {"mean": None, "low": None, "high": None, "n": 0}
