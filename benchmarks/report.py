@@ -521,7 +521,6 @@ def headline_table(rows: list[dict], device: str) -> str:
         ),
         *to_accuracy,
         row("seconds per epoch: mean (min-max)", lambda n, t, s: spread(accuracy[t]["seconds_per_epoch"], ".1f")),
-        row("training step, images/s at batch 128 [95% interval] (paired speed vs eager)", speed),
         row(
             "the trainer's one-off compilation in these runs, s: mean (min-max)",
             lambda n, t, s: (
@@ -530,10 +529,17 @@ def headline_table(rows: list[dict], device: str) -> str:
                 else spread(accuracy[t]["compile_seconds"], ".1f")
             ),
         ),
-        row(
-            "compiling one training step (`torch.compile`, `jax.jit`), fresh processes: empty / warm caches", compiling
-        ),
     ]
+    # A run of the accuracy benchmark alone (`-k accuracy`) measured no step and no cold start: no row says "not run".
+    if steps:
+        lines.insert(-1, row("training step, images/s at batch 128 [95% interval] (paired speed vs eager)", speed))
+    if steps or cold:
+        lines.append(
+            row(
+                "compiling one training step (`torch.compile`, `jax.jit`), fresh processes: empty / warm caches",
+                compiling,
+            )
+        )
     return "\n".join(lines)
 
 
@@ -779,12 +785,16 @@ def headline_settings(rows: list[dict], when: str) -> str:
         if accuracy and all("epoch_accuracy" in x for x in accuracy)
         else "seed 0 for all 10 epochs and the other seeds until their first epoch at >= 99%"
     )
+    step = (
+        f" The training-step row: {threads}, float32, {r.get('settings', 'autotuning and determinism not recorded')}; "
+        "paired, interleaved rounds with a 95% interval on every figure and ratio."
+        if any(x["mode"] == "train" for x in rows)
+        else f" {threads[0].upper()}{threads[1:]}."
+    )
     return (
         f"{environment_line(rows, when, verify=False)} Measured by the benchmark suite (`benchmarks/`). "
         "The accuracy rows: each trainer as a user runs it, in its own process, with its shipped settings "
-        f"(deterministic, float32), {seeds}. The training-step "
-        f"row: {threads}, float32, {r.get('settings', 'autotuning and determinism not recorded')}; paired, "
-        "interleaved rounds with a 95% interval on every figure and ratio."
+        f"(deterministic, float32), {seeds}.{step}"
     )
 
 
