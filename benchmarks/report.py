@@ -543,6 +543,79 @@ def headline_table(rows: list[dict], device: str) -> str:
     return "\n".join(lines)
 
 
+#: The training step's two headline comparisons (float32), per device, as (label, variant) columns: each framework
+#: as a user writes it first (the model through torch.compile; one step through jax.jit), and each at its fastest
+#: (PyTorch's fastest trainer mode, the JAX trainer as shipped). The last column is JAX's, judged against the middle.
+AS_WRITTEN = [
+    ("PyTorch eager", BASELINE),
+    ("PyTorch, the model through `torch.compile`", "torch_compile"),
+    ("JAX, one step through `jax.jit`", "jax_jit"),
+]
+AT_BEST = {
+    "cpu": [
+        ("PyTorch eager", BASELINE),
+        ("PyTorch `--mode compile-step`", TORCH_BEST["cpu"]),
+        ("JAX as shipped", JAX_TRAINER_PATH["cpu"]),
+    ],
+    "cuda": [
+        ("PyTorch eager", BASELINE),
+        ("PyTorch `--mode cuda-graphs`", TORCH_BEST["cuda"]),
+        ("JAX as shipped", JAX_TRAINER_PATH["cuda"]),
+    ],
+}
+
+
+def speed_headlines(rows: list[dict], device: str) -> list[str]:
+    """The README's two tables of the training step on `device`, float32: as written and each at its best, with
+    images/s, the paired speed against eager and JAX's paired speed against the PyTorch column beside it, at
+    every batch size measured; none without training-step rows."""
+    steps = {
+        (r["variant"], r["batch_size"]): r
+        for r in rows
+        if r["mode"] == "train" and r["device"] == device and r["precision"] == "float32" and "images_per_s" in r
+    }
+    batches = sorted({b for _, b in steps})
+    tables = []
+    for title, columns in (("as written", AS_WRITTEN), ("each at its best", AT_BEST[device])):
+        if not any((variant, b) in steps for _, variant in columns for b in batches):
+            continue
+        lines = [
+            f"| training step, {device}, float32, {title} | " + " | ".join(label for label, _ in columns) + " |",
+            "|---|" + "---:|" * len(columns),
+        ]
+        (_, torch_variant), (_, jax_variant) = columns[1], columns[2]
+        for b in batches:
+
+            def rate(variant: str, b: int = b) -> str:
+                r = steps.get((variant, b))
+                return (
+                    "not run"
+                    if r is None
+                    else with_interval(r["images_per_s"], r.get("images_per_s_low"), r.get("images_per_s_high"))
+                )
+
+            def against(variant: str, other: str, b: int = b) -> str:
+                fast, slow = steps.get((variant, b)), steps.get((other, b))
+                return "n/a" if fast is None or slow is None else ratio_text(speed_ratio(fast, slow))
+
+            lines += [
+                f"| images/s at batch {b} [95% interval] | " + " | ".join(rate(v) for _, v in columns) + " |",
+                f"| paired speed vs PyTorch eager, batch {b} | "
+                + " | ".join(against(v, BASELINE) for _, v in columns)
+                + " |",
+                f"| JAX's paired speed vs the PyTorch column beside it, batch {b} | | | "
+                f"{against(jax_variant, torch_variant)} |",
+            ]
+        tables.append("\n".join(lines))
+    return tables
+
+
+def headline_tables(rows: list[dict]) -> list[str]:
+    """Every device's headline tables: time to accuracy (with accuracy runs), then the training step's two."""
+    devices = sorted({r["device"] for r in rows} & set(HEADLINE))
+    return [t for device in devices for t in (headline_table(rows, device), *speed_headlines(rows, device)) if t]
+
+
 def cold_start_table(rows: list[dict]) -> str:
     runs = [r for r in rows if r["mode"] == "cold_start" and r.get("cold_compile_s")]
     if not runs:
@@ -745,7 +818,10 @@ def bar_chart(rows: list[dict], path: Path, title: str) -> None:
 def build(documents: list[dict], source: str, verify: bool = True) -> tuple[dict, list[dict], str]:
     data = merge(documents)
     rows, when = rows_of(data, source)
-    headlines = [headline_table(rows, device) for device in sorted({r["device"] for r in rows} & set(HEADLINE))]
+    devices = sorted({r["device"] for r in rows} & set(HEADLINE))
+    headlines = [
+        table for device in devices for table in (headline_table(rows, device), *speed_headlines(rows, device))
+    ]
     sections = [
         environment_line(rows, when, verify),
         *headlines,
@@ -786,16 +862,19 @@ def headline_settings(rows: list[dict], when: str) -> str:
         else "seed 0 for all 10 epochs and the other seeds until their first epoch at >= 99%"
     )
     step = (
-        f" The training-step row: {threads}, float32, {r.get('settings', 'autotuning and determinism not recorded')}; "
+        f" The training-step rows: {threads}, float32, {r.get('settings', 'autotuning and determinism not recorded')}; "
         "paired, interleaved rounds with a 95% interval on every figure and ratio."
         if any(x["mode"] == "train" for x in rows)
         else f" {threads[0].upper()}{threads[1:]}."
     )
-    return (
-        f"{environment_line(rows, when, verify=False)} Measured by the benchmark suite (`benchmarks/`). "
-        "The accuracy rows: each trainer as a user runs it, in its own process, with its shipped settings "
-        f"(deterministic, float32), {seeds}.{step}"
+    accuracy_rows = (
+        " The accuracy rows: each trainer as a user runs it, in its own process, with its shipped settings "
+        f"(deterministic, float32), {seeds}."
+        if accuracy
+        else ""
     )
+    suite = "Measured by the benchmark suite (`benchmarks/`)."
+    return f"{environment_line(rows, when, verify=False)} {suite}{accuracy_rows}{step}"
 
 
 def generated_block(kind: str, name: str, root: Path) -> str:
@@ -806,10 +885,10 @@ def generated_block(kind: str, name: str, root: Path) -> str:
     data, rows, markdown = build([read_json(path)], str(RESULTS_DIR / path.name), verify=False)
     if kind == "report":
         return markdown
-    tables = [headline_table(rows, device) for device in sorted({r["device"] for r in rows} & set(HEADLINE))]
+    tables = headline_tables(rows)
     if not any(tables):
         raise ReportError(
-            f"{RESULTS_DIR / path.name} holds no accuracy runs, so it has no headline table; "
+            f"{RESULTS_DIR / path.name} holds no accuracy runs and no training steps, so it has no headline table; "
             f"use a report:{name} block for it"
         )
     return "\n\n".join([*filter(None, tables), headline_settings(rows, data.get("datetime", ""))]) + "\n"

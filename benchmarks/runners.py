@@ -26,6 +26,7 @@ from mnist_jax import steps as jax_steps
 from mnist_jax import steps_nnx
 from mnist_jax.data import MNISTData as JaxMNISTData
 from mnist_jax.data import Split as JaxSplit
+from mnist_jax.parallel import make_mesh, place, replicated
 from mnist_torch import steps as torch_steps
 from mnist_torch import train as torch_train
 from mnist_torch.data import MNISTData
@@ -34,7 +35,8 @@ from mnist_torch.steps import CapturedStep
 #: torch_compile_step: the trainer's `--mode compile-step` (the whole step as one torch.compile(fullgraph=True) graph);
 #: torch_cudagraph: the whole step replayed as a CUDA graph (`--mode cuda-graphs`, GPU only);
 #: jax_scan_unrolled: the CPU trainer's path, FUSED_STEPS unrolled steps per call; jax_epoch: the GPU
-#: trainer's path, a rolled scan over the round's batches gathered on the device from the resident set.
+#: trainer's path, a rolled scan over the batches gathered on the device from the resident set. On its own
+#: platform each is the trainer's own compiled `Steps` (`jax_trainer_round`), on the other one built by hand.
 #: jax_nnx_*: the same step written in Flax NNX (`mnist_jax.steps_nnx`), one call per step: jax_nnx_jit, `nnx.jit`
 #: over the module and its optimizer (Flax's example); jax_nnx_tree, the same in NNX's tree mode (`graph=False`);
 #: jax_nnx_split, `nnx.split` once and `jax.jit` over the state; jax_nnx_leaves, the same over the state's list
@@ -61,8 +63,10 @@ TRAIN_VARIANTS = (
 NNX_VARIANTS = ("jax_nnx_jit", "jax_nnx_tree", "jax_nnx_split", "jax_nnx_leaves", "jax_nnx_fused")
 MEMORY_TRAIN_VARIANTS = tuple(v for v in TRAIN_VARIANTS if v not in NNX_VARIANTS)
 EVAL_VARIANTS = ("torch_eager", "jax_jit", "torch_compile")
-#: Images per timed round. CPU training: 16 steps at batch 128, 2 at batch 1024. A GPU runs a step in
-#: well under a millisecond, so its rounds are 8x longer, to keep timer and launch noise small.
+#: Images per timed round. CPU training: 16 steps at batch 128, and at least FUSED_STEPS steps at any batch
+#: size (`images_per_round`). A GPU runs a step in well under a millisecond, so its rounds are 8x longer, to keep
+#: timer and launch noise small; the JAX trainer's path there runs a whole epoch per call, so its round is one
+#: epoch (`jax_trainer_round`).
 TRAIN_IMAGES_PER_ROUND = {"cpu": 2048, "cuda": 16384}
 EVAL_IMAGES_PER_ROUND = {"cpu": 8192, "cuda": 32768}
 
@@ -142,10 +146,16 @@ def jax_device(device: str) -> jax.Device:
 
 
 def images_per_round(mode: str, device: str, batch_size: int, smoke: bool) -> int:
-    """The same for every variant at one batch size and device; two steps' worth in smoke mode."""
+    """The same for every variant at one batch size and device; two steps' worth in smoke mode. CPU training
+    rounds hold at least FUSED_STEPS steps: the JAX trainer fuses that many per call, and a shorter round
+    would time only the one-step calls it makes for an epoch's last few batches."""
     if smoke:
         return 2 * batch_size
-    return (EVAL_IMAGES_PER_ROUND if mode == "eval" else TRAIN_IMAGES_PER_ROUND)[device]
+    if mode == "eval":
+        return EVAL_IMAGES_PER_ROUND[device]
+    if device == "cpu":
+        return max(TRAIN_IMAGES_PER_ROUND[device], jax_steps.FUSED_STEPS * batch_size)
+    return TRAIN_IMAGES_PER_ROUND[device]
 
 
 def round_batches(data: MNISTData, batch_size: int, images: int, test: bool) -> np.ndarray:
@@ -233,6 +243,18 @@ def torch_round(
     return Round(run, compile_seconds, _warm_up(run), idx.size, len(idx))
 
 
+def steps_per_call(steps: int, fused: int) -> int:
+    """Steps per call of a hand-built fused round: `fused`, or all of a shorter round; a round that does not
+    divide into such calls is refused, since its leftover steps would go untimed while their images counted."""
+    k = min(fused, steps)
+    if steps % k:
+        raise ValueError(
+            f"jax_scan_unrolled: a round of {steps} steps does not divide into calls of {k} steps; "
+            f"the leftover steps would go untimed while their images counted: use a multiple of {k}"
+        )
+    return k
+
+
 def jax_round(
     variant: str,
     mode: str,
@@ -251,6 +273,8 @@ def jax_round(
     holder = {"state": state}
 
     platform = dev.platform
+    if mode == "train" and variant == JAX_TRAINER_PATH[platform]:
+        return jax_trainer_round(data, dev, batch_size, precision_name, idx)
     if mode == "eval":
         params = state.params
         step_batches = [(images[i], labels[i]) for i in range(len(idx))]
@@ -270,13 +294,9 @@ def jax_round(
                 s, _ = step(s, b)
             holder["state"] = jax.block_until_ready(s)
     elif variant == "jax_scan_unrolled":
-        # The CPU trainer's path: FUSED_STEPS unrolled steps per call, one call per chunk of the round.
-        k = min(jax_steps.FUSED_STEPS, len(idx))
-        if len(idx) % k:
-            raise ValueError(
-                f"jax_scan_unrolled: a round of {len(idx)} steps does not divide into calls of {k} steps; "
-                f"the leftover steps would go untimed while their images counted: use a multiple of {k}"
-            )
+        # The CPU trainer's form on another platform (on the CPU, `jax_trainer_round` times the trainer's own):
+        # FUSED_STEPS unrolled steps per call, one call per chunk of the round.
+        k = steps_per_call(len(idx), jax_steps.FUSED_STEPS)
         chunks = [(images[i : i + k], labels[i : i + k]) for i in range(0, len(idx) - k + 1, k)]
         start = time.perf_counter()
         steps = jax_runtime.compile_train(jax_steps.train_steps.lower(state, chunks[0], unroll=True), platform)
@@ -289,7 +309,8 @@ def jax_round(
     elif variant in NNX_VARIANTS:
         return nnx_round(variant, images, labels, dev, precision_name, idx)
     elif variant == "jax_epoch":
-        # The GPU trainer's path: one call for the round, batches gathered on the device from the resident set.
+        # The accelerators' form on the CPU, the rolled-loop trap (on a GPU, `jax_trainer_round` times the trainer's
+        # own): one call for the round, batches gathered on the device from the resident set.
         resident = jax.device_put((data.images, data.labels), dev)
         order = jax.device_put(idx.astype(np.int32), dev)
         start = time.perf_counter()
@@ -308,6 +329,37 @@ def jax_round(
 
     compile_seconds = time.perf_counter() - start
     return Round(run, compile_seconds, _warm_up(run), idx.size, len(idx))
+
+
+#: The JAX trainer's own path on each platform, timed through its compiled `Steps` (`jax_trainer_round`).
+JAX_TRAINER_PATH = {"cpu": "jax_scan_unrolled", "gpu": "jax_epoch"}
+
+
+def jax_trainer_round(data: JaxSplit, dev: jax.Device, batch_size: int, precision_name: str, idx: np.ndarray) -> Round:
+    """What `python -m mnist_jax.train` runs: the trainer's own compiled steps (`mnist_jax.steps.compile_steps`),
+    on the training set as the trainer holds it (host memory on the CPU, resident on an accelerator), the round's
+    batches cut into the trainer's calls (`Steps.calls`: FUSED_STEPS unrolled steps per call on the CPU). On an
+    accelerator the trainer's one call is a whole epoch, compiled for an epoch's shape, so the round is one epoch.
+    Its compile seconds are the trainer's: the train and the eval step."""
+    mesh = make_mesh(dev.platform, 1)
+    config = dataclasses.replace(train_config(precision_name), batch_size=batch_size)
+    state = place(jax_steps.create_state(0, config, dev), replicated(mesh))
+    resident = jax_steps.epoch_per_call(dev)
+    train = JaxSplit(*place(tuple(data), replicated(mesh))) if resident else data
+    order = (batch_order(0, 1, len(data.labels), batch_size) if resident else idx).astype(np.int32)
+    start = time.perf_counter()
+    state, steps, _ = jax_steps.compile_steps(state, train, config, mesh)
+    compile_seconds = time.perf_counter() - start
+    calls = steps.calls(order)
+    holder = {"state": state}
+
+    def run() -> None:
+        s = holder["state"]
+        for rows in calls:
+            s, _ = steps(s, rows)
+        holder["state"] = jax.block_until_ready(s)
+
+    return Round(run, compile_seconds, _warm_up(run), order.size, len(order))
 
 
 def build_round(

@@ -54,8 +54,8 @@ def not_run_reason(variant: str, device: str, batch_size: int, smoke: bool) -> s
         return "CUDA graphs exist on NVIDIA GPUs only (`python -m mnist_torch.train --mode cuda-graphs`)"
     if device == "cpu" and variant in ROLLED_LOOPS and batch_size > 128:
         return (
-            "a rolled loop on XLA:CPU: 30-60 s per round at batch 1024 (the trap in benchmarks/RESULTS.md), "
-            "measured at batch 128 only"
+            "a rolled loop on XLA:CPU: 15-30 s per step at batch 1024, minutes per round (the trap in "
+            "benchmarks/RESULTS.md), measured at batch 128 only"
         )
     return None
 

@@ -29,10 +29,9 @@ from jax.sharding import Mesh
 
 from mnist_common.batches import num_batches
 from mnist_common.config import EVAL_BATCH_SIZE, TrainConfig
-from mnist_jax.compilation_cache import count_cache_lookups
 from mnist_jax.data import Split
 from mnist_jax.model import CNN
-from mnist_jax.parallel import batch_sharded, place
+from mnist_jax.parallel import batch_sharded, place, replicated
 from mnist_jax.runtime import compile_train
 
 Batch = tuple[jax.Array, jax.Array]  # images (N, 28, 28, 1) float, labels (N,) int
@@ -198,44 +197,27 @@ def _same(state: Any) -> Any:
     return state
 
 
-class Route(NamedTuple):
-    """One way of writing the training step, as `compile_steps` compiles it and `Steps` calls it.
+class Steps(NamedTuple):
+    """The compiled training steps of one run, as `mnist_jax.train.train_epoch` calls them, with the training set
+    and the mesh they read: a whole epoch per call, or FUSED_STEPS at a time plus one at a time, or (several CPU
+    devices) one at a time. `start` and `finish` turn the trainer's `TrainState` into the state the steps take
+    and back, once per epoch (Linen's: the `TrainState` itself; Flax NNX's: `mnist_jax.steps_nnx`)."""
 
-    `single`, `fused` and `epoch` are the step's three variants (`train_step`, `train_steps`,
-    `train_epoch_steps` in Linen), each (route's state, batches) -> (new state, metrics). `start` turns the
-    trainer's `TrainState` (what checkpoints, evaluation and the exported weights read) into the route's own
-    state, and `finish` turns it back, once per epoch. `ahead_of_time`: jitted functions that `compile_steps`
-    lowers and compiles; otherwise a callable that compiles on its first call (`nnx.jit`), which `compile_steps`
-    makes on a copy of the state. Flax NNX's routes are in `mnist_jax.steps_nnx`."""
-
-    name: str
-    single: Callable
+    train: Split
+    mesh: Mesh
+    single: Callable | None = None
     fused: Callable | None = None
     epoch: Callable | None = None
+    name: str = "Linen"
     start: Callable[[TrainState], Any] = _same
     finish: Callable[[Any], TrainState] = _same
-    ahead_of_time: bool = True
-
-
-#: The Linen step, the trainer's default (--api linen): its state is the `TrainState` itself.
-LINEN = Route("Linen", train_step, train_steps, train_epoch_steps)
-
-
-class Steps(NamedTuple):
-    """The compiled training steps of one run, as `mnist_jax.train.train_epoch` calls them: a whole epoch
-    per call, or FUSED_STEPS at a time plus one at a time, or (several CPU devices) one at a time."""
-
-    epoch: Callable | None = None
-    fused: Callable | None = None
-    single: Callable | None = None
-    route: Route = LINEN
 
     def describe(self) -> str:
         if self.epoch is not None:
             calls = "a whole epoch per call"
         else:
             calls = f"{FUSED_STEPS} unrolled steps per call" if self.fused is not None else "one step per call"
-        return f"{self.route.name}, {calls}"
+        return f"{self.name}, {calls}"
 
     def calls(self, order: np.ndarray) -> list[np.ndarray]:
         """The epoch's (steps, batch) order cut into the rows of each call: all of them in one, or
@@ -247,12 +229,13 @@ class Steps(NamedTuple):
             order[start : start + 1] for start in range(fused, len(order))
         ]
 
-    def __call__(self, state: TrainState, train: Split, rows: np.ndarray, mesh: Mesh) -> tuple[TrainState, jax.Array]:
+    def __call__(self, state: TrainState, rows: np.ndarray) -> tuple[TrainState, jax.Array]:
         """Train on the batches `rows` (one of `calls`); returns the new state and their losses, still on the devices.
 
         The whole-epoch call takes the resident training set and the order, split along its batch axis
         (each device gathers its share of every batch); the others take the batches gathered in host
         memory, each split among the devices."""
+        train, mesh = self.train, self.mesh
         if self.epoch is not None:
             state, metrics = self.epoch(state, tuple(train), place(rows, batch_sharded(mesh, stacked=True)))
             return state, metrics["loss"]
@@ -274,47 +257,53 @@ def fuse_steps(mesh: Mesh) -> bool:
 
 
 def epoch_per_call(device: jax.Device) -> bool:
-    """Whether the trainer runs a whole epoch per compiled call: on a GPU (or any accelerator), where
-    it is the fastest path, but not on the CPU, where the rolled loop is the trap `train_steps` documents."""
+    """Whether the trainer runs a whole epoch per call (`train_epoch_steps`): on accelerators, where the
+    rolled loop is fastest. XLA:CPU runs the rolled loop's backward convolutions many times slower (the
+    while-loop trap `train_steps` documents), so the CPU fuses FUSED_STEPS unrolled steps per call instead."""
     return device.platform != "cpu"
 
 
-def compile_steps(
-    state: TrainState,
-    train: Split,
-    test: Split,
-    batch_size: int,
-    device: jax.Device,
-    mesh: Mesh,
-    route: Route = LINEN,
-) -> tuple[Steps, float, dict[str, int]]:
-    """Compile the train and eval steps for `device`'s platform and the arrays' places on `mesh` ahead of
-    time (or load them from the persistent compilation cache); `train` as `train_epoch` takes it; the train
-    steps written as `route` says (--api).
-
-    Returns the compiled train steps, the seconds spent, and the cache's hits and misses among them.
-    """
-    start = time.perf_counter()
-    with count_cache_lookups() as lookups:
+def compile_ahead(uncompiled: Steps, state: TrainState, config: TrainConfig) -> Steps:
+    """`uncompiled`'s jitted variants that this run calls, compiled ahead of time for the mesh's platform and the
+    arrays' places on it (or loaded from the persistent compilation cache), and the eval step: the whole epoch on
+    an accelerator; FUSED_STEPS unrolled steps and the single step on one CPU device; the single step alone on
+    several. Linen's steps and Flax NNX's split-state steps compile alike."""
+    train, mesh, batch_size = uncompiled.train, uncompiled.mesh, config.batch_size
+    device, begun = mesh.devices.flat[0], uncompiled.start(state)
+    if epoch_per_call(device):
+        order = np.zeros((num_batches(len(train.labels), batch_size), batch_size), np.int32)
+        lowered = uncompiled.epoch.lower(begun, tuple(train), place(order, batch_sharded(mesh, stacked=True)))
+        steps = uncompiled._replace(single=None, fused=None, epoch=compile_train(lowered, device.platform))
+    else:
         batch = place((train.images[:batch_size], train.labels[:batch_size]), batch_sharded(mesh))
-        if not route.ahead_of_time:  # compiled by its first call: one step on a copy, so no epoch's time includes it
-            jax.block_until_ready(route.single(route.start(jax.tree.map(jnp.copy, state)), batch))
-            steps = Steps(single=route.single, route=route)
-        elif epoch_per_call(device):
-            order = place(
-                np.zeros((num_batches(len(train.labels), batch_size), batch_size), np.int32),
-                batch_sharded(mesh, stacked=True),
-            )
-            lowered = route.epoch.lower(route.start(state), tuple(train), order)
-            steps = Steps(epoch=compile_train(lowered, device.platform), route=route)
-        else:
+        single = compile_train(uncompiled.single.lower(begun, batch), device.platform)
+        steps = uncompiled._replace(single=single, fused=None, epoch=None)
+        if fuse_steps(mesh):
             idx = np.arange(FUSED_STEPS * batch_size).reshape(FUSED_STEPS, batch_size) % len(train.labels)
-            steps = Steps(
-                single=compile_train(route.single.lower(route.start(state), batch), device.platform), route=route
-            )
-            if fuse_steps(mesh):
-                chunk = place((train.images[idx], train.labels[idx]), batch_sharded(mesh, stacked=True))
-                lowered = route.fused.lower(route.start(state), chunk, unroll=True)
-                steps = steps._replace(fused=compile_train(lowered, device.platform))
-        eval_step.lower(state.params, (test.images[:EVAL_BATCH_SIZE], test.labels[:EVAL_BATCH_SIZE])).compile()
-    return steps, time.perf_counter() - start, lookups
+            chunk = place((train.images[idx], train.labels[idx]), batch_sharded(mesh, stacked=True))
+            lowered = uncompiled.fused.lower(begun, chunk, unroll=True)
+            steps = steps._replace(fused=compile_train(lowered, device.platform))
+    compile_eval(state, train, config, mesh)
+    return steps
+
+
+def compile_eval(state: TrainState, train: Split, config: TrainConfig, mesh: Mesh) -> None:
+    """The eval step compiled for a batch of the test set as `evaluate` takes it (replicated on the mesh, the
+    training images' type), so that the first epoch's evaluation does not compile."""
+    shape = (min(EVAL_BATCH_SIZE, config.test_size), *train.images.shape[1:])
+    everywhere = replicated(mesh)
+    batch = (
+        jax.ShapeDtypeStruct(shape, train.images.dtype, sharding=everywhere),
+        jax.ShapeDtypeStruct(shape[:1], train.labels.dtype, sharding=everywhere),
+    )
+    eval_step.lower(state.params, batch).compile()
+
+
+def compile_steps(state: TrainState, train: Split, config: TrainConfig, mesh: Mesh) -> tuple[TrainState, Steps, float]:
+    """Linen's training steps on `mesh`, compiled ahead of time (`compile_ahead`), so that compilation is timed
+    apart from the epochs; `train` as `train_epoch` takes it. Returns the state (as given: JAX's steps return new
+    states, they update none in place), the steps and the seconds spent. Flax NNX's steps (--api nnx-*):
+    `mnist_jax.steps_nnx.compile_steps`."""
+    start = time.perf_counter()
+    steps = compile_ahead(Steps(train, mesh, train_step, train_steps, train_epoch_steps), state, config)
+    return state, steps, time.perf_counter() - start

@@ -14,7 +14,7 @@
 Every route computes exactly the Linen step: the same loss (`mnist_jax.steps.cross_entropy`), the same optax SGD,
 from the same parameters (tests/test_nnx.py).
 
-The trainer's --api runs the first two (`make_route`): its checkpoints, evaluation and weights read the Linen
+The trainer's --api runs the first two (`compile_steps`): its checkpoints, evaluation and weights read the Linen
 `TrainState`, which each epoch converts to the route's state and back (`to_split_state`, `to_train_state`: the
 same arrays, rearranged, no copy), so every API writes the same files and one can resume another's run.
 """
@@ -22,22 +22,28 @@ same arrays, rearranged, no copy), so every API writes the same files and one ca
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from flax.training.train_state import TrainState
+from jax.sharding import Mesh
 
 from mnist_common.config import JAX_APIS, TrainConfig
+from mnist_jax.data import Split
 from mnist_jax.model_nnx import CNN, from_linen_params
 from mnist_jax.steps import (
     COMPUTE_DTYPES,
-    LINEN,
     Batch,
     Metrics,
-    Route,
+    Steps,
     check_labels,
+    compile_ahead,
+    compile_eval,
     conv1_as_matmul_on,
     create_state,
     cross_entropy,
@@ -178,35 +184,45 @@ def _split_train_state(objects: tuple[CNN, nnx.Optimizer], like: TrainState) -> 
     return to_train_state(nnx.state(objects), like)
 
 
-def make_route(config: TrainConfig, device: jax.Device) -> Route:
-    """The training step of --api `config.api` on `device`, for `mnist_jax.steps.compile_steps`.
+def compile_steps(state: TrainState, train: Split, config: TrainConfig, mesh: Mesh) -> tuple[TrainState, Steps, float]:
+    """The training steps of --api `config.api` on `mesh`, as `mnist_jax.steps.compile_steps` gives Linen's: the
+    same calls on the same batches, on the API's own form of the state, converted from the trainer's `TrainState`
+    and back once per epoch (`Steps.start`, `Steps.finish`).
 
-    - linen (or None): `mnist_jax.steps.LINEN`.
     - nnx-split: the functional route, its three variants jitted over the split state with the graph bound,
-      compiled ahead of time with the trainer's compiler options, as Linen's are.
+      compiled ahead of time with the trainer's compiler options, as Linen's are (`compile_ahead`).
     - nnx-jit: `train_step_nnx_jit`, Flax's example's form, one step per call on every device. `nnx.jit`
-      compiles on its first call, with XLA's default options (benchmarks/RESULTS.md, "Flax NNX": on the CPU,
-      its YNNPACK fusions cost this step; `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=` removes them).
+      compiles on its first call, here on a copy of the state, with XLA's default options (benchmarks/RESULTS.md,
+      "Flax NNX": on the CPU, its YNNPACK fusions cost this step; `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=`
+      removes them).
     """
-    if config.api in (None, "linen"):
-        return LINEN
+    begun = time.perf_counter()
+    device = mesh.devices.flat[0]
     like = jax.eval_shape(lambda: create_state(config.seed, config, device))  # only the structure is used
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: create_model(config.seed, config, device)))
     if config.api == "nnx-split":
-        return Route(
-            "Flax NNX, split state",
+        uncompiled = Steps(
+            train,
+            mesh,
             single=jax.jit(functools.partial(_train_step_split, graphdef), donate_argnums=0),
             fused=jax.jit(functools.partial(_train_steps_split, graphdef), donate_argnums=0, static_argnames="unroll"),
             epoch=jax.jit(functools.partial(_train_epoch_steps_split, graphdef), donate_argnums=0),
+            name="Flax NNX, split state",
             start=functools.partial(to_split_state, like=abstract),
             finish=functools.partial(to_train_state, like=like),
         )
+        return state, compile_ahead(uncompiled, state, config), time.perf_counter() - begun
     if config.api == "nnx-jit":
-        return Route(
-            "Flax NNX, nnx.jit",
+        steps = Steps(
+            train,
+            mesh,
             single=_train_step_stateful,
+            name="Flax NNX, nnx.jit",
             start=functools.partial(_merge_train_state, graphdef=graphdef, like=abstract),
             finish=functools.partial(_split_train_state, like=like),
-            ahead_of_time=False,
         )
-    raise ValueError(f"--api {config.api!r} is not one of {', '.join(JAX_APIS)}; pass one of them")
+        copy = steps.start(jax.tree.map(jnp.copy, state))  # no epoch's time includes the first call's compilation
+        jax.block_until_ready(steps(copy, np.arange(config.batch_size)[None] % len(train.labels)))
+        compile_eval(state, train, config, mesh)
+        return state, steps, time.perf_counter() - begun
+    raise ValueError(f"--api {config.api!r} is not one of {', '.join(JAX_APIS)} with Flax NNX steps; pass one of them")

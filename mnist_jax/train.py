@@ -45,7 +45,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh
 
 from mnist_common import interrupts
 from mnist_common.batches import batch_order
@@ -62,7 +61,7 @@ from mnist_common.progress import EpochProgress, progress_enabled
 from mnist_common.report import EpochRecord
 from mnist_common.run import Run
 from mnist_jax.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
-from mnist_jax.compilation_cache import describe_lookups, use_compilation_cache
+from mnist_jax.compilation_cache import count_cache_lookups, describe_lookups, use_compilation_cache
 from mnist_jax.data import Split, load_mnist
 from mnist_jax.parallel import (
     describe,
@@ -79,7 +78,6 @@ from mnist_jax.profiling import capture
 from mnist_jax.runtime import deterministic, resolve_device, start_backends
 from mnist_jax.steps import (
     IN_FLIGHT,
-    LINEN,
     Steps,
     TrainState,
     compile_steps,
@@ -102,26 +100,26 @@ def train_epoch(
     config: TrainConfig,
     epoch: int,
     steps: Steps,
-    mesh: Mesh,
     profile: Path | None = None,
 ) -> tuple[TrainState, np.ndarray]:
     """One pass in the shared batch order; returns the new state and every step's loss, on the host, once the
     device has finished.
 
-    `steps.calls` cuts the epoch into the calls of the compiled steps (`mnist_jax.steps.Steps`): with
+    `steps.calls` cuts the epoch into the calls of the compiled steps (`mnist_jax.steps.Steps`), which hold
+    the training set and the mesh: with
     `steps.epoch` the whole epoch is one call on the resident training set `train`, each device gathering
     its share of every batch; otherwise `train` is in host memory, and the batches go FUSED_STEPS at a
     time through `train_steps` and the few left over through `train_step` (on several CPU devices every
     step goes through `train_step`: `fuse_steps`), each batch split among the devices. The same SGD steps
     in the same order either way, and in every --api: the epoch runs on the API's own form of the state
-    (`steps.route`, `mnist_jax.steps_nnx`), converted from and back to the `TrainState` once. Losses stay
+    (`steps.start`, `mnist_jax.steps_nnx`), converted from and back to the `TrainState` once. Losses stay
     on the device until the epoch ends: reading each one would make the host wait for every step instead
     of queueing the next; at most IN_FLIGHT calls are queued ahead, so that an interrupt waits for those
     alone. The progress bar (a terminal only) reads the latest loss every few steps, which lets the queue
     run ahead in between. `profile` (--profile) captures a few of the calls with JAX's profiler.
     """
     order = epoch_order(config, epoch, len(train.labels))
-    state = steps.route.start(state)  # the --api's own form of the state (Linen's: the TrainState itself)
+    state = steps.start(state)  # the --api's own form of the state (Linen's: the TrainState itself)
     losses: list[jax.Array] = []
     calls = steps.calls(order)
     window = StepWindow(profile, len(calls), capture)
@@ -131,7 +129,7 @@ def train_epoch(
     ):
         for index, rows in enumerate(calls):
             window.before(index, len(rows))
-            state, loss = steps(state, train, rows, mesh)
+            state, loss = steps(state, rows)
             window.after(index, loss.block_until_ready)
             losses.append(loss)
             if len(losses) > IN_FLIGHT:  # JAX queues calls without bound: wait for the one IN_FLIGHT calls ago
@@ -140,7 +138,7 @@ def train_epoch(
                 progress.step(lambda loss=loss, k=k: float(loss[k]))
     if window.done and not config.quiet:
         print(window.describe(), flush=True)
-    return steps.route.finish(state), np.asarray(jnp.concatenate(losses))
+    return steps.finish(state), np.asarray(jnp.concatenate(losses))
 
 
 def params_finite(params: Any) -> bool:
@@ -185,14 +183,11 @@ def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
             print(f"resumed from {config.out_dir} after epoch {len(records)}", flush=True)
     interrupts.now("during compilation")
     if config.api == "linen":
-        route = LINEN
-    else:  # Flax NNX's routes (--api nnx-*), loaded when asked for: flax.nnx adds a third of a second to every start
-        from mnist_jax.steps_nnx import make_route
-
-        route = make_route(config, device)
-    steps, compile_seconds, lookups = compile_steps(
-        state, train_split, test_split, config.batch_size, device, mesh, route
-    )
+        prepare = compile_steps
+    else:  # Flax NNX's steps (--api nnx-*), loaded when asked for: flax.nnx adds a third of a second to every start
+        from mnist_jax.steps_nnx import compile_steps as prepare
+    with count_cache_lookups() as lookups:
+        state, steps, compile_seconds = prepare(state, train_split, config, mesh)
     if not config.quiet:
         print(
             f"compiled train and eval steps ({steps.describe()}, {describe_device(mesh)}) in {compile_seconds:.2f}s "
@@ -212,7 +207,7 @@ def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
     ) as run:
         for epoch in run.epochs():
             start = time.perf_counter()
-            state, losses = train_epoch(state, train_split, config, epoch, steps, mesh, run.profile(epoch))
+            state, losses = train_epoch(state, train_split, config, epoch, steps, run.profile(epoch))
             seconds = time.perf_counter() - start
             run.check(epoch, losses, params_finite(state.params))
             test_loss, test_accuracy = evaluate(state.params, test_split)

@@ -197,9 +197,12 @@ Step = Callable[[torch.Tensor], Metrics]
 
 
 class Steps(NamedTuple):
-    """The training step of one run, as `mnist_torch.train.train_epoch` calls it: one SGD step per call,
-    on one batch's indices into the resident training set (eager, compiled or a CUDA graph)."""
+    """The training step of one run, as `mnist_torch.train.train_epoch` calls it, with the training set and the
+    ranks it runs on: one SGD step per call, on one batch's indices into the resident training set (eager,
+    compiled or a CUDA graph)."""
 
+    train: Split
+    world: World
     single: Step
 
     def calls(self, order: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -319,7 +322,7 @@ def compile_steps(
     mode = config.mode or "eager"
     if mode == "cuda-graphs":
         captured = CapturedStep(train_step, state, train, config.batch_size)
-        return state, Steps(captured), captured.capture_seconds
+        return state, Steps(train, world, captured), captured.capture_seconds
     if mode == "compile-step":
         repair_inductor_cache()
         # Channels-last memory (the parameters; the images have one channel): oneDNN's convolutions and Inductor's
@@ -336,7 +339,7 @@ def compile_steps(
             return {"loss": loss}
 
         first = torch.arange(config.batch_size, device=train.images.device)
-        return state, Steps(whole_step), warm_up(lambda: whole_step(first), state, steps=1)
+        return state, Steps(train, world, whole_step), warm_up(lambda: whole_step(first), state, steps=1)
     forward = data_parallel(state.model, world, train.images.device)
     if mode == "compile":
         repair_inductor_cache()
@@ -347,4 +350,4 @@ def compile_steps(
     def step(idx: torch.Tensor) -> Metrics:
         return train_step(state, (train.images[idx], train.labels[idx]))
 
-    return state, Steps(step), warm_up(lambda: step(first), state, steps=1) if mode == "compile" else None
+    return state, Steps(train, world, step), warm_up(lambda: step(first), state, steps=1) if mode == "compile" else None

@@ -94,20 +94,19 @@ def train_epoch(
     config: TrainConfig,
     epoch: int,
     steps: Steps,
-    world: World,
     profile: Path | None = None,
 ) -> tuple[TrainState, np.ndarray]:
     """One pass in the shared batch order; returns the state (updated in place) and every step's loss, on the host,
     once the device has finished.
 
-    `steps.calls` cuts the epoch into the calls of the prepared step (`mnist_torch.steps.Steps`), one
-    SGD step each. The epoch's batch order goes to the device once, as one (steps, batch) index tensor,
-    and each step gathers its batch there. The losses stay on the device until the epoch ends, then are
-    averaged over the ranks into the global batches' losses, and the progress bar (a terminal only)
-    reads the latest one every few steps, not every step. `profile` (--profile) captures a few of the calls
-    with PyTorch's profiler.
+    `steps.calls` cuts the epoch into the calls of the prepared step (`mnist_torch.steps.Steps`), which holds
+    the training set and the ranks: one SGD step each. The epoch's batch order goes to the device once, as one
+    (steps, batch) index tensor, and each step gathers its batch there. The losses stay on the device until
+    the epoch ends, then are averaged over the ranks into the global batches' losses, and the progress bar
+    (a terminal only) reads the latest one every few steps, not every step. `profile` (--profile) captures a
+    few of the calls with PyTorch's profiler.
     """
-    order = torch.from_numpy(epoch_order(config, epoch, len(train.labels), world)).to(train.images.device)
+    order = torch.from_numpy(epoch_order(config, epoch, len(train.labels), steps.world)).to(train.images.device)
     losses: list[torch.Tensor] = []
     calls = steps.calls(order)
     window = StepWindow(profile, len(calls), lambda folder: capture(folder, train.images.device.type))
@@ -124,7 +123,7 @@ def train_epoch(
                 progress.step(lambda loss=loss, k=k: float(loss[k]))
     if window.done and not config.quiet:
         print(window.describe(), flush=True)
-    return state, global_mean(torch.cat(losses), world).cpu().numpy()
+    return state, global_mean(torch.cat(losses), steps.world).cpu().numpy()
 
 
 def params_finite(model: CNN) -> bool:
@@ -191,7 +190,7 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
     with Run(config, "torch", writer, earlier, records, str(device), versions, compile_seconds, parallel) as run:
         for epoch in run.epochs():
             start = time.perf_counter()
-            state, losses = train_epoch(state, train_split, config, epoch, steps, world, run.profile(epoch))
+            state, losses = train_epoch(state, train_split, config, epoch, steps, run.profile(epoch))
             seconds = time.perf_counter() - start
             run.check(epoch, losses, params_finite(state.model))
             test_loss, test_accuracy = evaluate(state.model, test_split)

@@ -96,13 +96,34 @@ def test_the_two_train_modules_define_the_same_public_names_in_the_same_order():
 
 
 def parameters(path: Path) -> dict[str, list[str]]:
-    """Each top-level function's parameter names, in order (positional, then keyword-only), by name."""
+    """Each top-level function's and each top-level class's methods' parameter names, in order (positional, then
+    keyword-only), by name ("Steps.__call__" for a method)."""
     found = {}
-    for node in ast.parse(path.read_text()).body:
+
+    def add(node: ast.AST, prefix: str) -> None:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             args = node.args
-            found[node.name] = [a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]]
+            found[prefix + node.name] = [a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]]
+
+    for node in ast.parse(path.read_text()).body:
+        add(node, "")
+        if isinstance(node, ast.ClassDef):
+            for method in node.body:
+                add(method, f"{node.name}.")
     return found
+
+
+#: Parameter names that differ by framework alone: the model's weights (PyTorch's module, JAX's parameter tree)
+#: and where the run's devices are (PyTorch's ranks, JAX's mesh).
+FRAMEWORK_PARAMETERS = {"model": "params", "world": "mesh"}
+
+#: The mirrored functions whose parameters correspond one for one, under FRAMEWORK_PARAMETERS. Left out:
+#: `epoch_order`, where each PyTorch rank takes its columns of the batch order (its world) and JAX's processes
+#: all place the global batches; `create_state`'s and `conv1_as_matmul_on`'s devices are each framework's own.
+CORRESPONDING_PARAMETERS = {
+    "steps": ["train_step", "eval_step", "evaluate", "predict", "Steps.calls", "Steps.__call__", "compile_steps"],
+    "train": ["train_epoch", "params_finite", "train", "main"],
+}
 
 
 @pytest.mark.parametrize(
@@ -125,6 +146,19 @@ def test_the_mirrored_runtime_functions_take_the_same_parameters():
     for name in CORRESPONDING_RUNTIME:
         torch_side, jax_side = torch_params[name], jax_params[name]
         assert torch_side == jax_side, f"{name} takes {torch_side} in mnist_torch/runtime.py, {jax_side} in mnist_jax's"
+
+
+@pytest.mark.parametrize("module", sorted(CORRESPONDING_PARAMETERS))
+def test_the_mirrored_step_and_train_functions_take_the_same_parameters(module):
+    """`diff -y` of the two files pairs each definition's parameter list, not just its name."""
+    torch_params, jax_params = (parameters(ROOT / f"mnist_{f}" / f"{module}.py") for f in ("torch", "jax"))
+    for name in CORRESPONDING_PARAMETERS[module]:
+        torch_side = [FRAMEWORK_PARAMETERS.get(p, p) for p in torch_params[name]]
+        jax_side = jax_params.get(name, jax_params.get(f"_{name}"))  # `train_step = jax.jit(_train_step, ...)`
+        assert torch_side == jax_side, (
+            f"{name} takes {torch_params[name]} in mnist_torch/{module}.py and {jax_side} in mnist_jax's; "
+            f"expected the same names in the same order (up to {FRAMEWORK_PARAMETERS})"
+        )
 
 
 def test_no_import_cycle_among_the_project_modules():

@@ -100,6 +100,29 @@ def test_paired_ratios_intervals_verdicts_and_not_run_rows(tmp_path, capsys):
     assert (tmp_path / "out" / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_two_headline_tables_compare_as_written_and_each_at_its_best():
+    """As written: eager, the model through torch.compile, one jitted JAX step. At its best: PyTorch's fastest mode
+    and the JAX trainer's path. JAX's column is judged, paired, against the PyTorch column beside it."""
+    eager = [0.50, 0.52, 0.55, 0.60, 0.50, 0.51, 0.53, 0.58, 0.50, 0.52]
+    rows = [
+        variant("torch_eager", eager),
+        variant("torch_compile", [s / 1.4 for s in eager]),
+        variant("jax_jit", [s / 1.1 for s in eager]),
+        variant("torch_compile_step", [s / 1.8 for s in eager]),
+        variant("jax_scan_unrolled", [s / 1.5 for s in eager]),
+    ]
+    as_written, at_best = report.speed_headlines(rows, "cpu")
+    assert as_written.startswith(
+        "| training step, cpu, float32, as written | PyTorch eager | PyTorch, the model through `torch.compile` | "
+        "JAX, one step through `jax.jit` |"
+    )
+    assert "| paired speed vs PyTorch eager, batch 128 | 1.00x [1.00-1.00] | 1.40x [1.40-1.40] | 1.10x" in as_written
+    assert "| JAX's paired speed vs the PyTorch column beside it, batch 128 | | | 0.79x [0.79-0.79] |" in as_written
+    assert "| PyTorch `--mode compile-step` | JAX as shipped |" in at_best
+    assert "| JAX's paired speed vs the PyTorch column beside it, batch 128 | | | 0.83x [0.83-0.83] |" in at_best
+    assert report.speed_headlines([r for r in rows if r["variant"] == "torch_eager"][:0], "cpu") == []
+
+
 def test_dirty_foreign_and_unknown_provenance_are_shown_as_such(tmp_path, capsys):
     rows = [variant("torch_eager", [0.5] * 10)]
     for env, expected in [

@@ -58,18 +58,18 @@ def test_jax_trainer_compiles_fused_steps_on_one_cpu_and_cuts_the_epoch_into_the
     assert not jax_steps.epoch_per_call(cpu)
     mesh = make_mesh("cpu", 1)
     train = jax_train_split(jax_mnist, SMALL.train_size)
-    steps, seconds, _ = jax_steps.compile_steps(
-        jax_steps.create_state(0, SMALL, cpu), train, train, SMALL.batch_size, cpu, mesh
-    )
+    state = jax_steps.create_state(0, SMALL, cpu)
+    same, steps, seconds = jax_steps.compile_steps(state, train, SMALL, mesh)
+    assert same is state and steps.train is train and steps.mesh is mesh
     assert steps.epoch is None and steps.fused is not None and steps.single is not None and seconds > 0
     assert steps.describe() == f"Linen, {jax_steps.FUSED_STEPS} unrolled steps per call"
     order = np.arange(37 * 4).reshape(37, 4)  # 37 steps: two fused calls of 16, then 5 single steps
     calls = steps.calls(order)
     assert [len(rows) for rows in calls] == [jax_steps.FUSED_STEPS] * 2 + [1] * 5
     np.testing.assert_array_equal(np.concatenate(calls), order)
-    assert jax_steps.Steps(epoch=len).calls(order)[0] is order  # the accelerators' path: the whole epoch at once
-    assert jax_steps.Steps(epoch=len).describe() == "Linen, a whole epoch per call"
-    assert [len(rows) for rows in jax_steps.Steps(single=len).calls(order)] == [1] * 37  # several CPU devices
+    assert jax_steps.Steps(train, mesh, epoch=len).calls(order)[0] is order  # the accelerators' path: an epoch at once
+    assert jax_steps.Steps(train, mesh, epoch=len).describe() == "Linen, a whole epoch per call"
+    assert [len(rows) for rows in jax_steps.Steps(train, mesh, single=len).calls(order)] == [1] * 37  # several CPUs
 
 
 def test_an_xla_without_the_cpu_options_compiles_without_them_and_says_so(jax_mnist, capsys):
