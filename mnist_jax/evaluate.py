@@ -25,7 +25,8 @@ if __name__ == "__main__":
 
 import jax
 
-from mnist_common.config import default_out_dir, parse_evaluate_args
+from mnist_common.cli import parse_evaluate_args
+from mnist_common.config import default_out_dir
 from mnist_common.errors import ProjectError
 from mnist_common.report import format_evaluation
 from mnist_jax.checkpoint import checkpoint_path, load_params

@@ -28,7 +28,8 @@ if __name__ == "__main__":
 import jax
 import numpy as np
 
-from mnist_common.config import default_out_dir, parse_predict_args
+from mnist_common.cli import parse_predict_args
+from mnist_common.config import default_out_dir
 from mnist_common.errors import ProjectError
 from mnist_common.images import load_digits
 from mnist_common.report import say_predictions

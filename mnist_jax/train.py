@@ -48,11 +48,8 @@ import optax
 
 from mnist_common import interrupts
 from mnist_common.batches import batch_order
-from mnist_common.config import (
-    TrainConfig,
-    parse_config,
-    per_device_batch,
-)
+from mnist_common.cli import parse_config
+from mnist_common.config import TrainConfig, per_device_batch
 from mnist_common.errors import ProjectError
 from mnist_common.files import out_dir_lock, write_failure
 from mnist_common.outdir import claim, record_earlier

@@ -22,7 +22,8 @@ if __name__ == "__main__":
     interrupts.install("python -m mnist_torch.evaluate")  # Ctrl-C, SIGTERM, SIGHUP...: one line, exit 128 + N
     CHECKED = check_command_line("evaluate", "torch", sys.argv[1:])  # parsed once: main runs what was checked
 
-from mnist_common.config import default_out_dir, parse_evaluate_args
+from mnist_common.cli import parse_evaluate_args
+from mnist_common.config import default_out_dir
 from mnist_common.errors import ProjectError
 from mnist_common.report import format_evaluation
 from mnist_torch.checkpoint import checkpoint_path, load_model

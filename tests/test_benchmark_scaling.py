@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from benchmarks.test_scaling import ROWS, commands
-from mnist_common.config import parse_config
+from mnist_common.cli import parse_config
 
 FLAGS = ["--epochs", "2", "--train-size", "512", "--device", "cpu", "--quiet", "--out-dir", "runs/scaling"]
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from benchmarks.reproducibility import without_timings
-from mnist_common.config import TrainConfig, parse_config
+from mnist_common.cli import parse_config
+from mnist_common.config import TrainConfig
 from mnist_common.weights import WEIGHTS_FILE
 from mnist_jax import train as jax_train
 from mnist_torch import train as torch_train

@@ -40,7 +40,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from mnist_common.config import DeviceUnavailable, DistributedError, parse_config, per_device_batch
+from mnist_common.cli import parse_config
+from mnist_common.config import DeviceUnavailable, DistributedError, per_device_batch
 from mnist_jax import train as jax_train
 from mnist_jax.checkpoint import CHECKPOINT_FILE as JAX_CHECKPOINT
 from mnist_torch import train as torch_train

@@ -28,7 +28,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mnist_common.cli import check_command_line, out_dir_problem
+from mnist_common.cli import check_command_line, out_dir_problem, parse_config, parse_evaluate_args
 from mnist_common.config import (
     DEVICES,
     JAX_APIS,
@@ -39,8 +39,6 @@ from mnist_common.config import (
     PRECISIONS,
     TORCH_MODES,
     TrainConfig,
-    parse_config,
-    parse_evaluate_args,
 )
 
 REPO = Path(__file__).resolve().parent.parent

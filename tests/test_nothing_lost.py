@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from mnist_common import files
-from mnist_common.config import build_evaluate_parser, build_parser, build_predict_parser, parse_config
+from mnist_common.cli import build_evaluate_parser, build_parser, build_predict_parser, parse_config
 from mnist_common.files import LOCK_FILE, out_dir_lock, write_atomically
 from mnist_common.weights import WEIGHTS_FILE
 from mnist_jax import predict as jax_predict
@@ -245,7 +245,7 @@ def test_an_abbreviated_flag_is_refused_not_taken_for_the_long_one(capsys):
 
 def test_every_argparse_parser_in_the_project_refuses_abbreviations():
     """Every ``argparse.ArgumentParser(...)`` call in the repository passes allow_abbrev=False (the commands'
-    own parsers are `mnist_common.config.Parser`, which does)."""
+    own parsers are `mnist_common.cli.Parser`, which does)."""
     missing = []
     for path in [*REPO.glob("*/*.py"), *REPO.glob("*.py")]:
         if ".venv" in path.parts or path.parts[-2] == "tests":

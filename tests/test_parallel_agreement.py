@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from mnist_common.config import DistributedError, TrainConfig, parse_config
+from mnist_common.cli import parse_config
+from mnist_common.config import DistributedError, TrainConfig
 from mnist_common.parallel import PER_PROCESS_FIELDS, first_difference, run_settings
 from tests.test_data_parallel import assert_stopped_in_one_line, free_port
 
