@@ -21,15 +21,18 @@ from pathlib import Path
 
 import pytest
 
+from mnist_common.interrupts import SIGNALS
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Give the commands the tests start the signals' default dispositions: a suite started in the background of a
-    non-interactive shell inherits SIGINT and SIGQUIT ignored, and so would every trainer and script it starts
-    (an ignored signal stays ignored across exec, as nohup relies on), and the tests of Ctrl-C would fail."""
-    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # a Python handler: SIG_DFL in the children
-    if signal.getsignal(signal.SIGQUIT) == signal.SIG_IGN:
-        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+    non-interactive shell inherits SIGINT and SIGQUIT ignored, one started under ``nohup`` SIGHUP, and so would
+    every trainer and script it starts (an ignored signal stays ignored across exec, as nohup relies on), and the
+    tests of those signals would fail."""
+    for signum in SIGNALS:
+        if signal.getsignal(signum) == signal.SIG_IGN:
+            # SIGINT gets Python's own handler (SIG_DFL in the children), the others SIG_DFL
+            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session", autouse=True)
