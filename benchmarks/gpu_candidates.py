@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import stats
+from mnist_common import shutdown
 from mnist_common.files import write_atomically
 
 REPO = Path(__file__).resolve().parent.parent
@@ -626,6 +627,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         args = parse(argv)
         if args.worker is not None:
+            shutdown.skip_final_collection()  # as the trainers do: its wall time is the orchestrator's budget
             result = worker(args.worker, args.device, args.epochs, args.train_size, args.batch_size)
             write_atomically(args.out_stem, lambda p: p.write_text(json.dumps(result) + "\n"))
             return

@@ -28,6 +28,8 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
 
+from mnist_common import shutdown
+
 #: The signals handled: every one whose default action ends the process and that comes from outside it (a
 #: terminal closed: SIGHUP; Ctrl-\\: SIGQUIT; kill -USR1; a batch system's SIGXCPU), each exiting with 128 + its
 #: number (129, 130, 131, 143, ...), as a shell reports them. Not SIGPIPE and SIGXFSZ, which Python ignores so
@@ -126,7 +128,10 @@ def _unraisable(unraisable: sys.UnraisableHookArgs, previous: Callable[[sys.Unra
 
 def install(command: str) -> None:
     """Handle every signal of SIGNALS from now on in this process; `command` names it in the line printed.
-    A signal the parent set to be ignored stays ignored: ``nohup`` asks a run to outlive its terminal."""
+    A signal the parent set to be ignored stays ignored: ``nohup`` asks a run to outlive its terminal.
+    Every command calls this first, so it also skips the interpreter's final garbage collections at exit
+    (`mnist_common.shutdown`)."""
+    shutdown.skip_final_collection()
     _state.command = command
     _state.installed = True
     sys.unraisablehook = functools.partial(_unraisable, previous=sys.unraisablehook)  # the hook in force now

@@ -221,6 +221,28 @@ def test_a_signal_landing_in_a_garbage_collector_callback_still_stops_the_run():
     ]
 
 
+LEFT_AT_EXIT = """
+import atexit
+from mnist_common import interrupts
+interrupts.install("python -c ...")
+atexit.register(print, "exit handler ran")  # as PyTorch and JAX register theirs, after the command's install
+class Cycle:
+    def __del__(self):
+        print("garbage collected at exit")
+cycle = Cycle()
+cycle.itself = cycle
+del cycle
+"""
+
+
+def test_a_commands_exit_runs_the_exit_handlers_and_skips_the_final_garbage_collection():
+    """Every command (`interrupts.install`) freezes the heap once the exit handlers have run
+    (`mnist_common.shutdown`): the handlers still run, the interpreter's final collections do not. Without the
+    freeze this script prints both lines (measured), so a dropped freeze fails here."""
+    done = subprocess.run([sys.executable, "-c", LEFT_AT_EXIT], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "exit handler ran\n", "")
+
+
 # --- C. messages and flags -----------------------------------------------------------------------------
 
 PARSERS = [
