@@ -227,7 +227,8 @@ if [ -n "${chosen[candidates]+x}" ]; then
   else
     echo "== JAX's GPU candidates, A/B in interleaved rounds (until $((deadline_of[candidates] - start))s of ${budget}s)"
     candidate_opts=(--device "$device" --budget $((left - 20)))
-    # The dry run proves the stage's wiring with two candidates; tests/test_gpu_candidates.py runs all of them (e2e).
+    # The dry run proves the stage's wiring with two candidates; tests/test_gpu_candidates.py (e2e) runs the verdict's
+    # candidates as workers, the model and loss variants in-process, and parses every candidate's flags.
     [ "$dry_run" = 1 ] && candidate_opts=(--dry-run --candidates shipped,nondeterministic --rounds 1)
     bounded $((left + 60)) "$PY" -m benchmarks.gpu_candidates "$out_dir/$name-candidates" "${candidate_opts[@]}" \
       || failed+=("candidates")
