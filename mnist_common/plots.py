@@ -89,22 +89,40 @@ def plot_confusion(labels: np.ndarray, predictions: np.ndarray) -> plt.Figure:
     return fig
 
 
+#: The misclassified digits' montage: pixels of a digit, of white between two digits, of room above one for its title.
+TILE, GAP, TITLE_ROOM = 28, 4, 10
+
+
+def misclassified_montage(pixels: np.ndarray, columns: int) -> np.ndarray:
+    """Digits (n, 28, 28) in [0, 1] tiled in rows of `columns` on white, with room above each for its title: one
+    image in one Axes, which draws in a small fraction of the time a grid of one Axes per digit takes."""
+    rows = max(1, -(-len(pixels) // columns))
+    canvas = np.ones((rows * (TILE + TITLE_ROOM), columns * (TILE + GAP)), np.float32)
+    for k, digit in enumerate(pixels):
+        row, column = divmod(k, columns)
+        top, left = row * (TILE + TITLE_ROOM) + TITLE_ROOM, column * (TILE + GAP) + GAP // 2
+        canvas[top : top + TILE, left : left + TILE] = digit
+    return canvas
+
+
 def plot_misclassified(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, limit: int = 40) -> plt.Figure:
     """The first ``limit`` misclassified digits (normalized, any layout with 784 pixels each), titled true ->
     predicted."""
     images, labels, predictions = np.asarray(images), np.asarray(labels), np.asarray(predictions)
     wrong = np.flatnonzero(labels != predictions)[:limit]
     columns = 10
-    rows = max(1, -(-len(wrong) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.1, rows * 1.3), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, i in zip(axes.flat, wrong):
-        pixels = images[i].reshape(28, 28) * MNIST_STD + MNIST_MEAN  # back to [0, 1]
-        ax.imshow(pixels, cmap="gray", vmin=0, vmax=1)
-        ax.set_title(f"{labels[i]} -> {predictions[i]}", fontsize=9, color="firebrick")
+    pixels = images[wrong].reshape(-1, TILE, TILE) * MNIST_STD + MNIST_MEAN  # back to [0, 1]
+    canvas = misclassified_montage(pixels, columns)
+    rows = canvas.shape[0] // (TILE + TITLE_ROOM)
+    fig, ax = plt.subplots(figsize=(columns * 1.1, rows * 1.3))
+    ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.axis("off")
+    for k, i in enumerate(wrong):
+        row, column = divmod(k, columns)
+        x, y = column * (TILE + GAP) + (TILE + GAP) / 2 - 0.5, row * (TILE + TITLE_ROOM) + TITLE_ROOM - 1.5
+        ax.text(x, y, f"{labels[i]} -> {predictions[i]}", ha="center", va="bottom", fontsize=9, color="firebrick")
     total = int((labels != predictions).sum())
-    fig.suptitle(f"misclassified test digits, true -> predicted ({len(wrong)} of {total} shown)", fontsize=10)
+    ax.set_title(f"misclassified test digits, true -> predicted ({len(wrong)} of {total} shown)", fontsize=10, pad=12)
     return fig
 
 

@@ -176,9 +176,9 @@ def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
     if config.resume:
         state, records = load_checkpoint(config.out_dir, state, config)  # restored onto the same devices
         interrupts.kept(f"the checkpoint after epoch {len(records)} in {checkpoint_path(config.out_dir)}")
-        if not config.quiet:
-            print(f"resumed from {config.out_dir} after epoch {len(records)}", flush=True)
-    interrupts.now("during compilation")
+    interrupts.now("during compilation")  # before the line below, so that an interrupt after it is named truly
+    if config.resume and not config.quiet:
+        print(f"resumed from {config.out_dir} after epoch {len(records)}", flush=True)
     if config.api == "linen":
         prepare = compile_steps
     else:  # Flax NNX's steps (--api nnx-*), loaded when asked for: flax.nnx adds a third of a second to every start

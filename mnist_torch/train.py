@@ -172,11 +172,11 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
     if config.resume:
         state, records = load_checkpoint(config.out_dir, state, config)
         interrupts.kept(f"the checkpoint after epoch {len(records)} in {checkpoint_path(config.out_dir)}")
-        if not config.quiet:
-            print(f"resumed from {config.out_dir} after epoch {len(records)}", flush=True)
-    interrupts.now(
+    interrupts.now(  # before the line below, so that an interrupt after it is named truly
         "during compilation" if config.mode in ("compile", "compile-step") else "while preparing the train step"
     )
+    if config.resume and not config.quiet:
+        print(f"resumed from {config.out_dir} after epoch {len(records)}", flush=True)
     state, steps, compile_seconds = compile_steps(state, train_split, config, world)
     if not config.quiet and compile_seconds is not None:
         print(f"{PREPARED[config.mode]} in {compile_seconds:.2f}s", flush=True)

@@ -36,10 +36,10 @@ from tests.conftest import SMALL_RUN
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(autouse=True)
-def compile_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Interrupts land during compilation: compile, as a first run does, instead of loading the session's cache."""
-    monkeypatch.setenv("JAX_ENABLE_COMPILATION_CACHE", "false")
+def compile_afresh() -> dict[str, str]:
+    """The environment of a run to be interrupted during compilation: it compiles, as a first run does, instead of
+    loading the session's cache (tests/conftest.py). The other runs load it, as a user's second run would."""
+    return {**os.environ, "JAX_ENABLE_COMPILATION_CACHE": "false"}
 
 
 CHECKPOINT = {"torch": TORCH_CHECKPOINT, "jax": JAX_CHECKPOINT}
@@ -156,7 +156,7 @@ def test_interrupted_mid_epoch_and_during_compilation_then_resumed(
     command = resume_command(line)
     assert command[1:] == ["-m", f"mnist_{framework}.train", *FLAGS, "--out-dir", str(tmp_path), "--resume"]
 
-    run = Run(command)
+    run = Run(command, env=compile_afresh())
     run.wait_for(r"^resumed from .* after epoch 1$")
     status, seconds = run.signal(second)
     # compiling takes seconds on the CPU, but torch's eager mode only prepares its step: then epoch 2 is hit

@@ -11,7 +11,17 @@ import pytest
 from PIL import Image
 
 from mnist_common import compare
-from mnist_common.plots import CONFUSION_FILE, CURVES_FILE, MISCLASSIFIED_FILE, confusion_matrix
+from mnist_common.plots import (
+    CONFUSION_FILE,
+    CURVES_FILE,
+    GAP,
+    MISCLASSIFIED_FILE,
+    TILE,
+    TITLE_ROOM,
+    confusion_matrix,
+    misclassified_montage,
+    plot_misclassified,
+)
 from mnist_common.progress import EpochProgress, progress_enabled
 
 FRAMEWORKS = ["torch", "jax"]
@@ -40,6 +50,30 @@ def test_confusion_matrix_counts_true_against_predicted():
     counts = confusion_matrix(labels, predictions)
     assert counts.shape == (10, 10) and counts.sum() == 6 and np.trace(counts) == 4
     assert counts[0, 1] == 1 and counts[2, 0] == 1 and counts[2, 2] == 2
+
+
+def test_the_misclassified_digits_are_tiled_in_order_each_titled_true_to_predicted(mnist):
+    """The montage holds each wrong digit, in order, 10 to a row, on white; one title per digit, none for the rest."""
+    images, labels = mnist.test.images[:60].numpy(), mnist.test.labels[:60].numpy()
+    predictions = labels.copy()
+    wrong = np.array([0, 3, 4, 10, 11, 12, 20, 21, 30, 31, 32, 40, 59])
+    predictions[wrong] = (labels[wrong] + 1) % 10
+    pixels = images[wrong].reshape(-1, TILE, TILE)
+    canvas = misclassified_montage(pixels, 10)
+    assert canvas.shape == (2 * (TILE + TITLE_ROOM), 10 * (TILE + GAP))
+    digits = np.zeros(canvas.shape, bool)
+    for k, digit in enumerate(pixels):
+        row, column = divmod(k, 10)
+        top, left = row * (TILE + TITLE_ROOM) + TITLE_ROOM, column * (TILE + GAP) + GAP // 2
+        np.testing.assert_array_equal(canvas[top : top + TILE, left : left + TILE], digit)
+        digits[top : top + TILE, left : left + TILE] = True
+    assert np.all(canvas[~digits] == 1.0)
+    fig = plot_misclassified(images, labels, predictions, limit=12)
+    (ax,) = fig.axes
+    titles = [text.get_text() for text in ax.texts]
+    assert titles == [f"{labels[i]} -> {predictions[i]}" for i in wrong[:12]]
+    assert ax.get_title() == "misclassified test digits, true -> predicted (12 of 13 shown)"
+    assert misclassified_montage(pixels[:0], 10).shape == (TILE + TITLE_ROOM, 10 * (TILE + GAP))
 
 
 def test_compare_overlays_both_frameworks_curves(trained_run, tmp_path, capsys):
