@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import jax
 import pytest
 
 from mnist_common.interrupts import SIGNALS
@@ -36,11 +37,31 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def shared_compilation_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def shared_compilation_cache(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[None]:
+    """The session's cache for the trainers it starts; in an end-to-end session (``-m e2e``) this process's own
+    JAX uses it too, before its first compilation: its longer in-process runs (resumed, stopped, repeated with
+    other settings) compile the same steps again and again."""
+    folder = tmp_path_factory.mktemp("xla-cache")
+    in_process = "e2e" in pytestconfig.getoption("markexpr", "")
+    before = {
+        name: getattr(jax.config, name)
+        for name in (
+            "jax_enable_compilation_cache",
+            "jax_compilation_cache_dir",
+            "jax_persistent_cache_min_compile_time_secs",
+        )
+    }
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("JAX_ENABLE_COMPILATION_CACHE", "true")
-        patch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.mktemp("xla-cache")))
-        yield
+        patch.setenv("JAX_COMPILATION_CACHE_DIR", str(folder))
+        if in_process:
+            jax.config.update("jax_enable_compilation_cache", True)
+            jax.config.update("jax_compilation_cache_dir", str(folder))
+        try:
+            yield
+        finally:
+            for name, value in before.items():
+                jax.config.update(name, value)
 
 
 #: The small run the kill and interrupt tests stop and resume: 10 steps an epoch (about 0.4 s on 2 cores), still long
