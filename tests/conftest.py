@@ -5,7 +5,8 @@ into the user's cache. Most end-to-end tests start `python -m mnist_jax.train` s
 flags, and each start compiled the same fused steps again (seconds each, on 2 cores): here they share one
 cache in the session's temporary folder, as a user's second run shares the user's. What a test proves of
 compilation itself runs with the cache off or in a folder of its own (tests/test_interrupts.py,
-tests/test_cli.py's cache test). This process's own JAX keeps the cache off (root conftest). And the signals a
+tests/test_cli.py's cache test). This process's own JAX keeps the cache off (root conftest), except in an
+end-to-end session, whose longer in-process runs train the same steps again and again. And the signals a
 background start ignores are given back to the commands the tests start.
 """
 
