@@ -93,14 +93,19 @@ def plot_confusion(labels: np.ndarray, predictions: np.ndarray) -> plt.Figure:
 TILE, GAP, TITLE_ROOM = 28, 4, 10
 
 
+def tile_corner(k: int, columns: int) -> tuple[int, int]:
+    """The montage row and column of the top-left pixel of digit `k`; its title sits in the room just above."""
+    row, column = divmod(k, columns)
+    return row * (TILE + TITLE_ROOM) + TITLE_ROOM, column * (TILE + GAP) + GAP // 2
+
+
 def misclassified_montage(pixels: np.ndarray, columns: int) -> np.ndarray:
     """Digits (n, 28, 28) in [0, 1] tiled in rows of `columns` on white, with room above each for its title: one
     image in one Axes, which draws in a small fraction of the time a grid of one Axes per digit takes."""
     rows = max(1, -(-len(pixels) // columns))
     canvas = np.ones((rows * (TILE + TITLE_ROOM), columns * (TILE + GAP)), np.float32)
     for k, digit in enumerate(pixels):
-        row, column = divmod(k, columns)
-        top, left = row * (TILE + TITLE_ROOM) + TITLE_ROOM, column * (TILE + GAP) + GAP // 2
+        top, left = tile_corner(k, columns)
         canvas[top : top + TILE, left : left + TILE] = digit
     return canvas
 
@@ -118,8 +123,8 @@ def plot_misclassified(images: np.ndarray, labels: np.ndarray, predictions: np.n
     ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
     for k, i in enumerate(wrong):
-        row, column = divmod(k, columns)
-        x, y = column * (TILE + GAP) + (TILE + GAP) / 2 - 0.5, row * (TILE + TITLE_ROOM) + TITLE_ROOM - 1.5
+        top, left = tile_corner(k, columns)  # the title centred over the digit, just above its first row
+        x, y = left + (TILE - 1) / 2, top - 1.5
         ax.text(x, y, f"{labels[i]} -> {predictions[i]}", ha="center", va="bottom", fontsize=9, color="firebrick")
     total = int((labels != predictions).sum())
     ax.set_title(f"misclassified test digits, true -> predicted ({len(wrong)} of {total} shown)", fontsize=10, pad=12)

@@ -44,7 +44,7 @@ def shared_compilation_cache(tmp_path_factory: pytest.TempPathFactory, pytestcon
     other settings) compile the same steps again and again."""
     folder = tmp_path_factory.mktemp("xla-cache")
     in_process = "e2e" in pytestconfig.getoption("markexpr", "")
-    before = {
+    before = {  # put back at the end, with the minimum compile time that the trainers' use_compilation_cache sets
         name: getattr(jax.config, name)
         for name in (
             "jax_enable_compilation_cache",
