@@ -41,7 +41,8 @@
 # --dry-run runs every step on the CPU with one tiny round per benchmark and one-epoch trainings, each code path
 # once (.ci/run runs it, so the GPU command cannot rot): two candidates for one round, one profile, the accuracy
 # stages on each framework's default trainer, batch 1024's selection collected, not run again (the e2e tests
-# run all candidates, the profile's checks and every trainer mode), scaling's row of JAX's two processes only.
+# run shipped and another candidate for two rounds, the profile's checks and every trainer mode), scaling's row of
+# JAX's two processes only.
 # Each step's seconds are printed at the end.
 # Exit status: 0 when every step ran, 1 otherwise.
 set -uo pipefail
@@ -227,8 +228,9 @@ if [ -n "${chosen[candidates]+x}" ]; then
   else
     echo "== JAX's GPU candidates, A/B in interleaved rounds (until $((deadline_of[candidates] - start))s of ${budget}s)"
     candidate_opts=(--device "$device" --budget $((left - 20)))
-    # The dry run proves the stage's wiring with two candidates; tests/test_gpu_candidates.py (e2e) runs the verdict's
-    # candidates as workers, the model and loss variants in-process, and parses every candidate's flags.
+    # The dry run proves the stage's wiring with two candidates for one round; tests/test_gpu_candidates.py (e2e) runs
+    # shipped and a candidate the verdict adopts for two rounds as workers, the model and loss variants in-process,
+    # and parses every candidate's flags.
     [ "$dry_run" = 1 ] && candidate_opts=(--dry-run --candidates shipped,nondeterministic --rounds 1)
     bounded $((left + 60)) "$PY" -m benchmarks.gpu_candidates "$out_dir/$name-candidates" "${candidate_opts[@]}" \
       || failed+=("candidates")

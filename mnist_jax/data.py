@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from mnist_torch import data as torch_data
-from mnist_torch.data import DEFAULT_DATA_DIR, DataError  # noqa: F401  (re-exported: one data path for both)
+from mnist_common.config import DEFAULT_DATA_DIR
+
+if TYPE_CHECKING:
+    from mnist_torch import data as torch_data
 
 
 class Split(NamedTuple):
@@ -38,5 +40,8 @@ def from_torch(split: torch_data.Split) -> Split:
 
 def load_mnist(data_dir: Path | str = DEFAULT_DATA_DIR) -> MNISTData:
     """Verified, normalized MNIST as NumPy arrays in NHWC layout."""
+    # Imported here, not above: a JAX command that loads no data (predict) then imports no PyTorch.
+    from mnist_torch import data as torch_data
+
     data = torch_data.load_mnist(data_dir)
     return MNISTData(train=from_torch(data.train), test=from_torch(data.test))

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from torchvision.datasets import MNIST
 
 from mnist_common.config import (  # noqa: F401  (re-exported: defined where no framework is imported)
     DEFAULT_DATA_DIR,
@@ -189,6 +188,10 @@ def normalize(pixels: torch.Tensor) -> torch.Tensor:
 
 def load_split(data_dir: Path | str, train: bool) -> Split:
     """One split as whole tensors: normalized once here instead of per image every epoch."""
+    # Imported here, not above: torchvision's import takes over a second (it loads torch._dynamo), which a command
+    # that loads no data (predict, a refused run) then does not pay.
+    from torchvision.datasets import MNIST
+
     dataset = MNIST(root=str(data_dir), train=train, download=False)
     return Split(normalize(dataset.data), dataset.targets.long())
 

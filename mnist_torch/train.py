@@ -21,6 +21,7 @@ import functools
 import sys
 import time
 from collections.abc import Sequence
+from importlib.metadata import version
 from pathlib import Path
 
 if __name__ == "__main__":
@@ -34,7 +35,6 @@ if __name__ == "__main__":
 
 import numpy as np
 import torch
-import torchvision
 
 from mnist_common import interrupts
 from mnist_common.batches import batch_order
@@ -180,7 +180,7 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
     state, steps, compile_seconds = compile_steps(state, train_split, config, world)
     if not config.quiet and compile_seconds is not None:
         print(f"{PREPARED[config.mode]} in {compile_seconds:.2f}s", flush=True)
-    versions = {"torch": torch.__version__, "torchvision": torchvision.__version__}
+    versions = {"torch": torch.__version__, "torchvision": version("torchvision")}
     parallel = describe(world)
     with Run(config, "torch", writer, earlier, records, str(device), versions, compile_seconds, parallel) as run:
         for epoch in run.epochs():

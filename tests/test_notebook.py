@@ -12,8 +12,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "notebooks" / "pytorch_and_jax_side_by_side.ipynb"
-#: The quick setting's budget on a 2-core CPU, kernel start included.
-QUICK_SECONDS = 90
+#: The longest one cell may run before nbclient calls it hung: a guard against a hang, not a speed claim (the run's
+#: seconds are printed; speed is measured in benchmarks/, never asserted in a test).
+CELL_TIMEOUT = 180
 #: The cells that draw: sample digits; both runs' curves and step losses; both confusion matrices.
 FIGURES = 3
 
@@ -44,7 +45,7 @@ def test_the_notebook_runs_in_its_quick_setting_and_draws_every_figure(monkeypat
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     start = time.perf_counter()
     nbclient.NotebookClient(
-        notebook, timeout=QUICK_SECONDS * 2, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}
+        notebook, timeout=CELL_TIMEOUT, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}
     ).execute()  # a cell that raises raises CellExecutionError here, naming the cell and the error
     seconds = time.perf_counter() - start
     print(f"the notebook ran in {seconds:.1f} s")
@@ -56,4 +57,3 @@ def test_the_notebook_runs_in_its_quick_setting_and_draws_every_figure(monkeypat
     assert len(figure_cells(notebook)) == FIGURES and not missing, missing
     text = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
     assert "QUICK=True" in text and "max |logit difference|" in text and "not the benchmark" in text
-    assert seconds <= QUICK_SECONDS * 1.5, f"the quick notebook took {seconds:.0f} s; its budget is {QUICK_SECONDS} s"

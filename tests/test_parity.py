@@ -21,15 +21,17 @@ from mnist_jax import steps as jax_steps
 from mnist_jax.model import CNN as JaxCNN
 from mnist_jax.port import params_from_torch, params_to_torch
 from mnist_torch import steps as torch_steps
+from mnist_torch.data import Split
 from mnist_torch.model import CNN as TorchCNN
+from mnist_torch.runtime import deterministic
 from tests.numerics import relative_error
 
 CONFIG = TrainConfig()  # the default hyperparameters: lr 0.1, momentum 0.9, batch 128
 CPU = torch.device("cpu")
 
 
-def torch_batches(mnist, steps: int, epoch: int = 1, batch_size: int = CONFIG.batch_size):
-    for step, idx in enumerate(batch_indices(CONFIG.seed, epoch, 60_000, batch_size)):
+def torch_batches(mnist, steps: int, epoch: int = 1, batch_size: int = CONFIG.batch_size, train_size: int = 60_000):
+    for step, idx in enumerate(batch_indices(CONFIG.seed, epoch, train_size, batch_size)):
         if step == steps:
             return
         yield mnist.train.images[idx], mnist.train.labels[idx], idx
@@ -134,18 +136,25 @@ def test_pytorchs_compiled_whole_step_takes_jaxs_cpu_steps(mnist, jax_mnist):
     """What each CPU trainer ships at its fastest: PyTorch's `--mode compile-step` (the whole step as one
     `torch.compile(fullgraph=True)` graph, conv1 as a matmul) against JAX's jitted step with conv1 as a matmul,
     from the same weights on the same batches: parameters within 1e-5 after each of 3 steps, as eager's are."""
-    config = TrainConfig(mode="compile-step")
+    config = TrainConfig(mode="compile-step", train_size=1280)
+    # As test_steps' compile-step run trains (a --train-size 1280 run's training set, under the trainer's
+    # deterministic settings): Inductor's cache then holds one graph for both tests, compiled by whichever runs first.
+    train = Split(mnist.train.images[: config.train_size], mnist.train.labels[: config.train_size])
     torch_state = torch_steps.create_state(CONFIG.seed, config, CPU)
     assert torch_state.model.conv1_as_matmul
-    torch_state, steps, _ = torch_steps.compile_steps(torch_state, mnist.train, config, torch_steps.World())
     jax_state = jax_state_from(torch_state.model, conv1_as_matmul=True)
-    for step, (_, _, idx) in enumerate(torch_batches(mnist, 3), start=1):
-        _, loss = steps(torch_state, torch.from_numpy(idx)[None])
-        jax_state, metrics = jax_steps.train_step(jax_state, (jax_mnist.train.images[idx], jax_mnist.train.labels[idx]))
-        assert abs(float(loss[0]) - float(metrics["loss"])) < 1e-5
-        ported = params_from_torch(torch_state.model.state_dict())["params"]
-        diffs = jax.tree.map(lambda t, j: float(np.abs(np.asarray(t) - np.asarray(j)).max()), ported, jax_state.params)
-        assert max(jax.tree.leaves(diffs)) < 1e-5, (step, diffs)
+    with deterministic():
+        torch_state, steps, _ = torch_steps.compile_steps(torch_state, train, config, torch_steps.World())
+        for step, (_, _, idx) in enumerate(torch_batches(mnist, 3, train_size=config.train_size), start=1):
+            _, loss = steps(torch_state, torch.from_numpy(idx)[None])
+            jax_batch = (jax_mnist.train.images[idx], jax_mnist.train.labels[idx])
+            jax_state, metrics = jax_steps.train_step(jax_state, jax_batch)
+            assert abs(float(loss[0]) - float(metrics["loss"])) < 1e-5
+            ported = params_from_torch(torch_state.model.state_dict())["params"]
+            diffs = jax.tree.map(
+                lambda t, j: float(np.abs(np.asarray(t) - np.asarray(j)).max()), ported, jax_state.params
+            )
+            assert max(jax.tree.leaves(diffs)) < 1e-5, (step, diffs)
 
 
 def run_both(
