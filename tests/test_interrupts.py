@@ -53,8 +53,12 @@ TIMEOUT = 300
 class Run:
     """A command started in a subprocess, its stdout and stderr read line by line as they come."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
-        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, own_group: bool = False) -> None:
+        """`own_group`: the command leads a process group of its own, as a terminal's foreground job does, so that
+        `signal(..., group=True)` reaches it and every process it started (Ctrl-C)."""
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=own_group
+        )
         self.lines: dict[str, queue.Queue[str | None]] = {"stdout": queue.Queue(), "stderr": queue.Queue()}
         self.seen: dict[str, list[str]] = {"stdout": [], "stderr": []}
         for name in self.lines:
@@ -75,10 +79,14 @@ class Run:
             if re.search(pattern, line):
                 return line
 
-    def signal(self, signum: int) -> tuple[int, float]:
-        """Send `signum`; the exit status and the seconds until the process was gone."""
+    def signal(self, signum: int, group: bool = False) -> tuple[int, float]:
+        """Send `signum` (to the whole process group with `group`); the exit status and the seconds until the process
+        was gone."""
         start = time.monotonic()
-        self.process.send_signal(signum)
+        if group:
+            os.killpg(self.process.pid, signum)
+        else:
+            self.process.send_signal(signum)
         status = self.process.wait(timeout=TIMEOUT)
         return status, time.monotonic() - start
 
@@ -221,9 +229,24 @@ def test_read_only_commands_interrupted_while_loading(command, tmp_path):
     assert seconds < PROMPT
 
 
+#: The line of a torch run interrupted by SIGINT while it compiles its first step.
+INTERRUPTED_COMPILING = (
+    r"interrupted during compilation \(SIGINT\); no epoch was complete, so nothing was kept; "
+    r"run the same command again to start afresh"
+)
+
+
+def compiler_running(group: int) -> bool:
+    """Whether a C++ compiler (Inductor building a kernel into its cache) runs in process group `group`."""
+    ps = subprocess.run(["ps", "-o", "args=", "-g", str(group)], capture_output=True, text=True, check=False).stdout
+    return any(Path(line.split()[0]).name in ("g++", "c++", "cc1plus", "ld") for line in ps.splitlines() if line)
+
+
 def test_compile_repairs_the_inductor_cache_an_interrupted_compilation_damaged(tmp_path):
     """Empty .so and .o files (what a Ctrl-C during Inductor's C++ build leaves) are removed with one line; one being
-    written now (fresh) is not; and a Ctrl-C during the compilation that follows is one line too."""
+    written now (fresh) is not; and a Ctrl-C during the compilation that follows is one line too. Then a terminal's
+    Ctrl-C (the whole process group) while the C++ compiler writes a kernel into the cache: one line that says to run
+    the same command again, and that command, run at once, completes."""
     cache = tmp_path / "inductor"
     damaged = [cache / "ab" / "cabdamaged.main.so", cache / "ab" / "cabdamaged.optimized.o"]
     fresh = cache / "cd" / "ccdbeingwritten.main.so"
@@ -233,10 +256,9 @@ def test_compile_repairs_the_inductor_cache_an_interrupted_compilation_damaged(t
     for path in damaged:
         os.utime(path, (time.time() - 3600, time.time() - 3600))
     out_dir = tmp_path / "run"
-    run = Run(
-        trainer("torch", *FLAGS, "--mode", "compile", "--out-dir", str(out_dir)),
-        env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)},
-    )
+    command = trainer("torch", *FLAGS, "--mode", "compile", "--out-dir", str(out_dir))
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
+    run = Run(command, env=env)
     note = run.wait_for(r"^note: ", stream="stderr")
     assert note == (
         f"note: removed 2 empty compiled kernel files (.so, .o) that an interrupted compilation left in Inductor's "
@@ -250,7 +272,24 @@ def test_compile_repairs_the_inductor_cache_an_interrupted_compilation_damaged(t
         status,
         seconds,
         out_dir,
-        r"interrupted during compilation \(SIGINT\); no epoch was complete, so nothing was kept; "
-        r"run the same command again to start afresh",
+        INTERRUPTED_COMPILING,
     )
     assert run.seen["stderr"].count(note) == 1 and len(run.seen["stderr"]) == 2, run.seen["stderr"]
+
+    run = Run(command, env=env, own_group=True)
+    deadline = time.monotonic() + TIMEOUT
+    while not compiler_running(run.process.pid):
+        assert run.process.poll() is None and time.monotonic() < deadline, f"no C++ build was seen: {run.finish()}"
+        time.sleep(0.02)
+    status, seconds = run.signal(signal.SIGINT, group=True)
+    line = assert_interrupted(
+        run,
+        signal.SIGINT,
+        status,
+        seconds,
+        out_dir,
+        INTERRUPTED_COMPILING,
+    )
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, (line, done.stderr[-3000:])
+    assert [e["epoch"] for e in json.loads((out_dir / "metrics.json").read_text())["epochs"]] == [1, 2]
