@@ -21,7 +21,6 @@ import functools
 import sys
 import time
 from collections.abc import Sequence
-from importlib.metadata import version
 from pathlib import Path
 
 if __name__ == "__main__":
@@ -180,7 +179,9 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
     state, steps, compile_seconds = compile_steps(state, train_split, config, world)
     if not config.quiet and compile_seconds is not None:
         print(f"{PREPARED[config.mode]} in {compile_seconds:.2f}s", flush=True)
-    versions = {"torch": torch.__version__, "torchvision": version("torchvision")}
+    import torchvision  # loaded with the data above (mnist_torch.data imports it there, not at start-up)
+
+    versions = {"torch": torch.__version__, "torchvision": torchvision.__version__}
     parallel = describe(world)
     with Run(config, "torch", writer, earlier, records, str(device), versions, compile_seconds, parallel) as run:
         for epoch in run.epochs():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -84,6 +85,9 @@ def assert_learned(metrics: dict, framework: str, config: TrainConfig) -> None:
     assert last["images_per_s"] == pytest.approx(6400 / last["seconds"], rel=1e-6)
     assert (metrics["compile_seconds"] is None) == (framework == "torch")
     assert (metrics["compilation_cache"] is None) == (framework == "torch")
+    libraries = ("torch", "torchvision") if framework == "torch" else ("jax", "flax", "optax")
+    for name in libraries:  # as the library says of itself, build tag and all (torch's "+cu130")
+        assert metrics["versions"][name] == importlib.import_module(name).__version__, name
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)

@@ -266,14 +266,7 @@ def test_compile_repairs_the_inductor_cache_an_interrupted_compilation_damaged(t
     )
     assert not any(path.exists() for path in damaged) and fresh.exists()
     status, seconds = run.signal(signal.SIGINT)
-    assert_interrupted(
-        run,
-        signal.SIGINT,
-        status,
-        seconds,
-        out_dir,
-        INTERRUPTED_COMPILING,
-    )
+    assert_interrupted(run, signal.SIGINT, status, seconds, out_dir, INTERRUPTED_COMPILING)
     assert run.seen["stderr"].count(note) == 1 and len(run.seen["stderr"]) == 2, run.seen["stderr"]
 
     run = Run(command, env=env, own_group=True)
@@ -282,14 +275,7 @@ def test_compile_repairs_the_inductor_cache_an_interrupted_compilation_damaged(t
         assert run.process.poll() is None and time.monotonic() < deadline, f"no C++ build was seen: {run.finish()}"
         time.sleep(0.02)
     status, seconds = run.signal(signal.SIGINT, group=True)
-    line = assert_interrupted(
-        run,
-        signal.SIGINT,
-        status,
-        seconds,
-        out_dir,
-        INTERRUPTED_COMPILING,
-    )
+    line = assert_interrupted(run, signal.SIGINT, status, seconds, out_dir, INTERRUPTED_COMPILING)
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False)
     assert done.returncode == 0 and "Traceback" not in done.stderr, (line, done.stderr[-3000:])
     assert [e["epoch"] for e in json.loads((out_dir / "metrics.json").read_text())["epochs"]] == [1, 2]
