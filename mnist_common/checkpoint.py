@@ -28,8 +28,9 @@ RESUME_KEYS = ("batch_size", "lr", "momentum", "seed", "train_size", "test_size"
 #: How to recover when --resume finds no checkpoint.
 RESUME_FIX = "drop --resume to start afresh, or pass the --out-dir of the run to continue"
 
-#: How to recover from a checkpoint that is refused (damaged, foreign, holding NaN).
-DISCARD_FIX = "delete it, or train again into that --out-dir without --resume"
+#: How to recover from a checkpoint that is refused (damaged, foreign, holding NaN): a run into that folder without a
+#: flag is refused (it holds a run), so the way out is the flag that replaces it, or another folder.
+DISCARD_FIX = "train afresh with --overwrite, which replaces it, or into another --out-dir"
 
 
 class CheckpointError(ProjectError):

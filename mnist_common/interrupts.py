@@ -181,8 +181,9 @@ def kept(what: str | None, resumable: bool = True) -> None:
 
 
 def resume_command(module: str, argv: Sequence[str]) -> str:
-    """The command line that continues a run started with `argv`: the same flags, plus --resume."""
-    args = list(argv)
+    """The command line that continues a run started with `argv`: the same flags, plus --resume, less --overwrite (the
+    run it replaced is gone once a checkpoint was kept, and the two flags together are refused)."""
+    args = [arg for arg in argv if arg != "--overwrite"]
     return shlex.join(["python", "-m", module, *args, *([] if "--resume" in args else ["--resume"])])
 
 

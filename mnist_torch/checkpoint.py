@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mnist_common.checkpoint import (
+    DISCARD_FIX,
     RESUME_FIX,
     CheckpointError,
     check_contents,
@@ -81,8 +82,7 @@ def _read(out_dir: Path, fix: str) -> dict[str, Any]:
     except pickle.UnpicklingError:  # PyTorch's own message advises weights_only=False: the opposite of safe
         raise CheckpointError(
             f"{shown_path(path)} holds Python objects besides tensors, which could run code when loaded, so it is "
-            f"refused; use a checkpoint written by this project's trainer, or train again into that --out-dir "
-            f"without --resume"
+            f"refused; use a checkpoint written by this project's trainer, or {DISCARD_FIX}"
         ) from None
     except Exception as err:  # whole and ours, but not what this version writes: say which, never a traceback
         raise unreadable(path, err) from None

@@ -8,6 +8,7 @@ import ast
 import hashlib
 import json
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_common import files
+from mnist_common import files, interrupts
 from mnist_common.cli import build_evaluate_parser, build_parser, build_predict_parser, parse_config
 from mnist_common.files import LOCK_FILE, out_dir_lock, write_atomically
 from mnist_common.weights import WEIGHTS_FILE
@@ -99,6 +100,15 @@ def test_resume_and_overwrite_together_are_refused(capsys):
         parse_config("torch", ["--resume", "--overwrite"])
     assert exit_info.value.code == 2
     assert "error: pass either --resume (continue the run in --out-dir) or --overwrite" in capsys.readouterr().err
+
+
+def test_the_command_that_continues_an_interrupted_overwrite_is_accepted():
+    """An --overwrite run interrupted after a checkpoint is continued by the same flags with --resume instead of
+    --overwrite: the two together are refused, and the run it replaced is already gone."""
+    line = interrupts.resume_command("mnist_jax.train", ["--epochs", "2", "--overwrite", "--out-dir", "d"])
+    assert line == "python -m mnist_jax.train --epochs 2 --out-dir d --resume"
+    config = parse_config("jax", shlex.split(line)[3:])
+    assert config.resume and not config.overwrite
 
 
 @pytest.mark.e2e  # a real epoch, its evaluation and its plots: a longer real run
