@@ -222,6 +222,16 @@ def out_dir_lock(out_dir: Path, command: str) -> Iterator[None]:
         handle.close()
 
 
+def release_locks_on_exit() -> None:
+    """Remove the lock files this process holds, for a process about to leave with `os._exit` (a signal in a
+    several-process run, `mnist_common.parallel.exit_on_interrupt`), which skips `out_dir_lock`'s clean-up. The
+    kernel's lock goes with the process anyway; this removes the file, so that no stale `.lock` is left behind."""
+    for key, handle in list(_held.items()):
+        path = Path(key) / LOCK_FILE
+        if _is_ours(path, handle):
+            path.unlink(missing_ok=True)
+
+
 def remove_partial_files(out_dir: Path) -> list[Path]:
     """Delete the ``*.partial`` files a killed run left (it died mid-write; the complete files are untouched).
     Called only under `out_dir_lock`, so no live run's partial file is removed."""

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from mnist_common.config import TrainConfig
+from mnist_common.files import release_locks_on_exit
 
 
 def exit_on_interrupt(line: Callable[[int], str], signums: Sequence[int]) -> None:
@@ -43,9 +44,15 @@ def exit_on_interrupt(line: Callable[[int], str], signums: Sequence[int]) -> Non
         while True:
             for signum in os.read(read_end, 64):  # other signals keep their own handlers
                 if signum in signums and last_word():  # else the main thread is ending the process with its own line
-                    print(line(signum), file=sys.stderr, flush=True)
                     with contextlib.suppress(Exception):
                         sys.stdout.flush()
+                        sys.stderr.flush()
+                    # One write() of the whole line: the ranks share one stderr, and print's separate writes of the
+                    # text and its newline let two ranks' lines run into one.
+                    with contextlib.suppress(OSError):
+                        os.write(sys.stderr.fileno(), f"{line(signum)}\n".encode())
+                    with contextlib.suppress(OSError):
+                        release_locks_on_exit()
                     os._exit(128 + signum)
 
     threading.Thread(target=watch, name="exit-on-interrupt", daemon=True).start()

@@ -249,5 +249,6 @@ def test_sigint_under_torchrun_stops_every_rank_in_one_line(tmp_path):
         -3000:
     ]
     assert all("was interrupted (SIGINT)" in line for line in said)
+    assert not (tmp_path / ".lock").exists(), "rank 0 left its .lock behind"  # os._exit skips the lock's clean-up
     assert stderr.count("Traceback") <= 1 and "mnist_torch" not in stderr.partition("Traceback")[2], stderr[-3000:]
     assert launcher.returncode != 0 and seconds < STOP_BOUND
