@@ -15,7 +15,7 @@ What one process measures, at batch 128, float32, on real MNIST batches already 
   the second, so compile_s is the wall time of those two training steps less two steady compiled steps.
   One plain eager step runs before them, so that PyTorch's lazy first-call set-up (thread pools, oneDNN
   primitives), which eager pays too, is not counted as compilation. torch_cudagraph, the whole step
-  captured as a CUDA graph (`mnist_torch.steps.CapturedStep`): its capture seconds, which include
+  captured as a CUDA graph (`mnist_torch.cuda_graphs.CapturedStep`): its capture seconds, which include
   the three warm-up steps it runs and undoes (they train nothing). A graph has no on-disk cache, so its
   warm figure is a second cold one. jax_jit, the jitted `mnist_jax.steps.train_step`: lower + compile
   (`compile_train`, as `runners.jax_round` does), nothing else.
@@ -169,8 +169,8 @@ def _torch_process(variant: str, device: str, steps: int) -> dict[str, Any]:
     from mnist_common.config import TrainConfig
     from mnist_torch import steps as torch_steps
     from mnist_torch import train as torch_train
+    from mnist_torch.cuda_graphs import CapturedStep
     from mnist_torch.data import load_mnist
-    from mnist_torch.steps import CapturedStep
 
     # runners.precision("float32"): full float32 matmuls and convolutions (no TF32 on an NVIDIA GPU), as JAX below.
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False

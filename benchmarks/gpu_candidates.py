@@ -158,7 +158,7 @@ def _optax_epoch(state: Any, data: Any, order: Any) -> Any:
     """`mnist_jax.steps._train_epoch_steps` with `optax_loss` in place of `cross_entropy`."""
     import jax
 
-    from mnist_jax.steps import check_labels
+    from mnist_jax.data import check_labels
 
     images, labels = data
 

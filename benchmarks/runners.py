@@ -344,7 +344,7 @@ def jax_trainer_round(data: JaxSplit, dev: jax.Device, batch_size: int, precisio
     mesh = make_mesh(dev.platform, 1)
     config = dataclasses.replace(train_config(precision_name), batch_size=batch_size)
     state = place(jax_steps.create_state(0, config, dev), replicated(mesh))
-    resident = jax_steps.epoch_per_call(dev)
+    resident = jax_runtime.epoch_per_call(dev)
     train = JaxSplit(*place(tuple(data), replicated(mesh))) if resident else data
     order = (batch_order(0, 1, len(data.labels), batch_size) if resident else idx).astype(np.int32)
     start = time.perf_counter()

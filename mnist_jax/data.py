@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -45,3 +45,13 @@ def load_mnist(data_dir: Path | str = DEFAULT_DATA_DIR) -> MNISTData:
 
     data = torch_data.load_mnist(data_dir)
     return MNISTData(train=from_torch(data.train), test=from_torch(data.test))
+
+
+def check_labels(images: Any, labels: Any) -> None:
+    """The batch check every step traces (shapes and dtypes are static at trace time), so that a bad batch
+    fails in Python, not in XLA."""
+    if labels.ndim != 1 or labels.shape[0] != images.shape[0] or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"labels must be integer class indices of shape ({images.shape[0]},) to match the images, "
+            f"got shape {tuple(labels.shape)} {labels.dtype}; use mnist_jax.data.load_mnist()"
+        )

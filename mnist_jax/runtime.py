@@ -124,6 +124,27 @@ def compile_train(
         return lowered.compile()
 
 
+def epoch_per_call(device: jax.Device) -> bool:
+    """Whether the trainer runs a whole epoch per call (`mnist_jax.steps.train_epoch_steps`): on accelerators,
+    where the rolled loop is fastest. XLA:CPU runs the rolled loop's backward convolutions many times slower
+    (the while-loop trap `mnist_jax.steps.train_steps` documents), so the CPU fuses unrolled steps per call
+    instead (`fuse_steps`)."""
+    return device.platform != "cpu"
+
+
+#: Calls (chunks of fused steps, or single steps) the CPU path lets JAX queue ahead of the one running
+#: (`mnist_jax.train.train_epoch`). Two keep the device busy; without a bound the whole epoch was queued, and
+#: a Ctrl-C then waited for all of it (see benchmarks/RESULTS.md, "Design measurements").
+IN_FLIGHT = 2
+
+
+def fuse_steps(mesh: jax.sharding.Mesh) -> bool:
+    """Whether the CPU path fuses `mnist_jax.steps.FUSED_STEPS` steps per call: on one device only. Split over
+    several, the unrolled steps, each with its gradient all-reduce, ran slower per step than one step per
+    call, while one device gains from fusing (see benchmarks/RESULTS.md, "Design measurements")."""
+    return mesh.size == 1
+
+
 def start_backends() -> None:
     """Start JAX's backends, as the commands' first use of JAX does (`train`, `resolve_device`): a JAX_PLATFORMS
     naming a platform this machine lacks (cuda without an NVIDIA GPU, tpu without libtpu, a misspelt name),

@@ -6,9 +6,9 @@ epoch as one rolled `lax.scan` on the resident training set (an accelerator's pa
 compiles the ones a run uses ahead of time, so that compilation is timed apart from training, and
 `Steps` is what `mnist_jax.train.train_epoch` calls.
 
-Also the state they update (`create_state`, in the compute dtype of --precision), and evaluation and
-prediction over a whole split (`evaluate`, `predict`). The machinery around them (the device, the backends,
-XLA_FLAGS, compiler options) is `mnist_jax.runtime`.
+Also the state they update (`create_state`), and evaluation and prediction over a whole split (`evaluate`,
+`predict`). The machinery around them (the device, the backends, compiler options, which variant runs where)
+is `mnist_jax.runtime`.
 
 Read it side by side with `mnist_torch/steps.py`: the names both define correspond, in the same order
 (tests/test_architecture.py).
@@ -29,10 +29,10 @@ from jax.sharding import Mesh
 
 from mnist_common.batches import num_batches
 from mnist_common.config import EVAL_BATCH_SIZE, TrainConfig
-from mnist_jax.data import Split
-from mnist_jax.model import CNN
+from mnist_jax.data import Split, check_labels
+from mnist_jax.model import CNN, init_params
 from mnist_jax.parallel import batch_sharded, place, replicated
-from mnist_jax.runtime import compile_train
+from mnist_jax.runtime import compile_train, epoch_per_call, fuse_steps
 
 Batch = tuple[jax.Array, jax.Array]  # images (N, 28, 28, 1) float, labels (N,) int
 Metrics = dict[str, jax.Array]
@@ -44,23 +44,12 @@ COMPUTE_DTYPES = {"float32": jnp.float32, "bf16": jnp.bfloat16}
 
 def create_state(seed: int, config: TrainConfig, device: jax.Device | None = None) -> TrainState:
     """Freshly initialized parameters (PyTorch's default distributions, drawn from `seed`'s key) and SGD state,
-    for training on `device` (default: JAX's default device).
-
-    The state is a pytree: params, optimizer state and step count, with the model's `apply` (in the
-    training compute dtype) as static metadata. It carries no RNG key
-    because nothing after initialization is random (no dropout); the batch order comes
-    from the seed through `mnist_common.batches`, shared with the PyTorch trainer. The model computes conv1 in the
-    device's form (`conv1_as_matmul_on`). The Flax NNX routes start from this very state (`mnist_jax.steps_nnx`).
+    for training on `device` (default: JAX's default device): a pytree of params, optimizer state and step count,
+    with the model's `apply` (in the compute dtype, conv1 in the device's form) as static metadata. No RNG key:
+    nothing after initialization is random, and the batch order comes from the seed (`mnist_common.batches`).
     """
     model = CNN(dtype=COMPUTE_DTYPES[config.precision], conv1_as_matmul=conv1_as_matmul_on(device))
-    return TrainState.create(apply_fn=model.apply, params=_init_params(jax.random.key(seed)), tx=make_optimizer(config))
-
-
-@jax.jit
-def _init_params(key: jax.Array) -> Any:
-    """Linen's init as one compiled program: run op by op, it compiled each of its operations apart, the
-    slowest part of a trainer's start-up; the same values either way (the same random bits, scaled alike)."""
-    return CNN().init(key, jnp.zeros((1, 28, 28, 1), jnp.float32))["params"]
+    return TrainState.create(apply_fn=model.apply, params=init_params(jax.random.key(seed)), tx=make_optimizer(config))
 
 
 def conv1_as_matmul_on(device: jax.Device | None = None) -> bool:
@@ -75,11 +64,6 @@ def conv1_as_matmul_on(device: jax.Device | None = None) -> bool:
 #: speed (see benchmarks/RESULTS.md, "Design measurements").
 FUSED_STEPS = 16
 
-#: Calls (chunks of FUSED_STEPS steps, or single steps) the CPU path lets JAX queue ahead of the one
-#: running. Two keep the device busy; without a bound the whole epoch was queued, and a Ctrl-C then
-#: waited for all of it before the process could exit (see benchmarks/RESULTS.md, "Design measurements").
-IN_FLIGHT = 2
-
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     """optax.sgd is torch.optim.SGD: trace = momentum * trace + grad (the first trace is the grad
@@ -88,25 +72,12 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean cross-entropy over the batch: torch.nn.CrossEntropyLoss(), in at least float32 (bfloat16 logits are
-    widened).
-
-    Written with one-hot labels rather than `optax.softmax_cross_entropy_with_integer_labels`: that one picks
-    each row's logit with `take_along_axis`, whose gradient is a scatter-add, the op XLA:GPU's deterministic
-    mode runs in a slow serial form; the one-hot product's gradient is elementwise (no scatter), with the same
-    value to float32 rounding (tests/test_steps.py)."""
+    """Mean cross-entropy over the batch: torch.nn.CrossEntropyLoss(), in at least float32. One-hot rather than
+    `optax.softmax_cross_entropy_with_integer_labels`, whose gradient is a scatter-add, which XLA:GPU's
+    deterministic mode runs serially; the same value to float32 rounding (tests/test_steps.py)."""
     logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
     one_hot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
     return -(jax.nn.log_softmax(logits) * one_hot).sum(axis=-1).mean()
-
-
-def check_labels(images: jax.Array, labels: jax.Array) -> None:
-    """Trace-time check (shapes and dtypes are static), so a bad batch fails in Python, not in XLA."""
-    if labels.ndim != 1 or labels.shape[0] != images.shape[0] or not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise ValueError(
-            f"labels must be integer class indices of shape ({images.shape[0]},) to match the images, "
-            f"got shape {tuple(labels.shape)} {labels.dtype}; use mnist_jax.data.load_mnist()"
-        )
 
 
 def loss_and_grads(params: Any, batch: Batch, apply_fn: Callable = CNN().apply) -> tuple[jax.Array, Any]:
@@ -131,10 +102,9 @@ def _train_steps(state: TrainState, batches: Batch, unroll: int | bool = 1) -> t
     return jax.lax.scan(_train_step, state, batches, unroll=unroll)
 
 
-#: K SGD steps in one call: `lax.scan` over batches stacked on a leading axis, images (K, N, 28, 28, 1),
-#: labels (K, N); returns the state after the K steps and the K losses. One dispatch instead of K.
-#: `unroll=True` replaces XLA's while loop by K copies of the step: on XLA:CPU the backward convolutions
-#: inside a while loop run many times slower than the same convolutions outside one (benchmarks/RESULTS.md).
+#: K SGD steps in one call: `lax.scan` over K batches stacked on a leading axis; returns the state after them and
+#: the K losses. One dispatch instead of K. `unroll=True` replaces XLA's while loop by K copies of the step: on
+#: XLA:CPU the backward convolutions inside a while loop run many times slower (benchmarks/RESULTS.md).
 train_steps = jax.jit(_train_steps, donate_argnums=0, static_argnames="unroll")
 
 
@@ -147,11 +117,9 @@ def _train_epoch_steps(state: TrainState, data: Batch, order: jax.Array) -> tupl
     return jax.lax.scan(step, state, order)
 
 
-#: A whole epoch in one call, the fastest path on a GPU: a rolled `lax.scan` over the rows of `order`
-#: (steps, batch), the epoch's batch order as one integer array, each batch gathered on the device
-#: from the resident training set `data` (images (N, 28, 28, 1), labels (N,)); returns the state after
-#: every step and the steps' losses. One dispatch and one small upload per epoch instead of one per
-#: batch. Not for the CPU: there the rolled loop is the trap `train_steps` documents.
+#: A whole epoch in one call, the fastest path on a GPU: a rolled `lax.scan` over the rows of `order` (steps,
+#: batch), each batch gathered on the device from the resident training set `data`; returns the state after
+#: every step and the losses. One dispatch per epoch. Not for the CPU: the trap `train_steps` documents.
 train_epoch_steps = jax.jit(_train_epoch_steps, donate_argnums=0)
 
 
@@ -213,11 +181,8 @@ class Steps(NamedTuple):
     finish: Callable[[Any], TrainState] = _same
 
     def describe(self) -> str:
-        if self.epoch is not None:
-            calls = "a whole epoch per call"
-        else:
-            calls = f"{FUSED_STEPS} unrolled steps per call" if self.fused is not None else "one step per call"
-        return f"{self.name}, {calls}"
+        calls = "one step per call" if self.fused is None else f"{FUSED_STEPS} unrolled steps per call"
+        return f"{self.name}, {'a whole epoch per call' if self.epoch is not None else calls}"
 
     def calls(self, order: np.ndarray) -> list[np.ndarray]:
         """The epoch's (steps, batch) order cut into the rows of each call: all of them in one, or
@@ -231,10 +196,7 @@ class Steps(NamedTuple):
 
     def __call__(self, state: TrainState, rows: np.ndarray) -> tuple[TrainState, jax.Array]:
         """Train on the batches `rows` (one of `calls`); returns the new state and their losses, still on the devices.
-
-        The whole-epoch call takes the resident training set and the order, split along its batch axis
-        (each device gathers its share of every batch); the others take the batches gathered in host
-        memory, each split among the devices."""
+        The whole epoch gathers its batches on the devices; the other calls' batches are gathered in host memory."""
         train, mesh = self.train, self.mesh
         if self.epoch is not None:
             state, metrics = self.epoch(state, tuple(train), place(rows, batch_sharded(mesh, stacked=True)))
@@ -249,25 +211,9 @@ class Steps(NamedTuple):
         return state, metrics["loss"][None]
 
 
-def fuse_steps(mesh: Mesh) -> bool:
-    """Whether the CPU path fuses FUSED_STEPS steps per call: on one device only. Split over several, the
-    unrolled steps, each with its gradient all-reduce, ran slower per step than one step per call, while one
-    device gains from fusing (see benchmarks/RESULTS.md, "Design measurements")."""
-    return mesh.size == 1
-
-
-def epoch_per_call(device: jax.Device) -> bool:
-    """Whether the trainer runs a whole epoch per call (`train_epoch_steps`): on accelerators, where the
-    rolled loop is fastest. XLA:CPU runs the rolled loop's backward convolutions many times slower (the
-    while-loop trap `train_steps` documents), so the CPU fuses FUSED_STEPS unrolled steps per call instead."""
-    return device.platform != "cpu"
-
-
 def compile_ahead(uncompiled: Steps, state: TrainState, config: TrainConfig) -> Steps:
-    """`uncompiled`'s jitted variants that this run calls, compiled ahead of time for the mesh's platform and the
-    arrays' places on it (or loaded from the persistent compilation cache), and the eval step: the whole epoch on
-    an accelerator; FUSED_STEPS unrolled steps and the single step on one CPU device; the single step alone on
-    several. Linen's steps and Flax NNX's split-state steps compile alike."""
+    """The variants of `uncompiled` this run calls (`mnist_jax.runtime.epoch_per_call`, `fuse_steps`), and the eval
+    step, compiled ahead of time for the arrays' places on the mesh (or loaded from the persistent cache)."""
     train, mesh, batch_size = uncompiled.train, uncompiled.mesh, config.batch_size
     device, begun = mesh.devices.flat[0], uncompiled.start(state)
     if epoch_per_call(device):
@@ -288,15 +234,11 @@ def compile_ahead(uncompiled: Steps, state: TrainState, config: TrainConfig) -> 
 
 
 def compile_eval(state: TrainState, train: Split, config: TrainConfig, mesh: Mesh) -> None:
-    """The eval step compiled for a batch of the test set as `evaluate` takes it (replicated on the mesh, the
-    training images' type), so that the first epoch's evaluation does not compile."""
-    shape = (min(EVAL_BATCH_SIZE, config.test_size), *train.images.shape[1:])
-    everywhere = replicated(mesh)
-    batch = (
-        jax.ShapeDtypeStruct(shape, train.images.dtype, sharding=everywhere),
-        jax.ShapeDtypeStruct(shape[:1], train.labels.dtype, sharding=everywhere),
-    )
-    eval_step.lower(state.params, batch).compile()
+    """The eval step compiled for a test batch as `evaluate` takes it, so that no epoch's evaluation compiles."""
+    shape, everywhere = (min(EVAL_BATCH_SIZE, config.test_size), *train.images.shape[1:]), replicated(mesh)
+    images = jax.ShapeDtypeStruct(shape, train.images.dtype, sharding=everywhere)
+    labels = jax.ShapeDtypeStruct(shape[:1], train.labels.dtype, sharding=everywhere)
+    eval_step.lower(state.params, (images, labels)).compile()
 
 
 def compile_steps(state: TrainState, train: Split, config: TrainConfig, mesh: Mesh) -> tuple[TrainState, Steps, float]:

@@ -34,14 +34,13 @@ from flax.training.train_state import TrainState
 from jax.sharding import Mesh
 
 from mnist_common.config import JAX_APIS, TrainConfig
-from mnist_jax.data import Split
+from mnist_jax.data import Split, check_labels
 from mnist_jax.model_nnx import CNN, from_linen_params
 from mnist_jax.steps import (
     COMPUTE_DTYPES,
     Batch,
     Metrics,
     Steps,
-    check_labels,
     compile_ahead,
     compile_eval,
     conv1_as_matmul_on,

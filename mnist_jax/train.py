@@ -72,14 +72,12 @@ from mnist_jax.parallel import (
     start_processes,
 )
 from mnist_jax.profiling import capture
-from mnist_jax.runtime import deterministic, resolve_device, start_backends
+from mnist_jax.runtime import IN_FLIGHT, deterministic, epoch_per_call, resolve_device, start_backends
 from mnist_jax.steps import (
-    IN_FLIGHT,
     Steps,
     TrainState,
     compile_steps,
     create_state,
-    epoch_per_call,
     evaluate,
     predict,
 )
@@ -103,17 +101,12 @@ def train_epoch(
     device has finished.
 
     `steps.calls` cuts the epoch into the calls of the compiled steps (`mnist_jax.steps.Steps`), which hold
-    the training set and the mesh: with
-    `steps.epoch` the whole epoch is one call on the resident training set `train`, each device gathering
-    its share of every batch; otherwise `train` is in host memory, and the batches go FUSED_STEPS at a
-    time through `train_steps` and the few left over through `train_step` (on several CPU devices every
-    step goes through `train_step`: `fuse_steps`), each batch split among the devices. The same SGD steps
-    in the same order either way, and in every --api: the epoch runs on the API's own form of the state
-    (`steps.start`, `mnist_jax.steps_nnx`), converted from and back to the `TrainState` once. Losses stay
-    on the device until the epoch ends: reading each one would make the host wait for every step instead
-    of queueing the next; at most IN_FLIGHT calls are queued ahead, so that an interrupt waits for those
-    alone. The progress bar (a terminal only) reads the latest loss every few steps, which lets the queue
-    run ahead in between. `profile` (--profile) captures a few of the calls with JAX's profiler.
+    the training set and the mesh: a whole epoch per call on an accelerator, FUSED_STEPS steps per call on the
+    CPU, every batch split among the devices; in every --api the epoch runs on the API's own form of the state
+    (`steps.start`), turned back into the `TrainState` once (`steps.finish`). The losses stay on the device until
+    the epoch ends, with at most IN_FLIGHT calls queued ahead, so that an interrupt waits for those alone, and the
+    progress bar (a terminal only) reads the latest one every few steps, not every step. `profile` (--profile)
+    captures a few of the calls with JAX's profiler.
     """
     order = epoch_order(config, epoch, len(train.labels))
     state = steps.start(state)  # the --api's own form of the state (Linen's: the TrainState itself)

@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from mnist_common.config import TrainConfig
+from mnist_jax import runtime as jax_runtime
 from mnist_jax import steps as jax_steps
 from mnist_jax import train as jax_train
 from mnist_torch import steps as torch_steps
 from mnist_torch import train as torch_train
-from mnist_torch.steps import CapturedStep
+from mnist_torch.cuda_graphs import CapturedStep
 from tests.numerics import relative_error
 
 STEPS = 20
@@ -88,7 +89,7 @@ def test_cuda_graph_keeps_what_it_reads_alive(mnist):
 
 def test_jax_epoch_scan_equals_per_step_jit_on_the_gpu(jax_mnist):
     device = jax_gpu()
-    assert jax_steps.epoch_per_call(device)
+    assert jax_runtime.epoch_per_call(device)
     with jax.default_matmul_precision("float32"):
         train = jax.device_put((jax_mnist.train.images, jax_mnist.train.labels), device)
         idx = order()

@@ -18,7 +18,7 @@ from mnist_jax import train as jax_train
 from mnist_jax.parallel import make_mesh
 from mnist_torch import steps as torch_steps_module
 from mnist_torch import train as torch_train
-from mnist_torch.steps import warm_up
+from mnist_torch.cuda_graphs import warm_up
 from tests.numerics import relative_error
 
 SMALL = TrainConfig(batch_size=32, train_size=384)  # 12 SGD steps per epoch
@@ -55,7 +55,7 @@ def test_jax_trainer_compiles_fused_steps_on_one_cpu_and_cuts_the_epoch_into_the
     """On one CPU device `compile_steps` compiles FUSED_STEPS unrolled steps per call plus the single step for the
     remainder, not the epoch scan (the accelerators' path), and `Steps.calls` covers every batch once, in order."""
     cpu = jax.devices("cpu")[0]
-    assert not jax_steps.epoch_per_call(cpu)
+    assert not jax_runtime.epoch_per_call(cpu)
     mesh = make_mesh("cpu", 1)
     train = jax_train_split(jax_mnist, SMALL.train_size)
     state = jax_steps.create_state(0, SMALL, cpu)
