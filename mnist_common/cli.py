@@ -34,6 +34,7 @@ from typing import NoReturn
 from mnist_common.config import (
     DEFAULT_DATA_DIR,
     DEVICES,
+    FRAMEWORK_SETTINGS,
     JAX_APIS,
     MAX_DEVICES,
     MAX_EPOCHS,
@@ -253,7 +254,7 @@ def build_parser(framework: str) -> argparse.ArgumentParser:
         parser.add_argument(
             "--mode",
             choices=TORCH_MODES,
-            default="eager",
+            default=FRAMEWORK_SETTINGS["torch"]["mode"],
             help="how PyTorch runs the training step: eager; compile, the model through torch.compile; compile-step, "
             "the whole step (forward, backward, SGD) as one torch.compile(fullgraph=True) graph, PyTorch's fastest "
             "on the CPU; or cuda-graphs, the whole step captured once as a CUDA graph and replayed (GPU only); the "
@@ -263,7 +264,7 @@ def build_parser(framework: str) -> argparse.ArgumentParser:
         parser.add_argument(
             "--api",
             choices=JAX_APIS,
-            default="linen",
+            default=FRAMEWORK_SETTINGS["jax"]["api"],
             help="the Flax API of the training step: linen (the pure-functional mirror), nnx-split (Flax NNX, one "
             "jax.jit step over the split state) or nnx-jit (Flax NNX's nnx.jit, as Flax's MNIST example); the same "
             "SGD steps, checkpoints and weights in each",
@@ -379,8 +380,7 @@ def parse_config(framework: str, argv: Sequence[str] | None = None) -> TrainConf
                 f"argument --process-id: {args.process_id} is not below --num-processes {args.num_processes}; "
                 f"pass 0 to {args.num_processes - 1}"
             )
-    out_dir = args.out_dir if args.out_dir is not None else default_out_dir(framework)
-    return TrainConfig(**{**vars(args), "out_dir": out_dir})
+    return TrainConfig(**vars(args)).for_framework(framework)
 
 
 def _add_model_source(parser: argparse.ArgumentParser, framework: str) -> None:

@@ -74,6 +74,11 @@ TORCH_MODES = ("eager", "compile", "compile-step", "cuda-graphs")
 #: checkpoints and weights in every API (`mnist_jax.steps_nnx`). PyTorch has one API, and no --api.
 JAX_APIS = ("linen", "nnx-split", "nnx-jit")
 
+#: The settings one framework alone has, with their defaults: PyTorch's --mode, JAX's --api. A run of the other
+#: framework leaves them None, so that metrics.json and checkpoints name only what applies
+#: (`TrainConfig.for_framework`).
+FRAMEWORK_SETTINGS = {"torch": {"mode": "eager"}, "jax": {"api": "linen"}}
+
 #: The most --devices (per process) and --num-processes accept: far past any machine or cluster this project
 #: would run on, so anything larger is a typo.
 MAX_DEVICES = 4096
@@ -125,8 +130,8 @@ class TrainConfig:
     quiet: bool = False
     resume: bool = False  # continue from the checkpoint in out_dir instead of starting afresh
     overwrite: bool = False  # replace the run already in out_dir (`mnist_common.outdir`); else it is refused
-    mode: str | None = None  # PyTorch: one of TORCH_MODES (None: eager); JAX: None, it always compiles
-    api: str | None = None  # JAX: one of JAX_APIS (None: linen); PyTorch: None, it has one API
+    mode: str | None = None  # PyTorch: one of TORCH_MODES; JAX: None, it always compiles (FRAMEWORK_SETTINGS)
+    api: str | None = None  # JAX: one of JAX_APIS; PyTorch: None, it has one API
     # Data parallelism. JAX: --devices per process, and --num-processes > 1 starts jax.distributed with
     # --coordinator and --process-id. PyTorch takes its processes from torchrun's environment instead.
     devices: int = 1
@@ -142,6 +147,13 @@ class TrainConfig:
     profile: Path | None = (
         None  # a folder for the profiler's trace of a few steps (`mnist_common.profiling`); None: none
     )
+
+    def for_framework(self, framework: str) -> TrainConfig:
+        """This run as `framework`'s trainer runs it: its own setting at its default where unset
+        (FRAMEWORK_SETTINGS) and out_dir at runs/<framework> where unset, so that metrics.json names what ran."""
+        unset = {key: value for key, value in FRAMEWORK_SETTINGS[framework].items() if getattr(self, key) is None}
+        out_dir = default_out_dir(framework) if self.out_dir is None else self.out_dir
+        return dataclasses.replace(self, **unset, out_dir=out_dir)
 
     def to_json(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}

@@ -206,3 +206,11 @@ def xla_flags_problem(value: str) -> str | None:
             f"it as -{bad}, or correct or unset XLA_FLAGS"
         )
     return None
+
+
+def versions() -> dict[str, str]:
+    """The libraries' versions metrics.json records."""
+    import flax
+    import optax
+
+    return {"jax": jax.__version__, "jaxlib": version("jaxlib"), "flax": flax.__version__, "optax": optax.__version__}

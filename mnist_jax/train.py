@@ -27,7 +27,6 @@ import functools
 import sys
 import time
 from collections.abc import Sequence
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +39,9 @@ if __name__ == "__main__":
     interrupts.install("python -m mnist_jax.train")  # Ctrl-C, SIGTERM, SIGHUP...: one line, exit 128 + N
     CHECKED = check_command_line("train", "jax", sys.argv[1:])  # parsed once: main runs what was checked
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from mnist_common import interrupts
 from mnist_common.batches import batch_order
@@ -72,7 +69,7 @@ from mnist_jax.parallel import (
     start_processes,
 )
 from mnist_jax.profiling import capture
-from mnist_jax.runtime import IN_FLIGHT, deterministic, epoch_per_call, resolve_device, start_backends
+from mnist_jax.runtime import IN_FLIGHT, deterministic, epoch_per_call, resolve_device, start_backends, versions
 from mnist_jax.steps import (
     Steps,
     TrainState,
@@ -136,7 +133,7 @@ def params_finite(params: Any) -> bool:
 
 
 def train(config: TrainConfig) -> list[EpochRecord]:
-    config = dataclasses.replace(config, api=config.api or "linen")  # metrics.json names the API that ran
+    config = config.for_framework("jax")  # metrics.json names the API that ran
     with deterministic(not config.nondeterministic):
         start_processes(config)  # jax.distributed, before any backend starts; nothing for one process
         start_backends()  # JAX_PLATFORMS naming an absent platform: one line
@@ -184,16 +181,10 @@ def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
             f"({describe_lookups(lookups, cache_dir)})",
             flush=True,
         )
-    versions = {
-        "jax": jax.__version__,
-        "jaxlib": version("jaxlib"),
-        "flax": flax.__version__,
-        "optax": optax.__version__,
-    }
     compilation_cache = {"dir": None if cache_dir is None else str(cache_dir), **lookups}
     parallel = describe(mesh)
     with Run(
-        config, "jax", writer, earlier, records, str(device), versions, compile_seconds, parallel, compilation_cache
+        config, "jax", writer, earlier, records, str(device), versions(), compile_seconds, parallel, compilation_cache
     ) as run:
         for epoch in run.epochs():
             start = time.perf_counter()
@@ -229,9 +220,9 @@ def main(argv: Sequence[str] | None = None, checked: TrainConfig | None = None) 
     except OSError as err:  # the out-dir's disk is full, read-only, or not a folder
         fail(f"error: {write_failure(err, config.out_dir)}", config)
     except Exception as err:
-        if (lost := lost_process(err, config)) is None:
+        if (known := lost_process(err, config)) is None:
             raise
-        fail(f"error: {lost}", config)
+        fail(f"error: {known}", config)
 
 
 if __name__ == "__main__":

@@ -164,9 +164,10 @@ def finish(world: World) -> None:
         dist.destroy_process_group()
 
 
-def lost_process(err: Exception, world: World, config: TrainConfig) -> DistributedError | None:
+def lost_process(err: Exception, config: TrainConfig) -> DistributedError | None:
     """What a collective's failure means in a several-process run, as one actionable line: another process
     of the run is gone (killed, crashed, or stopped on an error of its own). None for any other error."""
+    world = launched_world()
     if world.size == 1 or not any(sign in str(err) for sign in LOST_PEER_SIGNS):
         return None
     return DistributedError(

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from mnist_common.config import DeviceUnavailable
+from mnist_common.config import DeviceUnavailable, DistributedError, TrainConfig
+from mnist_common.files import first_line
 
 
 def resolve_device(name: str) -> torch.device:
@@ -28,6 +29,21 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise DeviceUnavailable("--device cuda was asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
     return torch.device(name)
+
+
+def check_mode(config: TrainConfig, device: torch.device, processes: int) -> None:
+    """Refuse, before any work, a --mode that cannot run here: CUDA graphs without a CUDA GPU, or a whole-step mode
+    (compiled or captured, without DistributedDataParallel's gradient averaging) under torchrun."""
+    if config.mode == "cuda-graphs" and device.type != "cuda":
+        raise DeviceUnavailable(
+            f"--mode cuda-graphs captures CUDA graphs and needs a CUDA GPU, but this run is on {device}; "
+            "use --mode eager or --mode compile, or --device cuda on a machine with a GPU"
+        )
+    if config.mode in ("cuda-graphs", "compile-step") and processes > 1:
+        raise DistributedError(
+            f"--mode {config.mode} compiles one process's whole step, without DistributedDataParallel's gradient "
+            "averaging, and does not run under torchrun; use --mode eager or --mode compile with several processes"
+        )
 
 
 @contextlib.contextmanager
@@ -95,3 +111,24 @@ def repair_inductor_cache() -> list[Path]:
             flush=True,
         )
     return damaged
+
+
+def damaged_kernel(err: Exception) -> str | None:
+    """A kernel in Inductor's cache damaged otherwise than `repair_inductor_cache` sees ("file too short"), as one
+    line saying what to remove; None for any other error."""
+    if "file too short" not in str(err):
+        return None
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    return (
+        f"torch.compile read a damaged compiled kernel from Inductor's cache ({first_line(err)}); "
+        f"remove the folder {cache_dir()} (a cache: it is rebuilt) and run again"
+    )
+
+
+def versions() -> dict[str, str]:
+    """The libraries' versions metrics.json records. torchvision is loaded with the data (`mnist_torch.data`),
+    not at start-up."""
+    import torchvision
+
+    return {"torch": torch.__version__, "torchvision": torchvision.__version__}

@@ -212,7 +212,7 @@ def compile_steps(
     (`CapturedStep`). Every mode computes the same SGD steps in the same order. Under
     torchrun the forward pass goes through DistributedDataParallel, which averages the gradients.
     """
-    mode = config.mode or "eager"
+    mode = config.mode  # None (a TrainConfig not from the command line): eager
     if mode == "cuda-graphs":
         captured = CapturedStep(train_step, state, train, config.batch_size)
         return state, Steps(train, world, captured), captured.capture_seconds

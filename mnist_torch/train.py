@@ -38,9 +38,9 @@ import torch
 from mnist_common import interrupts
 from mnist_common.batches import batch_order
 from mnist_common.cli import parse_config
-from mnist_common.config import DeviceUnavailable, DistributedError, TrainConfig, per_device_batch
+from mnist_common.config import TrainConfig, per_device_batch
 from mnist_common.errors import ProjectError
-from mnist_common.files import first_line, out_dir_lock, write_failure
+from mnist_common.files import out_dir_lock, write_failure
 from mnist_common.outdir import claim, record_earlier
 from mnist_common.profiling import StepWindow
 from mnist_common.progress import EpochProgress, progress_enabled
@@ -57,13 +57,12 @@ from mnist_torch.parallel import (
     finish,
     global_mean,
     is_writer,
-    launched_world,
     local_columns,
     lost_process,
     start_processes,
 )
 from mnist_torch.profiling import capture
-from mnist_torch.runtime import deterministic, resolve_device
+from mnist_torch.runtime import check_mode, damaged_kernel, deterministic, resolve_device, versions
 from mnist_torch.steps import (
     PREPARED,
     Steps,
@@ -125,10 +124,11 @@ def params_finite(model: CNN) -> bool:
 
 
 def train(config: TrainConfig) -> list[EpochRecord]:
-    config = dataclasses.replace(config, mode=config.mode or "eager")  # metrics.json names the mode that ran
+    config = config.for_framework("torch")  # metrics.json names the mode that ran
     with deterministic(not config.nondeterministic):
         device = resolve_device(config.device)
         world = start_processes(config, device.type)  # torch.distributed under torchrun; nothing for one process
+        check_mode(config, device, world.size)  # a --mode that cannot run here: one line, before any work
         try:
             writer = is_writer(world)  # rank 0 writes the run's files; every rank computes every step
             if writer:  # what an interrupt keeps, said from before the lock is taken
@@ -144,16 +144,6 @@ def train(config: TrainConfig) -> list[EpochRecord]:
 
 
 def _train(config: TrainConfig, world: World, device: torch.device) -> list[EpochRecord]:
-    if config.mode == "cuda-graphs" and device.type != "cuda":
-        raise DeviceUnavailable(
-            f"--mode cuda-graphs captures CUDA graphs and needs a CUDA GPU, but this run is on {device}; "
-            "use --mode eager or --mode compile, or --device cuda on a machine with a GPU"
-        )
-    if config.mode in ("cuda-graphs", "compile-step") and world.size > 1:
-        raise DistributedError(
-            f"--mode {config.mode} compiles one process's whole step, without DistributedDataParallel's gradient "
-            "averaging, and does not run under torchrun; use --mode eager or --mode compile with several processes"
-        )
     per_device_batch(config.batch_size, world.size, f"{world.size} processes")
     writer = is_writer(world)
     if not writer:  # one progress bar and one report per run: process 0's
@@ -179,11 +169,8 @@ def _train(config: TrainConfig, world: World, device: torch.device) -> list[Epoc
     state, steps, compile_seconds = compile_steps(state, train_split, config, world)
     if not config.quiet and compile_seconds is not None:
         print(f"{PREPARED[config.mode]} in {compile_seconds:.2f}s", flush=True)
-    import torchvision  # loaded with the data above (mnist_torch.data imports it there, not at start-up)
-
-    versions = {"torch": torch.__version__, "torchvision": torchvision.__version__}
     parallel = describe(world)
-    with Run(config, "torch", writer, earlier, records, str(device), versions, compile_seconds, parallel) as run:
+    with Run(config, "torch", writer, earlier, records, str(device), versions(), compile_seconds, parallel) as run:
         for epoch in run.epochs():
             start = time.perf_counter()
             state, losses = train_epoch(state, train_split, config, epoch, steps, run.profile(epoch))
@@ -216,20 +203,11 @@ def main(argv: Sequence[str] | None = None, checked: TrainConfig | None = None) 
     except ProjectError as err:  # the project's own errors: their message is the whole line
         fail(f"error: {err}")
     except OSError as err:  # the out-dir's disk is full, read-only, or not a folder
-        sys.exit(f"error: {write_failure(err, config.out_dir)}")
+        fail(f"error: {write_failure(err, config.out_dir)}")
     except Exception as err:
-        if "file too short" in str(
-            err
-        ):  # a kernel in Inductor's cache damaged otherwise than repair_inductor_cache sees
-            from torch._inductor.runtime.cache_dir_utils import cache_dir
-
-            sys.exit(
-                f"error: torch.compile read a damaged compiled kernel from Inductor's cache ({first_line(err)}); "
-                f"remove the folder {cache_dir()} (a cache: it is rebuilt) and run again"
-            )
-        if (lost := lost_process(err, launched_world(), config)) is None:
+        if (known := lost_process(err, config) or damaged_kernel(err)) is None:
             raise
-        fail(f"error: {lost}")
+        fail(f"error: {known}")
 
 
 if __name__ == "__main__":

@@ -35,10 +35,10 @@ CORRESPONDING_STEPS = [
     "compile_steps",
 ]
 
-#: The names both runtime.py define, in this order: the device and the settings that make the steps
-#: deterministic. The rest is each framework's own machinery (JAX's backends, XLA_FLAGS and compiler options;
-#: Inductor's cache repair).
-CORRESPONDING_RUNTIME = ["resolve_device", "deterministic"]
+#: The names both runtime.py define, in this order: the device, the settings that make the steps deterministic,
+#: and the libraries' versions metrics.json records. The rest is each framework's own machinery (JAX's backends,
+#: compiler options and the variant each platform runs; PyTorch's --mode check and Inductor's cache repair).
+CORRESPONDING_RUNTIME = ["resolve_device", "deterministic", "versions"]
 
 
 def public_names(path: Path) -> list[str]:

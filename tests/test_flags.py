@@ -738,3 +738,17 @@ def test_valid_command_lines_pass_the_check_and_reach_the_command(tmp_path):
             rf"{module.split('.')[0]}\.train`.*\n",
             stderr,
         ), stderr
+
+
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+def test_a_configuration_not_from_the_command_line_runs_with_its_frameworks_own_defaults(framework, tmp_path):
+    """`TrainConfig.for_framework` gives a TrainConfig built in code what the command line gives: the framework's
+    --mode or --api at its default, the other framework's left None, out_dir at runs/<framework>; what is set
+    stays as set."""
+    default = TrainConfig().for_framework(framework)
+    parsed = parse_config(framework, [])
+    assert (default.mode, default.api, default.out_dir) == (parsed.mode, parsed.api, parsed.out_dir)
+    assert (default.mode, default.api) == (("eager", None) if framework == "torch" else (None, "linen"))
+    chosen = {"mode": "compile"} if framework == "torch" else {"api": "nnx-jit"}
+    kept = TrainConfig(out_dir=tmp_path, **chosen).for_framework(framework)
+    assert kept == TrainConfig(out_dir=tmp_path, **chosen)

@@ -161,3 +161,18 @@ def test_torch_cuda_graphs_mode_needs_a_gpu(tmp_path):
     ):
         torch_train.main(["--mode", "cuda-graphs", "--epochs", "1", "--out-dir", str(tmp_path)])
     assert not any(tmp_path.iterdir())
+
+
+def test_a_kernel_damaged_otherwise_than_the_repair_sees_is_named_with_the_folder_to_remove():
+    """Inductor's "file too short" (a compiled kernel cut short) is answered by one line naming Inductor's cache
+    folder, which a user can remove; any other error is not taken for it."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    from mnist_torch.runtime import damaged_kernel
+
+    line = damaged_kernel(RuntimeError("InductorError: /tmp/x/ab.so: file too short\n  (90 more lines)"))
+    assert line == (
+        "torch.compile read a damaged compiled kernel from Inductor's cache (InductorError: /tmp/x/ab.so: file too "
+        f"short); remove the folder {cache_dir()} (a cache: it is rebuilt) and run again"
+    )
+    assert damaged_kernel(RuntimeError("CUDA out of memory")) is None
