@@ -372,7 +372,7 @@ def build_round(
     jax_mnist: JaxMNISTData,
     smoke: bool,
 ) -> Round:
-    """A variant's round as every comparison builds it (the throughput benchmark, `benchmarks.ab`): the mode's
+    """A variant's round as every comparison builds it (the throughput benchmark, `experiments.ab`): the mode's
     images per round, from the split the mode uses."""
     images = images_per_round(mode, device, batch_size, smoke)
     if variant.startswith("torch"):

@@ -1,4 +1,4 @@
-"""benchmarks/ab.py, the paired A/B of a few training-step variants: its command runs and writes what it says."""
+"""experiments/ab.py, the paired A/B of a few training-step variants: its command runs and writes what it says."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_ab_writes_every_round_and_the_paired_ratio(tmp_path):
     out = tmp_path / "ab.json"
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.ab", "jax_jit", "jax_nnx_split", "--smoke", "--rounds", "5"]
+        [sys.executable, "-m", "experiments.ab", "jax_jit", "jax_nnx_split", "--smoke", "--rounds", "5"]
         + ["--batch-size", "32", "--out", str(out)],
         capture_output=True,
         text=True,
@@ -40,7 +40,7 @@ def test_ab_writes_every_round_and_the_paired_ratio(tmp_path):
 
 
 def test_ab_refuses_a_single_variant_in_one_line(capsys):
-    from benchmarks import ab
+    from experiments import ab
 
     with pytest.raises(SystemExit) as exit_info:
         ab.main(["jax_jit", "--out", "x.json"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -228,3 +229,16 @@ def test_mnist_jax_imports_mnist_torch_only_for_the_data_loader():
         f"mnist_jax's imports of mnist_torch drifted: {uses}; expected only mnist_jax/data.py -> mnist_torch.data "
         "(the torchvision data loader)"
     )
+
+
+def test_every_experiment_is_headed_by_its_question_date_and_answer():
+    """experiments/ holds finished research: each module's docstring opens with the question it answered, then
+    the date and the answer, so that a reader knows what it settled before reading how."""
+    for path in sorted((ROOT / "experiments").glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        assert doc.startswith("Question: "), f"{path.name}: the docstring must open with 'Question: ...'"
+        assert re.search(r"^Date: \d{4}-\d{2}-\d{2}\. Answer: \S", doc, re.MULTILINE), (
+            f"{path.name}: the docstring must hold a line 'Date: YYYY-MM-DD. Answer: ...'"
+        )

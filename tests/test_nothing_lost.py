@@ -341,7 +341,8 @@ def test_gitignore_ignores_no_tracked_file_and_the_readme_writes_only_ignored_fi
 def test_ab_warns_of_a_busy_machine_as_the_suite_does(tmp_path, monkeypatch, capsys):
     """The warning is `conditions.load_warning`'s own, from a load average over the core count; the rounds
     themselves (minutes) are not what is tested, so `run` returns a baseline row at once."""
-    from benchmarks import ab, conditions
+    from benchmarks import conditions
+    from experiments import ab
 
     monkeypatch.setattr(conditions.os, "getloadavg", lambda: (1000.0, 1000.0, 1000.0))
     monkeypatch.setattr(ab, "run", lambda *args: {"rows": [{"variant": "jax_jit"}]})

@@ -1,12 +1,17 @@
-"""A paired A/B of a few training-step variants of the suite, with as many rounds as a tight interval needs.
+"""Question: is one training-step variant within a few percent of another, closer than the suite's intervals
+resolve? First asked of Flax NNX's functional route against Linen at batch 128 (within 2%?).
 
-The suite's throughput benchmark (`test_throughput.py`) times every variant at once, ten to forty rounds each;
-a claim like "within 2%" needs a narrower interval than that gives, so this runs only the variants named, in
-the suite's interleaved schedule (order reversed every other cycle), with the suite's rounds (`runners`):
-the same batches, compilation and warm-up. Writes a JSON with every round and prints the paired speed of
-each variant against the first, with its 95% interval (`stats.paired_speed_ratio`).
+Date: 2026-11-30. Answer: yes: `jax_nnx_split` 0.994x [0.983-1.008] of `jax_jit` over 100 paired rounds,
+`jax_nnx_fused` 0.992x [0.974-1.011] of `jax_scan_unrolled` over 80 (2-core AMD EPYC; benchmarks/RESULTS.md,
+"Flax NNX"; benchmarks/results/ab-cpu-2core-nnx-*.json). Kept as the tool for the next such question.
 
-    python -m benchmarks.ab jax_jit jax_nnx_split --batch-size 128 --rounds 60 --out ab.json
+The suite's throughput benchmark (`benchmarks/test_throughput.py`) times every variant at once, ten to forty rounds
+each; this runs only the variants named, in the suite's interleaved schedule (order reversed every other cycle),
+with the suite's rounds (`benchmarks.runners`): the same batches, compilation and warm-up. Writes a JSON with every
+round and prints the paired speed of each variant against the first, with its 95% interval
+(`benchmarks.stats.paired_speed_ratio`).
+
+    python -m experiments.ab jax_jit jax_nnx_split --batch-size 128 --rounds 60 --out ab.json
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ def run(variants: list[str], batch_size: int, rounds: int, device: str, smoke: b
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        allow_abbrev=False, prog="python -m benchmarks.ab", description=__doc__.splitlines()[0]
+        allow_abbrev=False, prog="python -m experiments.ab", description=__doc__.splitlines()[0]
     )
     parser.add_argument("variants", nargs="+", choices=TRAIN_VARIANTS, help="the first is the baseline")
     parser.add_argument("--batch-size", type=int, default=128)
