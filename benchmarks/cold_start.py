@@ -43,14 +43,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.conditions import available_cores, run_json_process
+from benchmarks.conditions import PROCESS_TIMEOUT_S, available_cores, run_json_process
+from mnist_common.config import TrainConfig
 
 #: The compiled paths measured, and the process-only "torch_eager" (eager steps alone, for the JAX row's
 #: cross-framework break-even when no PyTorch row measured them).
 COMPILED_VARIANTS = ("torch_compile", "jax_jit", "torch_cudagraph")
 CLI_VARIANTS = (*COMPILED_VARIANTS, "torch_eager")
 EAGER_VARIANTS = {"torch": "torch_eager", "jax": "jax_eager"}
-BATCH_SIZE = 128
+BATCH_SIZE = TrainConfig.batch_size  # the trainers' default
 PRECISION = "float32"
 #: Untimed steps before the N timed ones of each path (the compiled path's compiling calls come first).
 WARMUP_STEPS = 2
@@ -61,9 +62,6 @@ WARMUP_STEPS = 2
 REPEATS = {"cpu": 2, "cuda": 3}
 #: Timed steps per path and process: full run, smoke run.
 STEPS = {"full": 20, "smoke": 2}
-#: Seconds one process may take: well above a cold torch.compile on a small CPU (measured:
-#: benchmarks/RESULTS.md, 'Design measurements').
-PROCESS_TIMEOUT_S = 600
 
 
 def cache_environment(cache_dir: Path) -> dict[str, str]:

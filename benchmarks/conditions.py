@@ -177,7 +177,12 @@ def last_lines(text: str, n: int = 25) -> str:
     return "\n".join(text.strip().splitlines()[-n:])
 
 
-def run_json_process(module_args: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
+#: Seconds one measuring process may take: well above a cold torch.compile on a small CPU (measured:
+#: benchmarks/RESULTS.md, 'Design measurements').
+PROCESS_TIMEOUT_S = 600
+
+
+def run_json_process(module_args: list[str], env: dict[str, str], timeout: float = PROCESS_TIMEOUT_S) -> dict[str, Any]:
     """Run ``python -m MODULE ARGS`` in a fresh process from the repo root, with the same threads for both
     frameworks and `env` on top, and return the JSON object on the last line of its stdout that holds one;
     ProcessError with its stderr's last lines when it fails, runs past `timeout` or prints none."""

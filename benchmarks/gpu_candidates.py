@@ -49,11 +49,12 @@ from typing import Any
 
 from benchmarks import stats
 from mnist_common import shutdown
+from mnist_common.config import TrainConfig
 from mnist_common.files import write_atomically
 
 REPO = Path(__file__).resolve().parent.parent
-BATCH_SIZE = 128
-SEED = 0
+BATCH_SIZE = TrainConfig.batch_size  # the trainers' defaults
+SEED = TrainConfig.seed
 DETERMINISTIC = "--xla_gpu_deterministic_ops=true"
 EXCLUDE_NONDET = "--xla_gpu_exclude_nondeterministic_ops=true"
 #: Command types recorded into command buffers: XLA's usual ones plus WHILE and CONDITIONAL, listed in full.

@@ -25,7 +25,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from benchmarks.conditions import run_json_process
+from benchmarks.conditions import PROCESS_TIMEOUT_S, run_json_process
 
 MEASURES = {
     "jax": "jax: device.memory_stats() peak_bytes_in_use, own process",
@@ -40,9 +40,6 @@ CUDA_NOTE = (
     "temporaries and any compilation or autotuning scratch, over building the round and running it twice"
     "; JAX without preallocation (XLA_PYTHON_CLIENT_PREALLOCATE=false)"
 )
-#: Seconds one process may take: well above a torch.compile round's compilation on a small CPU (measured:
-#: benchmarks/RESULTS.md, 'Design measurements').
-PROCESS_TIMEOUT_S = 600
 
 
 def run_process(
