@@ -55,9 +55,10 @@ def start_processes(config: TrainConfig) -> None:
 
     jax.distributed ends a process whose start-up timed out with a fatal log and a stack trace, not an
     exception, so the other processes first wait for the coordinator to listen (`wait_for_coordinator`)
-    and say in one line when it never does. Process 0, waiting for processes that never start, gets
-    JAX's own fatal error after --dist-timeout; it says first what it waits for. Once joined, the
-    processes compare their flags (`check_same_flags`), before anything is written or computed.
+    and say in one line when it never does, or when another program holds its port. Process 0, waiting
+    for processes that never start, gets JAX's own fatal error after --dist-timeout; it says first what
+    it waits for. Once joined, the processes compare their flags (`check_same_flags`), before anything
+    is written or computed.
     """
     if config.num_processes == 1:
         return
@@ -201,13 +202,13 @@ def leave_together(client: Any, config: TrainConfig, line: str) -> NoReturn:
 
 
 def wait_for_coordinator(config: TrainConfig) -> None:
-    """Return once something listens at --coordinator; after --dist-timeout seconds, a DistributedError."""
+    """Return once a gRPC server (`speaks_http2`) listens at --coordinator; after --dist-timeout seconds with
+    nothing there, or at once when another program holds the port, a DistributedError."""
     host, port = config.coordinator.rsplit(":", 1)
     deadline = time.monotonic() + config.dist_timeout
     while True:
         try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=1):
-                return
+            connection = socket.create_connection((host.strip("[]"), int(port)), timeout=1)
         except OSError as err:
             if time.monotonic() >= deadline:
                 raise DistributedError(
@@ -216,6 +217,35 @@ def wait_for_coordinator(config: TrainConfig) -> None:
                     "start process 0 with the same --coordinator, on that host, or correct the address"
                 ) from None
             time.sleep(0.25)
+            continue
+        with connection:
+            if speaks_http2(connection):
+                return
+        raise DistributedError(
+            f"process {config.process_id} of {config.num_processes}: port {port} of --coordinator "
+            f"{config.coordinator} is held by another program, not a JAX coordinator (it does not answer as gRPC "
+            "does), so process 0 cannot listen there; choose a free port (the same --coordinator for every "
+            "process), or stop that program"
+        )
+
+
+#: Seconds a listener at --coordinator has to answer `speaks_http2`; JAX's coordinator answers in milliseconds.
+PROBE_TIMEOUT = 5
+
+
+def speaks_http2(connection: socket.socket) -> bool:
+    """Whether the other end answers an HTTP/2 client preface with the SETTINGS frame every gRPC server (JAX's
+    coordination service is one) sends first. Another program on the port would otherwise let
+    jax.distributed.initialize wait --dist-timeout seconds, then end this process in a C++ abort (status 134)."""
+    connection.settimeout(PROBE_TIMEOUT)
+    reply = b""
+    try:  # the preface, then an empty SETTINGS frame: 9 bytes of header, its type (4) the fourth
+        connection.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        while len(reply) < 9 and (chunk := connection.recv(9 - len(reply))):
+            reply += chunk
+    except OSError:  # silent for PROBE_TIMEOUT seconds, or the connection reset
+        return False
+    return len(reply) == 9 and reply[3] == 0x04
 
 
 def make_mesh(platform: str, devices_per_process: int) -> Mesh:
