@@ -180,6 +180,12 @@ def _is_ours(path: Path, handle: IO[str]) -> bool:
         return False
 
 
+def _unlink_if_ours(path: Path, handle: IO[str]) -> None:
+    """Remove the lock file `path` if it is still ours: never the lock of a run that took a recreated folder."""
+    if _is_ours(path, handle):
+        path.unlink(missing_ok=True)
+
+
 def check_held(out_dir: Path) -> None:
     """Raise `OutDirLost` if the out-dir this process locked, or its lock file, is gone or was replaced:
     its results went with it, and writing on would recreate the folder without a lock, where a second
@@ -217,8 +223,7 @@ def out_dir_lock(out_dir: Path, command: str) -> Iterator[None]:
         yield
     finally:
         _held.pop(key, None)
-        if _is_ours(path, handle):  # never the lock of a run that took a recreated folder
-            path.unlink(missing_ok=True)
+        _unlink_if_ours(path, handle)
         handle.close()
 
 
@@ -227,9 +232,7 @@ def release_locks_on_exit() -> None:
     several-process run, `mnist_common.parallel.exit_on_interrupt`), which skips `out_dir_lock`'s clean-up. The
     kernel's lock goes with the process anyway; this removes the file, so that no stale `.lock` is left behind."""
     for key, handle in list(_held.items()):
-        path = Path(key) / LOCK_FILE
-        if _is_ours(path, handle):
-            path.unlink(missing_ok=True)
+        _unlink_if_ours(Path(key) / LOCK_FILE, handle)
 
 
 def remove_partial_files(out_dir: Path) -> list[Path]:
