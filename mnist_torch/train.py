@@ -128,8 +128,8 @@ def train(config: TrainConfig) -> list[EpochRecord]:
     with deterministic(not config.nondeterministic):
         device = resolve_device(config.device)
         world = start_processes(config, device.type)  # torch.distributed under torchrun; nothing for one process
-        check_mode(config, device, world.size)  # a --mode that cannot run here: one line, before any work
         try:
+            check_mode(config, device, world.size)  # a --mode that cannot run here: one line, before any work
             writer = is_writer(world)  # rank 0 writes the run's files; every rank computes every step
             if writer:  # what an interrupt keeps, said from before the lock is taken
                 record_earlier(config)

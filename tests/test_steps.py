@@ -176,3 +176,16 @@ def test_a_kernel_damaged_otherwise_than_the_repair_sees_is_named_with_the_folde
         f"short); remove the folder {cache_dir()} (a cache: it is rebuilt) and run again"
     )
     assert damaged_kernel(RuntimeError("CUDA out of memory")) is None
+
+
+@pytest.mark.parametrize("mode", ["compile-step", "cuda-graphs"])
+def test_torch_whole_step_modes_are_refused_under_torchrun_before_any_work(mode):
+    """A whole-step mode has no DistributedDataParallel to average the gradients: with several processes it is
+    refused in one line (`check_mode`, called before the out-dir is touched), on any device."""
+    from mnist_common.config import DistributedError
+    from mnist_torch.runtime import check_mode
+
+    with pytest.raises(DistributedError, match=rf"^--mode {mode} compiles one process's whole step, .* with several"):
+        check_mode(TrainConfig(mode=mode), torch.device("cuda"), 2)
+    check_mode(TrainConfig(mode=mode), torch.device("cuda"), 1)  # one process: allowed
+    check_mode(TrainConfig(mode="compile"), torch.device("cpu"), 2)  # DDP under torch.compile: allowed
