@@ -101,9 +101,10 @@ def train_epoch(
     the training set and the mesh: a whole epoch per call on an accelerator, FUSED_STEPS steps per call on the
     CPU, every batch split among the devices; in every --api the epoch runs on the API's own form of the state
     (`steps.start`), turned back into the `TrainState` once (`steps.finish`). The losses stay on the device until
-    the epoch ends, with at most IN_FLIGHT calls queued ahead, so that an interrupt waits for those alone, and the
-    progress bar (a terminal only) reads the latest one every few steps, not every step. `profile` (--profile)
-    captures a few of the calls with JAX's profiler.
+    the epoch ends (reading each would make the host wait for every step instead of queueing the next), with at
+    most IN_FLIGHT calls queued ahead, so that an interrupt waits for those alone, and the progress bar (a terminal
+    only) reads the latest one every few steps, not every step. `profile` (--profile) captures a few of the calls
+    with JAX's profiler.
     """
     order = epoch_order(config, epoch, len(train.labels))
     state = steps.start(state)  # the --api's own form of the state (Linen's: the TrainState itself)

@@ -95,9 +95,9 @@ def train_epoch(
     `steps.calls` cuts the epoch into the calls of the prepared step (`mnist_torch.steps.Steps`), which holds
     the training set and the ranks: one SGD step each. The epoch's batch order goes to the device once, as one
     (steps, batch) index tensor, and each step gathers its batch there. The losses stay on the device until
-    the epoch ends, then are averaged over the ranks into the global batches' losses, and the progress bar
-    (a terminal only) reads the latest one every few steps, not every step. `profile` (--profile) captures a
-    few of the calls with PyTorch's profiler.
+    the epoch ends (reading each would make the host wait for every step), then are averaged over the ranks into
+    the global batches' losses, and the progress bar (a terminal only) reads the latest one every few steps, not
+    every step. `profile` (--profile) captures a few of the calls with PyTorch's profiler.
     """
     order = torch.from_numpy(epoch_order(config, epoch, len(train.labels), steps.world)).to(train.images.device)
     losses: list[torch.Tensor] = []
