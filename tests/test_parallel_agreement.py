@@ -193,7 +193,7 @@ def test_torch_ranks_with_different_flags_stop_in_one_line():
     lrs = [0.1, 0.05]
     import torch.multiprocessing as mp
 
-    with mp.Manager() as manager:
+    with mp.get_context("spawn").Manager() as manager:  # not forked from this multithreaded process (JAX)
         results = manager.dict()
         port = free_port()
         context = mp.spawn(_torch_rank, args=(port, lrs, results), nprocs=2, join=False)
