@@ -42,6 +42,7 @@ if __name__ == "__main__":
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from mnist_common import interrupts
 from mnist_common.batches import batch_order
@@ -138,18 +139,19 @@ def train(config: TrainConfig) -> list[EpochRecord]:
     with deterministic(not config.nondeterministic):
         start_processes(config)  # jax.distributed, before any backend starts; nothing for one process
         start_backends()  # JAX_PLATFORMS naming an absent platform: one line
+        device = resolve_device(config.device)
+        mesh = make_mesh(device.platform, config.devices)  # the run's devices, every process's, as one mesh
         writer = is_writer()  # process 0 writes the run's files; every process computes every step
         if writer:  # what an interrupt keeps, said from before the lock is taken
             record_earlier(config)
         with out_dir_lock(config.out_dir, "python -m mnist_jax.train") if writer else contextlib.nullcontext():
-            return _train(config, writer)
+            return _train(config, mesh, device)
 
 
-def _train(config: TrainConfig, writer: bool) -> list[EpochRecord]:
+def _train(config: TrainConfig, mesh: Mesh, device: jax.Device) -> list[EpochRecord]:
     cache_dir = use_compilation_cache()
-    device = resolve_device(config.device)
-    mesh = make_mesh(device.platform, config.devices)
     per_device_batch(config.batch_size, mesh.size, f"{mesh.size} devices")
+    writer = is_writer()
     if not writer:  # one progress bar and one report per run: process 0's
         config = dataclasses.replace(config, quiet=True)
     earlier = claim(config, "jax") if writer else []  # a run already there: resumed, replaced, or refused
