@@ -34,10 +34,14 @@ Metrics = dict[str, torch.Tensor]
 
 
 class ModelAndOptimizer(Protocol):
-    """What warm-up and capture read of the trainer's state (`mnist_torch.steps.TrainState`)."""
+    """What warm-up and capture read of the trainer's state (`mnist_torch.steps.TrainState`, a NamedTuple: read-only
+    fields, hence properties)."""
 
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
+    @property
+    def model(self) -> torch.nn.Module: ...
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer: ...
 
 
 #: Steps run on a side stream before capture: they create SGD's momentum buffers, cuBLAS and cuDNN
