@@ -121,6 +121,10 @@ def hold_coordinator_port(config: TrainConfig) -> None:
     check_port_free(config)
 
 
+#: What to do about another program on the coordinator's port, said by every process that finds it.
+PORT_FIX = "choose a free port (the same --coordinator for every process), or stop that program"
+
+
 def check_port_free(config: TrainConfig) -> None:
     """Process 0 only: refuse in one line a --coordinator port another program listens on. The coordination
     service would fail to bind it and end the process with a C++ abort (status 134) and a stack trace; a plain
@@ -136,8 +140,7 @@ def check_port_free(config: TrainConfig) -> None:
                 return  # no IPv6 here, say: the service's own bind decides, as without this check
             raise DistributedError(
                 f"process 0 of {config.num_processes}: port {port} of --coordinator {config.coordinator} is taken by "
-                "another program on this host; choose a free port (the same --coordinator for every process), or "
-                "stop that program"
+                f"another program on this host; {PORT_FIX}"
             ) from None
 
 
@@ -224,8 +227,7 @@ def wait_for_coordinator(config: TrainConfig) -> None:
         raise DistributedError(
             f"process {config.process_id} of {config.num_processes}: port {port} of --coordinator "
             f"{config.coordinator} is held by another program, not a JAX coordinator (it does not answer as gRPC "
-            "does), so process 0 cannot listen there; choose a free port (the same --coordinator for every "
-            "process), or stop that program"
+            f"does), so process 0 cannot listen there; {PORT_FIX}"
         )
 
 
