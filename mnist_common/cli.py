@@ -10,7 +10,7 @@ created or written.
 The parsers (`build_parser`, `parse_config` and the evaluate and predict commands') check the values against
 `mnist_common.config`'s limits, each refusing a bad value with argparse's usage and exactly one ``error:`` line
 (exit status 2), whatever the value; `check_command_line` adds the paths, which it only looks at: an --out-dir
-is created by the trainer itself, later, under its lock (`mnist_common.files.out_dir_lock`). Like config, it
+is created by the trainer itself, later, under its lock (`mnist_common.outdir.out_dir_lock`). Like config, it
 imports only the standard library.
 
 The commands' ``main(argv)`` functions, which tests and other code call in-process, parse the same

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from mnist_common.config import TrainConfig
-from mnist_common.files import release_locks_on_exit
+from mnist_common.outdir import release_locks_on_exit
 
 
 def exit_on_interrupt(line: Callable[[int], str], signums: Sequence[int]) -> None:

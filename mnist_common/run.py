@@ -20,8 +20,7 @@ from mnist_common.batches import num_batches
 from mnist_common.checkpoint import records_to_json
 from mnist_common.config import TrainConfig, stopped_at
 from mnist_common.divergence import Diverged, check_epoch, kept, records_divergence
-from mnist_common.files import check_held
-from mnist_common.outdir import replace_earlier
+from mnist_common.outdir import check_held, replace_earlier
 from mnist_common.plots import write_plots
 from mnist_common.report import EpochRecord, format_epoch, of_test_set, write_metrics
 from mnist_common.tensorboard import TrainingLog

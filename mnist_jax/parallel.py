@@ -33,7 +33,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mnist_common import interrupts
 from mnist_common.config import DeviceUnavailable, DistributedError, TrainConfig
-from mnist_common.files import first_line, record_holder, try_lock
+from mnist_common.files import first_line
+from mnist_common.outdir import record_holder, try_lock
 from mnist_common.parallel import (
     LOST_PEER_SIGNS,
     exit_on_interrupt,

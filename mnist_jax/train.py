@@ -49,8 +49,7 @@ from mnist_common.batches import batch_order
 from mnist_common.cli import parse_config
 from mnist_common.config import TrainConfig, per_device_batch
 from mnist_common.errors import ProjectError
-from mnist_common.files import out_dir_lock, write_failure
-from mnist_common.outdir import claim, record_earlier
+from mnist_common.outdir import claim, out_dir_lock, record_earlier, write_failure
 from mnist_common.profiling import StepWindow
 from mnist_common.progress import EpochProgress, progress_enabled
 from mnist_common.report import EpochRecord

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_common.files import LOCK_FILE
+from mnist_common.outdir import LOCK_FILE
 from mnist_common.weights import WEIGHTS_FILE
 from mnist_jax.checkpoint import CHECKPOINT_FILE as JAX_CHECKPOINT
 from mnist_torch.checkpoint import CHECKPOINT_FILE as TORCH_CHECKPOINT

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from mnist_common import files, interrupts
+from mnist_common import interrupts, outdir
 from mnist_common.cli import build_evaluate_parser, build_parser, build_predict_parser, parse_config
-from mnist_common.files import LOCK_FILE, out_dir_lock, write_atomically
+from mnist_common.files import write_atomically
+from mnist_common.outdir import LOCK_FILE, out_dir_lock
 from mnist_common.weights import WEIGHTS_FILE
 from mnist_jax import predict as jax_predict
 from mnist_jax import train as jax_train
@@ -130,13 +131,13 @@ def test_a_vanished_out_dir_is_never_recreated_and_a_new_runs_lock_is_left_alone
     with out_dir_lock(out_dir, "test"):
         write_atomically(out_dir / "metrics.json", lambda p: p.write_text("{}"))
         shutil.rmtree(out_dir)
-        with pytest.raises(files.OutDirLost, match=rf"^{re.escape(str(out_dir))} or its \.lock was removed while"):
+        with pytest.raises(outdir.OutDirLost, match=rf"^{re.escape(str(out_dir))} or its \.lock was removed while"):
             write_atomically(out_dir / "metrics.json", lambda p: p.write_text("{}"))
         assert not out_dir.exists()  # not recreated, lock-less, for a second run to write into unrefused
         out_dir.mkdir()
         (out_dir / LOCK_FILE).write_text("pid 1, another run\n")  # a second run took the recreated folder
-        with pytest.raises(files.OutDirLost):
-            files.check_held(out_dir)
+        with pytest.raises(outdir.OutDirLost):
+            outdir.check_held(out_dir)
     assert (out_dir / LOCK_FILE).read_text() == "pid 1, another run\n"  # the first run's exit left it alone
 
 
