@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import stats
-from mnist_common import shutdown
+from mnist_common import interrupts
 from mnist_common.config import TrainConfig
 from mnist_common.files import write_atomically
 
@@ -628,7 +628,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         args = parse(argv)
         if args.worker is not None:
-            shutdown.skip_final_collection()  # as the trainers do: its wall time is the orchestrator's budget
+            interrupts.skip_final_collection()  # as the trainers do: its wall time is the orchestrator's budget
             result = worker(args.worker, args.device, args.epochs, args.train_size, args.batch_size)
             write_atomically(args.out_stem, lambda p: p.write_text(json.dumps(result) + "\n"))
             return

@@ -248,8 +248,8 @@ del cycle
 
 def test_a_commands_exit_runs_the_exit_handlers_and_skips_the_final_garbage_collection():
     """Every command (`interrupts.install`) freezes the heap once the exit handlers have run
-    (`mnist_common.shutdown`): the handlers still run, the interpreter's final collections do not. Without the
-    freeze this script prints both lines (measured), so a dropped freeze fails here."""
+    (`interrupts.skip_final_collection`): the handlers still run, the interpreter's final collections do not.
+    Without the freeze this script prints both lines (measured), so a dropped freeze fails here."""
     done = subprocess.run([sys.executable, "-c", LEFT_AT_EXIT], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert (done.returncode, done.stdout, done.stderr) == (0, "exit handler ran\n", "")
 
