@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+from scipy import ndimage
 
 from mnist_common.config import IMAGE_SHAPE, MNIST_MEAN, MNIST_STD
 from mnist_common.errors import ProjectError, shown_path
@@ -274,38 +275,8 @@ def otsu_threshold(values: np.ndarray) -> float:
 
 
 def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """8-connected components of `mask`: labels 1..count (0 off the mask). Union-find over neighbouring pixel
-    pairs, vectorised (hooking to the smaller root, then pointer jumping), since scipy is not a dependency."""
-    on = np.flatnonzero(mask)
-    labels = np.zeros(mask.shape, np.int64)
-    if len(on) == 0:
-        return labels, 0
-    ids = np.full(mask.size, -1, np.int64)
-    ids[on] = np.arange(len(on))
-    grid = ids.reshape(mask.shape)
-    pairs = [
-        (grid[:, :-1], grid[:, 1:]),
-        (grid[:-1, :], grid[1:, :]),
-        (grid[:-1, :-1], grid[1:, 1:]),
-        (grid[:-1, 1:], grid[1:, :-1]),
-    ]
-    first = np.concatenate([a[(a >= 0) & (b >= 0)] for a, b in pairs])
-    second = np.concatenate([b[(a >= 0) & (b >= 0)] for a, b in pairs])
-    parent = np.arange(len(on))
-    while True:
-        root_a, root_b = parent[first], parent[second]
-        differ = root_a != root_b
-        if not differ.any():
-            break
-        np.minimum.at(parent, np.maximum(root_a, root_b)[differ], np.minimum(root_a, root_b)[differ])
-        while True:  # pointer jumping: every node straight to its root
-            grand = parent[parent]
-            if np.array_equal(grand, parent):
-                break
-            parent = grand
-    roots, compact = np.unique(parent, return_inverse=True)
-    labels.ravel()[on] = compact + 1
-    return labels, len(roots)
+    """8-connected components of `mask`: labels 1..count in the order of their first pixel (0 off the mask)."""
+    return ndimage.label(mask, structure=np.ones((3, 3), bool))
 
 
 def _bounding_box(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -362,18 +333,12 @@ def _paper_level(paper_side: np.ndarray) -> np.ndarray:
 
 def _box_mean(pixels: np.ndarray, radius: int = 1) -> np.ndarray:
     """The mean over a (2 radius + 1)-pixel square around each pixel (edges repeated): less noise, same strokes."""
-    size = 2 * radius + 1
-    padded = np.pad(pixels, radius, mode="edge")
-    rows = sum(padded[k : k + pixels.shape[0]] for k in range(size))
-    return sum(rows[:, k : k + pixels.shape[1]] for k in range(size)) / size**2
+    return ndimage.uniform_filter(pixels, size=2 * radius + 1, mode="nearest")
 
 
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     """`mask` grown by `radius` pixels in every direction (a square), so that the strokes' soft edges are kept."""
-    size = 2 * radius + 1
-    padded = np.pad(mask, radius)
-    rows = np.logical_or.reduce([padded[k : k + mask.shape[0]] for k in range(size)])
-    return np.logical_or.reduce([rows[:, k : k + mask.shape[1]] for k in range(size)])
+    return ndimage.maximum_filter(mask, size=2 * radius + 1, mode="constant", cval=False)
 
 
 def ink_of(grey: np.ndarray, opacity: np.ndarray | None) -> np.ndarray:
