@@ -1,4 +1,4 @@
-"""Data parallelism (issue 13): two devices or two processes take the one-device run's SGD steps.
+"""Data parallelism: two devices or two processes take the one-device run's SGD steps.
 
 Each framework trains 20 SGD steps (2 epochs of 10 batches of 128) on one device, then the same run
 data-parallel, on the CPU: JAX on 2 XLA host devices in one process (``--devices 2``), and JAX on 2

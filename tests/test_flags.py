@@ -1,4 +1,4 @@
-"""Every flag, every value, checked first (issue 11): the command lines of both trainers, `evaluate` and
+"""Every flag, every value, checked first: the command lines of both trainers, `evaluate` and
 `predict` either parse to a valid run or are refused with argparse's usage and exactly one ``error:``
 line, exit status 2, never a traceback; and `python -m ...` refuses them before importing PyTorch or JAX.
 

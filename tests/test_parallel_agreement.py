@@ -1,4 +1,4 @@
-"""The processes of one data-parallel run agree before they train, and stop together (issue 19).
+"""The processes of one data-parallel run agree before they train, and stop together.
 
 Real processes on the CPU, as in tests/test_data_parallel.py: two JAX processes joined by
 `jax.distributed` started with different flags, or with the same --process-id, must each stop with one
