@@ -1,4 +1,4 @@
-"""Issue 34, "nothing lost, ever": files checked by their header before their bytes, and pictures of any shape.
+"""Files checked by their header before their bytes, and pictures of any shape, each refused in one line.
 
 Weights and checkpoints whose header declares more than the file holds, or more than this model needs, are
 refused from the header, in one line, before any tensor is read; a checkpoint of another version names the field
