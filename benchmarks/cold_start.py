@@ -15,7 +15,7 @@ What one process measures, at batch 128, float32, on real MNIST batches already 
   the second, so compile_s is the wall time of those two training steps less two steady compiled steps.
   One plain eager step runs before them, so that PyTorch's lazy first-call set-up (thread pools, oneDNN
   primitives), which eager pays too, is not counted as compilation. torch_cudagraph, the whole step
-  captured as a CUDA graph (`mnist_torch.cuda_graphs.CapturedStep`): its capture seconds, which include
+  captured as a CUDA graph (`mnist_torch.tuned.CapturedStep`): its capture seconds, which include
   the three warm-up steps it runs and undoes (they train nothing). A graph has no on-disk cache, so its
   warm figure is a second cold one. jax_jit, the jitted `mnist_jax.steps.train_step`: lower + compile
   (`compile_train`, as `runners.jax_round` does), nothing else.
@@ -167,8 +167,9 @@ def _torch_process(variant: str, device: str, steps: int) -> dict[str, Any]:
     from mnist_common.config import TrainConfig
     from mnist_torch import steps as torch_steps
     from mnist_torch import train as torch_train
-    from mnist_torch.cuda_graphs import CapturedStep
+    from mnist_torch import tuned as torch_tuned
     from mnist_torch.data import load_mnist
+    from mnist_torch.tuned import CapturedStep
 
     # runners.precision("float32"): full float32 matmuls and convolutions (no TF32 on an NVIDIA GPU), as JAX below.
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
@@ -186,13 +187,13 @@ def _torch_process(variant: str, device: str, steps: int) -> dict[str, Any]:
 
         return step
 
-    eager = eager_step(torch_steps.create_state(0, config, dev))
+    eager = eager_step(torch_tuned.create_state(0, config, dev))
     start = time.perf_counter()
     eager(0)  # PyTorch's lazy first-call set-up, which eager pays too: not compilation
     eager_first_s = time.perf_counter() - start
     result: dict[str, Any] = {"eager_first_step_s": eager_first_s, "torch_threads": torch.get_num_threads()}
 
-    state = torch_steps.create_state(0, config, dev)
+    state = torch_tuned.create_state(0, config, dev)
     if variant == "torch_compile":
         state = state._replace(forward=torch.compile(state.model))
         compiled = eager_step(state)
@@ -240,8 +241,8 @@ def _jax_process(device: str, steps: int) -> dict[str, Any]:
     )  # runners.precision("float32"): no TF32, as PyTorch above
     from mnist_common.batches import batch_order
     from mnist_common.config import TrainConfig
-    from mnist_jax import runtime as jax_runtime
     from mnist_jax import steps as jax_steps
+    from mnist_jax import tuned as jax_tuned
     from mnist_jax.compilation_cache import count_cache_lookups, use_compilation_cache
     from mnist_jax.data import load_mnist
 
@@ -251,13 +252,13 @@ def _jax_process(device: str, steps: int) -> dict[str, Any]:
     idx = batch_order(0, 1, len(data.train.labels), BATCH_SIZE)[: WARMUP_STEPS + steps + 2]
     batches = [jax.device_put((data.train.images[i], data.train.labels[i]), dev) for i in idx]
     config = TrainConfig(precision=PRECISION)
-    state = jax.device_put(jax_steps.create_state(0, config, dev), dev)
-    eager_state = jax.device_put(jax_steps.create_state(0, config, dev), dev)  # `state` is donated to the compiled step
+    state = jax.device_put(jax_tuned.create_state(0, config, dev), dev)
+    eager_state = jax.device_put(jax_tuned.create_state(0, config, dev), dev)  # `state` is donated to the compiled step
     jax.block_until_ready((batches, state, eager_state))
 
     with count_cache_lookups() as lookups:
         start = time.perf_counter()
-        compiled = jax_runtime.compile_train(jax_steps.train_step.lower(state, batches[0]), dev.platform)
+        compiled = jax_tuned.compile_train(jax_steps.train_step.lower(state, batches[0]), dev.platform)
         compile_s = time.perf_counter() - start
     holder = {"compiled": state, "eager": eager_state}
 

@@ -156,7 +156,7 @@ def optax_loss(logits: Any, labels: Any) -> Any:
 
 
 def _optax_epoch(state: Any, data: Any, order: Any) -> Any:
-    """`mnist_jax.steps._train_epoch_steps` with `optax_loss` in place of `cross_entropy`."""
+    """`mnist_jax.tuned._train_epoch_steps` with `optax_loss` in place of `cross_entropy`."""
     import jax
 
     from mnist_jax.data import check_labels
@@ -176,10 +176,10 @@ def epoch_function(loss: str) -> Callable:
     """The jitted whole-epoch function of a candidate's loss (the trainer's own for "one_hot")."""
     import jax
 
-    from mnist_jax import steps as jax_steps
+    from mnist_jax import tuned as jax_tuned
 
     if loss == "one_hot":
-        return jax_steps.train_epoch_steps
+        return jax_tuned.train_epoch_steps
     return jax.jit(_optax_epoch, donate_argnums=0)
 
 
@@ -190,16 +190,16 @@ def make_state(model: str, device: Any) -> Any:
     from flax.training.train_state import TrainState
 
     from mnist_common.config import TrainConfig
-    from mnist_jax import steps as jax_steps
-    from mnist_jax.model import CNN
+    from mnist_jax import tuned as jax_tuned
 
     config = TrainConfig(seed=SEED, batch_size=BATCH_SIZE)
     # Traced and compiled as one program: run op by op, the initialization took seconds of every worker.
-    state = jax.jit(lambda: jax_steps.create_state(SEED, config, device))()
+    state = jax.jit(lambda: jax_tuned.create_state(SEED, config, device))()
     if model == "cnn":
         return state
-    apply_fn = CNN(dtype=jnp.float32, conv1_as_matmul=True).apply if model == "conv1_matmul" else nchw_apply
-    return TrainState.create(apply_fn=apply_fn, params=state.params, tx=jax_steps.make_optimizer(config))
+    tuned = jax_tuned.TunedCNN(dtype=jnp.float32, conv1_as_matmul=True)
+    apply_fn = tuned.apply if model == "conv1_matmul" else nchw_apply
+    return TrainState.create(apply_fn=apply_fn, params=state.params, tx=state.tx)
 
 
 _OP = r"(?<![\w.%-]){}\("
@@ -238,7 +238,7 @@ def worker(name: str, device_kind: str, epochs: int, train_size: int, batch_size
     import numpy as np
 
     from mnist_common.batches import batch_order
-    from mnist_jax import runtime as jax_runtime
+    from mnist_jax import tuned as jax_tuned
     from mnist_jax.compilation_cache import count_cache_lookups, use_compilation_cache
     from mnist_jax.data import load_mnist
 
@@ -255,7 +255,7 @@ def worker(name: str, device_kind: str, epochs: int, train_size: int, batch_size
 
     start = time.perf_counter()
     with count_cache_lookups() as lookups:
-        compiled = jax_runtime.compile_train(epoch_fn.lower(state, resident, order(1)), device.platform)
+        compiled = jax_tuned.compile_train(epoch_fn.lower(state, resident, order(1)), device.platform)
     compile_s = time.perf_counter() - start
     seconds, losses = [], []
     for epoch in range(1, epochs + 2):

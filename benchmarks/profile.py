@@ -437,25 +437,24 @@ def profile_jax(variant: str, device: str, batch_size: int, steps: int, mnist: A
 
     from benchmarks import runners
     from mnist_jax import data as jax_data
-    from mnist_jax import runtime as jax_runtime
-    from mnist_jax import steps as jax_steps
+    from mnist_jax import tuned as jax_tuned
     from mnist_jax.profiling import capture
 
     dev = runners.jax_device(device)
     split = jax_data.from_torch(mnist.train)
-    per_call = (min(jax_steps.FUSED_STEPS, steps) if device == "cpu" else min(GPU_STEPS_PER_CALL, steps)) or 1
+    per_call = (min(jax_tuned.FUSED_STEPS, steps) if device == "cpu" else min(GPU_STEPS_PER_CALL, steps)) or 1
     if steps % per_call:
         raise ProfileError(
             f"--steps {steps} does not divide into JAX calls of {per_call} steps (the {variant} path's call); "
             f"expected a multiple of {per_call}; pass --steps {max(per_call, steps - steps % per_call)}"
         )
     idx = runners.round_batches(mnist, batch_size, steps * batch_size, False)
-    state = jax.device_put(jax_steps.create_state(0, runners.train_config(PRECISION)), dev)
+    state = jax.device_put(jax_tuned.create_state(0, runners.train_config(PRECISION)), dev)
     holder = {"state": state}
     if variant == "jax_scan_unrolled":
         images, labels = jax.device_put((split.images[idx], split.labels[idx]), dev)
         chunks = [(images[i : i + per_call], labels[i : i + per_call]) for i in range(0, steps, per_call)]
-        compiled = jax_runtime.compile_train(jax_steps.train_steps.lower(state, chunks[0], unroll=True), dev.platform)
+        compiled = jax_tuned.compile_train(jax_tuned.train_steps.lower(state, chunks[0], unroll=True), dev.platform)
 
         def run() -> None:
             s = holder["state"]
@@ -467,9 +466,7 @@ def profile_jax(variant: str, device: str, batch_size: int, steps: int, mnist: A
     else:
         resident = jax.device_put((split.images, split.labels), dev)
         orders = [jax.device_put(idx[i : i + per_call].astype(np.int32), dev) for i in range(0, steps, per_call)]
-        compiled = jax_runtime.compile_train(
-            jax_steps.train_epoch_steps.lower(state, resident, orders[0]), dev.platform
-        )
+        compiled = jax_tuned.compile_train(jax_tuned.train_epoch_steps.lower(state, resident, orders[0]), dev.platform)
 
         def run() -> None:
             s = holder["state"]

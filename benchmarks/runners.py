@@ -21,16 +21,16 @@ from flax import nnx
 
 from mnist_common.batches import batch_order
 from mnist_common.config import TrainConfig
-from mnist_jax import runtime as jax_runtime
 from mnist_jax import steps as jax_steps
 from mnist_jax import steps_nnx
+from mnist_jax import tuned as jax_tuned
 from mnist_jax.data import MNISTData as JaxMNISTData
 from mnist_jax.data import Split as JaxSplit
 from mnist_jax.parallel import make_mesh, place, replicated
 from mnist_torch import steps as torch_steps
 from mnist_torch import train as torch_train
+from mnist_torch import tuned as torch_tuned
 from mnist_torch.data import MNISTData
-from mnist_torch.steps import CapturedStep
 
 #: torch_compile_step: the trainer's `--mode compile-step` (the whole step as one torch.compile(fullgraph=True) graph);
 #: torch_cudagraph: the whole step replayed as a CUDA graph (`--mode cuda-graphs`, GPU only);
@@ -154,7 +154,7 @@ def images_per_round(mode: str, device: str, batch_size: int, smoke: bool) -> in
     if mode == "eval":
         return EVAL_IMAGES_PER_ROUND[device]
     if device == "cpu":
-        return max(TRAIN_IMAGES_PER_ROUND[device], jax_steps.FUSED_STEPS * batch_size)
+        return max(TRAIN_IMAGES_PER_ROUND[device], jax_tuned.FUSED_STEPS * batch_size)
     return TRAIN_IMAGES_PER_ROUND[device]
 
 
@@ -194,10 +194,10 @@ def torch_round(
         # What `python -m mnist_torch.train --mode compile-step` runs: the trainer's own prepared step, gathering
         # each batch from the resident training set.
         config = dataclasses.replace(train_config(precision_name), mode="compile-step")
-        state = torch_steps.create_state(0, config, dev)
+        state = torch_tuned.create_state(0, config, dev)
         train = torch_train.Split(data.train.images.to(dev), data.train.labels.to(dev))
         start = time.perf_counter()
-        state, prepared, _ = torch_steps.compile_steps(state, train, config, torch_train.World())
+        state, prepared, _ = torch_tuned.compile_steps(state, train, config, torch_train.World())
         calls = prepared.calls(torch.from_numpy(idx).to(dev))
 
         def run() -> None:
@@ -211,7 +211,7 @@ def torch_round(
         # The captured step gathers its batch from the resident training set, like the trainer's.
         train = torch_train.Split(data.train.images.to(dev), data.train.labels.to(dev))
         start = time.perf_counter()
-        step = CapturedStep(torch_steps.train_step, state, train, batch_size)
+        step = torch_tuned.CapturedStep(torch_steps.train_step, state, train, batch_size)
         capture_seconds = time.perf_counter() - start
         order = torch.from_numpy(idx).to(dev)
 
@@ -269,7 +269,11 @@ def jax_round(
     dev = jax_device(device)
     idx = round_batches(mnist, batch_size, images, mode == "eval")
     images, labels = jax.device_put((data.images[idx], data.labels[idx]), dev)  # (steps, batch, ...)
-    state = jax.device_put(jax_steps.create_state(0, train_config(precision_name), dev), dev)
+    # jax_jit is the lesson as written (`mnist_jax.steps`: stock layers, `jax.jit`'s own compilation); the other
+    # variants run the trainer's model and compiler options (`mnist_jax.tuned`).
+    lesson = variant == "jax_jit" and mode == "train"
+    create_state = jax_steps.create_state if lesson else jax_tuned.create_state
+    state = jax.device_put(create_state(0, train_config(precision_name), dev), dev)
     holder = {"state": state}
 
     platform = dev.platform
@@ -286,7 +290,7 @@ def jax_round(
     elif variant == "jax_jit":
         step_batches = [(images[i], labels[i]) for i in range(len(idx))]
         start = time.perf_counter()
-        step = jax_runtime.compile_train(jax_steps.train_step.lower(state, step_batches[0]), platform)
+        step = jax_steps.train_step.lower(state, step_batches[0]).compile()
 
         def run() -> None:
             s = holder["state"]
@@ -296,10 +300,10 @@ def jax_round(
     elif variant == "jax_scan_unrolled":
         # The CPU trainer's form on another platform (on the CPU, `jax_trainer_round` times the trainer's own):
         # FUSED_STEPS unrolled steps per call, one call per chunk of the round.
-        k = steps_per_call(len(idx), jax_steps.FUSED_STEPS)
+        k = steps_per_call(len(idx), jax_tuned.FUSED_STEPS)
         chunks = [(images[i : i + k], labels[i : i + k]) for i in range(0, len(idx) - k + 1, k)]
         start = time.perf_counter()
-        steps = jax_runtime.compile_train(jax_steps.train_steps.lower(state, chunks[0], unroll=True), platform)
+        steps = jax_tuned.compile_train(jax_tuned.train_steps.lower(state, chunks[0], unroll=True), platform)
 
         def run() -> None:
             s = holder["state"]
@@ -314,14 +318,14 @@ def jax_round(
         resident = jax.device_put((data.images, data.labels), dev)
         order = jax.device_put(idx.astype(np.int32), dev)
         start = time.perf_counter()
-        steps = jax_runtime.compile_train(jax_steps.train_epoch_steps.lower(state, resident, order), platform)
+        steps = jax_tuned.compile_train(jax_tuned.train_epoch_steps.lower(state, resident, order), platform)
 
         def run() -> None:
             s, _ = steps(holder["state"], resident, order)
             holder["state"] = jax.block_until_ready(s)
     else:
         start = time.perf_counter()
-        steps = jax_runtime.compile_train(jax_steps.train_steps.lower(state, (images, labels), unroll=False), platform)
+        steps = jax_tuned.compile_train(jax_tuned.train_steps.lower(state, (images, labels), unroll=False), platform)
 
         def run() -> None:
             s, _ = steps(holder["state"], (images, labels))
@@ -336,19 +340,19 @@ JAX_TRAINER_PATH = {"cpu": "jax_scan_unrolled", "gpu": "jax_epoch"}
 
 
 def jax_trainer_round(data: JaxSplit, dev: jax.Device, batch_size: int, precision_name: str, idx: np.ndarray) -> Round:
-    """What `python -m mnist_jax.train` runs: the trainer's own compiled steps (`mnist_jax.steps.compile_steps`),
+    """What `python -m mnist_jax.train` runs: the trainer's own compiled steps (`mnist_jax.tuned.compile_steps`),
     on the training set as the trainer holds it (host memory on the CPU, resident on an accelerator), the round's
     batches cut into the trainer's calls (`Steps.calls`: FUSED_STEPS unrolled steps per call on the CPU). On an
     accelerator the trainer's one call is a whole epoch, compiled for an epoch's shape, so the round is one epoch.
     Its compile seconds are the trainer's: the train and the eval step."""
     mesh = make_mesh(dev.platform, 1)
     config = dataclasses.replace(train_config(precision_name), batch_size=batch_size)
-    state = place(jax_steps.create_state(0, config, dev), replicated(mesh))
-    resident = jax_runtime.epoch_per_call(dev)
+    state = place(jax_tuned.create_state(0, config, dev), replicated(mesh))
+    resident = jax_tuned.epoch_per_call(dev)
     train = JaxSplit(*place(tuple(data), replicated(mesh))) if resident else data
     order = (batch_order(0, 1, len(data.labels), batch_size) if resident else idx).astype(np.int32)
     start = time.perf_counter()
-    state, steps, _ = jax_steps.compile_steps(state, train, config, mesh)
+    state, steps, _ = jax_tuned.compile_steps(state, train, config, mesh)
     compile_seconds = time.perf_counter() - start
     calls = steps.calls(order)
     holder = {"state": state}
@@ -410,7 +414,7 @@ def nnx_round(
         leaves, treedef = jax.tree.flatten(state)
         holder = {"leaves": leaves}
         lowered = steps_nnx.train_step_leaves.lower(graphdef, treedef, leaves, step_batches[0])
-        step = jax_runtime.compile_train(lowered, dev.platform)
+        step = jax_tuned.compile_train(lowered, dev.platform)
 
         def run() -> None:
             s = holder["leaves"]
@@ -421,15 +425,15 @@ def nnx_round(
         graphdef, state = steps_nnx.split(model, optimizer)
         holder = {"state": state}
         if variant == "jax_nnx_split":
-            step = jax_runtime.compile_train(
+            step = jax_tuned.compile_train(
                 steps_nnx.train_step_split.lower(graphdef, state, step_batches[0]), dev.platform
             )
             calls = [(step, b) for b in step_batches]
         else:
-            k = min(jax_steps.FUSED_STEPS, len(idx)) if dev.platform == "cpu" else len(idx)
+            k = min(jax_tuned.FUSED_STEPS, len(idx)) if dev.platform == "cpu" else len(idx)
             chunks = [(images[i : i + k], labels[i : i + k]) for i in range(0, len(idx) - k + 1, k)]
             lowered = steps_nnx.train_steps_split.lower(graphdef, state, chunks[0], unroll=dev.platform == "cpu")
-            step = jax_runtime.compile_train(lowered, dev.platform)
+            step = jax_tuned.compile_train(lowered, dev.platform)
             calls = [(step, c) for c in chunks]
 
         def run() -> None:

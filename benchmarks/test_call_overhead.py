@@ -22,8 +22,8 @@ from benchmarks.conditions import LoadMeter
 from benchmarks.conftest import environment
 from benchmarks.runners import jax_device, train_config
 from benchmarks.stats import median_interval, timed_blocks
-from mnist_jax import steps as jax_steps
 from mnist_jax import steps_nnx
+from mnist_jax import tuned as jax_tuned
 
 OVERHEAD_VARIANTS = ("jax_jit", "jax_nnx_jit", "jax_nnx_tree", "jax_nnx_cached", "jax_nnx_split", "jax_nnx_leaves")
 #: Calls per block and blocks: a call takes 0.1-10 ms on a CPU, so a block stays under a second or so.
@@ -53,7 +53,7 @@ def counting_call(variant: str, device: str) -> tuple[Callable[[], None], Callab
     config = train_config("float32")
     if variant == "jax_jit":
         count = jax.jit(lambda state: state.replace(step=state.step + 1), donate_argnums=0)
-        holder = {"state": jax.device_put(jax_steps.create_state(0, config, dev), dev)}
+        holder = {"state": jax.device_put(jax_tuned.create_state(0, config, dev), dev)}
 
         def call() -> None:
             holder["state"] = count(holder["state"])

@@ -21,7 +21,7 @@ on PyTorch's side, all on the trainer's batches (indices into the resident train
     *_pool_grad       the 2x2 pooling gradient written out (JAX's form)
     *_channels_last   the model and images in channels-last memory format
     *_threads1        torch.set_num_threads(1) instead of the default (one per core)
-    trainer_*         the trainer's own prepared step (`mnist_torch.steps.compile_steps`) in --mode eager, compile,
+    trainer_*         the trainer's own prepared step (`mnist_torch.tuned.compile_steps`) in --mode eager, compile,
                       compile-step: what ships
 
     python -m experiments.torch_cpu_step_variants --rounds 20 --out experiments/results/torch.json [--variants V ...]
@@ -43,10 +43,11 @@ from benchmarks.conftest import environment
 from benchmarks.stats import interleaved_schedule, paired_speed_ratio, rate_summary
 from mnist_common.batches import batch_order
 from mnist_common.config import TrainConfig
-from mnist_torch import steps
+from mnist_torch import steps, tuned
 from mnist_torch.data import load_mnist
-from mnist_torch.model import CNN, Conv1AsMatmul
+from mnist_torch.model import CNN
 from mnist_torch.parallel import World
+from mnist_torch.tuned import Conv1AsMatmul
 
 STEPS_PER_ROUND = 16  # 2048 images at batch 128: the suite's CPU round
 
@@ -116,8 +117,8 @@ def build(variant: str, train, order: torch.Tensor, config: TrainConfig) -> tupl
     if variant.startswith("trainer_"):  # what `python -m mnist_torch.train --mode M` runs: its own compile_steps
         mode = variant.removeprefix("trainer_").replace("_", "-")
         trainer_config = TrainConfig(mode=mode)
-        state = steps.create_state(0, trainer_config, train.images.device)
-        state, prepared, _ = steps.compile_steps(state, train, trainer_config, World())
+        state = tuned.create_state(0, trainer_config, train.images.device)
+        state, prepared, _ = tuned.compile_steps(state, train, trainer_config, World())
         calls = prepared.calls(order)
 
         def run_trainer_round() -> None:

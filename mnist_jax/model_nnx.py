@@ -18,7 +18,8 @@ import jax
 from flax import nnx
 from flax.nnx.nn.dtypes import promote_dtype
 
-from mnist_jax.model import avg_pool_2x2, check_images, conv1_as_matmul, relu, torch_bias_init, torch_kernel_init
+from mnist_jax.model import check_images, relu, torch_bias_init, torch_kernel_init
+from mnist_jax.tuned import avg_pool_2x2, conv1_as_matmul
 
 
 class CNN(nnx.Module):

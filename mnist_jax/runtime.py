@@ -1,9 +1,9 @@
 """Where the JAX trainer runs and how its compiler is set up: the machinery around the steps, apart from them.
 
-The device (`resolve_device`), XLA's deterministic GPU ops (`deterministic`), the compiler options of the
-training steps on the CPU (`compile_train`), and the start of JAX's backends with the XLA_FLAGS check
-(`start_backends`, `xla_flags_problem`), each failing in one line instead of XLA's fatal log. The persistent
-compilation cache is `mnist_jax.compilation_cache`.
+The device (`resolve_device`), XLA's deterministic GPU ops (`deterministic`), and the start of JAX's backends
+with the XLA_FLAGS check (`start_backends`, `xla_flags_problem`), each failing in one line instead of XLA's fatal
+log. The persistent compilation cache is `mnist_jax.compilation_cache`; the compiler options of the training
+steps are a tuned form, in `mnist_jax.tuned`.
 
 Mirrors `mnist_torch/runtime.py`: the names both define correspond, in the same order
 (tests/test_architecture.py).
@@ -17,7 +17,6 @@ import sys
 from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
 
 import jax
 
@@ -86,63 +85,6 @@ def deterministic(enabled: bool = True) -> Iterator[None]:
             os.environ.pop("XLA_FLAGS", None)
         else:
             os.environ["XLA_FLAGS"] = before
-
-
-#: Compiler options of the training steps on the CPU. jaxlib 0.10's XLA:CPU hands convolutions, dots
-#: and reductions to YNNPACK fusions by default; for this network's backward pass (conv1 has one input
-#: channel) they ran a training step slower than XLA's own Eigen kernels, with the same results (see
-#: benchmarks/RESULTS.md, "Design measurements"). The empty list turns those fusions off. Inference keeps
-#: them: there they were faster. Given to the CPU backend alone (`compile_train`): another backend, or an
-#: XLA that no longer knows the option, compiles without it.
-CPU_TRAIN_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
-
-
-def compile_train(
-    lowered: jax.stages.Lowered, platform: str, options: dict[str, Any] | None = None
-) -> jax.stages.Compiled:
-    """Compile a lowered training step for `platform` ("cpu", "gpu", ...) with that platform's options.
-
-    `options` defaults to CPU_TRAIN_COMPILER_OPTIONS on the CPU and none elsewhere. They tune one XLA
-    version's CPU backend; an XLA that does not know one of them must still train, so it compiles
-    without them and says so on stderr, instead of failing the run.
-    """
-    if options is None:
-        options = CPU_TRAIN_COMPILER_OPTIONS if platform == "cpu" else {}
-    if not options:
-        return lowered.compile()
-    try:
-        return lowered.compile(compiler_options=options)
-    except Exception as err:  # XLA's error type differs between versions; the message names the option
-        if not any(name in str(err) for name in options):
-            raise
-        print(
-            f"note: this XLA ({platform}, jaxlib {version('jaxlib')}) does not accept the compiler options "
-            f"{sorted(options)}; compiling the training steps without them",
-            file=sys.stderr,
-            flush=True,
-        )
-        return lowered.compile()
-
-
-def epoch_per_call(device: jax.Device) -> bool:
-    """Whether the trainer runs a whole epoch per call (`mnist_jax.steps.train_epoch_steps`): on accelerators,
-    where the rolled loop is fastest. XLA:CPU runs the rolled loop's backward convolutions many times slower
-    (the while-loop trap `mnist_jax.steps.train_steps` documents), so the CPU fuses unrolled steps per call
-    instead (`fuse_steps`)."""
-    return device.platform != "cpu"
-
-
-#: Calls (chunks of fused steps, or single steps) the CPU path lets JAX queue ahead of the one running
-#: (`mnist_jax.train.train_epoch`). Two keep the device busy; without a bound the whole epoch was queued, and
-#: a Ctrl-C then waited for all of it (see benchmarks/RESULTS.md, "Design measurements").
-IN_FLIGHT = 2
-
-
-def fuse_steps(mesh: jax.sharding.Mesh) -> bool:
-    """Whether the CPU path fuses `mnist_jax.steps.FUSED_STEPS` steps per call: on one device only. Split over
-    several, the unrolled steps, each with its gradient all-reduce, ran slower per step than one step per
-    call, while one device gains from fusing (see benchmarks/RESULTS.md, "Design measurements")."""
-    return mesh.size == 1
 
 
 def start_backends() -> None:

@@ -36,18 +36,8 @@ from jax.sharding import Mesh
 from mnist_common.config import JAX_APIS, TrainConfig
 from mnist_jax.data import Split, check_labels
 from mnist_jax.model_nnx import CNN, from_linen_params
-from mnist_jax.steps import (
-    COMPUTE_DTYPES,
-    Batch,
-    Metrics,
-    Steps,
-    compile_ahead,
-    compile_eval,
-    conv1_as_matmul_on,
-    create_state,
-    cross_entropy,
-    make_optimizer,
-)
+from mnist_jax.steps import COMPUTE_DTYPES, Batch, Metrics, cross_entropy
+from mnist_jax.tuned import Steps, compile_ahead, compile_eval, conv1_as_matmul_on, create_state
 
 #: The functional route's state: `nnx.split((model, optimizer))`'s state half, a pytree of arrays.
 SplitState = nnx.State
@@ -55,11 +45,12 @@ SplitState = nnx.State
 
 def create_model(seed: int, config: TrainConfig, device: jax.Device | None = None) -> tuple[CNN, nnx.Optimizer]:
     """The NNX model and its SGD optimizer for training on `device` (default: JAX's default device), from the very
-    parameters `mnist_jax.steps.create_state` draws for `seed`, with the same choice of conv1's form
+    parameters `mnist_jax.tuned.create_state` draws for `seed`, with the same choice of conv1's form
     (`conv1_as_matmul_on`), so that a seed trains the same in either API."""
-    params = create_state(seed, config, device).params
-    model = from_linen_params(params, COMPUTE_DTYPES[config.precision], conv1_as_matmul=conv1_as_matmul_on(device))
-    return model, nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param)
+    state = create_state(seed, config, device)
+    dtype = COMPUTE_DTYPES[config.precision]
+    model = from_linen_params(state.params, dtype, conv1_as_matmul=conv1_as_matmul_on(device))
+    return model, nnx.Optimizer(model, state.tx, wrt=nnx.Param)
 
 
 def loss_and_grads(model: CNN, batch: Batch) -> tuple[jax.Array, nnx.State]:

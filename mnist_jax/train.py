@@ -69,15 +69,9 @@ from mnist_jax.parallel import (
     start_processes,
 )
 from mnist_jax.profiling import capture
-from mnist_jax.runtime import IN_FLIGHT, deterministic, epoch_per_call, resolve_device, start_backends, versions
-from mnist_jax.steps import (
-    Steps,
-    TrainState,
-    compile_steps,
-    create_state,
-    evaluate,
-    predict,
-)
+from mnist_jax.runtime import deterministic, resolve_device, start_backends, versions
+from mnist_jax.steps import TrainState, evaluate, predict
+from mnist_jax.tuned import IN_FLIGHT, Steps, compile_steps, create_state, epoch_per_call
 from mnist_jax.weights import export_weights
 
 
@@ -97,7 +91,7 @@ def train_epoch(
     """One pass in the shared batch order; returns the new state and every step's loss, on the host, once the
     device has finished.
 
-    `steps.calls` cuts the epoch into the calls of the compiled steps (`mnist_jax.steps.Steps`), which hold
+    `steps.calls` cuts the epoch into the calls of the compiled steps (`mnist_jax.tuned.Steps`), which hold
     the training set and the mesh: a whole epoch per call on an accelerator, FUSED_STEPS steps per call on the
     CPU, every batch split among the devices; in every --api the epoch runs on the API's own form of the state
     (`steps.start`), turned back into the `TrainState` once (`steps.finish`). The losses stay on the device until

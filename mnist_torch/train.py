@@ -62,15 +62,8 @@ from mnist_torch.parallel import (
 )
 from mnist_torch.profiling import capture
 from mnist_torch.runtime import check_mode, damaged_kernel, deterministic, resolve_device, versions
-from mnist_torch.steps import (
-    PREPARED,
-    Steps,
-    TrainState,
-    compile_steps,
-    create_state,
-    evaluate,
-    predict,
-)
+from mnist_torch.steps import TrainState, evaluate, predict
+from mnist_torch.tuned import PREPARED, Steps, compile_steps, create_state
 from mnist_torch.weights import export_weights
 
 
@@ -91,7 +84,7 @@ def train_epoch(
     """One pass in the shared batch order; returns the state (updated in place) and every step's loss, on the host,
     once the device has finished.
 
-    `steps.calls` cuts the epoch into the calls of the prepared step (`mnist_torch.steps.Steps`), which holds
+    `steps.calls` cuts the epoch into the calls of the prepared step (`mnist_torch.tuned.Steps`), which holds
     the training set and the ranks: one SGD step each. The epoch's batch order goes to the device once, as one
     (steps, batch) index tensor, and each step gathers its batch there. The losses stay on the device until
     the epoch ends (reading each would make the host wait for every step), then are averaged over the ranks into

@@ -19,22 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("mnist_common", "mnist_torch", "mnist_jax")
 FRAMEWORKS = ("torch", "torchvision", "jax", "jaxlib", "flax", "optax")
 
-#: The names both steps.py define, in this relative order: the state's types, the state's creation, the
-#: eager/jitted step, the evaluation step and the evaluation and prediction over a whole split, what
-#: `train_epoch` calls, and the function that prepares it. The rest of each steps.py is framework-specific
-#: (JAX's fused and whole-epoch variants; PyTorch's compiled whole step and CUDA-graph capture).
-CORRESPONDING_STEPS = [
-    "Batch",
-    "Metrics",
-    "COMPUTE_DTYPES",
-    "create_state",
-    "train_step",
-    "eval_step",
-    "evaluate",
-    "predict",
-    "Steps",
-    "compile_steps",
-]
+#: The names both tuned.py define, in this relative order: conv1 as one matmul and the model that uses it, where
+#: the trainer uses it, the trainer's state, what `train_epoch` calls and the function that prepares it. The rest is
+#: each framework's own tuning (JAX's pooling gradient, fused and whole-epoch steps, compiler options; PyTorch's
+#: whole-step compile and CUDA-graph capture).
+CORRESPONDING_TUNED = ["Conv1AsMatmul", "TunedCNN", "conv1_as_matmul_on", "create_state", "Steps", "compile_steps"]
 
 #: The names both runtime.py define, in this order: the device, the settings that make the steps deterministic,
 #: and the libraries' versions metrics.json records. The rest is each framework's own machinery (JAX's backends,
@@ -120,15 +109,49 @@ FRAMEWORK_PARAMETERS = {"model": "params", "world": "mesh"}
 
 #: The mirrored functions whose parameters correspond one for one, under FRAMEWORK_PARAMETERS. Left out:
 #: `epoch_order`, where each PyTorch rank takes its columns of the batch order (its world) and JAX's processes
-#: all place the global batches; `create_state`'s and `conv1_as_matmul_on`'s devices are each framework's own.
+#: all place the global batches; `conv1_as_matmul_on`, whose choice PyTorch makes per --mode and JAX per device.
 CORRESPONDING_PARAMETERS = {
-    "steps": ["train_step", "eval_step", "evaluate", "predict", "Steps.calls", "Steps.__call__", "compile_steps"],
+    "steps": ["create_state", "cross_entropy", "train_step", "eval_step", "predict_step", "evaluate", "predict"],
+    "tuned": ["Steps.calls", "Steps.__call__", "compile_steps"],
     "train": ["train_epoch", "params_finite", "train", "main"],
 }
 
 
+def test_the_two_lesson_steps_modules_define_the_same_names_in_the_same_order():
+    """The lesson's steps.py pair name for name: a reader puts them side by side and sees only the framework."""
+    torch_names, jax_names = (public_names(ROOT / f"mnist_{f}" / "steps.py") for f in ("torch", "jax"))
+    assert torch_names == jax_names, f"mnist_torch/steps.py defines {torch_names}, mnist_jax/steps.py {jax_names}"
+
+
+#: The lesson, what a user writes first, and its size: the model, the step and the loop of each framework.
+LESSON_LINES = {"model.py": 70, "steps.py": 120}
+
+
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+def test_the_lesson_is_short_and_its_docstrings_no_longer_than_their_code(framework):
+    """The lesson's model.py and steps.py stay within their sizes, and in them, and in train.py, no docstring is
+    longer than the code it documents: the measurement behind a form belongs in docs/design.md."""
+    for name in ("model.py", "steps.py", "train.py"):
+        source = (ROOT / f"mnist_{framework}" / name).read_text()
+        if name in LESSON_LINES:
+            lines = len(source.splitlines())
+            assert lines <= LESSON_LINES[name], (
+                f"mnist_{framework}/{name} has {lines} lines, at most {LESSON_LINES[name]}"
+            )
+        for node in ast.walk(ast.parse(source)):
+            if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) or ast.get_docstring(node) is None:
+                continue
+            doc, body = node.body[0], node.body[1:]
+            doc_lines = doc.end_lineno - doc.lineno + 1
+            code_lines = sum(b.end_lineno - b.lineno + 1 for b in body) + len(node.decorator_list) + 1
+            assert doc_lines <= code_lines, (
+                f"mnist_{framework}/{name}: {node.name}'s docstring ({doc_lines} lines) is longer than its code "
+                f"({code_lines}); keep a one-line reason and move the story to docs/design.md"
+            )
+
+
 @pytest.mark.parametrize(
-    ("module", "corresponding"), [("steps", CORRESPONDING_STEPS), ("runtime", CORRESPONDING_RUNTIME)]
+    ("module", "corresponding"), [("tuned", CORRESPONDING_TUNED), ("runtime", CORRESPONDING_RUNTIME)]
 )
 def test_the_mirrored_modules_define_the_corresponding_names_in_the_same_order(module, corresponding):
     for framework in ("torch", "jax"):

@@ -34,9 +34,9 @@ from mnist_common.outdir import CHECKPOINT_FILES, FRAMEWORKS
 from mnist_common.report import EpochRecord
 from mnist_common.weights import EXPECTED_SHAPES, WeightsError, read_weights, write_weights
 from mnist_jax import checkpoint as jax_checkpoint
-from mnist_jax import steps as jax_steps
+from mnist_jax import tuned as jax_tuned
 from mnist_torch import checkpoint as torch_checkpoint
-from mnist_torch import steps as torch_steps
+from mnist_torch import tuned as torch_tuned
 from tests.checkpoint_files import write_torch_checkpoint
 
 #: Few examples per property, derandomized: the module joins the default test run, whose budget is tight.
@@ -275,10 +275,10 @@ def saved_run(framework: str, out_dir):
 
 def _saved_run(framework: str, out_dir):
     if framework == "torch":
-        state = torch_steps.create_state(0, CONFIG, torch.device("cpu"))
+        state = torch_tuned.create_state(0, CONFIG, torch.device("cpu"))
         torch_checkpoint.save_checkpoint(out_dir, state, RECORDS, CONFIG)
-        return torch_checkpoint, torch_steps.create_state(0, CONFIG, torch.device("cpu"))
-    state = jax_steps.create_state(0, CONFIG, jax.devices("cpu")[0])
+        return torch_checkpoint, torch_tuned.create_state(0, CONFIG, torch.device("cpu"))
+    state = jax_tuned.create_state(0, CONFIG, jax.devices("cpu")[0])
     jax_checkpoint.save_checkpoint(out_dir, state, RECORDS, CONFIG)
     return jax_checkpoint, state
 

@@ -23,6 +23,7 @@ from mnist_jax import evaluate as jax_evaluate
 from mnist_jax import predict as jax_predict
 from mnist_jax import steps as jax_steps
 from mnist_jax import train as jax_train
+from mnist_jax import tuned as jax_tuned
 from mnist_jax.data import Split as JaxSplit
 from mnist_jax.port import params_from_torch
 from mnist_torch import evaluate as torch_evaluate
@@ -120,7 +121,7 @@ def test_nan_checkpoints_are_refused_by_predict_evaluate_and_resume(trained_run,
     )  # with a matching checksum: only the NaN check can refuse it
 
     config = TrainConfig(epochs=2, train_size=6400, out_dir=jax_dir)
-    state = jax_steps.create_state(0, config)
+    state = jax_tuned.create_state(0, config)
     state = state.replace(
         params={**state.params, "fc2": {**state.params["fc2"], "bias": state.params["fc2"]["bias"].at[0].set(np.nan)}}
     )

@@ -13,12 +13,13 @@ import pytest
 import torch
 
 from mnist_common.config import TrainConfig
-from mnist_jax import runtime as jax_runtime
 from mnist_jax import steps as jax_steps
 from mnist_jax import train as jax_train
+from mnist_jax import tuned as jax_tuned
 from mnist_torch import steps as torch_steps
 from mnist_torch import train as torch_train
-from mnist_torch.cuda_graphs import CapturedStep
+from mnist_torch import tuned as torch_tuned
+from mnist_torch.tuned import CapturedStep
 from tests.numerics import relative_error
 
 STEPS = 20
@@ -53,9 +54,9 @@ def test_cuda_graph_steps_equal_eager_steps(mnist, precision, bound):
     train = torch_train.Split(mnist.train.images.to(cuda), mnist.train.labels.to(cuda))
     idx = torch.from_numpy(order()).to(cuda).long()
 
-    eager = torch_steps.create_state(0, config, cuda)
+    eager = torch_tuned.create_state(0, config, cuda)
     eager_losses = [torch_steps.train_step(eager, (train.images[i], train.labels[i]))["loss"].item() for i in idx]
-    graphed = torch_steps.create_state(0, config, cuda)
+    graphed = torch_tuned.create_state(0, config, cuda)
     step = CapturedStep(torch_steps.train_step, graphed, train, config.batch_size)
     graph_losses = [step(i)["loss"].item() for i in idx]
 
@@ -71,10 +72,10 @@ def test_cuda_graph_keeps_what_it_reads_alive(mnist):
     cuda = torch.device("cuda")
     idx = torch.from_numpy(order(5)).to(cuda).long()
     resident = torch_train.Split(mnist.train.images.to(cuda), mnist.train.labels.to(cuda))
-    eager = torch_steps.create_state(0, CONFIG, cuda)
+    eager = torch_tuned.create_state(0, CONFIG, cuda)
     eager_losses = [torch_steps.train_step(eager, (resident.images[i], resident.labels[i]))["loss"].item() for i in idx]
 
-    graphed = torch_steps.create_state(0, CONFIG, cuda)
+    graphed = torch_tuned.create_state(0, CONFIG, cuda)
     step = CapturedStep(
         torch_steps.train_step,
         graphed,
@@ -89,14 +90,14 @@ def test_cuda_graph_keeps_what_it_reads_alive(mnist):
 
 def test_jax_epoch_scan_equals_per_step_jit_on_the_gpu(jax_mnist):
     device = jax_gpu()
-    assert jax_runtime.epoch_per_call(device)
+    assert jax_tuned.epoch_per_call(device)
     with jax.default_matmul_precision("float32"):
         train = jax.device_put((jax_mnist.train.images, jax_mnist.train.labels), device)
         idx = order()
-        scanned, metrics = jax_steps.train_epoch_steps(
-            jax.device_put(jax_steps.create_state(0, CONFIG), device), train, idx
+        scanned, metrics = jax_tuned.train_epoch_steps(
+            jax.device_put(jax_tuned.create_state(0, CONFIG), device), train, idx
         )
-        state, losses = jax.device_put(jax_steps.create_state(0, CONFIG), device), []
+        state, losses = jax.device_put(jax_tuned.create_state(0, CONFIG), device), []
         for i in idx:
             state, m = jax_steps.train_step(state, (train[0][i], train[1][i]))
             losses.append(float(m["loss"]))

@@ -16,7 +16,7 @@ import pytest
 
 from benchmarks import gpu_candidates as gc
 from mnist_common.batches import batch_order
-from mnist_jax import runtime as jax_runtime
+from mnist_jax import tuned as jax_tuned
 from mnist_jax.model import CNN
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,7 +51,7 @@ def test_each_model_and_loss_variant_trains_as_the_shipped_epoch(jax_mnist) -> N
         candidate = gc.CANDIDATES[name]
         state = jax.device_put(gc.make_state(candidate.model, device), device)
         epoch = gc.epoch_function(candidate.loss)
-        compiled = jax_runtime.compile_train(epoch.lower(state, data, order), "cpu")
+        compiled = jax_tuned.compile_train(epoch.lower(state, data, order), "cpu")
         _, metrics = compiled(state, data, order)
         losses[name] = np.asarray(metrics["loss"])
         facts[name] = gc.hlo_facts(compiled.as_text())

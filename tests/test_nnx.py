@@ -23,6 +23,7 @@ from mnist_jax import checkpoint as jax_checkpoint
 from mnist_jax import steps as jax_steps
 from mnist_jax import steps_nnx
 from mnist_jax import train as jax_train
+from mnist_jax import tuned as jax_tuned
 from mnist_jax.model import CNN as LinenCNN
 from mnist_jax.model_nnx import CNN, from_linen_params, to_linen_params
 from mnist_jax.port import params_from_torch, params_to_torch
@@ -47,7 +48,7 @@ def paired_leaves(got, want) -> list:
 
 @pytest.fixture(scope="module")
 def linen_params():
-    return jax_steps.create_state(0, CONFIG).params  # LinenCNN().init's, compiled as one program
+    return jax_tuned.create_state(0, CONFIG).params  # LinenCNN().init's, compiled as one program
 
 
 def test_the_same_parameters_give_bit_identical_logits(linen_params, jax_mnist):
@@ -90,7 +91,7 @@ def test_nnx_init_draws_from_torch_default_distributions():
 
 def test_create_model_starts_from_the_linen_trainers_parameters():
     model, _ = steps_nnx.create_model(7, CONFIG)
-    linen = jax_steps.create_state(7, CONFIG).params
+    linen = jax_tuned.create_state(7, CONFIG).params
     for _, got, want in paired_leaves(to_linen_params(model), linen):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
@@ -156,7 +157,7 @@ def twenty_linen_steps(jax_mnist):
         (jnp.asarray(jax_mnist.train.images[rows]), jnp.asarray(jax_mnist.train.labels[rows]))
         for rows in (slice(step * 32, (step + 1) * 32) for step in range(20))
     ]
-    linen, losses = jax_steps.create_state(0, CONFIG), []  # the same parameters and conv1 form as create_model
+    linen, losses = jax_tuned.create_state(0, CONFIG), []  # the same parameters and conv1 form as create_model
     for batch in batches:
         linen, metrics = jax_steps.train_step(linen, batch)
         losses.append(float(metrics["loss"]))
@@ -186,7 +187,7 @@ def test_twenty_sgd_steps_of_each_nnx_route_equal_the_linen_steps(route, twenty_
 def test_the_train_state_and_the_split_state_hold_the_same_arrays(jax_mnist):
     """`to_split_state` and `to_train_state` move arrays between the two forms, by path, and copy none: after a
     step the momentum trace differs from the parameters, so a swap would show."""
-    linen = jax_steps.create_state(0, CONFIG)
+    linen = jax_tuned.create_state(0, CONFIG)
     batch = (jnp.asarray(jax_mnist.train.images[:32]), jnp.asarray(jax_mnist.train.labels[:32]))
     linen, _ = jax_steps.train_step(linen, batch)
     _, like = steps_nnx.split(*steps_nnx.create_model(0, CONFIG))
@@ -211,7 +212,7 @@ def test_the_trainer_with_api_nnx_jit_takes_the_same_sgd_steps(jax_mnist, tmp_pa
         ["--api", "nnx-jit", "--epochs", "1", "--batch-size", "64", "--train-size", "640"]
         + ["--out-dir", str(tmp_path), "--quiet"]
     )
-    state = jax_steps.create_state(0, config)
+    state = jax_tuned.create_state(0, config)
     for rows in jax_train.epoch_order(config, 1, 640):
         batch = (jnp.asarray(jax_mnist.train.images[rows]), jnp.asarray(jax_mnist.train.labels[rows]))
         state, _ = jax_steps.train_step(state, batch)

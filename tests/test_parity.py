@@ -18,12 +18,16 @@ from torch.nn import functional as F
 from mnist_common.batches import batch_indices
 from mnist_common.config import TrainConfig
 from mnist_jax import steps as jax_steps
+from mnist_jax import tuned as jax_tuned
 from mnist_jax.model import CNN as JaxCNN
 from mnist_jax.port import params_from_torch, params_to_torch
+from mnist_jax.tuned import TunedCNN
 from mnist_torch import steps as torch_steps
+from mnist_torch import tuned as torch_tuned
 from mnist_torch.data import Split
 from mnist_torch.model import CNN as TorchCNN
 from mnist_torch.runtime import deterministic
+from mnist_torch.tuned import TunedCNN as TorchTunedCNN
 from tests.numerics import relative_error
 
 CONFIG = TrainConfig()  # the default hyperparameters: lr 0.1, momentum 0.9, batch 128
@@ -37,16 +41,15 @@ def torch_batches(mnist, steps: int, epoch: int = 1, batch_size: int = CONFIG.ba
         yield mnist.train.images[idx], mnist.train.labels[idx], idx
 
 
-def jax_state_from(model: TorchCNN, conv1_as_matmul: bool = False) -> TrainState:
-    """The JAX training state holding exactly the torch model's weights, with fresh SGD state; conv1 in either
-    form (the CPU trainer ships it as a matmul, `mnist_jax.steps.conv1_as_matmul_on`)."""
+#: The JAX model's forms: the lesson's, the accelerators' trainer's, the CPU trainer's (conv1 as a matmul).
+JAX_MODELS = {"lesson": JaxCNN(), "tuned": TunedCNN(), "tuned-conv1-as-matmul": TunedCNN(conv1_as_matmul=True)}
+MODEL_FORMS = pytest.mark.parametrize("form", list(JAX_MODELS))
+
+
+def jax_state_from(model: TorchCNN, form: str = "lesson") -> TrainState:
+    """The JAX training state holding exactly the torch model's weights, with fresh SGD state, the model in `form`."""
     params = params_from_torch(model.state_dict())["params"]
-    apply = JaxCNN(conv1_as_matmul=conv1_as_matmul).apply
-    return TrainState.create(apply_fn=apply, params=params, tx=jax_steps.make_optimizer(CONFIG))
-
-
-#: Both forms of the JAX model's conv1: what the GPU trainer runs, and what the CPU trainer runs.
-CONV1_FORMS = pytest.mark.parametrize("conv1_as_matmul", [False, True], ids=["nn.Conv", "conv1-as-matmul"])
+    return TrainState.create(apply_fn=JAX_MODELS[form].apply, params=params, tx=jax_steps.create_state(0, CONFIG).tx)
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +62,12 @@ def trained_torch_model(trained_run) -> TorchCNN:
     return load_weights(trained_run("torch") / WEIGHTS_FILE, CPU).eval()
 
 
-@CONV1_FORMS
-def test_forward_logits_and_predictions_agree(conv1_as_matmul, trained_torch_model, mnist, jax_mnist):
+@MODEL_FORMS
+def test_forward_logits_and_predictions_agree(form, trained_torch_model, mnist, jax_mnist):
     with torch.no_grad():
         expected = trained_torch_model(mnist.test.images[:512]).numpy()
     params = params_from_torch(trained_torch_model.state_dict())
-    actual = np.asarray(JaxCNN(conv1_as_matmul=conv1_as_matmul).apply(params, jax_mnist.test.images[:512]))
+    actual = np.asarray(JAX_MODELS[form].apply(params, jax_mnist.test.images[:512]))
     assert relative_error(expected, actual) < 1e-5
     np.testing.assert_array_equal(expected.argmax(axis=1), actual.argmax(axis=1))
     assert (expected.argmax(axis=1) == mnist.test.labels[:512].numpy()).mean() > 0.9  # a real, trained model
@@ -75,8 +78,8 @@ def test_forward_logits_and_predictions_agree(conv1_as_matmul, trained_torch_mod
 GRADIENT_BOUND = 3e-5
 
 
-@CONV1_FORMS
-def test_gradients_agree(conv1_as_matmul, trained_torch_model, mnist, jax_mnist):
+@MODEL_FORMS
+def test_gradients_agree(form, trained_torch_model, mnist, jax_mnist):
     idx = next(batch_indices(CONFIG.seed, 2, 60_000, CONFIG.batch_size))
     model = trained_torch_model
     model.zero_grad()
@@ -86,8 +89,9 @@ def test_gradients_agree(conv1_as_matmul, trained_torch_model, mnist, jax_mnist)
     model.zero_grad()
 
     params = params_from_torch(model.state_dict())["params"]
-    batch = (jax_mnist.train.images[idx], jax_mnist.train.labels[idx])
-    jax_loss, jax_grads = jax_steps.loss_and_grads(params, batch, JaxCNN(conv1_as_matmul=conv1_as_matmul).apply)
+    images, labels = jax_mnist.train.images[idx], jax_mnist.train.labels[idx]
+    loss = jax.value_and_grad(lambda p: jax_steps.cross_entropy(JAX_MODELS[form].apply({"params": p}, images), labels))
+    jax_loss, jax_grads = jax.jit(loss)(params)
 
     assert float(jax_loss) == pytest.approx(torch_loss.item(), rel=1e-6)
     errors = jax.tree.map(lambda t, j: relative_error(np.asarray(t), np.asarray(j)), torch_grads, jax_grads)
@@ -118,10 +122,10 @@ def test_sgd_momentum_conventions_match_torch():
     np.testing.assert_allclose(after[1], after[0] - 0.1 * (0.9 * grads[0] + grads[1]), atol=1e-15)
 
 
-@CONV1_FORMS
-def test_one_and_two_optimizer_steps_agree(conv1_as_matmul, mnist, jax_mnist):
+@MODEL_FORMS
+def test_one_and_two_optimizer_steps_agree(form, mnist, jax_mnist):
     torch_state = torch_steps.create_state(CONFIG.seed, CONFIG, CPU)
-    jax_state = jax_state_from(torch_state[0], conv1_as_matmul)
+    jax_state = jax_state_from(torch_state[0], form)
     for step, (images, labels, idx) in enumerate(torch_batches(mnist, 2), start=1):
         torch_steps.train_step(torch_state, (images, labels))
         jax_state, _ = jax_steps.train_step(jax_state, (jax_mnist.train.images[idx], jax_mnist.train.labels[idx]))
@@ -140,11 +144,11 @@ def test_pytorchs_compiled_whole_step_takes_jaxs_cpu_steps(mnist, jax_mnist):
     # As test_steps' compile-step run trains (a --train-size 1280 run's training set, under the trainer's
     # deterministic settings): Inductor's cache then holds one graph for both tests, compiled by whichever runs first.
     train = Split(mnist.train.images[: config.train_size], mnist.train.labels[: config.train_size])
-    torch_state = torch_steps.create_state(CONFIG.seed, config, CPU)
-    assert torch_state.model.conv1_as_matmul
-    jax_state = jax_state_from(torch_state.model, conv1_as_matmul=True)
+    torch_state = torch_tuned.create_state(CONFIG.seed, config, CPU)
+    assert isinstance(torch_state.model, TorchTunedCNN)
+    jax_state = jax_state_from(torch_state.model, "tuned-conv1-as-matmul")
     with deterministic():
-        torch_state, steps, _ = torch_steps.compile_steps(torch_state, train, config, torch_steps.World())
+        torch_state, steps, _ = torch_tuned.compile_steps(torch_state, train, config, torch_steps.World())
         for step, (_, _, idx) in enumerate(torch_batches(mnist, 3, train_size=config.train_size), start=1):
             _, loss = steps(torch_state, torch.from_numpy(idx)[None])
             jax_batch = (jax_mnist.train.images[idx], jax_mnist.train.labels[idx])
@@ -160,7 +164,7 @@ def test_pytorchs_compiled_whole_step_takes_jaxs_cpu_steps(mnist, jax_mnist):
 def run_both(
     mnist, jax_mnist, steps: int, dtype: str, batch_size: int = CONFIG.batch_size
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-step training losses of both frameworks from the same initial weights and batches of `batch_size`."""
+    """Per-step training losses of both lessons from the same initial weights and batches of `batch_size`."""
     torch_state = torch_steps.create_state(CONFIG.seed, CONFIG, CPU)
     with jax.enable_x64(dtype == "float64"):
         if dtype == "float64":
@@ -217,6 +221,6 @@ def test_round_trips_are_exact():
     assert all(torch.equal(back[k], state_dict[k]) for k in state_dict)
     TorchCNN().load_state_dict(back, strict=True)
 
-    variables = {"params": jax_steps.create_state(1, TrainConfig()).params}  # JaxCNN().init's, compiled as one
+    variables = {"params": jax_tuned.create_state(1, TrainConfig()).params}  # JaxCNN().init's, compiled as one
     again = params_from_torch(params_to_torch(variables))
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), variables, again))

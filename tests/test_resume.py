@@ -13,8 +13,8 @@ from mnist_common.config import TrainConfig
 from mnist_common.report import EpochRecord
 from mnist_common.weights import WEIGHTS_FILE, read_weights
 from mnist_jax import checkpoint as jax_checkpoint
-from mnist_jax import steps as jax_steps
 from mnist_jax import train as jax_train
+from mnist_jax import tuned as jax_tuned
 from mnist_torch import checkpoint as torch_checkpoint
 from mnist_torch import train as torch_train
 from tests.test_profiling import assert_the_trace_names_the_steps_convolutions
@@ -121,11 +121,11 @@ def test_a_checkpoint_from_before_test_size_resumes_as_the_whole_test_set(tmp_pa
 def test_jax_fresh_run_replaces_a_later_checkpoint_left_in_its_out_dir(tmp_path):
     """A new run into an old out-dir replaces the later checkpoint it finds there with its own first epoch."""
     config = TrainConfig(epochs=2, train_size=6400, out_dir=tmp_path)
-    state = jax_steps.create_state(0, config)
+    state = jax_tuned.create_state(0, config)
     records = [EpochRecord(e, 1.0 / e, 0.5, 0.9, 1.0, 100.0) for e in (1, 2)]
     jax_checkpoint.save_checkpoint(tmp_path, state, records, config)
     jax_checkpoint.save_checkpoint(tmp_path, state, records[:1], config)  # a new run's first epoch
-    restored, restored_records = jax_checkpoint.load_checkpoint(tmp_path, jax_steps.create_state(1, config), config)
+    restored, restored_records = jax_checkpoint.load_checkpoint(tmp_path, jax_tuned.create_state(1, config), config)
     assert restored_records == records[:1]
     assert sorted(p.name for p in tmp_path.iterdir()) == [jax_checkpoint.CHECKPOINT_FILE]
     same = [np.array_equal(a, b) for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state))]

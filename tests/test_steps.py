@@ -12,13 +12,13 @@ import torch
 
 from mnist_common.batches import batch_order
 from mnist_common.config import TrainConfig
-from mnist_jax import runtime as jax_runtime
 from mnist_jax import steps as jax_steps
 from mnist_jax import train as jax_train
+from mnist_jax import tuned as jax_tuned
 from mnist_jax.parallel import make_mesh
 from mnist_torch import steps as torch_steps_module
 from mnist_torch import train as torch_train
-from mnist_torch.cuda_graphs import warm_up
+from mnist_torch.tuned import warm_up
 from tests.numerics import relative_error
 
 SMALL = TrainConfig(batch_size=32, train_size=384)  # 12 SGD steps per epoch
@@ -39,8 +39,8 @@ def test_jax_whole_epoch_scan_equals_the_per_step_path(jax_mnist):
     order = jax_train.epoch_order(SMALL, 1, SMALL.train_size)
     assert order.shape == (12, 32) and order.dtype == np.int32
 
-    epoch_state, metrics = jax_steps.train_epoch_steps(jax_steps.create_state(0, SMALL), tuple(train), order)
-    step_state, losses = jax_steps.create_state(0, SMALL), []
+    epoch_state, metrics = jax_tuned.train_epoch_steps(jax_tuned.create_state(0, SMALL), tuple(train), order)
+    step_state, losses = jax_tuned.create_state(0, SMALL), []
     for idx in order:
         step_state, m = jax_steps.train_step(step_state, (train.images[idx], train.labels[idx]))
         losses.append(float(m["loss"]))
@@ -55,30 +55,28 @@ def test_jax_trainer_compiles_fused_steps_on_one_cpu_and_cuts_the_epoch_into_the
     """On one CPU device `compile_steps` compiles FUSED_STEPS unrolled steps per call plus the single step for the
     remainder, not the epoch scan (the accelerators' path), and `Steps.calls` covers every batch once, in order."""
     cpu = jax.devices("cpu")[0]
-    assert not jax_runtime.epoch_per_call(cpu)
+    assert not jax_tuned.epoch_per_call(cpu)
     mesh = make_mesh("cpu", 1)
     train = jax_train_split(jax_mnist, SMALL.train_size)
-    state = jax_steps.create_state(0, SMALL, cpu)
-    same, steps, seconds = jax_steps.compile_steps(state, train, SMALL, mesh)
+    state = jax_tuned.create_state(0, SMALL, cpu)
+    same, steps, seconds = jax_tuned.compile_steps(state, train, SMALL, mesh)
     assert same is state and steps.train is train and steps.mesh is mesh
     assert steps.epoch is None and steps.fused is not None and steps.single is not None and seconds > 0
-    assert steps.describe() == f"Linen, {jax_steps.FUSED_STEPS} unrolled steps per call"
+    assert steps.describe() == f"Linen, {jax_tuned.FUSED_STEPS} unrolled steps per call"
     order = np.arange(37 * 4).reshape(37, 4)  # 37 steps: two fused calls of 16, then 5 single steps
     calls = steps.calls(order)
-    assert [len(rows) for rows in calls] == [jax_steps.FUSED_STEPS] * 2 + [1] * 5
+    assert [len(rows) for rows in calls] == [jax_tuned.FUSED_STEPS] * 2 + [1] * 5
     np.testing.assert_array_equal(np.concatenate(calls), order)
-    assert jax_steps.Steps(train, mesh, epoch=len).calls(order)[0] is order  # the accelerators' path: an epoch at once
-    assert jax_steps.Steps(train, mesh, epoch=len).describe() == "Linen, a whole epoch per call"
-    assert [len(rows) for rows in jax_steps.Steps(train, mesh, single=len).calls(order)] == [1] * 37  # several CPUs
+    assert jax_tuned.Steps(train, mesh, epoch=len).calls(order)[0] is order  # the accelerators' path: an epoch at once
+    assert jax_tuned.Steps(train, mesh, epoch=len).describe() == "Linen, a whole epoch per call"
+    assert [len(rows) for rows in jax_tuned.Steps(train, mesh, single=len).calls(order)] == [1] * 37  # several CPUs
 
 
 def test_an_xla_without_the_cpu_options_compiles_without_them_and_says_so(jax_mnist, capsys):
     """The CPU compiler options tune one XLA version; a version that no longer knows one must still train."""
-    state = jax_steps.create_state(0, SMALL)
+    state = jax_tuned.create_state(0, SMALL)
     batch = (jax_mnist.train.images[:32], jax_mnist.train.labels[:32])
-    compiled = jax_runtime.compile_train(
-        jax_steps.train_step.lower(state, batch), "cpu", {"xla_cpu_no_such_option": "1"}
-    )
+    compiled = jax_tuned.compile_train(jax_steps.train_step.lower(state, batch), "cpu", {"xla_cpu_no_such_option": "1"})
     err = capsys.readouterr().err
     assert (
         "does not accept the compiler options ['xla_cpu_no_such_option']; compiling the training steps without them"
@@ -91,9 +89,9 @@ def test_an_xla_without_the_cpu_options_compiles_without_them_and_says_so(jax_mn
 def test_the_cpu_options_are_accepted_by_this_xla_and_turn_its_ynnpack_fusions_off(jax_mnist, capsys):
     """The shipped CPU options reach XLA: its default compilation of the training step holds YNNPACK fusions (45 in
     jaxlib 0.10.2), the trainer's holds none, and no note says an option was dropped."""
-    state = jax_steps.create_state(0, SMALL)
+    state = jax_tuned.create_state(0, SMALL)
     lowered = jax_steps.train_step.lower(state, (jax_mnist.train.images[:32], jax_mnist.train.labels[:32]))
-    shipped = jax_runtime.compile_train(lowered, "cpu").as_text()
+    shipped = jax_tuned.compile_train(lowered, "cpu").as_text()
     assert "does not accept" not in capsys.readouterr().err
     assert "ynn_fusion" in lowered.compile().as_text()  # what the option exists to turn off
     assert "ynn_fusion" not in shipped
