@@ -14,10 +14,10 @@
 #   1. versions and the GPU's name; stops with one line if PyTorch or JAX does not see the GPU;
 #   2. checks that pytest and pytest-benchmark work together (pytest 9 with pytest-benchmark 5.3.0 does not);
 #   3. pytest -m gpu (the GPU tests); then JAX's GPU candidates, each in its own process, in interleaved rounds,
-#      A/B against the shipped deterministic trainer path (benchmarks.gpu_candidates: which XLA flags give
+#      A/B against the shipped deterministic trainer path (experiments.gpu_candidates: which XLA flags give
 #      byte-identical reruns without the deterministic-ops tax, command buffers over while loops, conv1 as a
 #      matmul, the one-hot loss, NCHW); then the per-kernel profile of one training step per framework
-#      (benchmarks.profile), with and without --xla_gpu_deterministic_ops;
+#      (experiments.profile), with and without --xla_gpu_deterministic_ops;
 #   4. the benchmark suite's cuda rows (paired, interleaved rounds with 95% intervals), most important first:
 #      float32 and TF32 at batch 128; time to 99% over seeds, each trainer in its own process, as shipped
 #      (deterministic) and at its fastest (--nondeterministic); batch 1024; one-image latency and the matmul
@@ -232,7 +232,7 @@ if [ -n "${chosen[candidates]+x}" ]; then
     # shipped and a candidate the verdict adopts for two rounds as workers, the model and loss variants in-process,
     # and parses every candidate's flags.
     [ "$dry_run" = 1 ] && candidate_opts=(--dry-run --candidates shipped,nondeterministic --rounds 1)
-    bounded $((left + 60)) "$PY" -m benchmarks.gpu_candidates "$out_dir/$name-candidates" "${candidate_opts[@]}" \
+    bounded $((left + 60)) "$PY" -m experiments.gpu_candidates "$out_dir/$name-candidates" "${candidate_opts[@]}" \
       || failed+=("candidates")
   fi
   took candidates
@@ -240,14 +240,15 @@ fi
 if [ -n "${chosen[profile]+x}" ]; then
   profile_opts=(--device "$device" --batch-size 128); [ "$dry_run" = 1 ] && profile_opts+=(--smoke)
   determinisms=(deterministic nondeterministic)
-  # The dry run's CPU ignores the GPU's determinism flag: one profile proves the step; tests/test_profile.py checks it.
+  # The dry run's CPU ignores the GPU's determinism flag: one profile proves the step;
+  # tests/test_profile_experiment.py checks it.
   [ "$dry_run" = 1 ] && determinisms=(deterministic)
   for determinism in "${determinisms[@]}"; do  # XLA's deterministic ops on, as the trainer ships, and off
     left=$((deadline_of[profile] - $(date +%s)))
     if [ "$left" -lt 20 ]; then echo "== profile ($determinism): skipped, the budget is spent"; failed+=("profile $determinism (no time)"); continue; fi
     echo "== per-kernel profile of one training step, $determinism"
     flags=""; [ "$determinism" = deterministic ] && flags="--xla_gpu_deterministic_ops=true"
-    XLA_FLAGS="$flags" bounded "$left" "$PY" -m benchmarks.profile "${profile_opts[@]}" --out "$out_dir/$name-profile-$determinism" \
+    XLA_FLAGS="$flags" bounded "$left" "$PY" -m experiments.profile "${profile_opts[@]}" --out "$out_dir/$name-profile-$determinism" \
       || failed+=("profile $determinism")
   done
   took profile

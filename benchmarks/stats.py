@@ -25,12 +25,17 @@ BOOTSTRAP_SEED = 0
 MIN_VALUES_FOR_INTERVAL = 5
 
 
+def median(values: Sequence[float]) -> float:
+    """The median of `values` (the mean of the middle two when their number is even)."""
+    return float(np.median(np.asarray(values, dtype=float)))
+
+
 def median_interval(values: Sequence[float]) -> tuple[float, float | None, float | None]:
     """The median of `values` and its 95% percentile-bootstrap interval ((None, None) with too few values)."""
     data = np.asarray(values, dtype=float)
     if data.size == 0 or not np.all(np.isfinite(data)):
         raise ValueError(f"need finite values, got {list(values)!r}")
-    middle = float(np.median(data))
+    middle = median(data)
     if data.size < MIN_VALUES_FOR_INTERVAL:
         return middle, None, None
     rng = np.random.default_rng(BOOTSTRAP_SEED)

@@ -1,4 +1,4 @@
-"""benchmarks/gpu_candidates.py: its variants compute what the trainer computes, its HLO facts count, its command
+"""experiments/gpu_candidates.py: its variants compute what the trainer computes, its HLO facts count, its command
 line refuses bad input in one line, and (e2e) XLA parses its flags and its dry run goes end to end on the CPU."""
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks import gpu_candidates as gc
+from benchmarks.conditions import REPO
+from experiments import gpu_candidates as gc
 from mnist_common.batches import batch_order
 from mnist_jax import tuned as jax_tuned
 from mnist_jax.model import CNN
-
-REPO = Path(__file__).resolve().parent.parent
 
 #: |NCHW logits - CNN logits| bound, float32 on the CPU, logits of magnitude ~0.1: measured 0 (XLA:CPU computed the
 #: same bits); the bound allows a few float32 roundings of a differently ordered sum, as another backend may do.
@@ -143,7 +142,7 @@ def dry_run(stem: Path, candidates: list[str], rounds: int) -> dict:
         [
             sys.executable,
             "-m",
-            "benchmarks.gpu_candidates",
+            "experiments.gpu_candidates",
             str(stem),
             "--dry-run",
             "--candidates",

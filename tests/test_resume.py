@@ -17,8 +17,8 @@ from mnist_jax import train as jax_train
 from mnist_jax import tuned as jax_tuned
 from mnist_torch import checkpoint as torch_checkpoint
 from mnist_torch import train as torch_train
-from tests.test_profiling import assert_the_trace_names_the_steps_convolutions
 from tests.test_tensorboard import assert_events_are_the_runs_metrics
+from tests.test_trainer_profiler import assert_the_trace_names_the_steps_convolutions
 
 FRAMEWORKS = ["torch", "jax"]
 TRAINERS = {"torch": torch_train, "jax": jax_train}

@@ -1,6 +1,10 @@
-"""Which XLA:GPU settings give byte-identical reruns at (nearly) the non-deterministic speed? Measure them.
+"""Question: which XLA:GPU settings give the JAX trainer byte-identical reruns at (nearly) the non-deterministic speed?
 
-    python -m benchmarks.gpu_candidates OUT_STEM [--device cuda|cpu] [--budget SECONDS] [--rounds N] [--epochs E]
+Date: 2026-11-30. Answer: not yet measured on a GPU: prepared on that date for the next lease (benchmarks/LOG.md,
+"Prepared for the next lease"); gpu_run.sh's dry run (.ci/run) checks the code path on the CPU. The tax it takes
+apart was measured on the H200 (2026-11-30): 1.23x per epoch over a full run (benchmarks/RESULTS.md, "The GPU run").
+
+    python -m experiments.gpu_candidates OUT_STEM [--device cuda|cpu] [--budget SECONDS] [--rounds N] [--epochs E]
         [--train-size N] [--candidates a,b,...] [--dry-run]
 
 Why: the JAX trainer runs an epoch per call on a GPU (`train_epoch_steps`) and, for byte-identical reruns, sets
@@ -47,12 +51,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import stats
+from benchmarks import conditions, stats
 from mnist_common import interrupts
 from mnist_common.config import TrainConfig
 from mnist_common.files import write_atomically
 
-REPO = Path(__file__).resolve().parent.parent
 BATCH_SIZE = TrainConfig.batch_size  # the trainers' defaults
 SEED = TrainConfig.seed
 DETERMINISTIC = "--xla_gpu_deterministic_ops=true"
@@ -120,11 +123,11 @@ def nchw_apply(variables: dict, images: Any) -> Any:
     """`mnist_jax.model.CNN`'s logits from the same parameters, the convolutions in NCHW/OIHW dimension numbers.
 
     The kernels stay HWIO in the parameters (same tree, same bytes to hash) and are transposed at the call; the
-    features are put back in (h, w, c) order before fc1, so fc1's weights apply unchanged."""
+    features are put back in (h, w, c) order before fc1, so that the CNN's own dense layers apply unchanged."""
     import jax
     import jax.numpy as jnp
 
-    from mnist_jax.model import check_images, relu
+    from mnist_jax.model import check_images, dense, relu
 
     check_images(images)
     params = variables["params"]
@@ -142,8 +145,8 @@ def nchw_apply(variables: dict, images: Any) -> Any:
     x = pool(relu(conv(x, "conv1")))
     x = pool(relu(conv(x, "conv2")))
     x = jnp.transpose(x, (0, 2, 3, 1)).reshape(x.shape[0], -1)
-    x = relu(x @ params["fc1"]["kernel"] + params["fc1"]["bias"])
-    return x @ params["fc2"]["kernel"] + params["fc2"]["bias"]
+    x = relu(dense(256, x.shape[-1], "fc1", None).apply({"params": params["fc1"]}, x))  # the CNN's own layers
+    return dense(10, x.shape[-1], "fc2", None).apply({"params": params["fc2"]}, x)
 
 
 def optax_loss(logits: Any, labels: Any) -> Any:
@@ -273,7 +276,7 @@ def worker(name: str, device_kind: str, epochs: int, train_size: int, batch_size
         "compile_s": compile_s,
         "first_call_s": seconds[0],
         "epoch_s": seconds[1:],
-        "images_per_s": images / float(np.median(seconds[1:])),
+        "images_per_s": images / stats.median(seconds[1:]),
         "epoch_losses": losses,
         "params_sha256": params_sha256(state.params),
         "hlo": hlo_facts(compiled.as_text()),
@@ -313,7 +316,7 @@ def worker_env(candidate: Candidate, device: str, cache_dir: Path, autotune: Pat
         env["JAX_COMPILATION_CACHE_DIR"] = str(cache_dir)
     if device == "cpu":
         env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(conditions.REPO), env.get("PYTHONPATH")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -325,12 +328,12 @@ def run_worker(
     candidate = CANDIDATES[name]
     result_file = work / f"{name}-round{round_}.json"
     env = worker_env(candidate, args.device, work / "cache" / name, work / f"{name}-autotune.textproto", round_)
-    argv = [sys.executable, "-m", "benchmarks.gpu_candidates", str(result_file), "--worker", name]
+    argv = [sys.executable, "-m", "experiments.gpu_candidates", str(result_file), "--worker", name]
     argv += ["--device", args.device, "--epochs", str(args.epochs), "--train-size", str(args.train_size)]
     argv += ["--batch-size", str(args.batch_size)]
     start = time.perf_counter()
     try:
-        done = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(argv, env=env, cwd=conditions.REPO, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"cut off by the budget after {timeout:.0f} s"}, time.perf_counter() - start
     wall = time.perf_counter() - start
@@ -342,12 +345,6 @@ def run_worker(
         result["autotune_file_bytes"] = written.stat().st_size if written.is_file() else None
     tail = [line for line in done.stderr.splitlines() if line.strip()][-5:]  # XLA's warnings, if any: for the JSON
     return {**result, "wall_s": wall, "stderr_tail": tail}, wall
-
-
-def _median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def paired_epochs(runs: dict[str, list[dict[str, Any]]], name: str, rounds: int) -> list[float | None]:
@@ -378,7 +375,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]], rounds: int) -> dict[str, d
                 vs_shipped=stats.paired_speed_ratio(
                     paired_epochs(runs, name, rounds), paired_epochs(runs, "shipped", rounds)
                 ),
-                first_call_extra_s=_median([r["first_call_s"] - _median(r["epoch_s"]) for r in ok]),
+                first_call_extra_s=stats.median([r["first_call_s"] - stats.median(r["epoch_s"]) for r in ok]),
                 compile_s=[r["compile_s"] for r in ok],
                 compile_loaded=[r["cache_lookups"]["hits"] > 0 for r in ok],
                 byte_identical=None if len(ok) < 2 else len(digests) == 1,
@@ -501,7 +498,7 @@ def gpu_problem() -> str | None:
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        allow_abbrev=False, prog="python -m benchmarks.gpu_candidates", description=__doc__.splitlines()[0]
+        allow_abbrev=False, prog="python -m experiments.gpu_candidates", description=__doc__.splitlines()[0]
     )
     parser.add_argument("out_stem", type=Path, help="writes OUT_STEM.json and OUT_STEM.md")
     parser.add_argument("--device", choices=["cuda", "cpu"], default=None)

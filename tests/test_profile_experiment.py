@@ -1,7 +1,7 @@
-"""The per-kernel profile (`benchmarks/profile.py`): one smoke profile on the CPU, by command, gives a table per path
-whose shares add up, with the CNN's convolutions in both frameworks' tables; --device cuda without a GPU is one
-line and exit status 2; and the JAX trace's CPU timing splits overlapping ops without counting a moment twice.
-No time is asserted."""
+"""The per-kernel profile experiment (`experiments/profile.py`): one smoke profile on the CPU, by command, gives a
+table per path whose shares add up, with the CNN's convolutions in both frameworks' tables; --device cuda without a
+GPU is one line and exit status 2; and the JAX trace's CPU timing splits overlapping ops without counting a moment
+twice. No time is asserted. The trainers' own --profile is tests/test_trainer_profiler.py's."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import profile
 from benchmarks.conditions import REPO
+from experiments import profile
 
 
 def run_command(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "benchmarks.profile", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "experiments.profile", *args], cwd=REPO, capture_output=True, text=True, timeout=300
     )
 
 

@@ -1,5 +1,6 @@
-"""--profile (`mnist_common.profiling`): which calls are captured, in-process; and what each trainer's trace file,
-written by its framework's profiler, must name (checked on tests/test_resume.py's e2e run)."""
+"""The trainers' --profile (`mnist_common.profiling`): which calls are captured, in-process; and what each trainer's
+trace file, written by its framework's profiler, must name (checked on tests/test_resume.py's e2e run). The per-kernel
+profile experiment is tests/test_profile_experiment.py's."""
 
 from __future__ import annotations
 
