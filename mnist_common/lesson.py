@@ -77,9 +77,10 @@ LESSON = (
     Section(
         "The epoch loop",
         "Both visit the same batches in the same order (`mnist_common.batches`) and keep the losses on the "
-        "device until the epoch ends, so the host never waits for a step. PyTorch's `steps(state, rows)` updates "
-        "the state in place; JAX's returns the new state, which replaces the old one, with at most `IN_FLIGHT` "
-        "calls queued. `steps` is the run's prepared step, in its tuned form (below).",
+        "device until the epoch ends, so the host never waits for a step. The loop is the same text in both: "
+        "PyTorch's `steps(state, rows)` updates the state in place and returns it; JAX's returns a new state, "
+        "which replaces the old one, and JAX's `steps.bound` keeps the calls it queues ahead of the device to "
+        "two. `steps` is the run's prepared step, in its tuned form (below).",
         "train.py",
         ("train_epoch",),
         ("train_epoch",),

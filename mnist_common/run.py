@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -25,6 +25,15 @@ from mnist_common.plots import write_plots
 from mnist_common.report import EpochRecord, format_epoch, of_test_set, write_metrics
 from mnist_common.tensorboard import TrainingLog
 from mnist_common.weights import WEIGHTS_FILE
+
+
+class Prepared(NamedTuple):
+    """What preparing a run's training steps took, for the line the trainer prints and for metrics.json: the
+    seconds (None: nothing to prepare), the line (None: none to print) and, for JAX, the compilation cache's use."""
+
+    seconds: float | None
+    line: str | None
+    cache: dict[str, Any] | None = None
 
 
 class Run:
@@ -150,21 +159,26 @@ class Run:
     def finish(
         self,
         export_weights: Callable[[Path], object],
-        images: np.ndarray,
-        labels: np.ndarray,
+        images: Any,
+        labels: Any,
         predictions: np.ndarray,
         where: str,
     ) -> None:
         """Process 0 writes metrics.json, the weights (with `export_weights`) and the plots of the test
-        `images`, their `labels` and the model's `predictions`, then prints the final line; `where`: the
-        devices, as the line names them."""
+        `images`, their `labels` (host arrays of either framework) and the model's `predictions`, then prints the
+        final line; `where`: the devices, as the line names them."""
         if not self.writer:
             return
         stopped = self.stopped()
         path = self.metrics(stopped=stopped)
         export_weights(self.config.out_dir / WEIGHTS_FILE)
         plots = write_plots(
-            self.config.out_dir, self.framework, records_to_json(self.records), images, labels, predictions
+            self.config.out_dir,
+            self.framework,
+            records_to_json(self.records),
+            np.asarray(images),
+            np.asarray(labels),
+            predictions,
         )
         written = ", ".join(p.name for p in plots)
         target = self.config.stop_at_accuracy

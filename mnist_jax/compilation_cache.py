@@ -71,6 +71,13 @@ def use_compilation_cache() -> Path | None:
     return directory
 
 
+def current_cache_dir() -> Path | None:
+    """The folder `use_compilation_cache` put in use, or None when the cache is off."""
+    if not jax.config.jax_enable_compilation_cache or not jax.config.jax_compilation_cache_dir:
+        return None
+    return Path(jax.config.jax_compilation_cache_dir)
+
+
 @contextlib.contextmanager
 def count_cache_lookups() -> Iterator[dict[str, int]]:
     """Count the persistent cache's hits and misses among the compilations inside the block.

@@ -289,6 +289,11 @@ def place(tree: Any, sharding: NamedSharding) -> Any:
     return jax.device_put(tree, sharding)
 
 
+def replicate(state: Any, mesh: Mesh) -> Any:
+    """The trainer's state on every device of the mesh."""
+    return place(state, replicated(mesh))
+
+
 def is_writer() -> bool:
     """Whether this process writes the run's files: process 0 alone, as in PyTorch's rank 0."""
     return jax.process_index() == 0

@@ -19,8 +19,22 @@ from importlib.metadata import version
 from pathlib import Path
 
 import jax
+from jax.sharding import Mesh
 
-from mnist_common.config import DeviceUnavailable
+from mnist_common.config import DeviceUnavailable, TrainConfig, per_device_batch
+from mnist_common.errors import ProjectError
+from mnist_common.outdir import write_failure
+from mnist_common.run import Prepared
+from mnist_jax.compilation_cache import (
+    count_cache_lookups,
+    current_cache_dir,
+    describe_lookups,
+    use_compilation_cache,
+)
+from mnist_jax.data import Split
+from mnist_jax.parallel import describe_device, lost_process, make_mesh, start_processes
+from mnist_jax.steps import TrainState
+from mnist_jax.tuned import Steps, compile_steps
 
 
 def resolve_device(name: str) -> jax.Device:
@@ -38,6 +52,19 @@ def resolve_device(name: str) -> jax.Device:
                 "use --device cpu or auto"
             ) from None
     return jax.local_devices(backend="cpu")[0]
+
+
+@contextlib.contextmanager
+def processes(config: TrainConfig) -> Iterator[tuple[Mesh, jax.Device]]:
+    """The run's processes (jax.distributed, started before any backend; nothing for one process) and this one's
+    device, with every process's devices as one mesh, the batch checked to split among them, and the persistent
+    compilation cache in use before anything compiles. JAX leaves jax.distributed at exit."""
+    start_processes(config)
+    device = resolve_device(config.device)
+    mesh = make_mesh(device.platform, config.devices)
+    per_device_batch(config.batch_size, mesh.size, f"{mesh.size} devices")
+    use_compilation_cache()
+    yield mesh, device
 
 
 @contextlib.contextmanager
@@ -85,6 +112,40 @@ def deterministic(enabled: bool = True) -> Iterator[None]:
             os.environ.pop("XLA_FLAGS", None)
         else:
             os.environ["XLA_FLAGS"] = before
+
+
+def preparing(config: TrainConfig) -> str:
+    """What an interrupt is named while the run's steps are prepared."""
+    return "during compilation"
+
+
+def prepare_steps(
+    state: TrainState, train: Split, config: TrainConfig, mesh: Mesh
+) -> tuple[TrainState, Steps, Prepared]:
+    """The run's training steps compiled ahead of time (`mnist_jax.tuned.compile_steps`, or Flax NNX's for --api
+    nnx-*), with the seconds, the line the trainer prints and the persistent compilation cache's hits and misses."""
+    if config.api == "linen":
+        compile_api = compile_steps
+    else:  # loaded when asked for: flax.nnx adds a third of a second to every start
+        from mnist_jax.steps_nnx import compile_steps as compile_api
+    with count_cache_lookups() as lookups:
+        state, steps, seconds = compile_api(state, train, config, mesh)
+    cache_dir = current_cache_dir()
+    line = (
+        f"compiled train and eval steps ({steps.describe()}, {describe_device(mesh)}) in {seconds:.2f}s "
+        f"({describe_lookups(lookups, cache_dir)})"
+    )
+    return state, steps, Prepared(seconds, line, {"dir": None if cache_dir is None else str(cache_dir), **lookups})
+
+
+def failure(err: Exception, config: TrainConfig) -> str | None:
+    """The one line an error that ends a run gives (the project's own, a disk or folder the out-dir cannot be
+    written to, a lost process of a several-process run); None for an error that is a bug."""
+    if isinstance(err, ProjectError):
+        return str(err)
+    if isinstance(err, OSError):
+        return write_failure(err, config.out_dir)
+    return lost_process(err, config)
 
 
 def start_backends() -> None:

@@ -33,10 +33,12 @@ TrainState = train_state.TrainState
 def create_state(seed: int, config: TrainConfig, device: jax.Device | None = None) -> TrainState:
     """Fresh parameters drawn from `seed`'s key, on `device` (default: JAX's), and SGD with momentum.
     optax.sgd is torch.optim.SGD: trace = momentum * trace + grad, the first trace the grad itself."""
+    optimizer = optax.sgd(config.lr, momentum=config.momentum)
     with jax.default_device(device):
         params = _init(jax.random.key(seed))
-    optimizer = optax.sgd(config.lr, momentum=config.momentum)
-    return TrainState.create(apply_fn=CNN(dtype=COMPUTE_DTYPES[config.precision]).apply, params=params, tx=optimizer)
+        return TrainState.create(
+            apply_fn=CNN(dtype=COMPUTE_DTYPES[config.precision]).apply, params=params, tx=optimizer
+        )
 
 
 @jax.jit  # Linen's init as one program: run op by op, it compiles each operation apart

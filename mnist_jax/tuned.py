@@ -23,7 +23,7 @@ from jax.sharding import Mesh
 from mnist_common.batches import num_batches
 from mnist_common.config import EVAL_BATCH_SIZE, TrainConfig
 from mnist_jax import steps
-from mnist_jax.data import Split
+from mnist_jax.data import MNISTData, Split
 from mnist_jax.model import check_images, conv, dense, relu, torch_bias_init, torch_kernel_init
 from mnist_jax.parallel import batch_sharded, place, replicated
 from mnist_jax.steps import COMPUTE_DTYPES, Batch, Metrics, TrainState, eval_step, train_step
@@ -195,6 +195,15 @@ def fuse_steps(mesh: Mesh) -> bool:
     return mesh.size == 1
 
 
+def place_splits(data: MNISTData, config: TrainConfig, mesh: Mesh, device: jax.Device) -> tuple[Split, Split, Split]:
+    """The run's training split as `Steps` reads it, resident on the devices of an accelerator, in host memory on
+    the CPU (each call gathers its batches there); the test split on the host and on every device."""
+    train = Split(data.train.images[: config.train_size], data.train.labels[: config.train_size])
+    test = Split(data.test.images[: config.test_size], data.test.labels[: config.test_size])
+    resident = Split(*place(tuple(train), replicated(mesh))) if epoch_per_call(device) else train
+    return resident, test, Split(*place(tuple(test), replicated(mesh)))
+
+
 def _same(state: Any) -> Any:
     return state
 
@@ -218,9 +227,14 @@ class Steps(NamedTuple):
         calls = "one step per call" if self.fused is None else f"{FUSED_STEPS} unrolled steps per call"
         return f"{self.name}, {'a whole epoch per call' if self.epoch is not None else calls}"
 
+    @property
+    def device_type(self) -> str:
+        return self.mesh.devices.flat[0].platform
+
     def calls(self, order: np.ndarray) -> list[np.ndarray]:
         """The epoch's (steps, batch) order cut into the rows of each call: all of them in one, or
         FUSED_STEPS per call and the few left over one per call, or one per call."""
+        order = order.astype(np.int32, copy=False)
         if self.epoch is not None:
             return [order]
         fused = len(order) - len(order) % FUSED_STEPS if self.fused is not None else 0
@@ -243,6 +257,20 @@ class Steps(NamedTuple):
         idx = rows[0]
         state, metrics = self.single(state, place((train.images[idx], train.labels[idx]), batch_sharded(mesh)))
         return state, metrics["loss"][None]
+
+    def wait(self, loss: jax.Array) -> None:
+        """Until the devices have computed `loss`."""
+        loss.block_until_ready()
+
+    def bound(self, losses: list[jax.Array]) -> None:
+        """JAX queues calls without bound: wait for the one IN_FLIGHT calls ago, so that an interrupt waits for no
+        more than IN_FLIGHT calls."""
+        if len(losses) > IN_FLIGHT:
+            losses[-1 - IN_FLIGHT].block_until_ready()
+
+    def host_losses(self, losses: list[jax.Array]) -> np.ndarray:
+        """The epoch's per-step losses, on the host, once the devices have finished."""
+        return np.asarray(jnp.concatenate(losses))
 
 
 def compile_ahead(uncompiled: Steps, state: TrainState, config: TrainConfig) -> Steps:

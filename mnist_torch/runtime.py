@@ -19,8 +19,15 @@ from pathlib import Path
 
 import torch
 
-from mnist_common.config import DeviceUnavailable, DistributedError, TrainConfig
+from mnist_common.config import DeviceUnavailable, DistributedError, TrainConfig, per_device_batch
+from mnist_common.errors import ProjectError
 from mnist_common.files import first_line
+from mnist_common.outdir import write_failure
+from mnist_common.run import Prepared
+from mnist_torch.data import Split
+from mnist_torch.parallel import World, finish, lost_process, start_processes
+from mnist_torch.steps import TrainState
+from mnist_torch.tuned import Steps, compile_steps
 
 
 def resolve_device(name: str) -> torch.device:
@@ -29,6 +36,20 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise DeviceUnavailable("--device cuda was asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
     return torch.device(name)
+
+
+@contextlib.contextmanager
+def processes(config: TrainConfig) -> Iterator[tuple[World, torch.device]]:
+    """The run's processes (torchrun's process group; nothing for one process) and this one's device, checked for
+    the --mode and the batch to split among them; the process group is left when the run ends."""
+    device = resolve_device(config.device)
+    world = start_processes(config, device.type)
+    try:
+        check_mode(config, device, world.size)  # a --mode that cannot run here: one line, before any work
+        per_device_batch(config.batch_size, world.size, f"{world.size} processes")
+        yield world, torch.device("cuda", world.local_rank) if world.size > 1 and device.type == "cuda" else device
+    finally:
+        finish(world)
 
 
 def check_mode(config: TrainConfig, device: torch.device, processes: int) -> None:
@@ -75,6 +96,40 @@ def deterministic(enabled: bool = True) -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
         torch.backends.cudnn.benchmark = before[2]
+
+
+def preparing(config: TrainConfig) -> str:
+    """What an interrupt is named while the run's step is prepared."""
+    return "during compilation" if config.mode in ("compile", "compile-step") else "while preparing the train step"
+
+
+#: What prepare_steps did, for the line the trainer prints.
+PREPARED = {
+    "compile": "compiled the train step with torch.compile",
+    "compile-step": "compiled the whole train step (forward, backward, SGD) with torch.compile(fullgraph=True)",
+    "cuda-graphs": "captured the train step as a CUDA graph",
+}
+
+
+def prepare_steps(
+    state: TrainState, train: Split, config: TrainConfig, world: World
+) -> tuple[TrainState, Steps, Prepared]:
+    """The run's training step in --mode `config.mode` (`mnist_torch.tuned.compile_steps`), Inductor's cache repaired
+    first where it compiles, with the seconds and the line the trainer prints (none in eager mode)."""
+    if config.mode in ("compile", "compile-step"):
+        repair_inductor_cache()
+    state, steps, seconds = compile_steps(state, train, config, world)
+    return state, steps, Prepared(seconds, None if seconds is None else f"{PREPARED[config.mode]} in {seconds:.2f}s")
+
+
+def failure(err: Exception, config: TrainConfig) -> str | None:
+    """The one line an error that ends a run gives (the project's own, a disk or folder the out-dir cannot be
+    written to, a lost process under torchrun, a damaged compiled kernel); None for an error that is a bug."""
+    if isinstance(err, ProjectError):
+        return str(err)
+    if isinstance(err, OSError):
+        return write_failure(err, config.out_dir)
+    return lost_process(err, config) or damaged_kernel(err)
 
 
 #: How long ago a zero-byte file in Inductor's cache must have been written to be taken for one left by an

@@ -12,14 +12,14 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
 from mnist_common.config import TrainConfig
-from mnist_torch.data import Split
+from mnist_torch.data import MNISTData, Split
 from mnist_torch.model import CNN, check_images
-from mnist_torch.parallel import World, data_parallel
-from mnist_torch.runtime import repair_inductor_cache
+from mnist_torch.parallel import World, data_parallel, global_mean, local_columns
 from mnist_torch.steps import COMPUTE_DTYPES, Metrics, TrainState, cross_entropy, train_step
 
 
@@ -212,34 +212,56 @@ class CapturedStep:
         return {"loss": self.loss.clone()}  # the next replay overwrites self.loss
 
 
-#: What compile_steps did, for the line the trainer prints.
-PREPARED = {
-    "compile": "compiled the train step with torch.compile",
-    "compile-step": "compiled the whole train step (forward, backward, SGD) with torch.compile(fullgraph=True)",
-    "cuda-graphs": "captured the train step as a CUDA graph",
-}
-
 #: A training step ready to run on one batch's indices into the resident training set.
 Step = Callable[[torch.Tensor], Metrics]
+
+
+def place_splits(data: MNISTData, config: TrainConfig, device: torch.device) -> tuple[Split, Split, Split]:
+    """The run's training split resident on `device`, where each step gathers its batch; the test split on the host
+    and on `device` (every rank evaluates all of it)."""
+    train = Split(data.train.images[: config.train_size].to(device), data.train.labels[: config.train_size].to(device))
+    test = Split(data.test.images[: config.test_size], data.test.labels[: config.test_size])
+    return train, test, Split(test.images.to(device), test.labels.to(device))
+
+
+def _same(state: TrainState) -> TrainState:
+    return state
 
 
 class Steps(NamedTuple):
     """The training step of one run, as `mnist_torch.train.train_epoch` calls it, with the training set and the
     ranks it runs on: one SGD step per call, on one batch's indices into the resident training set (eager,
-    compiled or a CUDA graph)."""
+    compiled or a CUDA graph), updating the state in place (`start` and `finish` leave it as it is)."""
 
     train: Split
     world: World
     single: Step
+    start: Callable[[TrainState], TrainState] = _same
+    finish: Callable[[TrainState], TrainState] = _same
 
-    def calls(self, order: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The epoch's (steps, batch) order cut into the rows of each call: one per call."""
-        return order.split(1)
+    @property
+    def device_type(self) -> str:
+        return self.train.images.device.type
+
+    def calls(self, order: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """The epoch's (steps, batch) order, this rank's columns of it on the device, cut into one step per call."""
+        return torch.from_numpy(local_columns(order, self.world)).to(self.train.images.device).split(1)
 
     def __call__(self, state: TrainState, rows: torch.Tensor) -> tuple[TrainState, torch.Tensor]:
         """Train on the batch `rows` (one of `calls`), updating `state` in place; returns it and the loss, still on
         the device."""
         return state, self.single(rows[0])["loss"][None]
+
+    def wait(self, loss: torch.Tensor) -> None:
+        """Until the device has computed `loss`."""
+        loss.cpu()
+
+    def bound(self, losses: list[torch.Tensor]) -> None:
+        """Nothing to bound: a CPU step runs before the call returns, and CUDA's launch queue bounds a GPU's."""
+
+    def host_losses(self, losses: list[torch.Tensor]) -> np.ndarray:
+        """The epoch's losses of the global batches (averaged over the ranks), on the host."""
+        return global_mean(torch.cat(losses), self.world).cpu().numpy()
 
 
 def compile_steps(
@@ -253,7 +275,6 @@ def compile_steps(
         captured = CapturedStep(train_step, state, train, config.batch_size)
         return state, Steps(train, world, captured), captured.capture_seconds
     if mode == "compile-step":
-        repair_inductor_cache()
         # Channels-last parameters, the same Parameter objects: the whole step ran faster so. Ledger: channels-last.
         state.model.to(memory_format=torch.channels_last)
         compiled = torch.compile(sgd_step(state, config), fullgraph=True)
@@ -269,7 +290,6 @@ def compile_steps(
         return state, Steps(train, world, whole_step), warm_up(lambda: whole_step(first), state, steps=1)
     forward = data_parallel(state.model, world, train.images.device)
     if mode == "compile":
-        repair_inductor_cache()
         forward = torch.compile(forward)
     state = state._replace(forward=None if forward is state.model else forward)
     first = torch.arange(config.batch_size // world.size, device=train.images.device)

@@ -23,12 +23,28 @@ FRAMEWORKS = ("torch", "torchvision", "jax", "jaxlib", "flax", "optax")
 #: the trainer uses it, the trainer's state, what `train_epoch` calls and the function that prepares it. The rest is
 #: each framework's own tuning (JAX's pooling gradient, fused and whole-epoch steps, compiler options; PyTorch's
 #: whole-step compile and CUDA-graph capture).
-CORRESPONDING_TUNED = ["Conv1AsMatmul", "TunedCNN", "conv1_as_matmul_on", "create_state", "Steps", "compile_steps"]
+CORRESPONDING_TUNED = [
+    "Conv1AsMatmul",
+    "TunedCNN",
+    "conv1_as_matmul_on",
+    "create_state",
+    "place_splits",
+    "Steps",
+    "compile_steps",
+]
 
 #: The names both runtime.py define, in this order: the device, the settings that make the steps deterministic,
 #: and the libraries' versions metrics.json records. The rest is each framework's own machinery (JAX's backends,
 #: compiler options and the variant each platform runs; PyTorch's --mode check and Inductor's cache repair).
-CORRESPONDING_RUNTIME = ["resolve_device", "deterministic", "versions"]
+CORRESPONDING_RUNTIME = [
+    "resolve_device",
+    "processes",
+    "deterministic",
+    "preparing",
+    "prepare_steps",
+    "failure",
+    "versions",
+]
 
 
 def public_names(path: Path) -> list[str]:
@@ -108,11 +124,19 @@ def parameters(path: Path) -> dict[str, list[str]]:
 FRAMEWORK_PARAMETERS = {"model": "params", "world": "mesh"}
 
 #: The mirrored functions whose parameters correspond one for one, under FRAMEWORK_PARAMETERS. Left out:
-#: `epoch_order`, where each PyTorch rank takes its columns of the batch order (its world) and JAX's processes
-#: all place the global batches; `conv1_as_matmul_on`, whose choice PyTorch makes per --mode and JAX per device.
+#: `conv1_as_matmul_on`, whose choice PyTorch makes per --mode and JAX per device, and `place_splits`, where JAX places
+#: the data on its mesh and each PyTorch rank on its own device.
 CORRESPONDING_PARAMETERS = {
     "steps": ["create_state", "cross_entropy", "train_step", "eval_step", "predict_step", "evaluate", "predict"],
-    "tuned": ["Steps.calls", "Steps.__call__", "compile_steps"],
+    "tuned": [
+        "create_state",
+        "Steps.calls",
+        "Steps.__call__",
+        "Steps.wait",
+        "Steps.bound",
+        "Steps.host_losses",
+        "compile_steps",
+    ],
     "train": ["train_epoch", "params_finite", "train", "main"],
 }
 
@@ -168,7 +192,7 @@ def test_the_mirrored_modules_define_the_corresponding_names_in_the_same_order(m
 def test_the_mirrored_runtime_functions_take_the_same_parameters():
     torch_params, jax_params = (parameters(ROOT / f"mnist_{f}" / "runtime.py") for f in ("torch", "jax"))
     for name in CORRESPONDING_RUNTIME:
-        torch_side, jax_side = torch_params[name], jax_params[name]
+        torch_side, jax_side = [FRAMEWORK_PARAMETERS.get(p, p) for p in torch_params[name]], jax_params[name]
         assert torch_side == jax_side, f"{name} takes {torch_side} in mnist_torch/runtime.py, {jax_side} in mnist_jax's"
 
 

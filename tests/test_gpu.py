@@ -9,12 +9,13 @@ import subprocess
 import sys
 
 import jax
+import numpy as np
 import pytest
 import torch
 
+from mnist_common.batches import batch_order
 from mnist_common.config import TrainConfig
 from mnist_jax import steps as jax_steps
-from mnist_jax import train as jax_train
 from mnist_jax import tuned as jax_tuned
 from mnist_torch import steps as torch_steps
 from mnist_torch import train as torch_train
@@ -39,7 +40,7 @@ def jax_gpu() -> jax.Device:
 
 
 def order(steps: int = STEPS):
-    return jax_train.epoch_order(CONFIG, 1, 60_000)[:steps]
+    return batch_order(CONFIG.seed, 1, 60_000, CONFIG.batch_size).astype(np.int32)[:steps]
 
 
 @pytest.mark.parametrize("precision, bound", [("float32", 1e-3), ("bf16", 2e-2)])

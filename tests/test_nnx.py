@@ -17,6 +17,7 @@ import pytest
 import torch
 from flax import nnx
 
+from mnist_common.batches import batch_order
 from mnist_common.config import TrainConfig
 from mnist_common.weights import WEIGHTS_FILE, read_weights
 from mnist_jax import checkpoint as jax_checkpoint
@@ -213,7 +214,7 @@ def test_the_trainer_with_api_nnx_jit_takes_the_same_sgd_steps(jax_mnist, tmp_pa
         + ["--out-dir", str(tmp_path), "--quiet"]
     )
     state = jax_tuned.create_state(0, config)
-    for rows in jax_train.epoch_order(config, 1, 640):
+    for rows in batch_order(config.seed, 1, 640, config.batch_size).astype(np.int32):
         batch = (jnp.asarray(jax_mnist.train.images[rows]), jnp.asarray(jax_mnist.train.labels[rows]))
         state, _ = jax_steps.train_step(state, batch)
     trained = jax_checkpoint.load_params(tmp_path, jax.devices("cpu")[0])

@@ -36,7 +36,7 @@ def test_jax_whole_epoch_scan_equals_the_per_step_path(jax_mnist):
     kernels (benchmarks/RESULTS.md), so the sums are ordered differently: equal up to float32 rounding,
     amplified a little by 12 momentum steps at lr 0.1 (measured: parameters 3.5e-7, losses 1.0e-7)."""
     train = jax_train_split(jax_mnist, SMALL.train_size)
-    order = jax_train.epoch_order(SMALL, 1, SMALL.train_size)
+    order = batch_order(SMALL.seed, 1, SMALL.train_size, SMALL.batch_size).astype(np.int32)
     assert order.shape == (12, 32) and order.dtype == np.int32
 
     epoch_state, metrics = jax_tuned.train_epoch_steps(jax_tuned.create_state(0, SMALL), tuple(train), order)
@@ -63,7 +63,7 @@ def test_jax_trainer_compiles_fused_steps_on_one_cpu_and_cuts_the_epoch_into_the
     assert same is state and steps.train is train and steps.mesh is mesh
     assert steps.epoch is None and steps.fused is not None and steps.single is not None and seconds > 0
     assert steps.describe() == f"Linen, {jax_tuned.FUSED_STEPS} unrolled steps per call"
-    order = np.arange(37 * 4).reshape(37, 4)  # 37 steps: two fused calls of 16, then 5 single steps
+    order = np.arange(37 * 4, dtype=np.int32).reshape(37, 4)  # 37 steps: two fused calls of 16, then 5 single steps
     calls = steps.calls(order)
     assert [len(rows) for rows in calls] == [jax_tuned.FUSED_STEPS] * 2 + [1] * 5
     np.testing.assert_array_equal(np.concatenate(calls), order)
