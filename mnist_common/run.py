@@ -42,7 +42,7 @@ class Run:
 
     `earlier`: the files of an earlier run in the out-dir (`mnist_common.outdir.claim`), which --overwrite
     replaces at the first checkpoint. `records`: the epochs a resumed run's checkpoint holds, continued in
-    place. `device`, `versions`, `compile_seconds`, `parallel` and `compilation_cache` are what metrics.json
+    place. `device`, `versions`, what preparing the steps took (`prepared`) and `parallel` are what metrics.json
     says of the run (`mnist_common.report.write_metrics`)."""
 
     def __init__(
@@ -54,9 +54,8 @@ class Run:
         records: list[EpochRecord],
         device: str,
         versions: dict[str, str],
-        compile_seconds: float | None,
+        prepared: Prepared,
         parallel: dict[str, int],
-        compilation_cache: dict[str, Any] | None = None,
     ) -> None:
         self.config, self.framework, self.writer, self.earlier, self.records = (
             config,
@@ -65,8 +64,8 @@ class Run:
             earlier,
             records,
         )
-        self.device, self.versions, self.compile_seconds = device, versions, compile_seconds
-        self.parallel, self.compilation_cache = parallel, compilation_cache
+        self.device, self.versions, self.compile_seconds = device, versions, prepared.seconds
+        self.parallel, self.compilation_cache = parallel, prepared.cache
         self.first_epoch = len(records) + 1  # --profile captures steps of it; --tensorboard continues from it
         steps_per_epoch = num_batches(config.train_size, config.batch_size)
         self.images_per_epoch = steps_per_epoch * config.batch_size

@@ -1,7 +1,7 @@
 """``--profile``'s capture in PyTorch: ``torch.profiler`` over a block, its trace written for Perfetto or TensorBoard.
 
 Mirrors `mnist_jax/profiling.py`; which steps are captured is decided in `mnist_common.profiling`. The
-per-kernel profile of the benchmarks (`benchmarks/profile.py`) captures through it too.
+per-kernel profile (`experiments/profile.py`) captures through it too.
 """
 
 from __future__ import annotations

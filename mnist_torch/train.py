@@ -46,7 +46,7 @@ from mnist_common.run import Run
 from mnist_torch.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from mnist_torch.data import Split, load_mnist
 from mnist_torch.model import CNN
-from mnist_torch.parallel import World, describe, describe_device, fail, is_writer, replicate
+from mnist_torch.parallel import describe, describe_device, fail, is_writer, replicate
 from mnist_torch.profiling import capture
 from mnist_torch.runtime import deterministic, failure, prepare_steps, preparing, processes, versions
 from mnist_torch.steps import TrainState, evaluate, predict
@@ -98,48 +98,45 @@ def params_finite(model: CNN) -> bool:
 
 def train(config: TrainConfig) -> list[EpochRecord]:
     config = config.for_framework(FRAMEWORK)  # metrics.json names the --mode or --api that ran
-    with deterministic(not config.nondeterministic), processes(config) as (world, device):
+    with contextlib.ExitStack() as run_context:  # left in reverse order: the lock, the processes, the settings
+        run_context.enter_context(deterministic(not config.nondeterministic))
+        world, device = run_context.enter_context(processes(config))
         writer = is_writer(world)  # rank 0 writes the run's files; every process computes every step
         if writer:  # what an interrupt keeps, said from before the lock is taken
             record_earlier(config)
-        with out_dir_lock(config.out_dir, f"python -m mnist_{FRAMEWORK}.train") if writer else contextlib.nullcontext():
-            return _train(config, world, device)
-
-
-def _train(config: TrainConfig, world: World, device: torch.device) -> list[EpochRecord]:
-    writer = is_writer(world)
-    if not writer:  # one progress bar and one report per run: process 0's
-        config = dataclasses.replace(config, quiet=True)
-    earlier = claim(config, FRAMEWORK) if writer else []  # a run already there: resumed, replaced, or refused
-    interrupts.now("while loading the MNIST data")
-    train_split, test_host, test_split = place_splits(load_mnist(config.data_dir), config, device)
-    state = replicate(create_state(config.seed, config, device), world)
-    records: list[EpochRecord] = []
-    if config.resume:
-        state, records = load_checkpoint(config.out_dir, state, config)  # restored onto the same devices
-        interrupts.kept(f"the checkpoint after epoch {len(records)} in {checkpoint_path(config.out_dir)}")
-    interrupts.now(preparing(config))  # before the line below, so that an interrupt after it is named truly
-    if config.resume and not config.quiet:
-        print(f"resumed from {config.out_dir} after epoch {len(records)}", flush=True)
-    state, steps, prepared = prepare_steps(state, train_split, config, world)
-    if not config.quiet and prepared.line is not None:
-        print(prepared.line, flush=True)
-    where, parallel = describe_device(device, world), describe(world)
-    with Run(
-        config, FRAMEWORK, writer, earlier, records, str(device), versions(), prepared.seconds, parallel, prepared.cache
-    ) as run:
-        for epoch in run.epochs():
-            start = time.perf_counter()
-            state, losses = train_epoch(state, train_split, config, epoch, steps, run.profile(epoch))
-            seconds = time.perf_counter() - start
-            run.check(epoch, losses, params_finite(state.model))
-            test_loss, test_accuracy = evaluate(state.model, test_split)
-            save = functools.partial(save_checkpoint, config.out_dir, state, run.records, config)
-            run.end_epoch(epoch, losses, test_loss, test_accuracy, seconds, save)
-    run.finishing()
-    predictions = predict(state.model, test_split.images).argmax(axis=1)  # the same on every process
-    run.finish(functools.partial(export_weights, state.model), test_host.images, test_host.labels, predictions, where)
-    return run.records
+            run_context.enter_context(out_dir_lock(config.out_dir, f"python -m mnist_{FRAMEWORK}.train"))
+        else:  # one progress bar and one report per run: rank 0's
+            config = dataclasses.replace(config, quiet=True)
+        earlier = claim(config, FRAMEWORK) if writer else []  # a run already there: resumed, replaced, or refused
+        interrupts.now("while loading the MNIST data")
+        train_split, test_host, test_split = place_splits(load_mnist(config.data_dir), config, device)
+        state = replicate(create_state(config.seed, config, device), world)
+        records: list[EpochRecord] = []
+        if config.resume:
+            state, records = load_checkpoint(config.out_dir, state, config)  # restored onto the same devices
+            interrupts.kept(f"the checkpoint after epoch {len(records)} in {checkpoint_path(config.out_dir)}")
+        interrupts.now(preparing(config))  # before the line below, so that an interrupt after it is named truly
+        if config.resume and not config.quiet:
+            print(f"resumed from {config.out_dir} after epoch {len(records)}", flush=True)
+        state, steps, prepared = prepare_steps(state, train_split, config, world)
+        if not config.quiet and prepared.line is not None:
+            print(prepared.line, flush=True)
+        where, parallel = describe_device(device, world), describe(world)
+        with Run(config, FRAMEWORK, writer, earlier, records, str(device), versions(), prepared, parallel) as run:
+            for epoch in run.epochs():
+                start = time.perf_counter()
+                state, losses = train_epoch(state, train_split, config, epoch, steps, run.profile(epoch))
+                seconds = time.perf_counter() - start
+                run.check(epoch, losses, params_finite(state.model))
+                test_loss, test_accuracy = evaluate(state.model, test_split)
+                save = functools.partial(save_checkpoint, config.out_dir, state, run.records, config)
+                run.end_epoch(epoch, losses, test_loss, test_accuracy, seconds, save)
+        run.finishing()
+        predictions = predict(state.model, test_split.images).argmax(axis=1)  # the same on every process
+        run.finish(
+            functools.partial(export_weights, state.model), test_host.images, test_host.labels, predictions, where
+        )
+        return run.records
 
 
 def main(argv: Sequence[str] | None = None, checked: TrainConfig | None = None) -> None:
