@@ -48,8 +48,7 @@ NUM_TEST = 10_000
 IMPLICIT_SETTINGS = {"test_size": NUM_TEST}
 
 #: The most --epochs accepts. Far beyond any useful run (the default run reaches 99% in a few epochs, and
-#: 10 000 epochs take days on a CPU), so anything larger is a typo (measured: benchmarks/RESULTS.md,
-#: 'Design measurements').
+#: 10 000 epochs take days on a CPU), so anything larger is a typo (measured: docs/design.md).
 MAX_EPOCHS = 10_000
 
 #: The largest --seed: 2**32 - 1, a seed every generator involved takes (jax.random.key refuses seeds of

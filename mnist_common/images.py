@@ -73,9 +73,9 @@ EDGE_MARGIN = 0.06
 #: once decoded as RGBA): a decompression bomb. 50 MP admits what people photograph or scan digits with: a phone's
 #: default photo (12 MP), the full-resolution mode of its 48-50 MP sensor (8160x6120 = 49.9 MP) and an A4 page
 #: scanned at 600 dpi (35 MP). Reading a picture of the largest size admitted costs a fraction of the memory and
-#: seconds that training takes, which any machine that trains can afford (measured: benchmarks/RESULTS.md,
-#: 'Design measurements'). Larger pictures (108 and 200 MP phone modes) are refused with the advice to scale
-#: them down: the digit is shrunk to 20x20 pixels anyway. PIL's own limits are looser (a warning above 89 MP,
+#: seconds that training takes, which any machine that trains can afford (measured: docs/design.md). Larger
+#: pictures (108 and 200 MP phone modes) are refused with the advice to scale them down: the digit is shrunk to
+#: 20x20 pixels anyway. PIL's own limits are looser (a warning above 89 MP,
 #: silenced here; an error above 179 MP, raised while the header is read and reported in the same words as
 #: this limit).
 MAX_PIXELS = 50_000_000

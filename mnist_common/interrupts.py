@@ -17,7 +17,7 @@ Called in-process (tests, benchmarks) without `install`, nothing changes: Ctrl-C
 
 `install` also skips the interpreter's final garbage collections at exit (`skip_final_collection`): PyTorch and
 JAX leave well over a million objects, one to three seconds of collection per command on two cores
-(benchmarks/RESULTS.md, 'Design measurements'), paid after the final line. Nothing of the commands waits on a
+(docs/design.md), paid after the final line. Nothing of the commands waits on a
 finalizer: each file is written whole before the final line, and the TensorBoard log, the out-dir's lock and
 the process group are closed explicitly.
 """

@@ -65,8 +65,7 @@ def use_compilation_cache() -> Path | None:
         jax.config.update("jax_enable_compilation_cache", False)
         return None
     jax.config.update("jax_compilation_cache_dir", str(directory))
-    # Cache them all: many of ours compile in under JAX's default minimum of 1 s
-    # (measured: benchmarks/RESULTS.md, 'Design measurements').
+    # Cache them all: many of ours compile in under JAX's default minimum of 1 s (docs/design.md).
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return directory
 

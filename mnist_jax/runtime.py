@@ -73,8 +73,7 @@ def deterministic(enabled: bool = True) -> Iterator[None]:
 
     XLA:CPU is deterministic already. XLA:GPU is not by default: autotuning picks kernels by timing
     them, and some kernels accumulate with atomics, so two identical runs can end at different accuracies
-    without this and byte-identical with it (README, "Reproducibility"; see benchmarks/RESULTS.md,
-    "Design measurements").
+    without this and byte-identical with it (measured: docs/design.md, "The measurements behind the code").
     XLA reads XLA_FLAGS when its backend starts, so this acts in a fresh process (the command line's
     case) and not in one that has used JAX already. An XLA_FLAGS that names the option wins and is
     left exactly as written. The previous XLA_FLAGS comes back afterwards.

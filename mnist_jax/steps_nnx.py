@@ -10,7 +10,7 @@
   trace and splits it again before returning. No graph walk outside the trace, but `nnx.State`'s
   leaves are `Variable` nodes that JAX flattens and rebuilds in Python on every call.
 - The same with the state flattened once into its list of arrays (`flatten`, `train_step_leaves`): JAX
-  then passes a plain list, the cheapest call there is (benchmarks/RESULTS.md, "Flax NNX").
+  then passes a plain list, the cheapest call there is (docs/benchmarks.md's NNX rows measure each).
 Every route computes exactly the Linen step: the same loss (`mnist_jax.steps.cross_entropy`), the same optax SGD,
 from the same parameters (tests/test_nnx.py).
 
@@ -182,9 +182,8 @@ def compile_steps(state: TrainState, train: Split, config: TrainConfig, mesh: Me
     - nnx-split: the functional route, its three variants jitted over the split state with the graph bound,
       compiled ahead of time with the trainer's compiler options, as Linen's are (`compile_ahead`).
     - nnx-jit: `train_step_nnx_jit`, Flax's example's form, one step per call on every device. `nnx.jit`
-      compiles on its first call, here on a copy of the state, with XLA's default options (benchmarks/RESULTS.md,
-      "Flax NNX": on the CPU, its YNNPACK fusions cost this step; `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=`
-      removes them).
+      compiles on its first call, here on a copy of the state, with XLA's default options (on the
+      CPU its YNNPACK fusions cost this step; `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=` removes them).
     """
     begun = time.perf_counter()
     device = mesh.devices.flat[0]

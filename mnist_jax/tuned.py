@@ -1,8 +1,8 @@
 """The forms that win the JAX trainer its speed, each tied to the lesson (`mnist_jax.model`, `mnist_jax.steps`).
 
-Every form here is a row of the tuning ledger (benchmarks/RESULTS.md), and its measurement is in docs/design.md's
-table of tuned forms; tests/test_parity.py checks each against the lesson: the same parameters in, the same logits
-and gradients out. The trainer runs these; the lesson computes the same steps in the form a user writes first.
+Every form here is a row of the tuning ledger, and docs/design.md gives each name's measurement; tests/test_tuned.py
+and tests/test_parity.py check each against the lesson: the same parameters in, the same logits and gradients out.
+The trainer runs these; the lesson computes the same steps in the form a user writes first.
 Mirrors `mnist_torch/tuned.py`: the names both define correspond, in the same order (tests/test_architecture.py).
 """
 

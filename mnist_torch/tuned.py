@@ -1,8 +1,8 @@
 """The forms that win the PyTorch trainer its speed, each tied to the lesson (`mnist_torch.model`, `mnist_torch.steps`).
 
-Every form here is a row of the tuning ledger (benchmarks/RESULTS.md), and its measurement is in docs/design.md's
-table of tuned forms; tests/test_parity.py checks each against the lesson: the same parameters in, the same logits
-and gradients out. The trainer's --mode picks among them; every mode computes the lesson's SGD steps in its order.
+Every form here is a row of the tuning ledger, and docs/design.md gives each name's measurement; tests/test_tuned.py
+and tests/test_parity.py check each against the lesson: the same parameters in, the same logits and gradients out.
+The trainer's --mode picks among them; every mode computes the lesson's SGD steps in its order.
 Mirrors `mnist_jax/tuned.py`: the names both define correspond, in the same order (tests/test_architecture.py).
 """
 
@@ -73,7 +73,7 @@ class TunedCNN(CNN):
 
 def conv1_as_matmul_on(mode: str | None, device: torch.device) -> bool:
     """conv1 as one matmul in `--mode compile-step` on the CPU, where the whole step trains faster so; eager and
-    `--mode compile` ran slower with it, and GPUs keep `nn.Conv2d`."""
+    `--mode compile` run the lesson's model as written, and GPUs keep `nn.Conv2d` until a GPU run measures it."""
     return mode == "compile-step" and device.type == "cpu"
 
 
