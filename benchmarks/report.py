@@ -6,7 +6,8 @@ several JSON files (the stages of `benchmarks/gpu_run.sh`), it also writes their
 DIR/NAME.json. Every figure carries its 95% interval where its rounds allow one; ratios are paired
 (from rounds that ran side by side, `benchmarks.stats`) and compare each variant with PyTorch eager on
 the same device, mode, batch size and precision; goals are judged on the interval's lower end.
-Results from a dirty tree, or from a commit this repository does not know, are shown as such.
+Results from a dirty tree, or from a commit this repository does not know, are shown as such. A damaged record
+is named in one line (exit 1), never left out of its table; no file written is one of the files read.
 
 `python -m benchmarks.report --readme` rewrites, in place, the generated blocks of README.md and
 docs/benchmarks.md from the committed benchmarks/results/NAME.json: between `<!-- results:NAME begin -->`
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import subprocess
 import sys
@@ -32,6 +34,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from benchmarks import stats  # noqa: E402
 from benchmarks.conditions import REPO  # noqa: E402
+from mnist_common.files import written_over  # noqa: E402
 
 BASELINE = "torch_eager"
 
@@ -84,17 +87,111 @@ def merge(documents: list[dict]) -> dict:
     return {**documents[0], "benchmarks": [b for d in documents for b in d.get("benchmarks", [])]}
 
 
+#: The modes the report knows: the throughput table's, then those with a table of their own.
+MODES = ("train", "eval", *OWN_TABLE)
+#: What each mode's table reads from a row: alternatives of {field: kind}, the first whose first field the row has
+#: (else the last). A row that lacks one, or holds another kind, is damaged: named, never left out of its table.
+_THROUGHPUT = (
+    {"not_run": "text", "batch_size": "number", "precision": "text"},
+    {"images_per_s": "number", "batch_size": "number", "precision": "text", "compile_seconds": "number or null"},
+)
+RECORD_FIELDS: dict[str, tuple[dict[str, str], ...]] = {
+    "train": _THROUGHPUT,
+    "eval": _THROUGHPUT,
+    "accuracy": (
+        {
+            "epochs": "number",
+            "test_accuracy": "number",
+            "train_seconds": "number",
+            "compile_seconds": "number or null",
+            "original_accuracy": "number",
+            "precision": "text",
+        },
+        {
+            "seeds_run": "number",
+            "seeds_planned": "number",
+            "reached_99": "number",
+            "final_accuracy": "object",
+            "seconds_per_epoch": "object",
+            "compile_seconds": "object",
+            "original_accuracy": "number",
+            "setting": "text",
+            "precision": "text",
+        },
+    ),
+    "latency": ({"latency_p50_ms": "number", "latency_p99_ms": "number", "compile_seconds": "number or null"},),
+    "overhead": ({"overhead_us": "number", "compile_seconds": "number or null"},),
+    "peak": ({"gflops": "number"},),
+    "scaling": ({"images_per_s": "number", "devices": "number", "processes": "number"},),
+    "cold_start": (
+        {"cold_compile_s": "list", "warm_compile_s": "list", "compiled_step_s": "number", "eager_step_s": "number"},
+    ),
+    "memory": ({"measured_mode": "text", "batch_size": "number"},),
+}
+_KINDS = {
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+    "number or null": lambda v: v is None or _KINDS["number"](v),
+    "text": lambda v: isinstance(v, str),
+    "object": lambda v: isinstance(v, dict),
+    "list": lambda v: isinstance(v, list),
+}
+
+
+def _shown(value: object) -> str:
+    """A JSON value as a message shows it: short, on one line."""
+    text = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else type(value).__name__
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
+def record_problem(row: dict) -> str | None:
+    """What is wrong with a row its mode's table reads (`RECORD_FIELDS`), or None."""
+    if row["mode"] not in RECORD_FIELDS:
+        return f"mode {_shown(row['mode'])} is not one of {', '.join(MODES)}"
+    alternatives = RECORD_FIELDS[row["mode"]]
+    fields = next((a for a in alternatives if next(iter(a)) in row), alternatives[-1])
+    if missing := [k for k in fields if k not in row]:
+        return f"it has no {', '.join(missing)}"
+    for key, kind in fields.items():
+        if not _KINDS[kind](row[key]):
+            return f"{key} is {_shown(row[key])}, expected {'a' if kind[0] not in 'ao' else 'an'} {kind}"
+    return None
+
+
 def rows_of(data: dict, source: str) -> tuple[list[dict], str]:
-    """One dict per variant: a comparison's rows each get the comparison's common fields (device, versions ...)."""
-    rows = []
-    for b in data.get("benchmarks", []):
-        info = b.get("extra_info") if isinstance(b, dict) else None
+    """One dict per variant: a comparison's rows each get the comparison's common fields (device, versions ...).
+    A damaged record (not an object, or lacking what its table reads) is a `ReportError` naming it: left out,
+    it would take its row, or its whole table, with it without a word."""
+
+    def damaged(where: str, what: str) -> ReportError:
+        return ReportError(
+            f"{source} holds a damaged record, {where}, which the report cannot read ({what}); expected one "
+            "written by this project's benchmarks: run it again, or remove the record"
+        )
+
+    rows, places = [], []
+    for i, b in enumerate(data.get("benchmarks", [])):
+        name = b.get("name") if isinstance(b, dict) else None
+        where = f"benchmark {i}" + (f" {json.dumps(name)}" if isinstance(name, str) else "")
+        info = b.get("extra_info") if isinstance(b, dict) else b
         if not isinstance(info, dict):
+            raise damaged(
+                where, f"{'it' if not isinstance(b, dict) else 'extra_info'} is {_shown(info)}, expected an object"
+            )
+        if not info:  # a benchmark that recorded nothing: nothing to show
             continue
+        if not isinstance(info.get("rows", []), list):
+            raise damaged(where, f"rows is {_shown(info['rows'])}, expected a list")
+        if "rows" not in info and not info.get("variant"):
+            raise damaged(where, "it has neither rows nor a variant")
         common = {k: v for k, v in info.items() if k != "rows"}
-        rows.extend({**common, **row} for row in info.get("rows", []) if isinstance(row, dict))
+        for j, row in enumerate(info.get("rows", [])):
+            if not isinstance(row, dict):
+                raise damaged(f"{where} row {j}", f"it is {_shown(row)}, expected an object")
+            rows.append({**common, **row})
+            places.append(f"{where} row {j}")
         if info.get("variant"):
             rows.append(info)
+            places.append(where)
     if not rows:
         raise ReportError(f"{source} holds no benchmark results with extra_info; was it run with --benchmark-disable?")
     required = ("variant", "mode", "device")
@@ -103,6 +200,9 @@ def rows_of(data: dict, source: str) -> tuple[list[dict], str]:
             f"{source}: a result lacks {', '.join(k for k in required if k not in broken)}; "
             "it was not written by this project's benchmarks"
         )
+    for row, where in zip(rows, places, strict=True):
+        if (problem := record_problem(row)) is not None:
+            raise damaged(f"{where} ({row['variant']}, {row['mode']}, {row['device']})", problem)
     return rows, data.get("datetime", "")
 
 
@@ -965,6 +1065,14 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--check goes with --readme")
     if not args.results:
         parser.error("give the file(s) from --benchmark-json, or --readme")
+    out_dir = args.out_dir or args.results[0].parent
+    name = args.name or args.results[0].stem
+    outputs = [out_dir / f"{name}.json"] * (len(args.results) > 1) + [out_dir / f"{name}{s}" for s in (".md", ".png")]
+    if over := written_over(outputs, args.results):  # before anything is read or written: the results stay whole
+        sys.exit(
+            f"error: {over[1]} is one of the results read, and the report would write {over[0]} over it; "
+            "pass --name or --out-dir so that the report's files are new ones"
+        )
     try:
         data, rows, markdown = build([read_json(path) for path in args.results], " + ".join(map(str, args.results)))
     except ReportError as err:
@@ -974,8 +1082,6 @@ def main(argv: list[str] | None = None) -> None:
             f"error: {' + '.join(map(str, args.results))} has a result this report cannot read ({type(err).__name__}: "
             f"{err}); expected files written by this project's `pytest benchmarks --benchmark-only --benchmark-json`"
         )
-    out_dir = args.out_dir or args.results[0].parent
-    name = args.name or args.results[0].stem
     out_dir.mkdir(parents=True, exist_ok=True)
     if len(args.results) > 1:
         (out_dir / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")

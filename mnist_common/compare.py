@@ -5,7 +5,8 @@ Usage: python -m mnist_common.compare runs/torch/metrics.json runs/jax/metrics.j
 Framework-neutral: it reads only metrics.json, whose schema both trainers share (`report.write_metrics`).
 The files may come from anyone, so each is checked before it is plotted: anything that is not a trainer's
 metrics.json is refused with one line naming the file and what was expected, never a traceback or a wrong
-plot. Runs whose settings differ are plotted when asked, behind one warning line naming the settings.
+plot. Runs whose settings differ are plotted when asked, behind one warning line naming the settings. --out never
+writes over one of the files read, nor over a run's own files (`mnist_common.outdir.run_file_problem`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ if __name__ == "__main__":  # before matplotlib loads: Ctrl-C, SIGTERM, SIGHUP..
 
 from mnist_common.config import IMPLICIT_SETTINGS
 from mnist_common.errors import ProjectError
+from mnist_common.files import written_over
+from mnist_common.outdir import run_file_problem
 from mnist_common.plots import plot_curves, save_figure
 
 #: The per-epoch fields compare plots, each a finite number (``epoch`` a whole one).
@@ -37,6 +40,8 @@ EPOCH_FIELDS = ("epoch", "train_loss", "test_loss", "test_accuracy")
 COMPARABLE_SETTINGS = ("train_size", "test_size", "batch_size", "lr", "momentum", "seed", "precision")
 #: A trainer writes about 150 bytes per epoch; a file larger than this is not a metrics.json, and is not read whole.
 MAX_BYTES = 16 * 2**20
+#: Where the figure goes unless --out says otherwise (runs/ is git-ignored).
+DEFAULT_OUT = Path("runs") / "compare.png"
 
 _EXPECTED = "pass the metrics.json that `python -m mnist_torch.train` or `python -m mnist_jax.train` wrote"
 
@@ -233,7 +238,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "metrics", nargs="+", type=Path, help="metrics.json files, e.g. runs/torch/metrics.json runs/jax/metrics.json"
     )
     parser.add_argument(
-        "--out", type=Path, default=Path("runs") / "compare.png", help="the PNG to write (runs/ is git-ignored)"
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="the PNG to write (runs/ is git-ignored): never one of the metrics.json files, nor a file of a run",
     )
     args = parser.parse_args(argv)
     runs: dict[str, Any] = {}
@@ -254,6 +262,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     if args.out.is_dir():  # refused before rendering: replacing a directory fails only after the PNG is written
         sys.exit(unwritable("it is a directory"))
+    over = written_over([args.out], args.metrics)
+    problem = f"is one of the metrics.json files read ({over[1]})" if over else run_file_problem(args.out)
+    if problem is not None:  # the PNG would replace a run's file: refused before anything is written
+        sys.exit(_one_line(f"error: --out {args.out} {problem}; pass --out a new .png path, such as {DEFAULT_OUT}"))
     try:
         save_figure(plot_curves(runs), args.out)
     except OSError as err:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from mnist_common import outdir
@@ -32,6 +32,29 @@ def write_atomically(path: Path | str, write: Callable[[Path], None]) -> Path:
         partial.unlink(missing_ok=True)
         raise
     return path
+
+
+# --- outputs that are inputs ---------------------------------------------------------------------------
+
+
+def same_file(a: Path | str, b: Path | str) -> bool:
+    """Whether `a` and `b` name one file, by whatever path (a symlink, a hard link, ``./``, ``..``): a command
+    writing one would replace the other."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): the same path, symlinks followed, is the same file
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def written_over(outputs: Iterable[Path], inputs: Iterable[Path]) -> tuple[Path, Path] | None:
+    """The first (output, input) pair that names one file, or None: every command that writes files refuses
+    such a pair before it writes anything, so that nothing it reads is lost to what it writes."""
+    inputs = list(inputs)
+    for output in outputs:
+        for given in inputs:
+            if same_file(output, given):
+                return output, given
+    return None
 
 
 # --- checksummed files ---------------------------------------------------------------------------------

@@ -47,6 +47,21 @@ def result_files(out_dir: Path) -> list[str]:
     return found + [name for name in PLOT_FILES if found and (Path(out_dir) / name).is_file()]
 
 
+def run_file_problem(path: Path, allowed_suffix: str = ".png") -> str | None:
+    """Why a tool other than the trainer may not write `path`, or None: it is one of a training run's files (its
+    results, plots, lock or a partial file), or a file not ending in `allowed_suffix` inside a run's out-dir (a
+    folder holding a run's result files or lock). A tool's output then never replaces or mixes with a run."""
+    path = Path(path)
+    folder = path.parent
+    if not any((folder / name).exists() for name in (*RESULT_FILES, LOCK_FILE)):
+        return None
+    if path.name in (*RESULT_FILES, *PLOT_FILES, LOCK_FILE) or path.name.endswith(".partial"):
+        return f"is the {path.name} of the training run in {folder}, which only its trainer writes"
+    if path.suffix.lower() != allowed_suffix:
+        return f"is not a {allowed_suffix} file, and {folder} holds a training run, whose files stay its own"
+    return None
+
+
 def run_framework(out_dir: Path, found: list[str]) -> str | None:
     """The framework of the run in `out_dir`: by its checkpoint's name, else its metrics.json; None if unknown."""
     frameworks = {framework for framework, name in CHECKPOINT_FILES.items() if name in found}

@@ -74,6 +74,8 @@ class Run:
             if writer and config.tensorboard is not None
             else None
         )
+        if self.log is not None and self.log.note is not None and not config.quiet:
+            print(self.log.note, flush=True)
 
     def __enter__(self) -> Run:
         return self

@@ -9,12 +9,19 @@ PyTorch when present, and this package imports no framework (tests/test_architec
 A resumed run (--resume) writes into the same folder from the first step it trains again: TensorBoard
 discards whatever an earlier run wrote from that step on (the writer's ``purge_step``), so an epoch that
 was logged but not checkpointed before a kill is not shown twice, and the curves continue as one.
+
+TensorBoard reads each folder of event files as one run, and a writer starting at step 1 purges every point
+before it: a run into a folder that already holds another run's events (another out-dir, or the same one trained
+afresh) writes into a subfolder of its own instead (`run_folder`), named for its out-dir and the time, and says so
+in one line; the first run's curves stay as they were.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import struct
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +41,65 @@ IMAGES_PER_S = "speed/images_per_s"
 CONFIG = "config"  # text: the run's configuration, as in metrics.json
 
 
+#: The event files' names, as tensorboardX writes them.
+EVENTS = "events.out.tfevents.*"
+
+
+def _owner(framework: str, config: dict[str, Any]) -> tuple[str, str | None]:
+    """Which run a CONFIG text belongs to: its framework and out-dir (the real path; None when not recorded)."""
+    out_dir = config.get("out_dir")
+    return framework, None if out_dir is None else os.path.realpath(out_dir)
+
+
+def _owners(folder: Path) -> set[tuple[str | None, str | None]]:
+    """The runs whose events `folder` holds, by the CONFIG text each writer starts with; (None, None) for a file
+    without one that reads (another tool's, or damaged): then it is not this run's."""
+    from tensorboardX.proto import event_pb2
+
+    owners: set[tuple[str | None, str | None]] = set()
+    for path in folder.glob(EVENTS):
+        owner: tuple[str | None, str | None] = (None, None)
+        try:
+            for record in _records(path):
+                value = next(
+                    (v for v in event_pb2.Event.FromString(record).summary.value if v.tag.startswith(CONFIG)), None
+                )
+                if value is not None:
+                    config = json.loads(value.tensor.string_val[0].decode())
+                    owner = _owner(config.pop("framework", None), config)
+                    break
+        except (OSError, ValueError, IndexError, AttributeError):  # unreadable: not known to be this run's
+            pass
+        owners.add(owner)
+    return owners
+
+
+def _latest(folder: Path) -> int:
+    return max((p.stat().st_mtime_ns for p in folder.glob(EVENTS)), default=0)
+
+
+def run_folder(folder: Path, framework: str, config: dict[str, Any], epochs_done: int) -> tuple[Path, str | None]:
+    """Where this run's events go, and the line that says so when it is not `folder` itself.
+
+    A resumed run (`epochs_done` > 0) continues in the folder (`folder` or a subfolder) holding its own latest
+    events; any run goes into `folder` when it holds no events; otherwise a new subfolder named for its out-dir
+    and the time, so that TensorBoard shows it as a run of its own and purges none of the other run's points."""
+    folder = Path(folder)
+    if epochs_done:
+        me = _owner(framework, config)
+        candidates = [folder, *sorted(p for p in folder.glob("*/") if p.is_dir())] if folder.is_dir() else []
+        mine = [f for f in candidates if me in _owners(f)]
+        if mine:
+            return max(mine, key=_latest), None
+    if not (folder.is_dir() and any(folder.glob(EVENTS))):
+        return folder, None
+    stem = f"{Path(str(config.get('out_dir') or framework)).name or framework}-{time.strftime('%Y%m%d-%H%M%S')}"
+    own, n = folder / stem, 2
+    while own.exists():
+        own, n = folder / f"{stem}-{n}", n + 1
+    return own, f"--tensorboard {folder} holds another run's events; this run's go into {own}, a run of its own"
+
+
 class TrainingLog:
     """The event files of one trainer process (process 0's in a data-parallel run).
 
@@ -46,10 +112,14 @@ class TrainingLog:
         from tensorboardX import SummaryWriter  # loads PyTorch where it is installed: only when a run asks for it
 
         self.steps_per_epoch = steps_per_epoch
+        #: Where the events go (`run_folder`), and the line saying so when another run's events are in `folder`.
+        self.folder, self.note = run_folder(folder, framework, config, epochs_done)
         first = epochs_done * steps_per_epoch + 1
         # The file's name holds the second it was made in and this suffix: a resume within the same second must
         # not write over the file of the run it continues (a file starting at the same step holds nothing to keep).
-        self.writer = SummaryWriter(str(folder), purge_step=first, flush_secs=10, filename_suffix=f".from-step-{first}")
+        self.writer = SummaryWriter(
+            str(self.folder), purge_step=first, flush_secs=10, filename_suffix=f".from-step-{first}"
+        )
         text = json.dumps({"framework": framework, **config}, indent=2)
         self.writer.add_text(CONFIG, "".join(f"    {line}\n" for line in text.splitlines()), global_step=first)
 

@@ -343,3 +343,100 @@ def test_malformed_input_is_one_line(tmp_path, content, expected):
     )
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ") and expected in done.stderr, done.stderr
+
+
+def latency_row(name, p50_s):
+    return {
+        "framework": name.split("_")[0],
+        "variant": name,
+        "mode": "latency",
+        "device": "cpu",
+        "batch_size": 1,
+        "precision": "float32",
+        "compile_seconds": None,
+        "latency_p50_ms": 1000 * p50_s,
+        "latency_p99_ms": 2000 * p50_s,
+        "calls": 500,
+        "images_per_s": 1 / p50_s,
+    }
+
+
+def results_with(damage):
+    """A results file of two benchmarks (two training variants, two latency variants), after ``damage(benchmarks)``."""
+    eager = [0.50, 0.52, 0.55, 0.60, 0.50]
+    benchmarks = [
+        {
+            "name": "test_throughput[cpu-train]",
+            "extra_info": comparison([variant("torch_eager", eager), variant("jax_jit", [s / 2 for s in eager])]),
+        },
+        {
+            "name": "test_latency[cpu]",
+            "extra_info": {
+                "mode": "latency",
+                "device": "cpu",
+                "rows": [latency_row("torch_eager", 0.004), latency_row("jax_jit", 0.001)],
+                **ENV,
+            },
+        },
+    ]
+    damage(benchmarks)
+    return json.dumps({"datetime": "2026-11-29T12:00:00", "benchmarks": benchmarks})
+
+
+#: A damaged record, where the message names it, and what it says is wrong.
+DAMAGED = {
+    "a latency row without its figure": (
+        lambda b: b[1]["extra_info"]["rows"][1].pop("latency_p50_ms"),
+        'benchmark 1 "test_latency[cpu]" row 1 (jax_jit, latency, cpu)',
+        "it has no latency_p50_ms",
+    ),
+    "a training row without images/s": (
+        lambda b: b[0]["extra_info"]["rows"][0].pop("images_per_s"),
+        'benchmark 0 "test_throughput[cpu-train]" row 0 (torch_eager, train, cpu)',
+        "it has no images_per_s",
+    ),
+    "a figure that is not a number": (
+        lambda b: b[0]["extra_info"]["rows"][1].update(images_per_s="fast"),
+        'benchmark 0 "test_throughput[cpu-train]" row 1 (jax_jit, train, cpu)',
+        'images_per_s is "fast", expected a number',
+    ),
+    "an extra_info that is not an object": (
+        lambda b: b[1].update(extra_info="lost"),
+        'benchmark 1 "test_latency[cpu]"',
+        'extra_info is "lost", expected an object',
+    ),
+    "a row that is not an object": (
+        lambda b: b[1]["extra_info"]["rows"].append(7),
+        'benchmark 1 "test_latency[cpu]" row 2',
+        "it is 7, expected an object",
+    ),
+    "an unknown mode": (
+        lambda b: b[0]["extra_info"]["rows"][0].update(mode="trian"),
+        'benchmark 0 "test_throughput[cpu-train]" row 0 (torch_eager, trian, cpu)',
+        'mode "trian" is not one of train, eval, accuracy, latency',
+    ),
+}
+
+
+@pytest.mark.parametrize("case", DAMAGED)
+def test_a_damaged_record_is_named_in_one_line_and_nothing_is_written(case, tmp_path, capsys):
+    """A record the report cannot read is never left out without a word (with it, a whole table could vanish)."""
+    damage, where, what = DAMAGED[case]
+    path = tmp_path / "results.json"
+    path.write_text(results_with(damage))
+    with pytest.raises(SystemExit) as exit_info:
+        report.main([str(path)])
+    message = exit_info.value.code
+    assert isinstance(message, str) and "\n" not in message, message
+    assert message.startswith(f"error: {path} holds a damaged record, {where}, which the report cannot read ("), message
+    assert what in message, message
+    assert message.endswith("expected one written by this project's benchmarks: run it again, or remove the record")
+    assert capsys.readouterr() == ("", "") and sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+def test_the_undamaged_results_show_both_tables(tmp_path, capsys):
+    path = tmp_path / "results.json"
+    path.write_text(results_with(lambda b: None))
+    report.main([str(path)])
+    markdown = capsys.readouterr().out
+    assert "| train | jax_jit | cpu | 128 | float32 |" in markdown and "| jax_jit | cpu | 1.000 |" in markdown

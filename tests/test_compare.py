@@ -294,3 +294,47 @@ def test_runs_trained_differently_are_plotted_behind_one_warning(trained_run, tm
     ]
     assert out.startswith("final test accuracy: torch ") and out.endswith(f"; wrote {tmp_path / 'unlike.png'}\n")
     assert (tmp_path / "unlike.png").stat().st_size > 10_000
+
+
+#: What --out may not name: an input, or a file of a training run (its results, lock or plots), or a new file there
+#: that is not a PNG; each with the file the case plants in the run's folder (None: nothing there).
+OVER_A_RUN = {
+    "an input": ("metrics.json", None),
+    "the run's weights": ("weights.safetensors", b"weights"),
+    "the run's checkpoint": ("checkpoint.pt", b"MNIST-CHECKPOINT"),
+    "the run's lock": (".lock", b"pid 1"),
+    "the run's curves": ("curves.png", b"\x89PNG curves"),
+    "a new file that is not a PNG": ("notes.txt", None),
+    "an input by another name": ("link.json", None),
+}
+
+
+@pytest.mark.parametrize("case", OVER_A_RUN)
+def test_out_naming_an_input_or_a_runs_file_is_refused_in_one_line_and_changes_nothing(case, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(VALID))
+    name, planted = OVER_A_RUN[case]
+    if planted is not None:
+        (run / name).write_bytes(planted)
+    if case == "an input by another name":
+        (run / name).symlink_to(run / "metrics.json")
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(SystemExit) as exit_info:
+        compare.main([str(run / "metrics.json"), str(run / "metrics.json"), "--out", str(run / name)])
+    message = exit_info.value.code
+    assert isinstance(message, str) and message.startswith(f"error: --out {run / name} ") and "\n" not in message
+    assert message.endswith("; pass --out a new .png path, such as runs/compare.png")
+    why = "is one of the metrics.json files read" if case in ("an input", "an input by another name") else str(run)
+    assert why in message, message
+    assert capsys.readouterr() == ("", "")
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_a_new_png_beside_a_run_is_written_and_only_there(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(VALID))
+    compare.main([str(run / "metrics.json"), "--out", str(run / "compare.png")])
+    assert capsys.readouterr().out.endswith(f"; wrote {run / 'compare.png'}\n")
+    assert sorted(p.name for p in run.iterdir()) == ["compare.png", "metrics.json"]

@@ -369,3 +369,32 @@ def test_the_suite_refuses_a_dirty_tree_without_a_doubled_error_prefix(monkeypat
     with pytest.raises(pytest.UsageError) as error:
         bench_conftest.pytest_configure(Options())
     assert str(error.value).startswith("the working tree differs from commit 000000000000"), str(error.value)
+
+
+#: `python -m benchmarks.report`'s arguments (files in a folder holding copies of a committed results file, a.json and
+#: b.json) that would make it write over one of the files it reads: the merged stages under the first one's name (the
+#: default), or a name that makes its .md one of them.
+REPORT_OVER_ITS_INPUT = {
+    "the merged stages under the first one's name": (["a.json", "b.json"], [], "a.json"),
+    "its markdown over its input": (["a.md"], [], "a.md"),
+    "the merged stages under a name given": (["a.json", "b.json"], ["--name", "b"], "b.json"),
+}
+
+
+@pytest.mark.parametrize("case", REPORT_OVER_ITS_INPUT)
+def test_the_benchmark_report_refuses_to_write_over_a_file_it_reads(case, tmp_path, capsys):
+    from benchmarks import report
+
+    results = (REPO / "benchmarks" / "results" / "cpu-2core-scaling.json").read_bytes()
+    names, flags, written_over = REPORT_OVER_ITS_INPUT[case]
+    for name in names:
+        (tmp_path / name).write_bytes(results)
+    with pytest.raises(SystemExit) as exit_info:
+        report.main([str(tmp_path / name) for name in names] + flags)
+    message = exit_info.value.code
+    assert isinstance(message, str) and "\n" not in message, message
+    assert message.startswith(f"error: {tmp_path / written_over} is one of the results read, and the report would ")
+    assert message.endswith("; pass --name or --out-dir so that the report's files are new ones"), message
+    assert capsys.readouterr() == ("", "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)  # nothing written, nothing replaced
+    assert all((tmp_path / name).read_bytes() == results for name in names)

@@ -60,6 +60,61 @@ def test_a_resumed_writer_continues_the_curves_and_purges_what_it_trains_again(t
     assert [s for s, _ in scalars[tb.CONFIG]] == [1, STEPS + 1]
 
 
+def test_a_second_run_into_a_folder_holding_another_runs_events_is_a_run_of_its_own(tmp_path):
+    """TensorBoard reads each folder of event files as one run: the second run's events go into a subfolder named
+    for it, said in one line, and the first run's curves are shown as they were."""
+    with tb.TrainingLog(tmp_path, "torch", {"out_dir": "runs/first"}, STEPS) as log:
+        log.epoch(record(1), [1.0] * STEPS)
+        log.epoch(record(2), [2.0] * STEPS)
+    first = tb.read_scalars(tmp_path)
+    with tb.TrainingLog(tmp_path, "jax", {"out_dir": "runs/second"}, STEPS) as log:
+        log.epoch(record(1, shift=1.0), [3.0] * STEPS)
+    assert log.folder.parent == tmp_path and log.folder.name.startswith("second-"), log.folder
+    assert log.note == (
+        f"--tensorboard {tmp_path} holds another run's events; this run's go into {log.folder}, a run of its own"
+    )
+    assert tb.read_scalars(tmp_path) == first
+    assert tb.read_scalars(log.folder)[tb.TEST_LOSS] == [(STEPS, 1.5)]
+
+
+def test_a_fresh_run_into_the_same_out_dir_again_does_not_purge_the_earlier_curves(tmp_path):
+    """--overwrite (or a run whose first epoch never reached its checkpoint) trains from step 1 again: into the same
+    folder, its writer would make TensorBoard drop every point of the earlier run."""
+    config = {"out_dir": "runs/torch"}
+    with tb.TrainingLog(tmp_path, "torch", config, STEPS) as log:
+        log.epoch(record(1), [1.0] * STEPS)
+    with tb.TrainingLog(tmp_path, "torch", {**config, "overwrite": True}, STEPS) as again:
+        again.epoch(record(1, shift=1.0), [3.0] * STEPS)
+    assert again.folder.parent == tmp_path and again.folder.name.startswith("torch-")
+    assert tb.read_scalars(tmp_path)[tb.TEST_LOSS] == [(STEPS, 0.5)]
+    assert tb.read_scalars(again.folder)[tb.TEST_LOSS] == [(STEPS, 1.5)]
+
+
+def test_a_resumed_run_continues_its_own_curves_in_the_subfolder_it_was_given(tmp_path):
+    with tb.TrainingLog(tmp_path, "torch", {"out_dir": "runs/first"}, STEPS) as log:
+        log.epoch(record(1), [1.0] * STEPS)
+    with tb.TrainingLog(tmp_path, "torch", {"out_dir": "runs/second"}, STEPS) as second:
+        second.epoch(record(1, shift=1.0), [2.0] * STEPS)
+    with tb.TrainingLog(tmp_path, "torch", {"out_dir": "runs/second", "resume": True}, STEPS, 1) as resumed:
+        resumed.epoch(record(2, shift=1.0), [3.0] * STEPS)
+    with tb.TrainingLog(tmp_path, "torch", {"out_dir": "runs/first", "resume": True}, STEPS, 1) as first:
+        first.epoch(record(2), [4.0] * STEPS)
+    assert (resumed.folder, resumed.note, first.folder, first.note) == (second.folder, None, tmp_path, None)
+    assert tb.read_scalars(second.folder)[tb.TEST_LOSS] == [(STEPS, 1.5), (2 * STEPS, 1.25)]
+    assert tb.read_scalars(tmp_path)[tb.TEST_LOSS] == [(STEPS, 0.5), (2 * STEPS, 0.25)]
+
+
+def test_the_run_prints_where_its_events_went(tmp_path, capsys):
+    from mnist_common.config import TrainConfig
+    from mnist_common.run import Prepared, Run
+
+    tb.TrainingLog(tmp_path / "tb", "jax", {"out_dir": "runs/jax"}, STEPS).close()
+    config = TrainConfig(out_dir=tmp_path / "mine", tensorboard=tmp_path / "tb").for_framework("torch")
+    with Run(config, "torch", True, [], [], "cpu", {}, Prepared(None, None), {}) as run:
+        assert run.log is not None and run.log.folder.name.startswith("mine-")
+    assert capsys.readouterr() == (f"{run.log.note}\n", "")
+
+
 def assert_events_are_the_runs_metrics(folder: Path, metrics: dict, framework: str, steps_per_epoch: int) -> None:
     """The events `--tensorboard folder` wrote over a run (one epoch, then --resume to the last) are its metrics.json,
     at the tags and steps both frameworks share (so two runs overlay). tests/test_resume.py's e2e run writes them,
