@@ -1,31 +1,22 @@
 """The command line of every command, and the check each runs on it before it imports PyTorch or JAX.
 
-``python -m mnist_<framework>.<train|evaluate|predict>`` calls `check_command_line` from an
-``if __name__ == "__main__":`` block at the top of its module, above the imports that load PyTorch
-or JAX (seconds, and a GB of memory; measured: benchmarks/RESULTS.md, 'Design measurements'): a mistyped
-flag, a flag value out of range or a path that cannot work is refused at once, with argparse's usage and
-one ``error:`` line naming the flag, the value and what is wrong (exit status 2), and nothing is imported,
-created or written.
-
-The parsers (`build_parser`, `parse_config` and the evaluate and predict commands') check the values against
-`mnist_common.config`'s limits, each refusing a bad value with argparse's usage and exactly one ``error:`` line
-(exit status 2), whatever the value; `check_command_line` adds the paths, which it only looks at: an --out-dir
-is created by the trainer itself, later, under its lock (`mnist_common.outdir.out_dir_lock`). Like config, it
-imports only the standard library.
-
-The commands' ``main(argv)`` functions, which tests and other code call in-process, parse the same
-way but leave the paths to the loaders, whose errors (exit status 1) say the same in more detail.
+``python -m mnist_<framework>.<train|evaluate|predict>`` calls `check_command_line` from an ``if __name__ ==
+"__main__":`` block above the imports that load PyTorch or JAX (seconds, and a GB of memory; measured:
+benchmarks/RESULTS.md, 'Design measurements'): a mistyped flag, a value outside `mnist_common.config`'s limits or a
+path that cannot work is refused at once, with argparse's usage and one ``error:`` line naming the flag, the value and
+what is wrong (exit status 2); nothing is imported, created or written. The paths, which argparse cannot check, are
+checked by `mnist_common.paths`, which the loaders call again for the commands' ``main(argv)`` (tests and other code
+call it in-process; it parses the same way and leaves the paths to them: exit status 1). An --out-dir is only looked
+at: the trainer creates it under its lock (`mnist_common.outdir`). Like config, this imports only the standard library.
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
 import functools
 import math
 import os
 import re
-import stat
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -47,6 +38,7 @@ from mnist_common.config import (
     default_out_dir,
 )
 from mnist_common.errors import install_memory_failure_hook, shown_path
+from mnist_common.paths import data_dir_problem, file_problem, folder_problem, out_dir_problem, weights_problem
 
 
 def _quoted(text: str, limit: int = 40) -> str:
@@ -70,35 +62,55 @@ def _bounded_int(low: int, high: int, limit: str) -> Callable[[str], int]:
 
     def parse(text: str) -> int:
         try:
-            value = int(text)
+            value, shown = int(text), _shown(text)
         except ValueError:
             digits = re.fullmatch(r"\s*([+-]?)(\d+)\s*", text)  # a number too long for int() (over 4300 digits)
-            if digits and digits[1] == "-":
-                raise argparse.ArgumentTypeError(
-                    f"expected {below}, got a negative {len(digits[2])}-digit number"
-                ) from None
-            if digits:
-                raise argparse.ArgumentTypeError(
-                    f"expected at most {high} ({limit}), got a {len(digits[2])}-digit number"
-                ) from None
-            raise argparse.ArgumentTypeError(f"expected {below}, got {_quoted(text)}") from None
+            if not digits:
+                raise argparse.ArgumentTypeError(f"expected {below}, got {_quoted(text)}") from None
+            negative = digits[1] == "-"
+            value = -math.inf if negative else math.inf
+            shown = f"a {'negative ' * negative}{len(digits[2])}-digit number"
         if value < low:
-            raise argparse.ArgumentTypeError(f"expected {below}, got {_shown(text)}")
+            raise argparse.ArgumentTypeError(f"expected {below}, got {shown}")
         if value > high:
-            raise argparse.ArgumentTypeError(f"expected at most {high} ({limit}), got {_shown(text)}")
+            raise argparse.ArgumentTypeError(f"expected at most {high} ({limit}), got {shown}")
         return value
 
     return parse
 
 
 _epochs = _bounded_int(1, MAX_EPOCHS, "longer runs are surely a typo")
-_batch_size = _bounded_int(1, NUM_TRAIN, "the size of the training set")
-_train_size = _bounded_int(1, NUM_TRAIN, "the size of the training set")
+_train_size = _bounded_int(1, NUM_TRAIN, "the size of the training set")  # --batch-size's too
 _test_size = _bounded_int(1, NUM_TEST, "the size of the test set")
 _seed = _bounded_int(0, MAX_SEED, "2**32 - 1, a seed both frameworks take")
 _devices = _bounded_int(1, MAX_DEVICES, "more than any machine holds")
 _process_id = _bounded_int(0, MAX_DEVICES - 1, "below --num-processes")
 _dist_timeout = _bounded_int(1, 86_400, "a day")
+
+
+def _bounded_float(expected: str, within: Callable[[float], bool], in_range: str) -> Callable[[str], float]:
+    """An argparse type: a number for which `within` holds (NaN never does); `expected` says what a value that
+    is no number should have been, `in_range` what one out of range should have been."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)  # accepts "nan", "inf", "1e999" (inf), "1_0" and surrounding whitespace
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {_quoted(text)}") from None
+        if not within(value):
+            raise argparse.ArgumentTypeError(f"expected {in_range}, got {_shown(text)}")
+        return value + 0.0  # -0.0 + 0.0 == +0.0, so that metrics.json never records -0.0
+
+    return parse
+
+
+#: --lr: positive and finite (NaN, infinity, 0 and -0 are refused; 1e999 is infinity).
+_lr = _bounded_float("a positive number", lambda v: v > 0 and math.isfinite(v), "a positive finite number")
+_momentum = _bounded_float("a number in [0, 1)", lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
+#: --stop-at-accuracy: a fraction in (0, 1] (infinity, 0, negatives and percentages such as 99 are refused).
+_accuracy = _bounded_float(
+    "a fraction in (0, 1]", lambda v: 0.0 < v <= 1.0, "a fraction in (0, 1] (such as 0.99 for 99%)"
+)
 
 
 def _coordinator(text: str) -> str:
@@ -111,40 +123,9 @@ def _coordinator(text: str) -> str:
     return text
 
 
-def _float(text: str, expected: str) -> float:
-    try:
-        return float(text)
-    except ValueError:  # float() accepts "nan", "inf", "1e999" (inf), "1_0" and surrounding whitespace
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {_quoted(text)}") from None
-
-
-def _positive_float(text: str) -> float:
-    """--lr: positive and finite (NaN, infinity, 0 and -0 are refused; 1e999 is infinity)."""
-    value = _float(text, "a positive number")
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {_shown(text)}")
-    return value
-
-
-def _momentum(text: str) -> float:
-    """--momentum: in [0, 1) (NaN is refused); -0 is taken as 0, so that metrics.json never records -0.0."""
-    value = _float(text, "a number in [0, 1)")
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {_shown(text)}")
-    return value + 0.0  # -0.0 + 0.0 == +0.0
-
-
-def _accuracy(text: str) -> float:
-    """--stop-at-accuracy: a fraction in (0, 1] (NaN, infinity, 0, negatives and percentages such as 99 are refused)."""
-    value = _float(text, "a fraction in (0, 1]")
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1] (such as 0.99 for 99%), got {_shown(text)}")
-    return value
-
-
 def _path(text: str) -> Path:
     """A path flag's value, refused when no file could have that name. The filesystem is not looked at
-    here (see `mnist_common.cli`); an empty value is refused because Path("") is the current folder, so
+    here (`check_command_line` does); an empty value is refused because Path("") is the current folder, so
     ``--out-dir ""`` would write a run's files into whatever folder the command ran in."""
     if not text:
         raise argparse.ArgumentTypeError("expected a path, got an empty string")
@@ -181,181 +162,157 @@ class Parser(argparse.ArgumentParser):
     prints the usage and ``PROG: error: MESSAGE`` on stderr and exits with status 2. It takes no
     abbreviated flag: ``--epoch 3`` is refused, not read as ``--epochs 3`` (nor, one day, as another flag)."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("allow_abbrev", False)
-        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
-        super().__init__(*args, **kwargs)
+    def __init__(self, command: str, framework: str, description: str) -> None:
+        super().__init__(
+            prog=f"python -m mnist_{framework}.{command}",
+            description=description,
+            allow_abbrev=False,
+            formatter_class=DefaultsHelpFormatter,
+        )
 
     def error(self, message: str) -> NoReturn:
         super().error(_one_line(message))
 
 
+#: The help of the flags that train and evaluate share.
+DEVICE_HELP = "auto: cuda when a GPU is present"
+DATA_DIR_HELP = "folder holding MNIST/raw/*.gz; must exist"
+
+#: The folders a training run writes besides --out-dir, created if missing: what goes there, and the flag's help.
+OUTPUT_FOLDERS = {
+    "--tensorboard": (
+        "TensorBoard's event files",
+        "write TensorBoard scalars into DIR (created if missing): the training loss every few steps, test loss, "
+        "test accuracy and images/s every epoch, the configuration; the same tags in both frameworks, so that two "
+        "runs overlay (`tensorboard --logdir DIR`); --resume continues the same curves",
+    ),
+    "--profile": (
+        "the profiler's trace",
+        "capture a few training steps of the first epoch, after compilation, with the framework's own "
+        "profiler, into DIR (created if missing): a trace that Perfetto (ui.perfetto.dev) or TensorBoard opens",
+    ),
+}
+
+
 def build_parser(framework: str) -> argparse.ArgumentParser:
     """``python -m mnist_<framework>.train``'s flags, the same for both trainers (JAX has no --mode, PyTorch no --api
-    or flags of its own for data parallelism: torchrun's environment).
-    Each help line says what the flag accepts; values are checked here, paths in `mnist_common.cli`."""
-    d = TrainConfig()
-    parser = Parser(
-        prog=f"python -m mnist_{framework}.train",
-        description=(
-            f"Train the MNIST CNN with {'PyTorch' if framework == 'torch' else 'JAX'} on the shipped real MNIST."
-        ),
-    )
-    parser.add_argument(
-        "--epochs", type=_epochs, default=d.epochs, help=f"passes over the training set: 1 to {MAX_EPOCHS}"
-    )
-    parser.add_argument(
-        "--batch-size", type=_batch_size, default=d.batch_size, help="images per SGD step: 1 to --train-size"
-    )
-    parser.add_argument(
+    or flags of its own for data parallelism: torchrun's environment). Each help line says what the flag accepts;
+    the defaults are `TrainConfig`'s and the framework's own setting (`FRAMEWORK_SETTINGS`)."""
+    name = "PyTorch" if framework == "torch" else "JAX"
+    parser = Parser("train", framework, f"Train the MNIST CNN with {name} on the shipped real MNIST.")
+    add = parser.add_argument
+    add("--epochs", type=_epochs, help=f"passes over the training set: 1 to {MAX_EPOCHS}")
+    add("--batch-size", type=_train_size, help="images per SGD step: 1 to --train-size")
+    add(
         "--lr",
-        type=_positive_float,
-        default=d.lr,
+        type=_lr,
         help="SGD learning rate: any positive finite number (one so large that training diverges is reported at "
         "the step where it does, and nothing of that epoch is saved)",
     )
-    parser.add_argument(
-        "--momentum", type=_momentum, default=d.momentum, help="SGD momentum (PyTorch convention): 0 <= momentum < 1"
-    )
-    parser.add_argument(
-        "--seed",
-        type=_seed,
-        default=d.seed,
-        help=f"seeds initialization and the batch order: 0 to {MAX_SEED} (2**32 - 1)",
-    )
-    parser.add_argument("--device", choices=DEVICES, default=d.device, help="auto: cuda when a GPU is present")
-    parser.add_argument(
+    add("--momentum", type=_momentum, help="SGD momentum (PyTorch convention): 0 <= momentum < 1")
+    add("--seed", type=_seed, help=f"seeds initialization and the batch order: 0 to {MAX_SEED} (2**32 - 1)")
+    add("--device", choices=DEVICES, help=DEVICE_HELP)
+    add(
         "--precision",
         choices=PRECISIONS,
-        default=d.precision,
         help="training compute precision; bf16: bfloat16 activations and gradients, float32 weights (mixed precision)",
     )
-    parser.add_argument("--data-dir", type=_path, default=d.data_dir, help="folder holding MNIST/raw/*.gz; must exist")
-    parser.add_argument(
+    add("--data-dir", type=_path, help=DATA_DIR_HELP)
+    add(
         "--out-dir",
         type=_path,
-        default=None,
         help=f"where metrics.json, plots, the checkpoint and weights.safetensors go (default: runs/{framework}); "
         "a folder, or a path whose nearest existing folder is writable (the trainer creates it)",
     )
-    parser.add_argument(
+    add(
         "--train-size",
         type=_train_size,
-        default=d.train_size,
         help=f"use only the first N training images (quick runs): 1 to {NUM_TRAIN}, at least --batch-size",
     )
-    parser.add_argument(
+    add(
         "--test-size",
         type=_test_size,
-        default=d.test_size,
         help=f"evaluate on only the first N test images (quick runs; the report says so): 1 to {NUM_TEST}",
     )
     if framework == "torch":
-        parser.add_argument(
+        add(
             "--mode",
             choices=TORCH_MODES,
-            default=FRAMEWORK_SETTINGS["torch"]["mode"],
             help="how PyTorch runs the training step: eager; compile, the model through torch.compile; compile-step, "
             "the whole step (forward, backward, SGD) as one torch.compile(fullgraph=True) graph, PyTorch's fastest "
             "on the CPU; or cuda-graphs, the whole step captured once as a CUDA graph and replayed (GPU only); the "
             "same SGD steps in every mode",
         )
     if framework == "jax":
-        parser.add_argument(
+        add(
             "--api",
             choices=JAX_APIS,
-            default=FRAMEWORK_SETTINGS["jax"]["api"],
             help="the Flax API of the training step: linen (the pure-functional mirror), nnx-split (Flax NNX, one "
             "jax.jit step over the split state) or nnx-jit (Flax NNX's nnx.jit, as Flax's MNIST example); the same "
             "SGD steps, checkpoints and weights in each",
         )
-        parser.add_argument(
+        add(
             "--devices",
             type=_devices,
-            default=d.devices,
             help="data parallelism: devices of this process to train on (each global batch is split among them), "
             "1 to as many as JAX sees; on the CPU, JAX_NUM_CPU_DEVICES=N makes N devices",
         )
-        parser.add_argument(
+        add(
             "--num-processes",
             type=_devices,
-            default=d.num_processes,
             help="processes of one data-parallel run (jax.distributed), each started with the same flags and its own "
             "--process-id; 1: no other process",
         )
-        parser.add_argument(
-            "--process-id", type=_process_id, default=d.process_id, help="this process: 0 to --num-processes - 1"
-        )
-        parser.add_argument(
+        add("--process-id", type=_process_id, help="this process: 0 to --num-processes - 1")
+        add(
             "--coordinator",
             type=_coordinator,
-            default=None,
             metavar="HOST:PORT",
             help="where process 0 listens for the others (needed with --num-processes 2 or more)",
         )
-    parser.add_argument(
+    add(
         "--dist-timeout",
         type=_dist_timeout,
-        default=d.dist_timeout,
         metavar="SECONDS",
         help="data-parallel runs: how long a process waits for the others to start (and, where the engine allows, "
         "inside a collective) before it stops with an error instead of hanging",
     )
-    parser.add_argument(
+    add(
         "--stop-at-accuracy",
         type=_accuracy,
-        default=None,
         metavar="ACC",
         help="stop after the first epoch whose test accuracy is >= ACC, a fraction in (0, 1] (0.99 for 99%%); "
         "everything is written as after a full run, and metrics.json's stopped_at_accuracy names that epoch; "
         "without it: train every --epochs",
     )
-    parser.add_argument(
+    add(
         "--nondeterministic",
         action="store_true",
         help="skip the deterministic settings and let each framework autotune its kernels (cuDNN benchmark, XLA's "
         "default): faster on a GPU, but not bit-reproducible there; changes nothing on the CPU",
     )
-    parser.add_argument(
-        "--tensorboard",
-        type=_path,
-        default=None,
-        metavar="DIR",
-        help="write TensorBoard scalars into DIR (created if missing): the training loss every few steps, test loss, "
-        "test accuracy and images/s every epoch, the configuration; the same tags in both frameworks, so that two "
-        "runs overlay (`tensorboard --logdir DIR`); --resume continues the same curves",
-    )
-    parser.add_argument(
-        "--profile",
-        type=_path,
-        default=None,
-        metavar="DIR",
-        help="capture a few training steps of the first epoch, after compilation, with the framework's own "
-        "profiler, into DIR (created if missing): a trace that Perfetto (ui.perfetto.dev) or TensorBoard opens",
-    )
-    parser.add_argument(
-        "--quiet", action="store_true", help="print only the final result (no progress bar, no epoch lines)"
-    )
-    parser.add_argument(
+    for flag, (_, text) in OUTPUT_FOLDERS.items():
+        add(flag, type=_path, metavar="DIR", help=text)
+    add("--quiet", action="store_true", help="print only the final result (no progress bar, no epoch lines)")
+    add(
         "--resume",
         action="store_true",
-        help=(
-            "continue from the last completed epoch of the checkpoint in --out-dir "
-            "(same batch size, lr, momentum, seed, train size)"
-        ),
+        help="continue from the last completed epoch of the checkpoint in --out-dir "
+        "(same batch size, lr, momentum, seed, train size)",
     )
-    parser.add_argument(
+    add(
         "--overwrite",
         action="store_true",
         help="replace the run already in --out-dir (its metrics.json, checkpoint, weights and plots), which is "
         "otherwise refused; its files are kept until this run has an epoch to save",
     )
+    parser.set_defaults(**{**vars(TrainConfig()), **FRAMEWORK_SETTINGS[framework]})
     return parser
 
 
 def parse_config(framework: str, argv: Sequence[str] | None = None) -> TrainConfig:
     """The training run that `argv` (default: sys.argv[1:]) asks for; exits with status 2 and one
-    argparse error line for a bad value. Looks at no file: `mnist_common.cli` checks the paths."""
+    argparse error line for a bad value or a bad combination. Looks at no file: `check_command_line` does."""
     parser = build_parser(framework)
     args = parser.parse_args(argv)
     if args.resume and args.overwrite:
@@ -383,188 +340,61 @@ def parse_config(framework: str, argv: Sequence[str] | None = None) -> TrainConf
     return TrainConfig(**vars(args)).for_framework(framework)
 
 
-def _add_model_source(parser: argparse.ArgumentParser, framework: str) -> None:
-    """--weights FILE or --checkpoint DIR, the model predict and evaluate use, and their --device and --json."""
-    parser.add_argument(
+#: The commands that use a trained model, with their descriptions.
+MODEL_COMMANDS = {
+    "predict": "Name the digit in each picture (PNG or JPEG, any size, light or dark background) with a trained CNN.",
+    "evaluate": "Test loss and accuracy of trained weights (from either framework) on the 10 000 MNIST test images.",
+}
+
+
+def build_model_parser(command: str, framework: str) -> argparse.ArgumentParser:
+    """predict's or evaluate's flags, the same in both frameworks: the model from --weights FILE or --checkpoint DIR."""
+    parser = Parser(command, framework, MODEL_COMMANDS[command])
+    add = parser.add_argument
+    if command == "predict":
+        add("images", nargs="+", type=_path, metavar="IMAGE", help="pictures of one digit each; each must exist")
+    add(
         "--weights",
         type=_path,
-        default=None,
         metavar="FILE",
-        help=(
-            "a .safetensors file in PyTorch state_dict layout, exported by either framework "
-            "(instead of --checkpoint); must exist"
-        ),
+        help="a .safetensors file in PyTorch state_dict layout, exported by either framework "
+        "(instead of --checkpoint); must exist",
     )
-    parser.add_argument(
+    add(
         "--checkpoint",
         type=_path,
-        default=None,
         metavar="DIR",
         help=f"a training run's --out-dir holding its checkpoint; must exist (default: {default_out_dir(framework)})",
     )
-    parser.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda when a GPU is present")
-    parser.add_argument("--json", action="store_true", help="print JSON for machines instead of text")
-
-
-def build_predict_parser(framework: str) -> argparse.ArgumentParser:
-    """``python -m mnist_<framework>.predict IMAGE... [--weights FILE | --checkpoint DIR] [--json]``, the same for
-    both."""
-    parser = Parser(
-        prog=f"python -m mnist_{framework}.predict",
-        description=(
-            "Name the digit in each picture (PNG or JPEG, any size, light or dark background) with a trained CNN."
-        ),
-    )
-    parser.add_argument(
-        "images", nargs="+", type=_path, metavar="IMAGE", help="pictures of one digit each; each must exist"
-    )
-    _add_model_source(parser, framework)
+    add("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
+    add("--json", action="store_true", help="print JSON for machines instead of text")
+    if command == "evaluate":
+        add("--data-dir", type=_path, default=DEFAULT_DATA_DIR, help=DATA_DIR_HELP)
     return parser
 
 
-def build_evaluate_parser(framework: str) -> argparse.ArgumentParser:
-    """``python -m mnist_<framework>.evaluate [--weights FILE | --checkpoint DIR] [--json]``, the same for both."""
-    parser = Parser(
-        prog=f"python -m mnist_{framework}.evaluate",
-        description=(
-            "Test loss and accuracy of trained weights (from either framework) on the 10 000 MNIST test images."
-        ),
-    )
-    _add_model_source(parser, framework)
-    parser.add_argument(
-        "--data-dir", type=_path, default=DEFAULT_DATA_DIR, help="folder holding MNIST/raw/*.gz; must exist"
-    )
-    return parser
-
-
-def _parse_model_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+def parse_model_args(command: str, framework: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """predict's or evaluate's arguments; exits with status 2 and one argparse error line for a bad value or
+    both model sources at once. Looks at no file: `check_command_line` does."""
+    parser = build_model_parser(command, framework)
     args = parser.parse_args(argv)
     if args.weights is not None and args.checkpoint is not None:
         parser.error("pass either --weights FILE or --checkpoint DIR, not both")
     return args
 
 
-def parse_evaluate_args(framework: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """`evaluate`'s arguments; exits with status 2 and one argparse error line for a bad value or both
-    model sources at once. Looks at no file: `mnist_common.cli` checks the paths."""
-    return _parse_model_args(build_evaluate_parser(framework), argv)
+build_predict_parser = functools.partial(build_model_parser, "predict")
+build_evaluate_parser = functools.partial(build_model_parser, "evaluate")
+parse_predict_args = functools.partial(parse_model_args, "predict")
+parse_evaluate_args = functools.partial(parse_model_args, "evaluate")
 
 
-def parse_predict_args(framework: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """`predict`'s arguments, as `parse_evaluate_args`: --weights FILE or --checkpoint DIR, not both."""
-    return _parse_model_args(build_predict_parser(framework), argv)
-
-
-def _stat(path: Path) -> os.stat_result | None:
-    """The file's status, or None when nothing is at `path` (or a file stands where a folder above it should)."""
-    try:
-        return os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-
-
-def folder_problem(path: Path) -> str | None:
-    """What makes `path` unusable as a folder to read from, or None."""
-    try:
-        status = _stat(path)
-    except OSError as err:  # a folder above it unreadable, the name too long, a symlink loop
-        return f"cannot be read ({err.strerror})"
-    if status is None:
-        return "does not exist"
-    if not stat.S_ISDIR(status.st_mode):
-        return "is a file, not a folder"
-    if not os.access(path, os.R_OK | os.X_OK):
-        return "is not readable"
-    return None
-
-
-#: What a path that is neither a folder nor a regular file is, for messages (`stat.S_IS*` tests).
-_SPECIAL_FILES = (
-    (stat.S_ISFIFO, "a FIFO, a named pipe"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-)
-
-
-def file_problem(path: Path, pipes: bool = False) -> str | None:
-    """What makes `path` unusable as a file to read, or None. It only stats the path, never opens it: a device
-    file is refused as not a regular file, and so is a FIFO unless `pipes` (pictures: ``predict /dev/stdin``
-    and ``<(cat x.png)`` name a pipe, read once); a file whose length is checked first (weights) needs a real one."""
-    try:
-        status = _stat(path)
-    except OSError as err:
-        return f"cannot be read ({err.strerror})"
-    if status is None:
-        return (
-            "does not exist"
-            if not os.path.islink(path)
-            else f"is a symlink to {os.readlink(path)}, which does not exist"
-        )
-    if stat.S_ISDIR(status.st_mode):
-        return "is a folder, not a file"
-    if not stat.S_ISREG(status.st_mode) and not (pipes and stat.S_ISFIFO(status.st_mode)):
-        kind = next((name for test, name in _SPECIAL_FILES if test(status.st_mode)), "a special file")
-        return f"is not a regular file (it is {kind})"
-    if not os.access(path, os.R_OK):
-        return "is not readable"
-    return None
-
-
-def out_dir_problem(path: Path) -> str | None:
-    """What keeps the trainer from writing into `path`, or None. It looks and creates nothing: `path` must
-    be a writable folder, or be creatable, that is its nearest existing ancestor a writable folder and every
-    missing name short enough for the file system."""
-    missing: list[str] = []
-    for candidate in (path, *path.parents):
-        try:
-            status = _stat(candidate)
-        except PermissionError:  # a folder above it is not searchable: that folder is reported below
-            status = None
-        except OSError as err:
-            if err.errno != errno.ENAMETOOLONG:  # a symlink loop, an I/O error; a name too long is reported below
-                return f"cannot be used ({err.strerror})"
-            status = None
-        if status is None:
-            if os.path.islink(candidate):  # a dangling symlink: mkdir would fail on its name (EEXIST), not create it
-                what = "is" if candidate == path else f"cannot be created: {candidate} is"
-                return (
-                    f"{what} a symlink to {os.readlink(candidate)}, "
-                    "which does not exist (create that folder, or remove the link)"
-                )
-            missing.append(candidate.name)
-            continue
-        if not stat.S_ISDIR(status.st_mode):
-            return (
-                "is a file, not a folder"
-                if candidate == path
-                else f"cannot be created: {candidate} is a file, not a folder"
-            )
-        if not os.access(candidate, os.W_OK | os.X_OK):
-            return "is not writable" if candidate == path else f"cannot be created: {candidate} is not writable"
-        if candidate != path:
-            name_max = os.pathconf(candidate, "PC_NAME_MAX")
-            too_long = [name for name in missing if len(os.fsencode(name)) > name_max]
-            if too_long:
-                return f"cannot be created: a name in it is longer than the file system allows ({name_max} bytes)"
-            if len(os.fsencode(str(path))) >= os.pathconf(candidate, "PC_PATH_MAX"):
-                return "cannot be created: it is longer than the file system allows"
-        return None
-    return "cannot be created: no folder above it exists"
-
-
-def _refuse(build: Callable[[], argparse.ArgumentParser], flag: str, problems: list[str]) -> None:
+def _refuse(build: Callable[[], argparse.ArgumentParser], flag: str, problems: Sequence[str | None]) -> None:
     """Exit as argparse does for a bad value (usage, one error line, status 2) if there are `problems`."""
+    problems = [problem for problem in problems if problem is not None]
     if problems:
         shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
         build().error(f"argument {flag}: {shown}")
-
-
-def _data_dir_problems(path: Path) -> list[str]:
-    problem = folder_problem(path)
-    if problem is None:
-        return []
-    return [f"{path} {problem}; expected the folder holding MNIST/raw/*.gz (the default is {DEFAULT_DATA_DIR})"]
 
 
 #: How to fix a --tensorboard or --profile folder that cannot be written.
@@ -572,72 +402,36 @@ FOLDER_FIX = "pass a writable folder, or a new one's path inside a writable fold
 
 
 def check_train(framework: str, argv: Sequence[str] | None = None) -> TrainConfig:
-    """The training run `argv` asks for, its --data-dir readable and its --out-dir writable or creatable."""
+    """The training run `argv` asks for, its --data-dir readable and its --out-dir writable or creatable, as
+    are its --tensorboard and --profile folders."""
     config = parse_config(framework, argv)
     build = functools.partial(build_parser, framework)  # only for the usage line of a refusal
-    _refuse(build, "--data-dir", _data_dir_problems(config.data_dir))
-    problem = out_dir_problem(config.out_dir)
-    _refuse(build, "--out-dir", [] if problem is None else [f"{config.out_dir} {problem}"])
-    for flag, folder, what in (
-        ("--tensorboard", config.tensorboard, "TensorBoard's event files"),
-        ("--profile", config.profile, "the profiler's trace"),
-    ):
+    _refuse(build, "--data-dir", [data_dir_problem(config.data_dir)])
+    for flag, (what, _) in {"--out-dir": (None, None), **OUTPUT_FOLDERS}.items():
+        folder = getattr(config, flag[2:].replace("-", "_"))
         if folder is not None and (problem := out_dir_problem(folder)) is not None:
-            _refuse(
-                build, flag, [f"{folder} {problem}; expected a folder for {what} (created if missing); {FOLDER_FIX}"]
-            )
+            fix = f"; expected a folder for {what} (created if missing); {FOLDER_FIX}" if what else ""
+            _refuse(build, flag, [f"{folder} {problem}{fix}"])
     return config
 
 
-def _checkpoint_problems(checkpoint: Path | None) -> list[str]:
-    """An explicit --checkpoint must be a folder; without one, the command's own error (no checkpoint in
-    runs/<framework>; train one with ...) is the more helpful one, so the default is not checked here."""
-    problem = None if checkpoint is None else folder_problem(checkpoint)
-    if problem is None:
-        return []
-    return [f"{checkpoint} {problem}; pass a training run's --out-dir, the folder that holds its checkpoint"]
-
-
-def _check_model_source(build: Callable[[], argparse.ArgumentParser], args: argparse.Namespace) -> None:
-    """An explicit --weights must be a readable file, an explicit --checkpoint a folder."""
-    if args.weights is not None and (problem := file_problem(args.weights)) is not None:
-        _refuse(
-            build,
-            "--weights",
-            [f"{shown_path(args.weights)} {problem}; pass a weights.safetensors written by a training run"],
-        )
-    _refuse(build, "--checkpoint", _checkpoint_problems(args.checkpoint))
-
-
-def check_evaluate(framework: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """`evaluate`'s arguments, with an existing --weights file or --checkpoint folder and --data-dir."""
-    args = parse_evaluate_args(framework, argv)
-    build = functools.partial(build_evaluate_parser, framework)
-    _check_model_source(build, args)
-    _refuse(build, "--data-dir", _data_dir_problems(args.data_dir))
+def check_model_command(command: str, framework: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """predict's or evaluate's arguments: every IMAGE a file (or a pipe), an explicit --weights a readable file,
+    an explicit --checkpoint a folder, evaluate's --data-dir readable. The default checkpoint is not checked:
+    the command's own error (no checkpoint in runs/<framework>; train one with ...) is the more helpful one."""
+    args = parse_model_args(command, framework, argv)
+    build = functools.partial(build_model_parser, command, framework)
+    if command == "predict":
+        images = [(path, file_problem(path, pipes=True)) for path in args.images]
+        _refuse(build, "IMAGE", [problem and f"{shown_path(path)} {problem}" for path, problem in images])
+    if args.weights is not None:
+        _refuse(build, "--weights", [weights_problem(args.weights)])
+    if args.checkpoint is not None and (problem := folder_problem(args.checkpoint)) is not None:
+        fix = "pass a training run's --out-dir, the folder that holds its checkpoint"
+        _refuse(build, "--checkpoint", [f"{args.checkpoint} {problem}; {fix}"])
+    if command == "evaluate":
+        _refuse(build, "--data-dir", [data_dir_problem(args.data_dir)])
     return args
-
-
-def check_predict(framework: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """`predict`'s arguments, every IMAGE an existing file, with an existing --weights file or --checkpoint folder."""
-    args = parse_predict_args(framework, argv)
-    build = functools.partial(build_predict_parser, framework)
-    images = [
-        f"{shown_path(path)} {problem}"
-        for path in args.images
-        if (problem := file_problem(path, pipes=True)) is not None
-    ]
-    _refuse(build, "IMAGE", images)
-    _check_model_source(build, args)
-    return args
-
-
-#: The check of each command's command line.
-CHECKS: dict[str, Callable[[str, Sequence[str] | None], TrainConfig | argparse.Namespace]] = {
-    "train": check_train,
-    "evaluate": check_evaluate,
-    "predict": check_predict,
-}
 
 
 def jax_environment_problem(environ: Mapping[str, str] = os.environ) -> str | None:
@@ -668,7 +462,7 @@ def check_command_line(
     except FileNotFoundError:  # later, PyTorch's oneMKL ends the process with a FATAL of its own
         sys.exit("error: the current folder no longer exists (deleted or moved away); cd into a folder that exists")
     install_memory_failure_hook()  # from here on, the frameworks' imports included
-    parsed = CHECKS[command](framework, argv)
+    parsed = check_train(framework, argv) if command == "train" else check_model_command(command, framework, argv)
     if framework == "jax" and (problem := jax_environment_problem()) is not None:
         sys.exit(f"error: {problem}")
     return parsed

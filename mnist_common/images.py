@@ -29,6 +29,7 @@ from scipy import ndimage
 
 from mnist_common.config import IMAGE_SHAPE, MNIST_MEAN, MNIST_STD
 from mnist_common.errors import ProjectError, shown_path
+from mnist_common.paths import file_problem
 
 #: The box MNIST fitted each digit into, inside the 28x28 frame.
 DIGIT_BOX = 20
@@ -118,12 +119,9 @@ def _refuse_if_too_large(size: tuple[int, int], path: Path) -> None:
 
 
 def _source(path: Path) -> Path | io.BytesIO:
-    """What PIL opens: the path of a regular file (or of nothing, a folder: PIL says so), else the bytes of the
-    pipe or device, read once and at most `MAX_PICTURE_BYTES`, since PIL seeks and a pipe cannot be re-read."""
-    try:
-        if stat.S_ISREG(mode := os.stat(path).st_mode) or stat.S_ISDIR(mode):
-            return path
-    except OSError:
+    """What PIL opens: the path of a regular file, else the bytes of the pipe (`read_picture` admits nothing else),
+    read once and at most `MAX_PICTURE_BYTES`, since PIL seeks and a pipe cannot be re-read."""
+    if not stat.S_ISFIFO(os.stat(path).st_mode):
         return path
     with open(path, "rb") as stream:
         data = stream.read(MAX_PICTURE_BYTES + 1)
@@ -192,16 +190,12 @@ def read_grayscale(path: Path) -> np.ndarray:
 def read_picture(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """`read_grayscale`'s pixels and the picture's opacity in [0, 1] (None without transparency), for
     `load_digit` to see a digit drawn on a transparent canvas whatever its colour."""
+    if (problem := file_problem(path, pipes=True)) is not None:
+        raise ImageError(f"{shown_path(path)} {problem}; {_EXPECTED}")
     try:
         image = _decode(path)
     except ImageError:
         raise
-    except FileNotFoundError:
-        raise ImageError(
-            f"{shown_path(path)} does not exist; pass the path of a PNG or JPEG picture of one digit"
-        ) from None
-    except IsADirectoryError:
-        raise ImageError(f"{shown_path(path)} is a directory; {_EXPECTED}") from None
     except Image.DecompressionBombError as err:  # above PIL's own limit, raised while Image.open read the header
         declared = re.search(r"\((\d+) pixels\)", str(err))
         amount = f"{int(declared[1]) / 1e6:,.1f} megapixels" if declared else "more pixels than PIL reads"

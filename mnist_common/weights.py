@@ -21,11 +21,11 @@ from typing import BinaryIO
 import numpy as np
 from safetensors.numpy import save
 
-from mnist_common.cli import file_problem
 from mnist_common.divergence import non_finite
 from mnist_common.errors import ProjectError, shown_path
 from mnist_common.files import first_line, write_atomically
 from mnist_common.outdir import WEIGHTS_FILE  # noqa: F401  (the file each trainer writes at the end)
+from mnist_common.paths import weights_problem
 
 
 class WeightsError(ProjectError, RuntimeError):
@@ -204,10 +204,8 @@ def read_weights(path: Path) -> dict[str, np.ndarray]:
     sizes by the header before a tensor is read, all finite. A path that is not a regular file (a FIFO, a device)
     is refused without opening it: the header is checked against the file's length, which a pipe does not have."""
     path = Path(path)
-    if (problem := file_problem(path)) is not None:
-        raise WeightsError(
-            f"{shown_path(path)} {problem}; export weights with a training run (it writes <out-dir>/{WEIGHTS_FILE})"
-        )
+    if (problem := weights_problem(path)) is not None:
+        raise WeightsError(problem)
     try:
         arrays = _load_float32(path)
     except OSError as err:

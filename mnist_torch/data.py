@@ -39,6 +39,7 @@ from mnist_common.config import (  # noqa: F401  (re-exported: defined where no 
 )
 from mnist_common.errors import ProjectError
 from mnist_common.files import write_atomically
+from mnist_common.paths import data_dir_problem
 
 #: Published SHA-256 digests and sizes of the four uncompressed originals.
 IDX_FILES: dict[str, tuple[str, int]] = {
@@ -128,11 +129,8 @@ def ensure_verified(data_dir: Path | str = DEFAULT_DATA_DIR) -> Path:
     Returns the raw folder that holds the verified IDX files.
     """
     data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise DataError(
-            f"--data-dir {data_dir} is not a directory; expected the folder holding MNIST/raw/*.gz "
-            f"(the default is {DEFAULT_DATA_DIR})"
-        )
+    if (problem := data_dir_problem(data_dir)) is not None:
+        raise DataError(f"--data-dir {problem}")
     gz_folder = raw_dir(data_dir)
     extracted = all((gz_folder / name).exists() for name in IDX_FILES)
     folder = gz_folder if extracted else raw_dir(extraction_dir(data_dir))

@@ -58,7 +58,7 @@ def test_missing_data_dir_is_one_line(framework, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         TRAINERS[framework].main(["--data-dir", str(tmp_path / "nowhere"), "--out-dir", str(tmp_path)])
     message = str(exit_info.value.code)
-    assert message.startswith("error: --data-dir") and "is not a directory" in message and "\n" not in message
+    assert message.startswith("error: --data-dir") and "nowhere does not exist" in message and "\n" not in message
     assert not (tmp_path / "metrics.json").exists()
 
 

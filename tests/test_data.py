@@ -132,7 +132,7 @@ def test_corrupt_gzip_is_refused_and_leaves_nothing_behind(data_copy):
 
 def test_data_dir_pointing_nowhere(tmp_path):
     with pytest.raises(
-        DataError, match=r"--data-dir .*nowhere is not a directory; expected the folder holding MNIST/raw"
+        DataError, match=r"--data-dir .*nowhere does not exist; expected the folder holding MNIST/raw"
     ):
         load_mnist(tmp_path / "nowhere")
 

@@ -28,7 +28,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mnist_common.cli import check_command_line, out_dir_problem, parse_config, parse_evaluate_args
+from mnist_common.cli import check_command_line, parse_config, parse_evaluate_args
 from mnist_common.config import (
     DEVICES,
     JAX_APIS,
@@ -40,6 +40,7 @@ from mnist_common.config import (
     TORCH_MODES,
     TrainConfig,
 )
+from mnist_common.paths import out_dir_problem
 
 REPO = Path(__file__).resolve().parent.parent
 FRAMEWORKS = ["torch", "jax"]

@@ -87,7 +87,7 @@ def test_unusable_pictures_are_refused_by_name(tmp_path):
     with pytest.raises(ImageError, match=r"gone.png does not exist"):
         load_digit(tmp_path / "gone.png")
     (tmp_path / "folder.png").mkdir()
-    with pytest.raises(ImageError, match=r"folder.png is a directory; pass a PNG or JPEG"):
+    with pytest.raises(ImageError, match=r"folder.png is a folder, not a file; pass a PNG or JPEG"):
         load_digit(tmp_path / "folder.png")
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "icon.ico")  # a format predict does not open
     with pytest.raises(ImageError, match=r"icon.ico is not a readable image \(cannot identify image file"):
