@@ -12,7 +12,9 @@ repository's data/ in a checkout, the package's own copy in an installed wheel, 
 `mnist_common.config.DEFAULT_DATA_DIR`), and extracted beside them when that folder is writable. An
 installed package's copy is never written into (``pip uninstall`` would leave 55 MB behind), nor is a
 read-only folder (a read-only checkout): those are extracted once into the user cache,
-``$XDG_CACHE_HOME/mnist_jax_torch/MNIST/raw`` (``~/.cache/...``), verified like any other.
+``$XDG_CACHE_HOME/mnist_jax_torch/MNIST/raw`` (``~/.cache/...``), verified like any other and used only for the
+very .gz files of the folder named (each extracted file records its .gz's SHA-256): a folder without them is refused
+by name, whatever the cache holds.
 """
 
 from __future__ import annotations
@@ -132,28 +134,32 @@ def ensure_verified(data_dir: Path | str = DEFAULT_DATA_DIR) -> Path:
     if (problem := data_dir_problem(data_dir)) is not None:
         raise DataError(f"--data-dir {problem}")
     gz_folder = raw_dir(data_dir)
-    extracted = all((gz_folder / name).exists() for name in IDX_FILES)
+    extracted = all((gz_folder / name).is_file() for name in IDX_FILES)
     folder = gz_folder if extracted else raw_dir(extraction_dir(data_dir))
     for name, (expected, size) in IDX_FILES.items():
-        path = folder / name
-        if not path.exists():
-            gz_path = gz_folder / (name + ".gz")
-            if not gz_path.exists():
-                raise DataError(
-                    f"{gz_path} is missing (expected the gzipped MNIST original, "
-                    f"SHA-256 of its contents {expected}); {RESTORE_HINT}"
-                )
+        path, gz_path = folder / name, gz_folder / (name + ".gz")
+        if not extracted and not gz_path.is_file():  # checked first: a cache never stands in for the folder named
+            raise DataError(
+                f"{gz_path} is missing (expected the gzipped MNIST original, "
+                f"SHA-256 of its contents {expected}); {RESTORE_HINT}"
+            )
+        cached = folder != gz_folder
+        usable = path.exists() and (not cached or _extracted_from(gz_path, path))
+        actual = sha256_of(path) if usable else None
+        if cached and actual != expected:  # missing, another folder's, or damaged: the cache is rebuilt from gz_path
+            path.unlink(missing_ok=True)
+            actual = None
+        source = path
+        if actual is None:
             _writable(folder, gz_folder)
             _extract(gz_path, path)
-            source = gz_path
-        else:
-            source = path
-        actual = sha256_of(path)
+            if cached:
+                _source_record(path).write_text(sha256_of(gz_path))
+            source, actual = gz_path, sha256_of(path)
         if actual != expected:
             got = f"{path.stat().st_size} bytes, SHA-256 {actual}"
             if source == path:
-                gz_name = f"{name}.gz" if folder == gz_folder else str(gz_folder / f"{name}.gz")
-                fix = f"delete it to re-extract it from {gz_name}, or {RESTORE_HINT}"
+                fix = f"delete it to re-extract it from {name}.gz, or {RESTORE_HINT}"
             else:
                 path.unlink()
                 fix = RESTORE_HINT
@@ -162,6 +168,19 @@ def ensure_verified(data_dir: Path | str = DEFAULT_DATA_DIR) -> Path:
                 f"(expected {size} bytes, SHA-256 {expected}; got {got}); {fix}"
             )
     return folder
+
+
+def _source_record(path: Path) -> Path:
+    """Beside an IDX file extracted into the user cache: the SHA-256 of the .gz it came from."""
+    return path.with_name(path.name + ".source")
+
+
+def _extracted_from(gz_path: Path, path: Path) -> bool:
+    """Whether the cached `path` was extracted from this very `gz_path` (not from another folder's .gz files)."""
+    try:
+        return path.exists() and _source_record(path).read_text() == sha256_of(gz_path)
+    except OSError:  # no record: extracted by an older version, or by another folder
+        return False
 
 
 def _writable(folder: Path, source: Path) -> None:

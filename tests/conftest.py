@@ -13,9 +13,11 @@ background start ignores are given back to the commands the tests start.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,12 +27,31 @@ import pytest
 
 from mnist_common.interrupts import SIGNALS
 
+#: The user's HOME and XDG_CACHE_HOME, put back when the session ends.
+_USER_HOME = {name: os.environ.get(name) for name in ("HOME", "XDG_CACHE_HOME")}
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    home = os.environ.get("HOME", "")
+    for name, value in _USER_HOME.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    if os.path.basename(home).startswith("mnist-tests-home-"):
+        shutil.rmtree(home, ignore_errors=True)
+
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Give the commands the tests start the signals' default dispositions: a suite started in the background of a
+    """The session's own HOME and XDG_CACHE_HOME, for this process and every command it starts: no test reads or
+    writes the user's home or caches (an MNIST the user cache holds, say, cannot change an answer).
+
+    And give the commands the tests start the signals' default dispositions: a suite started in the background of a
     non-interactive shell inherits SIGINT and SIGQUIT ignored, one started under ``nohup`` SIGHUP, and so would
     every trainer and script it starts (an ignored signal stays ignored across exec, as nohup relies on), and the
     tests of those signals would fail."""
+    home = tempfile.mkdtemp(prefix="mnist-tests-home-")
+    os.environ["HOME"], os.environ["XDG_CACHE_HOME"] = home, os.path.join(home, ".cache")
     for signum in SIGNALS:
         if signal.getsignal(signum) == signal.SIG_IGN:
             # SIGINT gets Python's own handler (SIG_DFL in the children), the others SIG_DFL

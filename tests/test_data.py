@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from mnist_torch.data import (
     ensure_verified,
     load_mnist,
     raw_dir,
+    user_cache_dir,
 )
 
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -131,12 +133,73 @@ def test_corrupt_gzip_is_refused_and_leaves_nothing_behind(data_copy):
 
 
 def test_data_dir_pointing_nowhere(tmp_path):
-    with pytest.raises(
-        DataError, match=r"--data-dir .*nowhere does not exist; expected the folder holding MNIST/raw"
-    ):
+    with pytest.raises(DataError, match=r"--data-dir .*nowhere does not exist; expected the folder holding MNIST/raw"):
         load_mnist(tmp_path / "nowhere")
 
 
 def test_empty_data_dir_names_the_first_missing_file(tmp_path):
     with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz is missing"):
         load_mnist(tmp_path)
+
+
+@pytest.fixture
+def filled_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A user cache (XDG_CACHE_HOME in tmp_path) that an earlier run filled with the shipped MNIST, extracted and
+    recorded as the user cache holds it; returns its raw folder."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    source = tmp_path / "readonly-copy"
+    shutil.copytree(raw_dir(DEFAULT_DATA_DIR), raw_dir(source), ignore=shutil.ignore_patterns("*-ubyte"))
+    cached = raw_dir(user_cache_dir())
+    cached.mkdir(parents=True)
+    for name in IDX_FILES:
+        gz_path = raw_dir(source) / f"{name}.gz"
+        (cached / name).write_bytes(gzip.decompress(gz_path.read_bytes()))
+        (cached / f"{name}.source").write_text(hashlib.sha256(gz_path.read_bytes()).hexdigest())
+    return cached
+
+
+@pytest.mark.parametrize("form", ["missing", "empty", "a file", "a symlink loop"])
+def test_a_data_dir_without_mnist_is_refused_by_name_whatever_the_cache_holds(form, filled_cache, tmp_path):
+    """The named folder is the one used, or the run is refused naming it: a user cache filled by an earlier run never
+    stands in for a --data-dir whose MNIST/raw is missing, empty, a file or a symlink loop."""
+    data_dir = tmp_path / "not-mnist"
+    data_dir.mkdir()
+    raw = raw_dir(data_dir)
+    if form == "empty":
+        raw.mkdir(parents=True)
+    elif form == "a file":
+        raw.parent.mkdir()
+        raw.write_text("not a folder")
+    elif form == "a symlink loop":
+        raw.parent.mkdir()
+        raw.symlink_to(raw)
+    with pytest.raises(DataError) as err:
+        load_mnist(data_dir)
+    message = str(err.value)
+    assert f"{raw}/train-images-idx3-ubyte.gz is missing" in message and str(filled_cache) not in message
+
+
+def test_the_cache_serves_only_the_gz_files_of_the_folder_named(filled_cache, data_copy, monkeypatch):
+    """A read-only folder's (here: the package's own copy's) files come from the cache only when the cache was
+    extracted from that folder's very .gz files; a damaged or foreign cache entry is rebuilt from them, not blamed."""
+    monkeypatch.setattr("mnist_torch.data.PACKAGED_DATA_DIR", data_copy.resolve())  # extracted into the cache
+    assert ensure_verified(data_copy) == filled_cache  # the same .gz bytes as the cache's: used as it is
+    damaged = filled_cache / "train-labels-idx1-ubyte"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    foreign = filled_cache / "t10k-labels-idx1-ubyte.source"
+    foreign.write_text("0" * 64)  # extracted from other .gz files
+    assert ensure_verified(data_copy) == filled_cache
+    assert hashlib.sha256(damaged.read_bytes()).hexdigest() == IDX_FILES["train-labels-idx1-ubyte"][0]
+    assert (
+        foreign.read_text()
+        == hashlib.sha256((raw_dir(data_copy) / "t10k-labels-idx1-ubyte.gz").read_bytes()).hexdigest()
+    )
+    assert not list(raw_dir(data_copy).glob("*-ubyte"))  # nothing written into the read-only folder
+
+
+def test_the_suite_runs_with_a_home_and_cache_of_its_own():
+    """No test reads or writes the user's home or caches: tests/conftest.py gives the session its own."""
+    import pwd
+
+    assert Path.home() != Path(pwd.getpwuid(os.getuid()).pw_dir)
+    assert user_cache_dir().is_relative_to(Path.home())
