@@ -9,6 +9,8 @@ that, and how each refusal reads, is defined once, here.
 
 from __future__ import annotations
 
+import os
+import shlex
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,9 @@ from mnist_common.config import IMPLICIT_SETTINGS, TrainConfig
 from mnist_common.divergence import non_finite
 from mnist_common.errors import ProjectError, shown_path
 from mnist_common.files import CheckedFileError, first_line, read_checked
-from mnist_common.outdir import FRAMEWORKS
+from mnist_common.outdir import CHECKPOINT_FILES, FRAMEWORKS
 from mnist_common.report import EpochRecord
-from mnist_common.weights import MAX_TENSOR_BYTES
+from mnist_common.weights import MAX_TENSOR_BYTES, WEIGHTS_FILE
 
 #: What must be equal for the saved epochs and the resumed ones to be one run (--epochs may grow).
 RESUME_KEYS = ("batch_size", "lr", "momentum", "seed", "train_size", "test_size", "precision")
@@ -44,6 +46,24 @@ def train_fix(framework: str) -> str:
 
 def missing(out_dir: Path, expected: Path, fix: str) -> CheckpointError:
     return CheckpointError(f"no checkpoint in {shown_path(out_dir)} (looked for {shown_path(expected)}); {fix}")
+
+
+def check_not_foreign(out_dir: Path, framework: str, command: str) -> None:
+    """Refuse a folder holding the other framework's checkpoint and not this one's, naming it with the command that
+    reads it (and --weights, which reads its exported weights here): it is no missing checkpoint to train."""
+    out_dir = Path(out_dir)
+    if os.path.lexists(out_dir / CHECKPOINT_FILES[framework]):
+        return
+    for other, name in CHECKPOINT_FILES.items():
+        if other != framework and (out_dir / name).is_file():
+            weights = out_dir / WEIGHTS_FILE
+            here = f", or here --weights {shown_path(weights)}" if weights.is_file() else ""
+            this = f"{FRAMEWORKS[framework]} {CHECKPOINT_FILES[framework]}"
+            raise CheckpointError(
+                f"{shown_path(out_dir)} holds a {FRAMEWORKS[other]} checkpoint ({name}), not the {this} that "
+                f"mnist_{framework}.{command} reads; use `python -m mnist_{other}.{command} --checkpoint "
+                f"{shlex.quote(str(out_dir))}`{here}"
+            )
 
 
 def refused(err: CheckedFileError) -> CheckpointError:

@@ -207,12 +207,39 @@ def report(err: Interrupted, resume: str | None) -> NoReturn:
     Called once the run has unwound (its lock released, its partial files removed, its complete files
     closed), it exits at once (`os._exit`), without waiting for work a framework still has queued: JAX's
     dispatched steps (seconds on a busy CPU) whose results nobody will read."""
-    sys.stdout.flush()
+    with contextlib.suppress(OSError):  # a closed standard output loses nothing: the line goes to stderr
+        sys.stdout.flush()
     name = signal.Signals(err.signum).name
-    if _state.kept is None:
-        after = "no epoch was complete, so nothing was kept; run the same command again to start afresh"
-    else:
-        again = f"; continue with: {resume}" if resume else ""
-        after = f"kept {_state.kept}" + (again if _state.resumable else "; run the same command again to replace them")
-    print(f"interrupted {_state.moment or 'during start-up'} ({name}); {after}", file=sys.stderr, flush=True)
+    print(
+        f"interrupted {_state.moment or 'during start-up'} ({name}); {_what_is_kept(resume)}",
+        file=sys.stderr,
+        flush=True,
+    )
     os._exit(err.exit_status)
+
+
+def _what_is_kept(resume: str | None) -> str:
+    """What a run that stopped before its end leaves, and what to run next: `resume` continues a kept checkpoint."""
+    if _state.kept is None:
+        return "no epoch was complete, so nothing was kept; run the same command again to start afresh"
+    again = f"; continue with: {resume}" if resume else ""
+    return f"kept {_state.kept}" + (again if _state.resumable else "; run the same command again to replace them")
+
+
+def output_closed(err: BaseException, resume: str | None) -> str | None:
+    """The one line for a run whose standard output was closed under it (``| head -1`` read its line and exited):
+    the closed output, what is kept and the command that continues; None for any other error.
+
+    Python ignores SIGPIPE, so the run's next line raised BrokenPipeError, which is not a full disk or a folder's
+    permissions. From here on the standard output is /dev/null: the line goes to stderr, and neither the rest of
+    the exit nor the interpreter's last flush of stdout fails again with a second message."""
+    if not isinstance(err, BrokenPipeError) or err.filename is not None:  # a file's own error names the file
+        return None
+    with contextlib.suppress(AttributeError, ValueError, OSError):  # not a file (a test's StringIO): nothing to flush
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return (
+        f"the standard output was closed {_state.moment or 'during start-up'} (Broken pipe: the program reading it, "
+        f"such as `head`, exited), so the run stopped; {_what_is_kept(resume)}"
+    )

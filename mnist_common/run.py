@@ -150,6 +150,7 @@ class Run:
             with interrupts.deferred():  # a checkpoint begun is finished; then the interrupt acts
                 path = save_checkpoint()
                 interrupts.kept(f"the checkpoint after epoch {epoch} in {path}")
+            interrupts.now(f"after epoch {epoch}/{self.config.epochs}")  # the checkpoint is whole: say so
         if not self.config.quiet:
             print(format_epoch(record, self.config.epochs), flush=True)
 
@@ -188,7 +189,9 @@ class Run:
             if stopped is None
             else f", stopped after epoch {stopped} of {self.config.epochs} at >= {100 * target:.2f}%"
         )
-        print(
+        interrupts.now("after writing metrics.json, the weights and the plots")
+        print(  # flushed here: a closed stdout then stops the run with its line, not at the interpreter's exit
             f"test accuracy {100 * self.records[-1].test_accuracy:.2f}%{of_test_set(self.config)} on {where}{early}; "
-            f"wrote {path}, {WEIGHTS_FILE}, checkpoint, {written}"
+            f"wrote {path}, {WEIGHTS_FILE}, checkpoint, {written}",
+            flush=True,
         )

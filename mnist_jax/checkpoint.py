@@ -25,6 +25,7 @@ from mnist_common.checkpoint import (
     check_contents,
     check_dtypes,
     check_finite,
+    check_not_foreign,
     check_resumable,
     read_payload,
     records_from_json,
@@ -111,12 +112,13 @@ def load_checkpoint(out_dir: Path, state: TrainState, config: TrainConfig) -> tu
     return on_devices, records_from_json(saved["records"])
 
 
-def load_params(out_dir: Path, device: jax.Device) -> Any:
+def load_params(out_dir: Path, device: jax.Device, command: str = "evaluate") -> Any:
     """The trained parameters of a run's checkpoint on ``device``, for prediction and evaluation.
 
     Read without a target structure (no optimizer needs creating): the params are the part of the
     saved state dict the model needs; the model's apply checks their shapes.
     """
+    check_not_foreign(out_dir, "jax", command)  # `command` (evaluate, predict) names the other's that reads it
     saved = _read(out_dir, train_fix("jax"))
     params = saved["state"].get("params") if isinstance(saved["state"], dict) else None
     if not isinstance(params, dict):

@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None, checked: argparse.Namespace | None =
             if args.weights is not None:
                 params = load_weights(args.weights, device)
             else:
-                params = load_params(args.checkpoint or default_out_dir("jax"), device)
+                params = load_params(args.checkpoint or default_out_dir("jax"), device, "predict")
         except ProjectError as err:  # the project's own errors: their message is the whole line
             sys.exit(f"error: {err}")
         probabilities = predict(params, jax.device_put(images[..., None], device))  # (N, 28, 28, 1): NHWC

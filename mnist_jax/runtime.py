@@ -12,7 +12,9 @@ Mirrors `mnist_torch/runtime.py`: the names both define correspond, in the same 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from importlib.metadata import version
@@ -87,7 +89,9 @@ def deterministic(enabled: bool = True) -> Iterator[None]:
     allowed, its fastest on a GPU; on the CPU nothing changes.
     """
     before = os.environ.get("XLA_FLAGS")
-    if before is not None and (problem := xla_flags_problem(before)) is not None:
+    if (
+        before is not None and (problem := xla_flags_problem(before, probe=False)) is not None
+    ):  # `start_backends` probes
         raise XlaFlagsError(problem)
     flag_file = Path(before.strip()) if before and before.strip() and not before.strip().startswith("-") else None
     if enabled and flag_file is not None:
@@ -151,6 +155,11 @@ def start_backends() -> None:
     """Start JAX's backends, as the commands' first use of JAX does (`train`, `resolve_device`): a JAX_PLATFORMS
     naming a platform this machine lacks (cuda without an NVIDIA GPU, tpu without libtpu, a misspelt name),
     or a backend plugin that fails to start, is `DeviceUnavailable` with one line, not JAX's traceback."""
+    from jax._src import xla_bridge
+
+    flags = os.environ.get("XLA_FLAGS")
+    if flags and not xla_bridge.backends_are_initialized() and (problem := xla_flags_problem(flags)) is not None:
+        raise XlaFlagsError(problem)  # XLA would end the process with its own fatal log line instead
     try:
         jax.default_backend()
     except (RuntimeError, AssertionError) as err:  # jaxlib 0.10 asserts when it skips every platform (cuda, no GPU)
@@ -184,10 +193,10 @@ class XlaFlagsError(DeviceUnavailable):
     token."""
 
 
-def xla_flags_problem(value: str) -> str | None:
+def xla_flags_problem(value: str, probe: bool = True) -> str | None:
     """What in an XLA_FLAGS value XLA would refuse, or None. XLA reads a value that does not start with ``-``
     as the name of a file of flags, and takes any later word starting with ``-`` for a flag; one starting
-    with a single ``-`` it refuses. (A ``--`` flag XLA does not know is left to XLA, which names it.)"""
+    with a single ``-`` it refuses. A flag or value this XLA does not know, `probe` finds (`xla_refuses`)."""
     import shlex  # here: the one user of it
 
     try:
@@ -207,7 +216,39 @@ def xla_flags_problem(value: str) -> str | None:
             f"XLA_FLAGS holds {bad!r}, which XLA refuses: its flags start with two dashes; write "
             f"it as -{bad}, or correct or unset XLA_FLAGS"
         )
-    return None
+    return xla_refuses(value) if probe else None
+
+
+#: A child that parses XLA_FLAGS as a backend's start does (XLA's DebugOptions), and nothing else: a tenth of a second.
+XLA_FLAGS_PROBE = "from jaxlib import _jax; _jax.CompileOptions()"
+
+
+@functools.cache
+def xla_refuses(value: str) -> str | None:
+    """The flag or value of XLA_FLAGS `value` that this XLA refuses, as one line naming it and the fix; None if it
+    takes them all. XLA ends the process that reads an unknown flag with a fatal log line, so a child reads them."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", XLA_FLAGS_PROBE],
+            env={**os.environ, "XLA_FLAGS": value},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except (OSError, subprocess.TimeoutExpired):  # no child to ask (no memory, no process left): XLA says it itself
+        return None
+    logged = [line.split("] ", 1)[1] for line in done.stderr.splitlines() if line[:1] in "EF" and "] " in line]
+    if done.returncode == 0 or not logged:  # a child failing otherwise (a memory limit) says nothing of XLA_FLAGS
+        return None
+    # XLA's own words: "Unknown flag in XLA_FLAGS: --xla_x=1", or "Couldn't interpret value maybe for flag xla_y."
+    # before its generic "Check failed: ... Flag parsing failed."
+    reasons = [line.rstrip(".") for line in logged if "Check failed" not in line] or logged[:1]
+    unknown = [r.split(" in XLA_FLAGS: ", 1)[1] for r in reasons if r.startswith("Unknown flag")]
+    if unknown and len(unknown) == len(reasons):
+        said = f"{' '.join(unknown)}, which this XLA refuses: it knows no such flag"
+    else:
+        said = f"a flag or value this XLA refuses ({'; '.join(reasons)})"
+    return f"XLA_FLAGS holds {said} (jaxlib {version('jaxlib')}); remove or correct it in XLA_FLAGS, or unset XLA_FLAGS"
 
 
 def versions() -> dict[str, str]:

@@ -147,12 +147,16 @@ def main(argv: Sequence[str] | None = None, checked: TrainConfig | None = None) 
         with interrupts.catching():
             train(config)
     except interrupts.Interrupted as err:  # the out-dir's lock is released and no partial file is left
-        argv = sys.argv[1:] if argv is None else argv
-        interrupts.report(err, interrupts.resume_command(f"mnist_{FRAMEWORK}.train", argv))
-    except Exception as err:
-        if (message := failure(err, config)) is None:  # a bug: its traceback
-            raise
+        interrupts.report(err, resume_command(argv))
+    except Exception as err:  # a closed stdout (`| head -1`) first: its BrokenPipeError is no disk's fault
+        if (message := interrupts.output_closed(err, resume_command(argv)) or failure(err, config)) is None:
+            raise  # a bug: its traceback
         fail(f"error: {message}", config)
+
+
+def resume_command(argv: Sequence[str] | None) -> str:
+    """The command that continues this run, for the line of a run that stopped early (`interrupts`)."""
+    return interrupts.resume_command(f"mnist_{FRAMEWORK}.train", sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from mnist_common.checkpoint import (
     check_contents,
     check_dtypes,
     check_finite,
+    check_not_foreign,
     check_resumable,
     read_payload,
     records_from_json,
@@ -111,9 +112,10 @@ def load_checkpoint(out_dir: Path, state: TrainState, config: TrainConfig) -> tu
     return state, records_from_json(saved["records"])
 
 
-def load_model(out_dir: Path, device: torch.device) -> CNN:
+def load_model(out_dir: Path, device: torch.device, command: str = "evaluate") -> CNN:
     """The trained model of a run's checkpoint, for prediction and evaluation."""
     model = CNN()
+    check_not_foreign(out_dir, "torch", command)  # `command` (evaluate, predict) names the other's that reads it
     weights = _read(out_dir, train_fix("torch"))["model"]
     check_finite(checkpoint_path(out_dir), weights)
     try:

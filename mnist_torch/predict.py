@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None, checked: argparse.Namespace | None =
             if args.weights is not None:
                 model = load_weights(args.weights, device)
             else:
-                model = load_model(args.checkpoint or default_out_dir("torch"), device)
+                model = load_model(args.checkpoint or default_out_dir("torch"), device, "predict")
         except ProjectError as err:  # the project's own errors: their message is the whole line
             sys.exit(f"error: {err}")
         probabilities = predict(model, torch.from_numpy(images[:, None]).to(device))  # (N, 1, 28, 28): NCHW

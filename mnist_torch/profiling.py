@@ -7,6 +7,7 @@ per-kernel profile (`experiments/profile.py`) captures through it too.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,20 @@ def capture(folder: Path | None, device_type: str = "cpu") -> Iterator[torch.pro
     Chrome-trace JSON (HOST_PID.TIME.pt.trace.json), which Perfetto and TensorBoard's PyTorch plugin open; the
     profile object (`key_averages()`) is yielded either way."""
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device_type == "cuda" else [])
+    if device_type != "cuda":
+        quiet_kineto()
     handler = None if folder is None else tensorboard_trace_handler(str(folder))
     with torch.profiler.profile(activities=activities, on_trace_ready=handler) as prof:
         yield prof
+
+
+#: Above every level of kineto's logger (VERBOSE 0, INFO 1, WARNING 2, STAGE 3, ERROR 4, USDT 5): it logs nothing.
+KINETO_SILENT = "6"
+
+
+def quiet_kineto() -> None:
+    """Silence kineto, PyTorch's profiler library, for a profile of the CPU alone: writing the trace, it asks CUDA for
+    the devices' properties whatever the activities, and where no GPU driver answers logs "ERROR ...
+    gpuGetDeviceCount failed", besides its start and stop lines, on a run that succeeds. Kineto reads
+    KINETO_LOG_LEVEL when it first starts, in the process's first profile; one the user set is left as it is."""
+    os.environ.setdefault("KINETO_LOG_LEVEL", KINETO_SILENT)

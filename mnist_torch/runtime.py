@@ -11,6 +11,7 @@ Mirrors `mnist_jax/runtime.py`: the names both define correspond, in the same or
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 import time
@@ -82,6 +83,7 @@ def deterministic(enabled: bool = True) -> Iterator[None]:
     and cuDNN autotuning (`cudnn.benchmark = True`, kernels chosen by timing them); on the CPU neither
     changes a bit.
     """
+    inductor_cache()  # torch.use_deterministic_algorithms loads Inductor, which makes its cache folder
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     before = (
@@ -128,8 +130,17 @@ def failure(err: Exception, config: TrainConfig) -> str | None:
     if isinstance(err, ProjectError):
         return str(err)
     if isinstance(err, OSError):
-        return write_failure(err, config.out_dir)
+        return inductor_cache_failure(err, config) or write_failure(err, config.out_dir)
     return lost_process(err, config) or damaged_kernel(err)
+
+
+def inductor_cache_failure(err: OSError, config: TrainConfig) -> str | None:
+    """A write into Inductor's cache folder that failed while compiling (a full disk, a folder made read-only), as
+    `inductor_cache_line`; None for an error of any other file."""
+    folder = os.environ.get("TORCHINDUCTOR_CACHE_DIR")  # Inductor sets it to its folder (its default too) when loaded
+    if not folder or not err.filename or not Path(os.path.abspath(err.filename)).is_relative_to(folder):
+        return None
+    return inductor_cache_line(err, folder)
 
 
 #: How long ago a zero-byte file in Inductor's cache must have been written to be taken for one left by an
@@ -166,6 +177,36 @@ def repair_inductor_cache() -> list[Path]:
             flush=True,
         )
     return damaged
+
+
+class InductorCacheError(ProjectError, RuntimeError):
+    """Inductor's cache folder cannot be used; the message names TORCHINDUCTOR_CACHE_DIR, which fixes it."""
+
+
+def inductor_cache() -> None:
+    """Refuse a TORCHINDUCTOR_CACHE_DIR that cannot be made or written (a file by that name, a path through a file,
+    no permission) with `InductorCacheError`. Checked here, without loading Inductor: loading it (every run does, in
+    torch.use_deterministic_algorithms) makes the folder, and failed with an OSError that read as the --out-dir's;
+    Inductor's default folder failing is named by `inductor_cache_failure`."""
+    named = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if named is None:
+        return
+    try:
+        os.makedirs(os.path.abspath(named), exist_ok=True)
+        if not os.access(named, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), named)
+    except OSError as err:
+        raise InductorCacheError(inductor_cache_line(err, named)) from None
+
+
+def inductor_cache_line(err: OSError, named: str | None) -> str:
+    """The one line for Inductor's cache folder failing: the variable that names it (`named`), why, and what to
+    set."""
+    return (
+        f"TORCHINDUCTOR_CACHE_DIR={named}, the cache folder of PyTorch's compiler Inductor (which every run loads), "
+        f"cannot be used ({err.strerror or err}); set TORCHINDUCTOR_CACHE_DIR to a folder you can write, or unset it "
+        f"for Inductor's default"
+    )
 
 
 def damaged_kernel(err: Exception) -> str | None:

@@ -10,6 +10,7 @@ calls first.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import subprocess
@@ -22,12 +23,17 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_common.cli import check_command_line
+from mnist_common.cli import check_command_line, parse_config
 from mnist_jax import compilation_cache
-from mnist_jax.runtime import XlaFlagsError, deterministic
+from mnist_jax.runtime import XlaFlagsError, deterministic, xla_flags_problem
+from mnist_torch import runtime as torch_runtime
+from mnist_torch import train as torch_train
 from mnist_torch.data import MNIST_MEAN, MNIST_STD
 from tests.refusals import REPO, jax_environment_refusal, one_line, run
 from tests.test_odd_files import state_dict_as
+
+#: A training run as short as a refusal's test needs.
+TINY_TRAIN = ["--epochs", "1", "--train-size", "256", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +178,40 @@ def test_malformed_xla_flags_end_the_trainer_in_one_line(tmp_path):
     assert "XLA_FLAGS holds 'xla_gpu_autotune_level=0'" in line and "starting with --" in line
 
 
+@pytest.mark.parametrize(
+    "value, named",
+    [
+        ("--xla_no_such_flag=1", "--xla_no_such_flag=1"),
+        ("--xla_cpu_enable_fast_math=false --xla_no_such_flag=1", "--xla_no_such_flag=1"),
+        ("--xla_cpu_enable_fast_math=maybe", "xla_cpu_enable_fast_math"),
+    ],
+)
+def test_an_xla_flag_this_xla_refuses_is_named_with_the_fix(value, named):
+    """XLA ends the process with its own fatal log line on an unknown flag or value once its backend starts: a probe
+    (a child process, the backend of this one untouched) finds it first and names it."""
+    problem = xla_flags_problem(value)
+    assert problem is not None and "\n" not in problem, problem
+    assert problem.startswith("XLA_FLAGS holds ") and named in problem, problem
+    assert problem.endswith("; remove or correct it in XLA_FLAGS, or unset XLA_FLAGS"), problem
+
+
+def test_xla_flags_this_xla_knows_pass_the_check():
+    assert xla_flags_problem("--xla_cpu_enable_fast_math=false --xla_force_host_platform_device_count=2") is None
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_an_unknown_xla_flag_ends_a_jax_command_in_one_line_naming_it(command, tmp_path):
+    args = {
+        "train": ["--epochs", "1", "--train-size", "128", "--out-dir", tmp_path / "out"],
+        "evaluate": ["--weights", state_dict_as(torch.float32, tmp_path / "w.safetensors")],
+    }[command]
+    line = one_line(run(f"mnist_jax.{command}", *args, env={"XLA_FLAGS": "--xla_no_such_flag=1"}))
+    assert line.startswith("error: XLA_FLAGS holds --xla_no_such_flag=1, which this XLA refuses"), line
+    assert line.endswith("; remove or correct it in XLA_FLAGS, or unset XLA_FLAGS"), line
+    assert not (tmp_path / "out").exists()  # refused before the trainer takes its out-dir
+
+
 # --- 4. a compilation cache folder that cannot be written -------------------------------------------------------------
 
 
@@ -232,6 +272,42 @@ def test_trainer_with_unwritable_cache_prints_one_note_not_warnings(tmp_path):
         result.stderr
     )
     assert (tmp_path / "out" / "weights.safetensors").is_file()
+
+
+# --- 4b. an Inductor cache folder that cannot be used --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["a file", "a folder inside a file"])
+@pytest.mark.parametrize("mode", ["eager", "compile"])
+def test_an_unusable_inductor_cache_folder_names_its_variable_before_any_work(where, mode, tmp_path, monkeypatch):
+    """Every PyTorch run loads Inductor (torch.use_deterministic_algorithms does), which makes its cache folder: one
+    that is a file, or lies inside one, is named with TORCHINDUCTOR_CACHE_DIR, which fixes it, not as an --out-dir
+    that cannot be written."""
+    (tmp_path / "a-file").write_text("")
+    folder = tmp_path / "a-file" if where == "a file" else tmp_path / "a-file" / "inductor"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(folder))
+    with pytest.raises(SystemExit) as exit_info:
+        torch_train.main(["--mode", mode, *TINY_TRAIN, "--out-dir", str(tmp_path / "out")])
+    message = exit_info.value.code
+    assert isinstance(message, str) and "\n" not in message, message
+    assert message.startswith(
+        f"error: TORCHINDUCTOR_CACHE_DIR={folder}, the cache folder of PyTorch's compiler Inductor (which every run "
+        f"loads), cannot be used ("
+    ), message
+    assert message.endswith(
+        "; set TORCHINDUCTOR_CACHE_DIR to a folder you can write, or unset it for Inductor's default"
+    ), message
+    assert not (tmp_path / "out").exists()  # refused before the run takes its out-dir
+
+
+def test_an_inductor_cache_folder_failing_while_compiling_is_named_not_the_out_dir(tmp_path, monkeypatch):
+    """A write into Inductor's folder that fails later (a full disk) names that folder's variable too."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    config = parse_config("torch", ["--mode", "compile", "--out-dir", str(tmp_path / "out")])
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "inductor" / "fxgraph" / "a"))
+    line = torch_runtime.failure(full, config)
+    assert line.startswith(f"TORCHINDUCTOR_CACHE_DIR={tmp_path / 'inductor'}, the cache folder of PyTorch's "), line
+    assert "(No space left on device)" in line and "--out-dir" not in line, line
 
 
 # --- 5. faults of the machine: the coordinator's port taken, too little memory, the current folder gone ---------

@@ -5,7 +5,9 @@ recreating it; every signal that ends a command says so in one line, exits 128 +
 from __future__ import annotations
 
 import ast
+import errno
 import hashlib
+import io
 import json
 import re
 import shlex
@@ -156,6 +158,97 @@ def test_a_trainer_whose_out_dir_is_removed_stops_in_one_line_without_recreating
     assert run.returncode == 1, stderr
     assert stderr.strip().startswith(f"error: {out_dir} or its .lock was removed while this run was writing"), stderr
     assert len(stderr.strip().splitlines()) == 1 and not out_dir.exists(), stderr
+
+
+class ClosedAfter(io.StringIO):
+    """A standard output whose reader went away after `lines` lines (``| head -1``: 1): every later write fails as
+    a write into a pipe with no reader does."""
+
+    def __init__(self, lines: int) -> None:
+        super().__init__()
+        self.lines = lines
+
+    def write(self, text: str) -> int:
+        if self.getvalue().count("\n") >= self.lines:
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+        return super().write(text)
+
+
+def closed_output(framework: str, argv: list[str], during: str, epoch: int) -> re.Pattern:
+    """The one line a run whose standard output was closed ends with: what was closed and when, the checkpoint kept
+    and the command that continues the run."""
+    resume = interrupts.resume_command(f"mnist_{framework}.train", argv)
+    out_dir = Path(argv[argv.index("--out-dir") + 1])
+    return re.compile(
+        rf"error: the standard output was closed {during} \(Broken pipe: the program reading it, such as `head`, "
+        rf"exited\), so the run stopped; kept the checkpoint after epoch {epoch} in "
+        rf"{re.escape(str(out_dir / CHECKPOINT[framework]))}; continue with: {re.escape(resume)}"
+    )
+
+
+#: A run of two short epochs, each evaluated on a few test images: what a closed output stops.
+SHORT = ["--train-size", "256", "--test-size", "500"]
+
+
+@pytest.fixture
+def session_data(monkeypatch, mnist, jax_mnist):
+    """The trainers load this session's MNIST (conftest's), not their own copy again: what is tested follows it."""
+    monkeypatch.setattr(torch_train, "load_mnist", lambda data_dir: mnist)
+    monkeypatch.setattr(jax_train, "load_mnist", lambda data_dir: jax_mnist)
+
+
+@pytest.mark.parametrize("framework", ["torch", pytest.param("jax", marks=pytest.mark.e2e)])  # JAX: a compilation
+def test_a_closed_standard_output_stops_the_run_naming_it_and_the_resume_command(
+    framework, tmp_path, monkeypatch, session_data
+):
+    """`python -m mnist_<framework>.train | head -1`: not "cannot write the out-dir, free some space", but the
+    closed output, the checkpoint kept and the command that continues (the e2e test below runs it)."""
+    argv = ["--epochs", "2", *SHORT, "--out-dir", str(tmp_path / "run")]
+    monkeypatch.setattr(sys, "stdout", ClosedAfter(1))
+    message = refusal(framework, argv)
+    epoch = 1 if framework == "jax" else 2  # JAX's first line says what it compiled; PyTorch's eager, epoch 1's
+    assert closed_output(framework, argv, f"after epoch {epoch}/2", epoch).fullmatch(message), message
+    assert (tmp_path / "run" / CHECKPOINT[framework]).is_file() and not (tmp_path / "run" / LOCK_FILE).exists()
+
+
+def test_a_standard_output_closed_before_the_final_line_says_every_file_was_written(
+    tmp_path, monkeypatch, session_data
+):
+    argv = ["--epochs", "1", *SHORT, "--quiet", "--out-dir", str(tmp_path / "run")]
+    monkeypatch.setattr(sys, "stdout", ClosedAfter(0))
+    message = refusal("torch", argv)
+    assert closed_output("torch", argv, "after writing metrics.json, the weights and the plots", 1).fullmatch(
+        message
+    ), message
+    assert {"metrics.json", WEIGHTS_FILE, "curves.png"} <= {p.name for p in (tmp_path / "run").iterdir()}
+
+
+@pytest.mark.e2e  # a real pipe, closed by its reader, and the interpreter's exit after it
+def test_a_trainer_piped_into_head_stops_in_one_line_and_resumes(tmp_path):
+    argv = ["--epochs", "3", "--train-size", "1280", "--test-size", "1000", "--out-dir", str(tmp_path / "run")]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "mnist_jax.train", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    assert run.stdout.readline().startswith("compiled train and eval steps")
+    run.stdout.close()  # `head -1` exits
+    stderr = run.stderr.read()
+    assert run.wait(timeout=120) == 1, stderr
+    assert len(stderr.splitlines()) == 1 and closed_output("jax", argv, "after epoch 1/3", 1).fullmatch(
+        stderr.strip()
+    ), stderr
+    resumed = subprocess.run(
+        [sys.executable, *shlex.split(interrupts.resume_command("mnist_jax.train", argv))[1:]],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert resumed.returncode == 0 and resumed.stdout.startswith("resumed from "), resumed.stderr
+    assert len(json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"]) == 3
 
 
 # --- B. signals ----------------------------------------------------------------------------------------

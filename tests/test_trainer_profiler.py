@@ -7,12 +7,16 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mnist_common.profiling import PROFILED_CALLS, StepWindow
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_the_window_captures_a_few_calls_after_the_first_and_ends_after_the_device_finished(tmp_path):
@@ -73,3 +77,19 @@ def assert_the_trace_names_the_steps_convolutions(framework: str, folder: Path) 
         events = events["traceEvents"] if isinstance(events, dict) else events
         ops = {e.get("args", {}).get("hlo_op", "") for e in events}
         assert any(op.startswith("convolution") for op in ops), sorted(ops)[:40]
+
+
+@pytest.mark.e2e  # PyTorch's profiler (kineto) sets up its logging once per process: a fresh one, as a user's run
+def test_a_profiled_cpu_run_prints_no_line_of_the_profilers_own(tmp_path):
+    """Kineto, writing the trace, asks CUDA for its devices and logs "ERROR ... gpuGetDeviceCount failed" where there
+    is no GPU driver, and its start and stop lines: a successful run on the CPU prints none of them."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mnist_torch.train", "--epochs", "1", "--train-size", "1280", "--quiet"]
+        + ["--device", "cpu", "--profile", str(tmp_path / "trace"), "--out-dir", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert list((tmp_path / "trace").glob("*.pt.trace.json")) and done.stdout.startswith("test accuracy ")

@@ -120,6 +120,23 @@ def test_every_damaged_or_foreign_checkpoint_is_refused_in_one_line(
     assert tried == 13 * 3
 
 
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+def test_the_other_frameworks_run_is_named_with_the_command_that_reads_it(framework, command, trained_run):
+    """`--checkpoint` given the other framework's run: not "no checkpoint, train one", but whose checkpoint it
+    is, the other framework's command that reads it and the --weights that reads its exported weights here."""
+    other, run = OTHER[framework], trained_run(OTHER[framework])
+    name = {"torch": "PyTorch", "jax": "JAX"}
+    module = {"evaluate": EVALUATORS, "predict": PREDICTORS}[command][framework]
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--checkpoint", str(run), *([str(DIGIT)] if command == "predict" else [])])
+    assert exit_info.value.code == (
+        f"error: {run} holds a {name[other]} checkpoint ({CHECKPOINT[other]}), not the {name[framework]} "
+        f"{CHECKPOINT[framework]} that mnist_{framework}.{command} reads; use `python -m mnist_{other}.{command} "
+        f"--checkpoint {run}`, or here --weights {run / 'weights.safetensors'}"
+    )
+
+
 def test_a_checkpoint_read_back_is_the_one_written(trained_run):
     """The header is not decoration: what a reader gets is exactly what the trainer saved."""
     payload = read_torch_checkpoint(trained_run("torch") / TORCH_CHECKPOINT)
