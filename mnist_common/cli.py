@@ -1,13 +1,11 @@
 """The command line of every command, and the check each runs on it before it imports PyTorch or JAX.
 
 ``python -m mnist_<framework>.<train|evaluate|predict>`` calls `check_command_line` from an ``if __name__ ==
-"__main__":`` block above the imports that load PyTorch or JAX (seconds, and a GB of memory; measured:
-benchmarks/RESULTS.md, 'Design measurements'): a mistyped flag, a value outside `mnist_common.config`'s limits or a
-path that cannot work is refused at once, with argparse's usage and one ``error:`` line naming the flag, the value and
-what is wrong (exit status 2); nothing is imported, created or written. The paths, which argparse cannot check, are
-checked by `mnist_common.paths`, which the loaders call again for the commands' ``main(argv)`` (tests and other code
-call it in-process; it parses the same way and leaves the paths to them: exit status 1). An --out-dir is only looked
-at: the trainer creates it under its lock (`mnist_common.outdir`). Like config, this imports only the standard library.
+"__main__":`` block above the imports that load PyTorch or JAX (seconds, and a GB of memory: docs/design.md): a
+mistyped flag, a value outside `mnist_common.config`'s limits or a path that cannot work is refused at once, with
+argparse's usage and one ``error:`` line naming the flag, the value and what is wrong (exit status 2); nothing is
+imported, created or written. The paths are checked by `mnist_common.paths`, which the loaders call again for the
+commands' ``main(argv)`` (exit status 1). An --out-dir is only looked at: the trainer creates it under its lock.
 """
 
 from __future__ import annotations
@@ -124,9 +122,8 @@ def _coordinator(text: str) -> str:
 
 
 def _path(text: str) -> Path:
-    """A path flag's value, refused when no file could have that name. The filesystem is not looked at
-    here (`check_command_line` does); an empty value is refused because Path("") is the current folder, so
-    ``--out-dir ""`` would write a run's files into whatever folder the command ran in."""
+    """A path flag's value, refused when no file could have that name (the filesystem is looked at later); an empty
+    one too, since Path("") is the current folder: ``--out-dir ""`` would write into wherever the command ran."""
     if not text:
         raise argparse.ArgumentTypeError("expected a path, got an empty string")
     if "\0" in text:
@@ -141,9 +138,8 @@ def _path(text: str) -> Path:
 
 
 def _one_line(message: str) -> str:
-    """`message` with every invisible character escaped as in a Python literal: argparse puts some values
-    into its messages unquoted (``unrecognized arguments: ...``), and one holding a newline would
-    otherwise split the error over lines."""
+    """`message` with every invisible character escaped as in a Python literal: argparse puts some values into its
+    messages unquoted (``unrecognized arguments: ...``), and a newline in one would split the error line."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
 
 
@@ -158,9 +154,8 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse's parser, whose error is always one line, whatever the user typed. Like argparse's, it
-    prints the usage and ``PROG: error: MESSAGE`` on stderr and exits with status 2. It takes no
-    abbreviated flag: ``--epoch 3`` is refused, not read as ``--epochs 3`` (nor, one day, as another flag)."""
+    """argparse's parser (usage, ``PROG: error: MESSAGE``, status 2), its error always one line, whatever the user
+    typed; no abbreviated flag: ``--epoch 3`` is refused, not read as ``--epochs 3`` (nor, one day, as another)."""
 
     def __init__(self, command: str, framework: str, description: str) -> None:
         super().__init__(
@@ -383,12 +378,6 @@ def parse_model_args(command: str, framework: str, argv: Sequence[str] | None = 
     return args
 
 
-build_predict_parser = functools.partial(build_model_parser, "predict")
-build_evaluate_parser = functools.partial(build_model_parser, "evaluate")
-parse_predict_args = functools.partial(parse_model_args, "predict")
-parse_evaluate_args = functools.partial(parse_model_args, "evaluate")
-
-
 def _refuse(build: Callable[[], argparse.ArgumentParser], flag: str, problems: Sequence[str | None]) -> None:
     """Exit as argparse does for a bad value (usage, one error line, status 2) if there are `problems`."""
     problems = [problem for problem in problems if problem is not None]
@@ -416,9 +405,8 @@ def check_train(framework: str, argv: Sequence[str] | None = None) -> TrainConfi
 
 
 def check_model_command(command: str, framework: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """predict's or evaluate's arguments: every IMAGE a file (or a pipe), an explicit --weights a readable file,
-    an explicit --checkpoint a folder, evaluate's --data-dir readable. The default checkpoint is not checked:
-    the command's own error (no checkpoint in runs/<framework>; train one with ...) is the more helpful one."""
+    """predict's or evaluate's arguments: every IMAGE a file (or a pipe), --weights a readable file, --checkpoint a
+    folder, evaluate's --data-dir readable; not the default checkpoint, whose own error (train one ...) helps more."""
     args = parse_model_args(command, framework, argv)
     build = functools.partial(build_model_parser, command, framework)
     if command == "predict":
@@ -435,12 +423,8 @@ def check_model_command(command: str, framework: str, argv: Sequence[str] | None
 
 
 def jax_environment_problem(environ: Mapping[str, str] = os.environ) -> str | None:
-    """What in the environment keeps JAX from starting, for the one error line, or None.
-
-    JAX_NUM_CPU_DEVICES (which --devices' help recommends) must be a whole number of at least 1: JAX itself
-    fails with a traceback on a non-number at ``import jax`` and on 0 when its CPU backend starts, and takes
-    a negative number as "not set", which is not what the user asked for.
-    """
+    """A JAX_NUM_CPU_DEVICES that is not a whole number >= 1, for the one error line, or None: JAX fails with a
+    traceback on a non-number or 0, and takes a negative number as "not set", which the user did not ask for."""
     value = environ.get("JAX_NUM_CPU_DEVICES")
     if value is not None and not (value.strip().isdecimal() and int(value) >= 1):
         return (
@@ -453,10 +437,8 @@ def jax_environment_problem(environ: Mapping[str, str] = os.environ) -> str | No
 def check_command_line(
     command: str, framework: str, argv: Sequence[str] | None = None
 ) -> TrainConfig | argparse.Namespace:
-    """Check ``python -m mnist_<framework>.<command> ARGV`` (default: sys.argv[1:]) without importing PyTorch
-    or JAX: return what it parses to, or exit with status 2 and one error line (0 after --help). For JAX's
-    commands, an environment JAX cannot start with (`jax_environment_problem`) then exits with status 1 and
-    one error line: it is not the command line's fault."""
+    """Check ``python -m mnist_<framework>.<command> ARGV`` without importing PyTorch or JAX: what it parses to, or
+    exit 2 with one error line (0 after --help); an environment JAX cannot start with exits 1 (not the flags' fault)."""
     try:
         os.getcwd()
     except FileNotFoundError:  # later, PyTorch's oneMKL ends the process with a FATAL of its own

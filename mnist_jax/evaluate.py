@@ -25,7 +25,7 @@ if __name__ == "__main__":
 
 import jax
 
-from mnist_common.cli import parse_evaluate_args
+from mnist_common.cli import parse_model_args
 from mnist_common.config import default_out_dir
 from mnist_common.errors import ProjectError
 from mnist_common.report import format_evaluation
@@ -39,7 +39,7 @@ from mnist_jax.weights import load_weights
 def main(argv: Sequence[str] | None = None, checked: argparse.Namespace | None = None) -> None:
     """Run the command on ``argv`` (default: sys.argv[1:]), or on `checked`, the command line the
     ``__main__`` block already parsed and checked before the framework's imports."""
-    args = checked or parse_evaluate_args("jax", argv)
+    args = checked or parse_model_args("evaluate", "jax", argv)
     try:
         device = resolve_device(args.device)
         if args.weights is not None:

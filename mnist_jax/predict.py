@@ -28,7 +28,7 @@ if __name__ == "__main__":
 import jax
 import numpy as np
 
-from mnist_common.cli import parse_predict_args
+from mnist_common.cli import parse_model_args
 from mnist_common.config import default_out_dir
 from mnist_common.errors import ProjectError
 from mnist_common.images import load_digits
@@ -42,7 +42,7 @@ from mnist_jax.weights import load_weights
 def main(argv: Sequence[str] | None = None, checked: argparse.Namespace | None = None) -> None:
     """Run the command on ``argv`` (default: sys.argv[1:]), or on `checked`, the command line the
     ``__main__`` block already parsed and checked before the framework's imports."""
-    args = checked or parse_predict_args("jax", argv)
+    args = checked or parse_model_args("predict", "jax", argv)
     images, errors = load_digits(args.images)  # (N, 28, 28) for the pictures that have a digit
     probabilities = np.zeros((0, 10), np.float32)
     if len(images):

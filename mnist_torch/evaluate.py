@@ -22,7 +22,7 @@ if __name__ == "__main__":
     interrupts.install("python -m mnist_torch.evaluate")  # Ctrl-C, SIGTERM, SIGHUP...: one line, exit 128 + N
     CHECKED = check_command_line("evaluate", "torch", sys.argv[1:])  # parsed once: main runs what was checked
 
-from mnist_common.cli import parse_evaluate_args
+from mnist_common.cli import parse_model_args
 from mnist_common.config import default_out_dir
 from mnist_common.errors import ProjectError
 from mnist_common.report import format_evaluation
@@ -36,7 +36,7 @@ from mnist_torch.weights import load_weights
 def main(argv: Sequence[str] | None = None, checked: argparse.Namespace | None = None) -> None:
     """Run the command on ``argv`` (default: sys.argv[1:]), or on `checked`, the command line the
     ``__main__`` block already parsed and checked before the framework's imports."""
-    args = checked or parse_evaluate_args("torch", argv)
+    args = checked or parse_model_args("evaluate", "torch", argv)
     try:
         device = resolve_device(args.device)
         if args.weights is not None:

@@ -28,7 +28,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mnist_common.cli import check_command_line, parse_config, parse_evaluate_args
+from mnist_common.cli import check_command_line, parse_config, parse_model_args
 from mnist_common.config import (
     DEVICES,
     JAX_APIS,
@@ -293,7 +293,7 @@ def assert_valid(command: str, framework: str, parsed: object, argv: list[str]) 
         assert parsed.weights is None or parsed.checkpoint is None
         assert parsed.weights is None or parsed.weights.is_file()
         assert parsed.data_dir.is_dir()
-        assert parse_evaluate_args(framework, argv) == parsed
+        assert parse_model_args("evaluate", framework, argv) == parsed
     else:
         assert parsed.images and all(path.is_file() for path in parsed.images)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import errno
+import functools
 import hashlib
 import io
 import json
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from mnist_common import interrupts, outdir
-from mnist_common.cli import build_evaluate_parser, build_parser, build_predict_parser, parse_config
+from mnist_common.cli import build_model_parser, build_parser, parse_config
 from mnist_common.files import write_atomically
 from mnist_common.outdir import LOCK_FILE, out_dir_lock
 from mnist_common.weights import WEIGHTS_FILE
@@ -351,7 +352,7 @@ def test_a_commands_exit_runs_the_exit_handlers_and_skips_the_final_garbage_coll
 
 PARSERS = [
     build(framework)
-    for build in (build_parser, build_predict_parser, build_evaluate_parser)
+    for build in (build_parser, *(functools.partial(build_model_parser, c) for c in ("predict", "evaluate")))
     for framework in FRAMEWORKS
 ]
 
