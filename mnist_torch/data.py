@@ -147,7 +147,8 @@ def ensure_verified(data_dir: Path | str = DEFAULT_DATA_DIR) -> Path:
         usable = path.exists() and (not cached or _extracted_from(gz_path, path))
         actual = sha256_of(path) if usable else None
         if cached and actual != expected:  # missing, another folder's, or damaged: the cache is rebuilt from gz_path
-            path.unlink(missing_ok=True)
+            if path.exists():  # False too where the cache's path runs through a file: `_writable` says so below
+                path.unlink()
             actual = None
         source = path
         if actual is None:

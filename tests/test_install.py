@@ -16,6 +16,7 @@ writable, in the user cache for an installed package's own copy and for a read-o
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -42,6 +43,21 @@ from mnist_torch.data import (
 
 REPO = Path(__file__).resolve().parent.parent
 GZ_FILES = sorted(f"{name}.gz" for name in IDX_FILES)
+#: What the user cache holds after an extraction: the IDX files, each with the SHA-256 of the .gz it came from.
+EXTRACTED = {
+    **{name: digest for name, (digest, _) in IDX_FILES.items()},
+    **{
+        f"{name}.source": hashlib.sha256((REPO / "data" / "MNIST" / "raw" / f"{name}.gz").read_bytes()).hexdigest()
+        for name in IDX_FILES
+    },
+}
+
+
+def cached_files(folder: Path) -> dict[str, str]:
+    """Each IDX file of `folder` by its SHA-256, each record of its source by the digest it records."""
+    return {p.name: p.read_text() if p.suffix == ".source" else sha256_of(p) for p in folder.iterdir()}
+
+
 #: Where the wheel carries the .gz files (pyproject.toml's [tool.setuptools.package-dir]).
 GZ_IN_WHEEL = "mnist_common/_data/MNIST/raw/"
 
@@ -120,7 +136,7 @@ def test_read_only_data_folder_is_extracted_into_the_cache(tmp_path, monkeypatch
         assert {p: p.stat().st_mtime_ns for p in raw_dir(cache / "mnist_jax_torch").iterdir()} == extracted
     assert sorted(p.name for p in raw_dir(data).iterdir()) == GZ_FILES  # nothing written beside the .gz
     cached = raw_dir(cache / "mnist_jax_torch")
-    assert {p.name: sha256_of(p) for p in cached.iterdir()} == {name: digest for name, (digest, _) in IDX_FILES.items()}
+    assert cached_files(cached) == EXTRACTED
 
 
 # --- the wheel ---------------------------------------------------------------------------------------------
@@ -228,5 +244,5 @@ def test_installed_wheel_trains_and_evaluates_from_any_folder(wheel, tmp_path):
         metrics = json.loads((work / "runs" / framework / "metrics.json").read_text())
         assert Path(metrics["config"]["data_dir"]) == site.resolve() / "mnist_common" / "_data"
     cached = raw_dir(cache / "mnist_jax_torch")
-    assert {p.name: sha256_of(p) for p in cached.iterdir()} == {name: digest for name, (digest, _) in IDX_FILES.items()}
+    assert cached_files(cached) == EXTRACTED
     assert sorted(str(p.relative_to(site)) for p in site.rglob("*") if "__pycache__" not in p.parts) == installed

@@ -26,6 +26,7 @@ from mnist_torch import steps as torch_steps
 from mnist_torch import tuned as torch_tuned
 from mnist_torch.data import Split
 from mnist_torch.model import CNN as TorchCNN
+from mnist_torch.parallel import World
 from mnist_torch.runtime import deterministic
 from mnist_torch.tuned import TunedCNN as TorchTunedCNN
 from tests.numerics import relative_error
@@ -148,7 +149,7 @@ def test_pytorchs_compiled_whole_step_takes_jaxs_cpu_steps(mnist, jax_mnist):
     assert isinstance(torch_state.model, TorchTunedCNN)
     jax_state = jax_state_from(torch_state.model, "tuned-conv1-as-matmul")
     with deterministic():
-        torch_state, steps, _ = torch_tuned.compile_steps(torch_state, train, config, torch_steps.World())
+        torch_state, steps, _ = torch_tuned.compile_steps(torch_state, train, config, World())
         for step, (_, _, idx) in enumerate(torch_batches(mnist, 3, train_size=config.train_size), start=1):
             _, loss = steps(torch_state, torch.from_numpy(idx)[None])
             jax_batch = (jax_mnist.train.images[idx], jax_mnist.train.labels[idx])
