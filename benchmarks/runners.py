@@ -31,6 +31,7 @@ from mnist_torch import steps as torch_steps
 from mnist_torch import train as torch_train
 from mnist_torch import tuned as torch_tuned
 from mnist_torch.data import MNISTData
+from mnist_torch.parallel import World
 
 #: torch_compile_step: the trainer's `--mode compile-step` (the whole step as one torch.compile(fullgraph=True) graph);
 #: torch_cudagraph: the whole step replayed as a CUDA graph (`--mode cuda-graphs`, GPU only);
@@ -197,7 +198,7 @@ def torch_round(
         state = torch_tuned.create_state(0, config, dev)
         train = torch_train.Split(data.train.images.to(dev), data.train.labels.to(dev))
         start = time.perf_counter()
-        state, prepared, _ = torch_tuned.compile_steps(state, train, config, torch_train.World())
+        state, prepared, _ = torch_tuned.compile_steps(state, train, config, World())
         calls = prepared.calls(torch.from_numpy(idx).to(dev))
 
         def run() -> None:
