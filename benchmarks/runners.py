@@ -199,7 +199,7 @@ def torch_round(
         train = torch_train.Split(data.train.images.to(dev), data.train.labels.to(dev))
         start = time.perf_counter()
         state, prepared, _ = torch_tuned.compile_steps(state, train, config, World())
-        calls = prepared.calls(torch.from_numpy(idx).to(dev))
+        calls = prepared.calls(idx)
 
         def run() -> None:
             for rows in calls:

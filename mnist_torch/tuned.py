@@ -243,9 +243,9 @@ class Steps(NamedTuple):
     def device_type(self) -> str:
         return self.train.images.device.type
 
-    def calls(self, order: np.ndarray) -> tuple[torch.Tensor, ...]:
+    def calls(self, order: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The epoch's (steps, batch) order, this rank's columns of it on the device, cut into one step per call."""
-        return torch.from_numpy(local_columns(order, self.world)).to(self.train.images.device).split(1)
+        return torch.as_tensor(local_columns(order, self.world)).to(self.train.images.device).split(1)
 
     def __call__(self, state: TrainState, rows: torch.Tensor) -> tuple[TrainState, torch.Tensor]:
         """Train on the batch `rows` (one of `calls`), updating `state` in place; returns it and the loss, still on
