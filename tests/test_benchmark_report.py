@@ -256,23 +256,31 @@ def test_time_to_accuracy_counts_every_seed_from_the_commands_start(tmp_path, ca
     assert "Every seed trains every epoch (the final accuracy is over all of them)." in markdown
 
 
+def latency_row(name, p50_s):
+    """A latency row with the fields the report reads, `p50_s` seconds a call."""
+    return {
+        "framework": name.split("_")[0],
+        "variant": name,
+        "mode": "latency",
+        "device": "cpu",
+        "batch_size": 1,
+        "precision": "float32",
+        "compile_seconds": None,
+        "latency_p50_ms": 1000 * p50_s,
+        "latency_p99_ms": 2000 * p50_s,
+        "calls": 500,
+        "images_per_s": 1 / p50_s,
+    }
+
+
 def test_latency_has_its_own_table_with_paired_blocks(tmp_path, capsys):
-    def latency(name, p50_s):
+    def latency(name, p50_s):  # a measured row: its interval, rounds and, compiled, its compile seconds
         return {
-            "framework": name.split("_")[0],
-            "variant": name,
-            "mode": "latency",
-            "device": "cpu",
-            "batch_size": 1,
-            "precision": "float32",
+            **latency_row(name, p50_s),
             "compile_seconds": None if name == "torch_eager" else 0.5,
-            "latency_p50_ms": 1000 * p50_s,
             "latency_p50_low_ms": 900 * p50_s,
             "latency_p50_high_ms": 1100 * p50_s,
-            "latency_p99_ms": 2000 * p50_s,
-            "calls": 500,
             "round_seconds": [p50_s] * 10,
-            "images_per_s": 1 / p50_s,
         }
 
     info = {
@@ -343,22 +351,6 @@ def test_malformed_input_is_one_line(tmp_path, content, expected):
     )
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ") and expected in done.stderr, done.stderr
-
-
-def latency_row(name, p50_s):
-    return {
-        "framework": name.split("_")[0],
-        "variant": name,
-        "mode": "latency",
-        "device": "cpu",
-        "batch_size": 1,
-        "precision": "float32",
-        "compile_seconds": None,
-        "latency_p50_ms": 1000 * p50_s,
-        "latency_p99_ms": 2000 * p50_s,
-        "calls": 500,
-        "images_per_s": 1 / p50_s,
-    }
 
 
 def results_with(damage):

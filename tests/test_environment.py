@@ -34,6 +34,8 @@ from tests.test_odd_files import state_dict_as
 
 #: A training run as short as a refusal's test needs.
 TINY_TRAIN = ["--epochs", "1", "--train-size", "256", "--quiet"]
+#: One epoch of one batch: a JAX run that an environment problem refuses, or that is over in seconds.
+ONE_BATCH = ["--epochs", "1", "--train-size", "128"]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +60,7 @@ def test_jax_platforms_absent_is_one_line(command, platforms, tmp_path, digit_pn
     if platforms == "cuda" and _gpu_visible():
         pytest.skip("a GPU is present: JAX_PLATFORMS=cuda is a platform this machine has")
     args = {
-        "train": ["--epochs", "1", "--train-size", "128", "--out-dir", tmp_path / "out"],
+        "train": [*ONE_BATCH, "--out-dir", tmp_path / "out"],
         "evaluate": ["--weights", state_dict_as(torch.float32, tmp_path / "w.safetensors")],
         "predict": [digit_png],
     }[command]
@@ -164,16 +166,7 @@ def test_a_flag_file_is_left_as_written_with_a_note(tmp_path, monkeypatch, capsy
 @pytest.mark.e2e
 def test_malformed_xla_flags_end_the_trainer_in_one_line(tmp_path):
     line = one_line(
-        run(
-            "mnist_jax.train",
-            "--epochs",
-            "1",
-            "--train-size",
-            "128",
-            "--out-dir",
-            tmp_path / "out",
-            env={"XLA_FLAGS": "xla_gpu_autotune_level=0"},
-        )
+        run("mnist_jax.train", *ONE_BATCH, "--out-dir", tmp_path / "out", env={"XLA_FLAGS": "xla_gpu_autotune_level=0"})
     )
     assert "XLA_FLAGS holds 'xla_gpu_autotune_level=0'" in line and "starting with --" in line
 
@@ -203,7 +196,7 @@ def test_xla_flags_this_xla_knows_pass_the_check():
 @pytest.mark.parametrize("command", ["train", "evaluate"])
 def test_an_unknown_xla_flag_ends_a_jax_command_in_one_line_naming_it(command, tmp_path):
     args = {
-        "train": ["--epochs", "1", "--train-size", "128", "--out-dir", tmp_path / "out"],
+        "train": [*ONE_BATCH, "--out-dir", tmp_path / "out"],
         "evaluate": ["--weights", state_dict_as(torch.float32, tmp_path / "w.safetensors")],
     }[command]
     line = one_line(run(f"mnist_jax.{command}", *args, env={"XLA_FLAGS": "--xla_no_such_flag=1"}))
@@ -257,10 +250,7 @@ def test_trainer_with_unwritable_cache_prints_one_note_not_warnings(tmp_path):
     (tmp_path / "a-file").write_text("")
     result = run(
         "mnist_jax.train",
-        "--epochs",
-        "1",
-        "--train-size",
-        "128",
+        *ONE_BATCH,
         "--out-dir",
         tmp_path / "out",
         "--quiet",
