@@ -69,6 +69,10 @@ def processes(config: TrainConfig) -> Iterator[tuple[Mesh, jax.Device]]:
     yield mesh, device
 
 
+#: The flag `deterministic` adds to XLA_FLAGS: one this XLA knows, which needs no probe (`start_backends`).
+DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops=true"
+
+
 @contextlib.contextmanager
 def deterministic(enabled: bool = True) -> Iterator[None]:
     """Make two runs with the same flags compute the same bits: XLA's deterministic GPU ops.
@@ -107,7 +111,7 @@ def deterministic(enabled: bool = True) -> Iterator[None]:
                 flush=True,
             )
     elif enabled and "xla_gpu_deterministic_ops" not in (before or ""):
-        os.environ["XLA_FLAGS"] = f"{before or ''} --xla_gpu_deterministic_ops=true".strip()
+        os.environ["XLA_FLAGS"] = f"{before or ''} {DETERMINISTIC_FLAG}".strip()
     try:
         yield
     finally:
@@ -157,8 +161,9 @@ def start_backends() -> None:
     or a backend plugin that fails to start, is `DeviceUnavailable` with one line, not JAX's traceback."""
     from jax._src import xla_bridge
 
-    flags = os.environ.get("XLA_FLAGS")
-    if flags and not xla_bridge.backends_are_initialized() and (problem := xla_flags_problem(flags)) is not None:
+    flags = os.environ.get("XLA_FLAGS", "")
+    users = flags.replace(DETERMINISTIC_FLAG, "").strip()  # only the user's own flags cost a probe
+    if users and not xla_bridge.backends_are_initialized() and (problem := xla_flags_problem(flags)) is not None:
         raise XlaFlagsError(problem)  # XLA would end the process with its own fatal log line instead
     try:
         jax.default_backend()
